@@ -1,0 +1,299 @@
+//! The task API: `POST /api/tasks` body, `GET /api/tasks/{id}` answer, queue view, error body.
+//!
+//! Field names here are the contract clients rely on (SPEC §3); add fields, never rename.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The five priority levels of the chapter (§18.4). Lower value = more urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Critical = 0,
+    High = 1,
+    Normal = 2,
+    Low = 3,
+    Background = 4,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 5] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+        Priority::Background,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+            Priority::Background => "background",
+        }
+    }
+
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_level(level: u8) -> Option<Priority> {
+        Priority::ALL.get(level as usize).copied()
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "critical" => Some(Priority::Critical),
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            "background" => Some(Priority::Background),
+            _ => s.parse::<u8>().ok().and_then(Priority::from_level),
+        }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Priority {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    /// Accepts the level name (`"high"`) or its number (`1` or `"1"`).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u8),
+            S(String),
+        }
+        let bad = || {
+            serde::de::Error::custom(
+                "expected one of critical, high, normal, low, background (or 0-4)",
+            )
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Priority::from_level(n).ok_or_else(bad),
+            Raw::S(s) => Priority::parse(&s).ok_or_else(bad),
+        }
+    }
+}
+
+/// Estimated complexity of a task (§18.2 `estimated_complexity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Complexity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Complexity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Complexity::Low => "low",
+            Complexity::Medium => "medium",
+            Complexity::High => "high",
+        }
+    }
+}
+
+/// Body of `POST /api/tasks`. Unknown fields are rejected so a typo is reported, not ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSubmit {
+    /// Agent to run the task; `main` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The user's message.
+    pub input: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Where the task came from (`feishu_direct_message`, `cron_job`, `api_call`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Explicit priority; otherwise `task_priority.source_mapping[source]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<Complexity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Explicit model; wins over routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Opt out of the request cache for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+}
+
+/// Token counts of one task or call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCounts {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// Where the prompt's tokens went (§18.1 table): system, memory, tools, history, input, output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptBreakdown {
+    pub system: u32,
+    pub memory: u32,
+    pub tools: u32,
+    pub history: u32,
+    pub input: u32,
+    pub output: u32,
+}
+
+/// A task error with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+/// Answer of `GET /api/tasks/{id}` (and of `POST /api/tasks`, which shows `id` and `status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub status: crate::TaskStatus,
+    pub agent: String,
+    pub priority: Priority,
+    pub source: String,
+    pub model: Option<String>,
+    pub output: Option<String>,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+    pub attempts: u32,
+    pub node: Option<String>,
+    pub error: Option<TaskErrorView>,
+    pub session_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub cache_hit: bool,
+    pub preemptions: u32,
+    pub prompt: PromptBreakdown,
+    /// RFC 3339 times.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// Answer of `POST /api/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAccepted {
+    pub id: String,
+    pub status: crate::TaskStatus,
+    /// True when an earlier task with the same `idempotency_key` was returned.
+    pub duplicate: bool,
+}
+
+/// Answer of `GET /api/queue`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    /// Waiting tasks per level name.
+    pub depth: std::collections::BTreeMap<String, u64>,
+    pub queued: u64,
+    pub running: u64,
+    pub workers: u64,
+    pub queue_max: u64,
+    pub running_tasks: Vec<RunningTask>,
+    pub recent_failures: Vec<TaskView>,
+    pub failed_deliveries: Vec<FailedDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub id: String,
+    pub agent: String,
+    pub priority: Priority,
+    pub model: Option<String>,
+    pub running_ms: u64,
+}
+
+/// A callback delivery that ran out of retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedDelivery {
+    pub task_id: String,
+    pub callback_url: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: String,
+}
+
+/// The error body of every non-2xx answer: `{"error":{"code","message"}}`.
+/// `type` mirrors `code` so OpenAI SDKs can read it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        let code = code.into();
+        ErrorBody {
+            error: ErrorDetail {
+                kind: code.clone(),
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_accepts_names_and_numbers() {
+        let cases = [
+            ("\"critical\"", Some(Priority::Critical)),
+            ("\"background\"", Some(Priority::Background)),
+            ("1", Some(Priority::High)),
+            ("\"3\"", Some(Priority::Low)),
+            ("5", None),
+            ("\"urgent\"", None),
+        ];
+        for (json, want) in cases {
+            let got = serde_json::from_str::<Priority>(json).ok();
+            assert_eq!(got, want, "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Priority::Normal).unwrap(),
+            "\"normal\""
+        );
+    }
+
+    #[test]
+    fn submit_rejects_unknown_fields() {
+        let err = serde_json::from_str::<TaskSubmit>(r#"{"input":"hi","prio":"high"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prio"), "{err}");
+        let ok: TaskSubmit = serde_json::from_str(r#"{"input":"hi","priority":"high"}"#).unwrap();
+        assert_eq!(ok.priority, Some(Priority::High));
+    }
+}

@@ -1,0 +1,18 @@
+//! openclaw-proto: every type that crosses a process boundary.
+//!
+//! - [`api`]: the task API (`/api/tasks`) request and response shapes, the error body.
+//! - [`openai`]: OpenAI-compatible chat-completion DTOs (`/v1/chat/completions`, `/v1/models`).
+//! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
+//! - [`task`]: the stored task envelope ([`task::TaskRecord`]) and its status.
+//! - [`codec`]: the one place that turns stored/sent envelopes into bytes (postcard + version byte).
+//!
+//! Invariant: this crate does no I/O and knows nothing about HTTP servers, sled or actors.
+
+pub mod anthropic;
+pub mod api;
+pub mod codec;
+pub mod openai;
+pub mod task;
+
+pub use api::{Complexity, ErrorBody, Priority, TaskSubmit, TaskView};
+pub use task::{TaskRecord, TaskStatus};

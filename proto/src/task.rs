@@ -1,0 +1,123 @@
+//! The stored task envelope: what sled keeps (and, later, what Raft replicates) for one task.
+//!
+//! Encoded with [`crate::codec`] (postcard): no `skip_serializing_if`/`flatten` here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{PromptBreakdown, TaskErrorView, TokenCounts};
+use crate::{Complexity, Priority};
+
+/// Lifecycle of a task. `Succeeded`, `Failed` and `Cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One task as stored. Times are Unix milliseconds stamped by the node that made the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    /// Monotonic admission order; FIFO within a priority level.
+    pub seq: u64,
+    pub agent: String,
+    pub input: String,
+    pub session_id: Option<String>,
+    pub source: String,
+    pub priority: Priority,
+    pub task_type: Option<String>,
+    pub complexity: Option<Complexity>,
+    pub language: Option<String>,
+    /// The model the caller asked for, if any.
+    pub requested_model: Option<String>,
+    /// The model that served (or is serving) the task.
+    pub model: Option<String>,
+    pub callback_url: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub cache: bool,
+    pub status: TaskStatus,
+    pub output: Option<String>,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+    /// Times the task was started (a re-run after a crash or a preemption counts again).
+    pub attempts: u32,
+    pub preemptions: u32,
+    /// The node that owns (runs) the task.
+    pub owner: Option<String>,
+    /// Lease epoch of the owner; completion is accepted only for the current epoch (fencing).
+    pub epoch: u64,
+    pub error: Option<TaskErrorView>,
+    pub cache_hit: bool,
+    pub prompt: PromptBreakdown,
+    pub created_at_ms: u64,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_through_codec() {
+        let rec = TaskRecord {
+            id: "t1".into(),
+            seq: 3,
+            agent: "main".into(),
+            input: "你好".into(),
+            session_id: None,
+            source: "api_call".into(),
+            priority: Priority::High,
+            task_type: Some("writing".into()),
+            complexity: Some(Complexity::Low),
+            language: None,
+            requested_model: None,
+            model: Some("gpt-4o-mini".into()),
+            callback_url: None,
+            idempotency_key: Some("k".into()),
+            max_tokens: Some(10),
+            cache: true,
+            status: TaskStatus::Queued,
+            output: None,
+            tokens: TokenCounts::default(),
+            cost_usd: 0.0,
+            attempts: 0,
+            preemptions: 0,
+            owner: None,
+            epoch: 0,
+            error: None,
+            cache_hit: false,
+            prompt: PromptBreakdown::default(),
+            created_at_ms: 1,
+            started_at_ms: None,
+            finished_at_ms: None,
+        };
+        let bytes = crate::codec::encode(&rec).unwrap();
+        let back: TaskRecord = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back, rec);
+    }
+}

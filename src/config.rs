@@ -1,0 +1,1084 @@
+//! `openclaw.json`: the typed configuration, its defaults, environment overrides and validation.
+//!
+//! Loading is data → checks → use: the file (if any) is read as JSON, `OPENCLAW__A__B=value`
+//! environment overrides are merged into it, the result is deserialized strictly (an unknown key
+//! or a wrong type names its JSON path), then [`Config::validate`] checks the relations between
+//! values. Only then does the node bind ports. CLI flags are applied by the caller (precedence
+//! CLI > env > file > defaults).
+//!
+//! The section and key names are the chapter's (`model_routing`, `model_fallback`, `cache`,
+//! `session`, `rate_limiting`, `task_priority`, `budget`) plus `models`, `agents`, `server`,
+//! `auth`, `audit`. Secrets never live here: API keys are named by `api_key_env` and read from the
+//! environment into a [`Secret`], whose `Debug`/`Display` print `***`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use openclaw_proto::{Complexity, Priority};
+
+/// A value that must never be printed: provider keys, API tokens, the cluster secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that sends it (an HTTP header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A configuration error: the JSON path at fault and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{file}: invalid JSON at line {line}, column {column}: {reason}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{file}: at `{path}`: {reason}")]
+    Invalid {
+        file: String,
+        path: String,
+        reason: String,
+    },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            file: "config".into(),
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub agents: BTreeMap<String, AgentConfig>,
+    pub model_routing: ModelRouting,
+    pub model_fallback: ModelFallback,
+    pub cache: CacheConfig,
+    pub session: SessionConfig,
+    pub rate_limiting: RateLimiting,
+    pub task_priority: TaskPriority,
+    pub budget: BudgetConfig,
+    pub audit: AuditConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            models: default_models(),
+            agents: BTreeMap::new(),
+            model_routing: ModelRouting::default(),
+            model_fallback: ModelFallback::default(),
+            cache: CacheConfig::default(),
+            session: SessionConfig::default(),
+            rate_limiting: RateLimiting::default(),
+            task_priority: TaskPriority::default(),
+            budget: BudgetConfig::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP listen address (`--http` overrides).
+    pub listen: String,
+    /// Name of this node in task records, logs and metrics. Defaults to the host name.
+    pub node_name: Option<String>,
+    /// Tasks that may run at once on this node (worker slots).
+    pub workers: usize,
+    /// Tasks that may wait in the queue; beyond it `POST /api/tasks` answers 503 + Retry-After.
+    pub queue_max: usize,
+    /// Largest request body (the chapter's nginx `client_max_body_size 50m`).
+    pub max_body_mb: u64,
+    /// Finished tasks are kept this long, then purged.
+    pub result_ttl_seconds: u64,
+    /// Longest `?wait=` a long-poll may ask for.
+    pub long_poll_max_seconds: u64,
+    /// Requests being served at once; beyond it the node answers 503 + Retry-After.
+    pub max_in_flight_requests: usize,
+    /// Callback delivery: attempts and the first back-off delay.
+    pub callback_max_attempts: u32,
+    pub callback_initial_delay_ms: u64,
+    pub callback_timeout_ms: u64,
+    /// Supervisor restart policy: at most `restart_max` restarts of one child in `restart_window_seconds`.
+    pub restart_max: u32,
+    pub restart_window_seconds: u64,
+    pub restart_backoff_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:3000".into(),
+            node_name: None,
+            workers: 8,
+            queue_max: 10_000,
+            max_body_mb: 50,
+            result_ttl_seconds: 7 * 24 * 3600,
+            long_poll_max_seconds: 300,
+            max_in_flight_requests: 4096,
+            callback_max_attempts: 5,
+            callback_initial_delay_ms: 500,
+            callback_timeout_ms: 10_000,
+            restart_max: 5,
+            restart_window_seconds: 60,
+            restart_backoff_ms: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Environment variable holding the bearer token clients must send. When it is set, every
+    /// `/api` and `/v1` request needs `Authorization: Bearer <token>`. Required when the node
+    /// listens on a non-loopback address.
+    pub token_env: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_env: "OPENCLAW_API_TOKEN".into(),
+        }
+    }
+}
+
+/// Which protocol a model's provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions (OpenAI, DeepSeek, Qwen, Ollama, vLLM...).
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// The built-in simulator (embedded unless `base_url` points at a `sim-provider` process).
+    Sim,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Sim => "sim",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    /// USD per 1M input tokens.
+    pub input: f64,
+    /// USD per 1M output tokens.
+    pub output: f64,
+}
+
+impl Pricing {
+    /// Cost in USD of one call.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input + output_tokens as f64 * self.output) / 1_000_000.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: ProviderKind,
+    /// Upstream base URL, e.g. `https://api.openai.com/v1`. For `sim`, absent = the embedded simulator.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The model name upstream; defaults to the configured name.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Environment variable holding the API key. When it is unset the model is served by the simulator.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    pub price: Pricing,
+    #[serde(default = "default_context_window")]
+    pub context_window: u32,
+}
+
+fn default_context_window() -> u32 {
+    128_000
+}
+
+/// The chapter's models at the chapter's prices (§18.2, §18.7).
+pub fn default_models() -> BTreeMap<String, ModelConfig> {
+    let m = |provider, base: &str, upstream: &str, key: &str, input, output, ctx| ModelConfig {
+        provider,
+        base_url: Some(base.to_string()),
+        model: Some(upstream.to_string()),
+        api_key_env: Some(key.to_string()),
+        price: Pricing { input, output },
+        context_window: ctx,
+    };
+    use ProviderKind::*;
+    let openai = "https://api.openai.com/v1";
+    let anthropic = "https://api.anthropic.com/v1";
+    let deepseek = "https://api.deepseek.com/v1";
+    BTreeMap::from([
+        (
+            "gpt-4o".to_string(),
+            m(Openai, openai, "gpt-4o", "OPENAI_API_KEY", 2.50, 10.00, 128_000),
+        ),
+        (
+            "gpt-4o-mini".to_string(),
+            m(Openai, openai, "gpt-4o-mini", "OPENAI_API_KEY", 0.15, 0.60, 128_000),
+        ),
+        (
+            "claude-3-5-sonnet".to_string(),
+            m(
+                Anthropic,
+                anthropic,
+                "claude-3-5-sonnet-latest",
+                "ANTHROPIC_API_KEY",
+                3.00,
+                15.00,
+                200_000,
+            ),
+        ),
+        (
+            "claude-3-5-haiku".to_string(),
+            m(
+                Anthropic,
+                anthropic,
+                "claude-3-5-haiku-latest",
+                "ANTHROPIC_API_KEY",
+                0.25,
+                1.25,
+                200_000,
+            ),
+        ),
+        (
+            "deepseek-v3".to_string(),
+            m(Openai, deepseek, "deepseek-chat", "DEEPSEEK_API_KEY", 0.27, 1.10, 64_000),
+        ),
+    ])
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Folder with SOUL.md, AGENTS.md, MEMORY.md, memory/*.md, skills/*. Default `<data-dir>/workspace` for `main`,
+    /// `<data-dir>/workspace-<name>` for others.
+    pub workspace: Option<PathBuf>,
+    /// The agent's default model (below an explicit task model, above routing's default).
+    pub model: Option<String>,
+    /// Share of the total budget (0..=1), informative until budgets are enforced per agent.
+    pub budget_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelRouting {
+    pub enabled: bool,
+    pub default_model: String,
+    pub rules: Vec<RoutingRule>,
+}
+
+impl Default for ModelRouting {
+    fn default() -> Self {
+        ModelRouting {
+            enabled: true,
+            default_model: "gpt-4o-mini".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    pub name: String,
+    #[serde(default)]
+    pub condition: RoutingCondition,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingCondition {
+    pub task_type: Option<Vec<String>>,
+    pub estimated_complexity: Option<Complexity>,
+    pub language: Option<String>,
+    pub input_tokens_gt: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelFallback {
+    pub enabled: bool,
+    pub primary: Option<String>,
+    pub fallback_chain: Vec<String>,
+    pub timeout_ms: u64,
+    pub max_retries: u32,
+    pub retry_delay_ms: u64,
+}
+
+impl Default for ModelFallback {
+    fn default() -> Self {
+        ModelFallback {
+            enabled: true,
+            primary: None,
+            fallback_chain: Vec::new(),
+            timeout_ms: 30_000,
+            max_retries: 2,
+            retry_delay_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub request_cache: RequestCache,
+    pub knowledge_cache: KnowledgeCache,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashStrategy {
+    Exact,
+    Semantic,
+    Template,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestCache {
+    pub enabled: bool,
+    /// The chapter's `"file"`; the node keeps the cache in its embedded store either way.
+    pub backend: String,
+    pub directory: Option<String>,
+    pub ttl_seconds: u64,
+    pub max_size_mb: u64,
+    pub hash_strategy: HashStrategy,
+    pub similarity_threshold: f64,
+}
+
+impl Default for RequestCache {
+    fn default() -> Self {
+        RequestCache {
+            enabled: false,
+            backend: "file".into(),
+            directory: None,
+            ttl_seconds: 3600,
+            max_size_mb: 500,
+            hash_strategy: HashStrategy::Exact,
+            similarity_threshold: 0.95,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeCache {
+    pub enabled: bool,
+    pub index_format: String,
+    pub rebuild_on_change: bool,
+    pub watch_paths: Vec<String>,
+    pub preload_on_startup: bool,
+}
+
+impl Default for KnowledgeCache {
+    fn default() -> Self {
+        KnowledgeCache {
+            enabled: false,
+            index_format: "embeddings".into(),
+            rebuild_on_change: true,
+            watch_paths: Vec::new(),
+            preload_on_startup: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub context_management: ContextManagement,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextManagement {
+    pub max_context_tokens: u32,
+    pub sliding_window: SlidingWindow,
+    pub compression: Compression,
+}
+
+impl Default for ContextManagement {
+    fn default() -> Self {
+        ContextManagement {
+            max_context_tokens: 32_000,
+            sliding_window: SlidingWindow::default(),
+            compression: Compression::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlidingWindow {
+    pub enabled: bool,
+    pub keep_recent_messages: usize,
+    pub summarize_older: bool,
+}
+
+impl Default for SlidingWindow {
+    fn default() -> Self {
+        SlidingWindow {
+            enabled: true,
+            keep_recent_messages: 20,
+            summarize_older: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    pub enabled: bool,
+    pub trigger_threshold: f64,
+    pub target_ratio: f64,
+    pub preserve_system_prompt: bool,
+    pub preserve_tool_results: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: true,
+            trigger_threshold: 0.8,
+            target_ratio: 0.5,
+            preserve_system_prompt: true,
+            preserve_tool_results: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimiting {
+    pub global: RateLimit,
+    pub per_model: BTreeMap<String, RateLimit>,
+    pub backoff: Backoff,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrent_requests: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    pub strategy: String,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub multiplier: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            strategy: "exponential".into(),
+            initial_delay_ms: 1_000,
+            max_delay_ms: 60_000,
+            multiplier: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskPriority {
+    /// The chapter lists the levels; they are fixed (critical 0 … background 4) and checked.
+    pub levels: BTreeMap<String, u8>,
+    pub source_mapping: BTreeMap<String, Priority>,
+    pub preemption: Preemption,
+}
+
+impl Default for TaskPriority {
+    fn default() -> Self {
+        TaskPriority {
+            levels: Priority::ALL
+                .iter()
+                .map(|p| (p.as_str().to_string(), p.level()))
+                .collect(),
+            source_mapping: BTreeMap::from([
+                ("feishu_direct_message".to_string(), Priority::High),
+                ("feishu_group_mention".to_string(), Priority::Normal),
+                ("cron_job".to_string(), Priority::Low),
+                ("api_call".to_string(), Priority::Normal),
+                ("manual_trigger".to_string(), Priority::High),
+                ("critical".to_string(), Priority::Critical),
+                ("background".to_string(), Priority::Background),
+            ]),
+            preemption: Preemption::default(),
+        }
+    }
+}
+
+impl TaskPriority {
+    /// Priority of a task from `source` when it gives none (unknown sources are `normal`).
+    pub fn for_source(&self, source: &str) -> Priority {
+        self.source_mapping
+            .get(source)
+            .copied()
+            .unwrap_or(Priority::Normal)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preemption {
+    pub enabled: bool,
+    pub allow_preempt_levels: Vec<Priority>,
+    pub preempt_threshold: u8,
+}
+
+impl Default for Preemption {
+    fn default() -> Self {
+        Preemption {
+            enabled: true,
+            allow_preempt_levels: vec![Priority::Critical],
+            preempt_threshold: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    pub enabled: bool,
+    pub period: BudgetPeriod,
+    pub limits: BudgetLimits,
+    /// Threshold name (`80_percent`) → action (`notify`, `downgrade_model`, `pause_non_critical`).
+    pub actions_on_limit: BTreeMap<String, BudgetAction>,
+    pub notification: Notification,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            enabled: false,
+            period: BudgetPeriod::Monthly,
+            limits: BudgetLimits::default(),
+            actions_on_limit: BTreeMap::from([
+                ("80_percent".to_string(), BudgetAction::Notify),
+                ("95_percent".to_string(), BudgetAction::DowngradeModel),
+                ("100_percent".to_string(), BudgetAction::PauseNonCritical),
+            ]),
+            notification: Notification::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetAction {
+    Notify,
+    DowngradeModel,
+    PauseNonCritical,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetLimits {
+    pub total_tokens: Option<u64>,
+    pub total_cost_usd: Option<f64>,
+    pub per_agent: BTreeMap<String, AgentBudget>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentBudget {
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notification {
+    /// `feishu` or `webhook`.
+    pub channel: Option<String>,
+    pub recipients: Vec<String>,
+    /// Environment variable holding the webhook URL (it carries a token, so it is a secret).
+    pub webhook_url_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rotate `config-audit.jsonl` when it passes this size.
+    pub max_file_mb: u64,
+    /// Rotated files kept (`config-audit.jsonl.1` … `.N`).
+    pub keep_files: u32,
+    /// Lines that may wait for the writer; beyond it writers wait (never dropped).
+    pub buffer_lines: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_file_mb: 100,
+            keep_files: 5,
+            buffer_lines: 8192,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+/// Prefix of environment overrides: `OPENCLAW__SERVER__WORKERS=16` sets `server.workers`.
+pub const ENV_PREFIX: &str = "OPENCLAW__";
+
+/// Read `path` (if it exists; `None` or a missing default file means "defaults"), merge env
+/// overrides, deserialize strictly and validate.
+pub fn load(path: Option<&Path>, required: bool) -> Result<Config, ConfigError> {
+    let (file_label, mut root) = match path {
+        Some(p) if p.exists() => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            (p.display().to_string(), parse_json(&p.display().to_string(), &text)?)
+        }
+        Some(p) if required => {
+            return Err(ConfigError::Read {
+                path: p.to_path_buf(),
+                reason: "no such file".into(),
+            })
+        }
+        _ => ("defaults".to_string(), Value::Object(Default::default())),
+    };
+    apply_env_overrides(&mut root, std::env::vars())?;
+    from_value(&file_label, root)
+}
+
+/// Parse JSON text, reporting line and column on a syntax error.
+pub fn parse_json(file: &str, text: &str) -> Result<Value, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_string(),
+        line: e.line(),
+        column: e.column(),
+        reason: e.to_string(),
+    })
+}
+
+/// Deserialize a JSON value strictly and validate it; errors name the JSON path.
+pub fn from_value(file: &str, root: Value) -> Result<Config, ConfigError> {
+    let cfg: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::Invalid {
+            file: file.to_string(),
+            path: if path == "." { "(root)".into() } else { path },
+            reason: e.into_inner().to_string(),
+        }
+    })?;
+    cfg.validate().map_err(|e| match e {
+        ConfigError::Invalid { path, reason, .. } => ConfigError::Invalid {
+            file: file.to_string(),
+            path,
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Merge `OPENCLAW__A__B=value` variables into `root` (`a.b`, keys lower-cased). The value is
+/// parsed as JSON when it can be (`16`, `true`, `["x"]`), else taken as a string.
+pub fn apply_env_overrides(
+    root: &mut Value,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = vars.filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::Env {
+                var,
+                reason: "expected OPENCLAW__SECTION__KEY (double underscores between keys)".into(),
+            });
+        }
+        let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
+        set_path(root, &path, value).map_err(|reason| ConfigError::Env { var, reason })?;
+    }
+    Ok(())
+}
+
+/// Set `path` in a JSON object tree, creating objects on the way.
+pub fn set_path(root: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut cur = root;
+    for (i, key) in parents.iter().enumerate() {
+        if !cur.is_object() {
+            return Err(format!("`{}` is not an object", parents[..i].join(".")));
+        }
+        let obj = cur.as_object_mut().ok_or("not an object")?;
+        cur = obj
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    match cur.as_object_mut() {
+        Some(obj) => {
+            obj.insert(last.clone(), value);
+            Ok(())
+        }
+        None => Err(format!("`{}` is not an object", parents.join("."))),
+    }
+}
+
+/// Read `path` (dot-separated) from a JSON tree.
+pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .try_fold(root, |cur, key| cur.get(key))
+}
+
+impl Config {
+    /// Check the relations between values; the error names the path and the fix.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let bad = ConfigError::invalid;
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad(
+                "server.listen",
+                format!("`{}` is not an address like 127.0.0.1:3000", self.server.listen),
+            ));
+        }
+        for (path, v) in [
+            ("server.workers", self.server.workers),
+            ("server.queue_max", self.server.queue_max),
+            ("server.max_in_flight_requests", self.server.max_in_flight_requests),
+            ("audit.buffer_lines", self.audit.buffer_lines),
+        ] {
+            if v == 0 {
+                return Err(bad(path, "must be at least 1"));
+            }
+        }
+        if self.server.max_body_mb == 0 {
+            return Err(bad("server.max_body_mb", "must be at least 1"));
+        }
+        if self.server.callback_max_attempts == 0 {
+            return Err(bad("server.callback_max_attempts", "must be at least 1"));
+        }
+        if self.models.is_empty() {
+            return Err(bad("models", "at least one model must be configured"));
+        }
+        for (name, m) in &self.models {
+            if name.trim().is_empty() {
+                return Err(bad("models", "a model name is empty"));
+            }
+            let p = format!("models.{name}");
+            if !(m.price.input >= 0.0 && m.price.output >= 0.0) {
+                return Err(bad(format!("{p}.price"), "prices must be >= 0 (USD per 1M tokens)"));
+            }
+            match (m.provider, &m.base_url) {
+                (ProviderKind::Openai | ProviderKind::Anthropic, None) => {
+                    return Err(bad(
+                        format!("{p}.base_url"),
+                        "required for openai and anthropic providers, e.g. https://api.openai.com/v1",
+                    ))
+                }
+                (_, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err(bad(
+                        format!("{p}.base_url"),
+                        format!("`{url}` must start with http:// or https://"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let known = |m: &str| self.models.contains_key(m);
+        let model_list = || self.models.keys().cloned().collect::<Vec<_>>().join(", ");
+        if !known(&self.model_routing.default_model) {
+            return Err(bad(
+                "model_routing.default_model",
+                format!(
+                    "unknown model `{}`; configured models: {}",
+                    self.model_routing.default_model,
+                    model_list()
+                ),
+            ));
+        }
+        for (i, rule) in self.model_routing.rules.iter().enumerate() {
+            if !known(&rule.model) {
+                return Err(bad(
+                    format!("model_routing.rules[{i}].model"),
+                    format!("unknown model `{}`; configured models: {}", rule.model, model_list()),
+                ));
+            }
+        }
+        if let Some(p) = &self.model_fallback.primary {
+            if !known(p) {
+                return Err(bad(
+                    "model_fallback.primary",
+                    format!("unknown model `{p}`; configured models: {}", model_list()),
+                ));
+            }
+        }
+        for (i, m) in self.model_fallback.fallback_chain.iter().enumerate() {
+            if !known(m) {
+                return Err(bad(
+                    format!("model_fallback.fallback_chain[{i}]"),
+                    format!("unknown model `{m}`; configured models: {}", model_list()),
+                ));
+            }
+        }
+        if self.model_fallback.timeout_ms == 0 {
+            return Err(bad("model_fallback.timeout_ms", "must be at least 1"));
+        }
+        for (name, agent) in &self.agents {
+            if let Some(m) = &agent.model {
+                if !known(m) {
+                    return Err(bad(
+                        format!("agents.{name}.model"),
+                        format!("unknown model `{m}`; configured models: {}", model_list()),
+                    ));
+                }
+            }
+            if let Some(s) = agent.budget_share {
+                if !(0.0..=1.0).contains(&s) {
+                    return Err(bad(format!("agents.{name}.budget_share"), "must be between 0 and 1"));
+                }
+            }
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(bad(
+                    format!("agents.{name}"),
+                    "agent names use letters, digits, '_' and '-' only",
+                ));
+            }
+        }
+        for name in self.rate_limiting.per_model.keys() {
+            if !known(name) {
+                return Err(bad(
+                    format!("rate_limiting.per_model.{name}"),
+                    format!("unknown model `{name}`; configured models: {}", model_list()),
+                ));
+            }
+        }
+        let b = &self.rate_limiting.backoff;
+        if b.multiplier < 1.0 {
+            return Err(bad("rate_limiting.backoff.multiplier", "must be >= 1.0"));
+        }
+        if b.initial_delay_ms > b.max_delay_ms {
+            return Err(bad(
+                "rate_limiting.backoff.initial_delay_ms",
+                "must not exceed rate_limiting.backoff.max_delay_ms",
+            ));
+        }
+        for (name, level) in &self.task_priority.levels {
+            match Priority::parse(name) {
+                Some(p) if p.level() == *level => {}
+                _ => {
+                    return Err(bad(
+                        format!("task_priority.levels.{name}"),
+                        "levels are fixed: critical 0, high 1, normal 2, low 3, background 4",
+                    ))
+                }
+            }
+        }
+        let pre = &self.task_priority.preemption;
+        if pre.preempt_threshold == 0 || pre.preempt_threshold > 4 {
+            return Err(bad("task_priority.preemption.preempt_threshold", "must be 1..=4"));
+        }
+        for (key, _) in &self.budget.actions_on_limit {
+            if threshold_percent(key).is_none() {
+                return Err(bad(
+                    format!("budget.actions_on_limit.{key}"),
+                    "keys look like `80_percent` (1..=100)",
+                ));
+            }
+        }
+        let rc = &self.cache.request_cache;
+        if !(0.0..=1.0).contains(&rc.similarity_threshold) {
+            return Err(bad("cache.request_cache.similarity_threshold", "must be between 0 and 1"));
+        }
+        let cm = &self.session.context_management.compression;
+        if !(0.0..=1.0).contains(&cm.trigger_threshold) || !(0.0..=1.0).contains(&cm.target_ratio) {
+            return Err(bad(
+                "session.context_management.compression",
+                "trigger_threshold and target_ratio must be between 0 and 1",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Model used when routing and the agent say nothing.
+    pub fn default_model(&self) -> &str {
+        &self.model_routing.default_model
+    }
+}
+
+/// `"80_percent"` → 80.
+pub fn threshold_percent(key: &str) -> Option<u32> {
+    key.strip_suffix("_percent")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=100).contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err_of(v: Value) -> String {
+        from_value("test.json", v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_have_the_chapter_models() {
+        let cfg = from_value("defaults", json!({})).unwrap();
+        for m in ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "claude-3-5-haiku", "deepseek-v3"] {
+            assert!(cfg.models.contains_key(m), "{m}");
+        }
+        assert_eq!(cfg.models["gpt-4o"].price.input, 2.50);
+        assert_eq!(cfg.task_priority.for_source("cron_job"), Priority::Low);
+        assert_eq!(cfg.task_priority.for_source("who_knows"), Priority::Normal);
+    }
+
+    #[test]
+    fn the_chapter_sections_parse_as_written() {
+        let chapter = json!({
+            "model_routing": {"enabled": true, "default_model": "gpt-4o-mini", "rules": [
+                {"name": "complex_reasoning", "condition": {"task_type": ["code_generation","analysis","planning"], "estimated_complexity": "high"}, "model": "gpt-4o"},
+                {"name": "chinese_content", "condition": {"language": "zh", "task_type": ["writing","translation"]}, "model": "deepseek-v3"},
+                {"name": "long_document", "condition": {"input_tokens_gt": 50000}, "model": "claude-3-5-sonnet"}]},
+            "model_fallback": {"primary": "gpt-4o", "fallback_chain": ["claude-3-5-sonnet","deepseek-v3","gpt-4o-mini"], "timeout_ms": 30000, "max_retries": 2, "retry_delay_ms": 1000},
+            "cache": {"request_cache": {"enabled": true, "backend": "file", "directory": "~/.openclaw/cache/requests", "ttl_seconds": 3600, "max_size_mb": 500, "hash_strategy": "semantic", "similarity_threshold": 0.95},
+                      "knowledge_cache": {"enabled": true, "index_format": "embeddings", "rebuild_on_change": true, "watch_paths": ["~/.openclaw/workspace/memory/"], "preload_on_startup": true}},
+            "session": {"context_management": {"max_context_tokens": 32000, "sliding_window": {"enabled": true, "keep_recent_messages": 20, "summarize_older": true},
+                        "compression": {"enabled": true, "trigger_threshold": 0.8, "target_ratio": 0.5, "preserve_system_prompt": true, "preserve_tool_results": true}}},
+            "rate_limiting": {"global": {"requests_per_minute": 60, "tokens_per_minute": 200000, "concurrent_requests": 5},
+                              "per_model": {"gpt-4o": {"requests_per_minute": 20, "tokens_per_minute": 100000}},
+                              "backoff": {"strategy": "exponential", "initial_delay_ms": 1000, "max_delay_ms": 60000, "multiplier": 2.0}},
+            "task_priority": {"levels": {"critical": 0, "high": 1, "normal": 2, "low": 3, "background": 4},
+                              "source_mapping": {"feishu_direct_message": "high", "cron_job": "low"},
+                              "preemption": {"enabled": true, "allow_preempt_levels": ["critical"], "preempt_threshold": 2}},
+            "budget": {"enabled": true, "period": "monthly", "limits": {"total_tokens": 10000000, "total_cost_usd": 50.00,
+                        "per_agent": {"main": {"tokens": 5000000, "cost_usd": 30.00}}},
+                       "actions_on_limit": {"80_percent": "notify", "95_percent": "downgrade_model", "100_percent": "pause_non_critical"},
+                       "notification": {"channel": "feishu", "recipients": ["admin_group"]}}
+        });
+        let cfg = from_value("chapter.json", chapter).unwrap();
+        assert_eq!(cfg.model_routing.rules.len(), 3);
+        assert_eq!(cfg.budget.limits.per_agent["main"].tokens, Some(5_000_000));
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_fix() {
+        let cases = [
+            (json!({"server": {"workerz": 3}}), "server", "workerz"),
+            (json!({"server": {"workers": "many"}}), "server.workers", "invalid type"),
+            (json!({"server": {"workers": 0}}), "server.workers", "at least 1"),
+            (json!({"model_routing": {"default_model": "gpt-5"}}), "model_routing.default_model", "gpt-5"),
+            (json!({"model_routing": {"rules": [{"name": "x", "model": "nope"}]}}), "model_routing.rules[0].model", "nope"),
+            (json!({"task_priority": {"source_mapping": {"cron_job": "urgent"}}}), "task_priority.source_mapping.cron_job", "expected one of"),
+            (json!({"task_priority": {"levels": {"critical": 3}}}), "task_priority.levels.critical", "fixed"),
+            (json!({"budget": {"actions_on_limit": {"eighty": "notify"}}}), "budget.actions_on_limit.eighty", "80_percent"),
+            (json!({"models": {"x": {"provider": "openai", "price": {"input": 1, "output": 1}}}, "model_routing": {"default_model": "x"}}), "models.x.base_url", "required"),
+            (json!({"rate_limiting": {"per_model": {"gpt-9": {}}}}), "rate_limiting.per_model.gpt-9", "unknown model"),
+        ];
+        for (v, path, words) in cases {
+            let e = err_of(v.clone());
+            assert!(e.contains(path), "{v}: `{e}` should name {path}");
+            assert!(e.contains(words), "{v}: `{e}` should say {words}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_merge_before_validation() {
+        let mut root = json!({"server": {"workers": 2}});
+        let vars = vec![
+            ("OPENCLAW__SERVER__WORKERS".to_string(), "16".to_string()),
+            ("OPENCLAW__SERVER__NODE_NAME".to_string(), "n1".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        apply_env_overrides(&mut root, vars.into_iter()).unwrap();
+        let cfg = from_value("t", root).unwrap();
+        assert_eq!(cfg.server.workers, 16);
+        assert_eq!(cfg.server.node_name.as_deref(), Some("n1"));
+
+        let mut root = json!({});
+        let bad = vec![("OPENCLAW__SERVER____X".to_string(), "1".to_string())];
+        assert!(apply_env_overrides(&mut root, bad.into_iter()).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn threshold_keys() {
+        assert_eq!(threshold_percent("80_percent"), Some(80));
+        assert_eq!(threshold_percent("100_percent"), Some(100));
+        assert_eq!(threshold_percent("0_percent"), None);
+        assert_eq!(threshold_percent("80"), None);
+    }
+
+    #[test]
+    fn pricing_matches_the_cost_tracker() {
+        let p = Pricing { input: 2.5, output: 10.0 };
+        assert!((p.cost(1_000_000, 100_000) - 3.5).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,22 @@
+//! openclaw-node: a gateway that runs a team's AI agents.
+//!
+//! The node is a library; `main.rs` only parses the CLI, loads the config and calls
+//! [`node::run`]. Tests start real nodes with the same function. See `ARCHITECTURE.md` for the
+//! map and the invariants.
+
+pub mod actors;
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ledger;
+pub mod metrics;
+pub mod node;
+pub mod prompt;
+pub mod providers;
+pub mod scheduler;
+pub mod sim;
+pub mod storage;
+pub mod tokens;
+pub mod util;
