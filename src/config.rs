@@ -796,7 +796,9 @@ pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
 impl Config {
     /// Check the relations between values; the error names the path and the fix.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let bad = ConfigError::invalid;
+        fn bad(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+            ConfigError::invalid(path, reason)
+        }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad(
                 "server.listen",
@@ -939,7 +941,7 @@ impl Config {
         if pre.preempt_threshold == 0 || pre.preempt_threshold > 4 {
             return Err(bad("task_priority.preemption.preempt_threshold", "must be 1..=4"));
         }
-        for (key, _) in &self.budget.actions_on_limit {
+        for key in self.budget.actions_on_limit.keys() {
             if threshold_percent(key).is_none() {
                 return Err(bad(
                     format!("budget.actions_on_limit.{key}"),
@@ -975,6 +977,7 @@ pub fn threshold_percent(key: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

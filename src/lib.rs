@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod api;
 pub mod audit;
+pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -15,8 +16,10 @@ pub mod metrics;
 pub mod node;
 pub mod prompt;
 pub mod providers;
+pub mod runtime;
 pub mod scheduler;
 pub mod sim;
 pub mod storage;
 pub mod tokens;
 pub mod util;
+pub mod worker;

@@ -1,1 +1,228 @@
-//! (being written)
+//! A node's start order and shutdown. `main` and the tests call [`start`] (or [`run`]).
+//!
+//! Start: data dir → store (sled) → ledger recovery (tasks left running are requeued) → audit
+//! log → providers (the embedded simulator serves every model without a key) → actors →
+//! purge timer → HTTP. Only after all that does `/ready` answer 200.
+//! Shutdown (the token is cancelled): stop accepting HTTP, leave running tasks to recovery
+//! (they run again at the next start), stop the actors, flush the audit log and the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::audit::AuditLog;
+use crate::config::{Config, Secret};
+use crate::ledger::{Ledger, LocalLedger};
+use crate::providers::{self, ProviderSet};
+use crate::runtime::{now_ms, ActorHandles, Health, RunningSet, Runtime, StopReason, TASK_EVENTS_MAX};
+use crate::sim::{Sim, SimOptions};
+use crate::storage::Store;
+
+/// How often finished tasks past `server.result_ttl_seconds` are purged.
+pub const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    /// Overrides `server.listen`.
+    pub http: Option<SocketAddr>,
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub http_addr: SocketAddr,
+    /// The embedded simulator's address, when it serves any model.
+    pub sim_addr: Option<SocketAddr>,
+    pub runtime: Arc<Runtime>,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    supervisor: ractor::ActorRef<crate::actors::supervisor::SupervisorMsg>,
+    audit_writer: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Wait for the shutdown token, then stop in order.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.shutdown.cancelled().await;
+        self.stop().await
+    }
+
+    /// Stop now (the same order as on a signal).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let rt = self.runtime.clone();
+        for slot in rt.running.snapshot() {
+            slot.request_stop(StopReason::Shutdown);
+        }
+        let _ = self.server.await;
+        self.supervisor.stop(Some("node shutting down".into()));
+        rt.audit.flush().await;
+        rt.store.flush().await.context("flushing the store")?;
+        drop(self.audit_writer);
+        tracing::info!(node = %rt.node, "node stopped");
+        Ok(())
+    }
+}
+
+/// Start a node and serve until `shutdown` is cancelled.
+pub async fn run(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(opts, shutdown).await?.wait().await
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Start every part of a node; returns once it is serving.
+pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
+    let started = Instant::now();
+    let cfg = Arc::new(opts.config);
+    let listen: SocketAddr = match opts.http {
+        Some(a) => a,
+        None => cfg
+            .server
+            .listen
+            .parse()
+            .with_context(|| format!("server.listen `{}` is not an address", cfg.server.listen))?,
+    };
+    let token = std::env::var(&cfg.auth.token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    if token.is_none() && !is_loopback(&listen) {
+        anyhow::bail!(
+            "refusing to listen on {listen} without authentication: set {} to a bearer token \
+             (or listen on 127.0.0.1)",
+            cfg.auth.token_env
+        );
+    }
+    let node = cfg.server.node_name.clone().unwrap_or_else(crate::util::hostname);
+
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let store = Store::open(&opts.data_dir.join("store")).with_context(|| {
+        format!(
+            "opening the store in {} (is another node using this data dir?)",
+            opts.data_dir.join("store").display()
+        )
+    })?;
+    let ledger = LocalLedger::new(store.clone());
+    let recovered = ledger.recover().await.context("recovering tasks")?;
+    let (audit, audit_writer) = AuditLog::open(&opts.data_dir.join("logs"), &cfg.audit)
+        .with_context(|| format!("opening the audit log in {}", opts.data_dir.join("logs").display()))?;
+
+    let http = providers::http_client(Duration::from_secs(10)).context("building the HTTP client")?;
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the embedded simulator")?;
+    let sim_addr = sim_listener.local_addr()?;
+    let sim_base = format!("http://{sim_addr}/v1");
+    let env = |var: &str| std::env::var(var).ok();
+    let providers = ProviderSet::build(&cfg, http.clone(), &sim_base, &env);
+    let sim_addr = if providers.uses_embedded_sim(&sim_base) {
+        let sim = Sim::new(SimOptions::default());
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sim.serve(sim_listener, token).await {
+                tracing::error!(error = %e, "embedded simulator stopped");
+            }
+        });
+        Some(sim_addr)
+    } else {
+        None
+    };
+
+    let (events, _) = broadcast::channel(TASK_EVENTS_MAX);
+    let rt = Arc::new(Runtime {
+        cfg: cfg.clone(),
+        node: node.clone(),
+        data_dir: opts.data_dir.clone(),
+        ledger: ledger.clone() as Arc<dyn Ledger>,
+        store: store.clone(),
+        providers,
+        http,
+        audit,
+        events,
+        running: RunningSet::default(),
+        handles: ActorHandles::default(),
+        health: Health::default(),
+        queued: AtomicUsize::new(0),
+        epoch: Instant::now(),
+        shutdown: shutdown.clone(),
+    });
+    let supervisor = crate::actors::start_tree(rt.clone())
+        .await
+        .context("starting the actors")?;
+
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = rt.shutdown.cancelled() => return,
+                }
+                let ttl_ms = rt.cfg.server.result_ttl_seconds.saturating_mul(1000);
+                match rt.ledger.purge_finished(now_ms().saturating_sub(ttl_ms)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged finished tasks past their ttl"),
+                    Err(e) => tracing::error!(error = %e, "purge failed"),
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding HTTP on {listen}"))?;
+    let http_addr = listener.local_addr()?;
+    let state = AppState {
+        rt: rt.clone(),
+        token,
+        in_flight: Arc::new(Semaphore::new(cfg.server.max_in_flight_requests)),
+    };
+    let app = api::router(state);
+    let server = {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let res = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+    rt.health.set_started();
+    tracing::info!(
+        node = %node,
+        http = %http_addr,
+        data_dir = %opts.data_dir.display(),
+        recovered = recovered.len(),
+        workers = cfg.server.workers,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "openclaw-node ready"
+    );
+    for r in rt.providers.resolved() {
+        tracing::info!(model = %r.model, served_by = r.served_by.as_str(), endpoint = %r.endpoint, reason = %r.reason, "model");
+    }
+    Ok(RunningNode {
+        http_addr,
+        sim_addr,
+        runtime: rt,
+        server,
+        shutdown,
+        supervisor,
+        audit_writer,
+    })
+}

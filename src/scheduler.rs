@@ -1,1 +1,222 @@
-//! (being written)
+//! Pure scheduling decisions: the ready queue's order and the preemption choice.
+//!
+//! Order: strict priority (critical 0 first), FIFO within a level by admission sequence, so a
+//! background task only starts when nothing else waits. Preemption (§18.4 `preemption`): when
+//! no worker is free, a task whose level is in `allow_preempt_levels` may stop the running task
+//! that is at least `preempt_threshold` levels lower — the lowest-priority one, and among those
+//! the most recently started (it has lost the least work).
+//!
+//! Invariant: nothing here does I/O, reads the clock or knows about actors.
+
+use std::collections::{BTreeMap, HashMap};
+
+use openclaw_proto::Priority;
+
+use crate::config::Preemption;
+
+/// A task waiting to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    pub id: String,
+    pub priority: Priority,
+    /// Admission order (FIFO within a level).
+    pub seq: u64,
+    pub agent: String,
+    /// Monotonic milliseconds when it (re)entered the queue, for queue-wait metrics.
+    pub enqueued_at_ms: u64,
+}
+
+/// The ready queue: five FIFO levels with removal by id.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    levels: [BTreeMap<u64, QueueEntry>; 5],
+    index: HashMap<String, (Priority, u64)>,
+}
+
+impl ReadyQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Add a task; a task already queued is left where it is (returns false).
+    pub fn push(&mut self, e: QueueEntry) -> bool {
+        if self.index.contains_key(&e.id) {
+            return false;
+        }
+        self.index.insert(e.id.clone(), (e.priority, e.seq));
+        self.levels[e.priority.level() as usize].insert(e.seq, e);
+        true
+    }
+
+    /// The most urgent waiting task's priority.
+    pub fn peek_priority(&self) -> Option<Priority> {
+        self.levels
+            .iter()
+            .position(|l| !l.is_empty())
+            .and_then(|i| Priority::from_level(i as u8))
+    }
+
+    /// Take the next task in order.
+    pub fn pop(&mut self) -> Option<QueueEntry> {
+        let level = self.levels.iter_mut().find(|l| !l.is_empty())?;
+        let (_, e) = level.pop_first()?;
+        self.index.remove(&e.id);
+        Some(e)
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<QueueEntry> {
+        let (p, seq) = self.index.remove(id)?;
+        self.levels[p.level() as usize].remove(&seq)
+    }
+
+    /// Waiting tasks per level, critical first.
+    pub fn depth(&self) -> [usize; 5] {
+        let mut d = [0; 5];
+        for (i, l) in self.levels.iter().enumerate() {
+            d[i] = l.len();
+        }
+        d
+    }
+}
+
+/// What the scheduler knows of a running task when choosing a victim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningInfo {
+    pub id: String,
+    pub priority: Priority,
+    /// Start order (larger = started later).
+    pub started_seq: u64,
+    /// Already asked to stop (preempted or cancelled); never chosen twice.
+    pub stopping: bool,
+}
+
+/// May `incoming` preempt anything at all under `policy`?
+pub fn may_preempt(incoming: Priority, policy: &Preemption) -> bool {
+    policy.enabled && policy.allow_preempt_levels.contains(&incoming)
+}
+
+/// The running task `incoming` should stop, if any (call only when no worker is free).
+pub fn choose_victim<'a>(
+    running: &'a [RunningInfo],
+    incoming: Priority,
+    policy: &Preemption,
+) -> Option<&'a RunningInfo> {
+    if !may_preempt(incoming, policy) {
+        return None;
+    }
+    running
+        .iter()
+        .filter(|r| !r.stopping)
+        .filter(|r| r.priority.level() >= incoming.level() + policy.preempt_threshold)
+        .max_by_key(|r| (r.priority.level(), r.started_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Priority::*;
+
+    fn entry(id: &str, p: Priority, seq: u64) -> QueueEntry {
+        QueueEntry {
+            id: id.into(),
+            priority: p,
+            seq,
+            agent: "main".into(),
+            enqueued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn strict_priority_then_fifo() {
+        let mut q = ReadyQueue::new();
+        for (id, p, seq) in [
+            ("bg", Background, 1),
+            ("low1", Low, 2),
+            ("n1", Normal, 3),
+            ("low2", Low, 4),
+            ("crit", Critical, 9),
+            ("n2", Normal, 5),
+            ("high", High, 8),
+        ] {
+            assert!(q.push(entry(id, p, seq)));
+        }
+        assert!(!q.push(entry("n1", Normal, 3)));
+        assert_eq!(q.depth(), [1, 1, 2, 2, 1]);
+        assert_eq!(q.peek_priority(), Some(Critical));
+        let order: Vec<String> = std::iter::from_fn(|| q.pop()).map(|e| e.id).collect();
+        assert_eq!(order, ["crit", "high", "n1", "n2", "low1", "low2", "bg"]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn remove_by_id() {
+        let mut q = ReadyQueue::new();
+        q.push(entry("a", Normal, 1));
+        q.push(entry("b", Normal, 2));
+        assert_eq!(q.remove("a").map(|e| e.id), Some("a".to_string()));
+        assert_eq!(q.remove("a"), None);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop().map(|e| e.id), Some("b".to_string()));
+    }
+
+    #[test]
+    fn requeued_task_keeps_its_place_by_seq() {
+        let mut q = ReadyQueue::new();
+        q.push(entry("new", Low, 10));
+        q.push(entry("preempted-old", Low, 3));
+        assert_eq!(q.pop().map(|e| e.id), Some("preempted-old".to_string()));
+    }
+
+    fn run(id: &str, p: Priority, started: u64) -> RunningInfo {
+        RunningInfo {
+            id: id.into(),
+            priority: p,
+            started_seq: started,
+            stopping: false,
+        }
+    }
+
+    #[test]
+    fn victim_choice_table() {
+        let chapter = Preemption::default(); // critical may preempt, threshold 2
+        let off = Preemption {
+            enabled: false,
+            ..Preemption::default()
+        };
+        let high_too = Preemption {
+            allow_preempt_levels: vec![Critical, High],
+            preempt_threshold: 1,
+            ..Preemption::default()
+        };
+        let mut stopping = run("s", Background, 9);
+        stopping.stopping = true;
+        let cases: Vec<(&str, Vec<RunningInfo>, Priority, &Preemption, Option<&str>)> = vec![
+            ("critical stops the lowest", vec![run("n", Normal, 1), run("l", Low, 2)], Critical, &chapter, Some("l")),
+            ("newest among equals", vec![run("l1", Low, 1), run("l2", Low, 5)], Critical, &chapter, Some("l2")),
+            ("threshold not met", vec![run("h", High, 1)], Critical, &chapter, None),
+            ("exactly the threshold", vec![run("n", Normal, 1)], Critical, &chapter, Some("n")),
+            ("high may not preempt", vec![run("b", Background, 1)], High, &chapter, None),
+            ("disabled", vec![run("b", Background, 1)], Critical, &off, None),
+            ("configured high, threshold 1", vec![run("n", Normal, 1), run("c", Critical, 2)], High, &high_too, Some("n")),
+            ("already stopping is skipped", vec![stopping.clone(), run("l", Low, 1)], Critical, &chapter, Some("l")),
+            ("only stopping", vec![stopping], Critical, &chapter, None),
+            ("nothing running", vec![], Critical, &chapter, None),
+        ];
+        for (name, running, incoming, policy, want) in cases {
+            let got = choose_victim(&running, incoming, policy).map(|r| r.id.as_str());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

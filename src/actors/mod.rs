@@ -1,1 +1,102 @@
-//! (being written)
+//! The node's actors (ractor) and their supervision tree.
+//!
+//! ```text
+//! supervisor                     restarts a crashed child with back-off; gives up after
+//! │                              `server.restart_max` crashes in `restart_window_seconds`
+//! │                              (logged, and `/ready` answers 503 naming the child)
+//! ├── scheduler                  the ready queue, worker slots, preemption
+//! │     └ spawns worker tasks    (tokio tasks, not actors: provider I/O never runs in a handler)
+//! ├── agent:<name> (one each)    the agent's workspace → system prompt and token breakdown
+//! └── delivery                   callback POSTs with retries; parks failures
+//! ```
+//!
+//! Actor state is rebuildable: the scheduler reloads its queue from the ledger on (re)start,
+//! running tasks live in `Runtime::running` (workers outlive a scheduler crash), pending
+//! deliveries live in the store. Handlers reach actors through `Runtime::handles`, which the
+//! supervisor updates on every (re)start.
+
+pub mod agent;
+pub mod delivery;
+pub mod scheduler;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+
+use crate::runtime::Runtime;
+use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
+
+
+/// Names of the supervised children.
+pub const SCHEDULER: &str = "scheduler";
+pub const DELIVERY: &str = "delivery";
+pub fn agent_child_name(agent: &str) -> String {
+    format!("agent:{agent}")
+}
+
+/// The agents this node runs: `main` always, plus every configured one.
+pub fn agent_names(rt: &Runtime) -> Vec<String> {
+    let mut names: Vec<String> = rt.cfg.agents.keys().cloned().collect();
+    if !names.iter().any(|n| n == "main") {
+        names.insert(0, "main".to_string());
+    }
+    names
+}
+
+/// Start the supervisor and its children.
+pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, SpawnErr> {
+    let mut children = Vec::new();
+    {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(SCHEDULER, move |sup: ActorCell| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                let (r, _) = Actor::spawn_linked(
+                    None,
+                    scheduler::Scheduler,
+                    rt.clone(),
+                    sup,
+                )
+                .await?;
+                rt.handles.set_scheduler(r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(DELIVERY, move |sup: ActorCell| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                let (r, _) = Actor::spawn_linked(None, delivery::Delivery, rt.clone(), sup).await?;
+                rt.handles.set_delivery(r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    for name in agent_names(&rt) {
+        let rt = rt.clone();
+        let child = agent_child_name(&name);
+        children.push(ChildSpec::new(&child, move |sup: ActorCell| {
+            let rt = rt.clone();
+            let name = name.clone();
+            Box::pin(async move {
+                let args = agent::AgentArgs {
+                    name: name.clone(),
+                    workspace: agent::workspace_dir(&rt, &name),
+                };
+                let (r, _) = Actor::spawn_linked(None, agent::Agent, args, sup).await?;
+                rt.handles.set_agent(&name, r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    let args = SupervisorArgs {
+        children,
+        policy: supervisor::RestartPolicy::from_config(&rt.cfg.server),
+        health: rt.clone(),
+    };
+    let (sup, _) = Supervisor::spawn(Some("openclaw-supervisor".into()), args).await?;
+    Ok(sup)
+}

@@ -1,1 +1,159 @@
-//! (being written)
+//! The HTTP API (axum). Handlers are thin: they validate, call the ledger / actors / `calls`,
+//! and map results to JSON. Every error is `{"error":{"code","message"}}` with the right status
+//! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
+//!
+//! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`,
+//! `/v1/chat/completions` (SSE with `stream: true`), `/v1/models`, `/health`, `/ready`, `/metrics`.
+//!
+//! Bounds: request bodies (`server.max_body_mb`), requests in flight
+//! (`server.max_in_flight_requests`, beyond it 503 + Retry-After), long-poll length
+//! (`server.long_poll_max_seconds`).
+
+pub mod error;
+pub mod openai;
+pub mod ops;
+pub mod tasks;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Semaphore;
+
+pub use error::{ApiError, ApiJson};
+
+use crate::config::Secret;
+use crate::metrics::metrics;
+use crate::runtime::Runtime;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: Arc<Runtime>,
+    pub token: Option<Secret>,
+    pub in_flight: Arc<Semaphore>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = (state.rt.cfg.server.max_body_mb as usize).saturating_mul(1024 * 1024);
+    Router::new()
+        .route("/api/tasks", post(tasks::submit))
+        .route("/api/tasks/{id}", get(tasks::get_task).delete(tasks::cancel))
+        .route("/api/queue", get(tasks::queue))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics_text))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), admit_and_measure))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Bounded endpoint label for metrics.
+fn endpoint_label(path: Option<&str>) -> &'static str {
+    match path {
+        Some("/api/tasks") => "tasks",
+        Some("/api/tasks/{id}") => "task",
+        Some("/api/queue") => "queue",
+        Some("/v1/chat/completions") => "chat",
+        Some("/v1/models") => "models",
+        Some("/health") => "health",
+        Some("/ready") => "ready",
+        Some("/metrics") => "metrics",
+        _ => "other",
+    }
+}
+
+fn status_class(s: axum::http::StatusCode) -> &'static str {
+    match s.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Bound requests in flight, and count/time every request.
+async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = endpoint_label(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
+    let m = metrics();
+    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+        m.requests_total.with_label_values(&[endpoint, "5xx"]).inc();
+        return ApiError::unavailable(
+            "overloaded",
+            "too many requests in flight on this node; retry shortly",
+            1,
+        )
+        .into_response();
+    };
+    m.http_in_flight.inc();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    m.http_in_flight.dec();
+    m.requests_total
+        .with_label_values(&[endpoint, status_class(resp.status())])
+        .inc();
+    m.request_duration_seconds
+        .with_label_values(&[endpoint])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Bearer-token check for `/api` and `/v1` when a token is configured.
+async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &st.token else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if !(path.starts_with("/api/") || path.starts_with("/v1/")) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the bearer token is not valid for this node").into_response(),
+        None => ApiError::unauthorized(
+            "this node requires `Authorization: Bearer <token>` (the token in the node's auth.token_env variable)",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(endpoint_label(Some("/api/tasks/{id}")), "task");
+        assert_eq!(endpoint_label(Some("/whatever/123")), "other");
+        assert_eq!(endpoint_label(None), "other");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,118 @@
+//! One actor per configured agent: owns the agent's workspace (SOUL.md, AGENTS.md, MEMORY.md,
+//! memory/*.md, skills/*) and turns (history, input) into the prompt with the chapter's token
+//! breakdown. The workspace is read at start and re-read on `Reload`.
+//!
+//! Invariant: no provider call here; building a prompt is CPU work on data in memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openclaw_proto::api::PromptBreakdown;
+use openclaw_proto::openai::ChatMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::metrics::metrics;
+use crate::prompt::Workspace;
+use crate::runtime::Runtime;
+
+/// Where an agent's workspace lives: configured, else `<data-dir>/workspace` for `main` and
+/// `<data-dir>/workspace-<name>` for the others.
+pub fn workspace_dir(rt: &Runtime, name: &str) -> PathBuf {
+    match rt.cfg.agents.get(name).and_then(|a| a.workspace.clone()) {
+        Some(p) => p,
+        None if name == "main" => rt.data_dir.join("workspace"),
+        None => rt.data_dir.join(format!("workspace-{name}")),
+    }
+}
+
+pub struct AgentArgs {
+    pub name: String,
+    pub workspace: PathBuf,
+}
+
+/// A built prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltPrompt {
+    pub messages: Vec<ChatMessage>,
+    pub breakdown: PromptBreakdown,
+}
+
+pub enum AgentMsg {
+    BuildPrompt {
+        history: Vec<ChatMessage>,
+        input: String,
+        reply: RpcReplyPort<BuiltPrompt>,
+    },
+    /// Re-read the workspace from disk.
+    Reload,
+}
+impl ractor::Message for AgentMsg {}
+
+pub struct AgentState {
+    name: String,
+    dir: PathBuf,
+    workspace: Arc<Workspace>,
+}
+
+pub struct Agent;
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: AgentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let workspace = load(&args.name, &args.dir);
+        Ok(AgentState {
+            name: args.name,
+            dir: args.dir,
+            workspace,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::BuildPrompt {
+                history,
+                input,
+                reply,
+            } => {
+                let (messages, breakdown) =
+                    state
+                        .workspace
+                        .build_with(&state.name, &history, &input, &crate::tokens::count);
+                let _ = reply.send(BuiltPrompt {
+                    messages,
+                    breakdown,
+                });
+            }
+            AgentMsg::Reload => state.workspace = load(&state.name, &state.dir),
+        }
+        Ok(())
+    }
+}
+
+fn load(name: &str, dir: &std::path::Path) -> Arc<Workspace> {
+    match Workspace::load(dir) {
+        Ok(ws) => {
+            tracing::info!(agent = %name, dir = %dir.display(), memory_files = ws.memory_files(), "agent workspace loaded");
+            metrics()
+                .memory_files_total
+                .set(ws.memory_files() as i64);
+            Arc::new(ws)
+        }
+        Err(e) => {
+            tracing::warn!(agent = %name, dir = %dir.display(), error = %e, "agent workspace unreadable; using an empty one");
+            Arc::new(Workspace::default())
+        }
+    }
+}

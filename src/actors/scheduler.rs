@@ -1,0 +1,239 @@
+//! The scheduler actor: owns the ready queue and the worker slots of this node.
+//!
+//! Admission happens in the HTTP handler (durable in the ledger first), which then casts
+//! `Enqueue`. The scheduler starts a worker task per free slot (`server.workers`), in strict
+//! priority order, and preempts when a task at an allowed level waits with every slot busy
+//! (see `crate::scheduler::choose_victim`). Workers report `Done`; a preempted worker requeues
+//! its task in the ledger first and then casts `Enqueue` again.
+//!
+//! On (re)start the queue is rebuilt from the ledger (queued tasks not already running), so a
+//! scheduler crash loses nothing. The handler never does I/O beyond that start-up read.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use openclaw_proto::{Priority, TaskRecord};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::metrics;
+use crate::runtime::{RunningSlot, Runtime, StopReason};
+use crate::scheduler::{choose_victim, may_preempt, QueueEntry, ReadyQueue, RunningInfo};
+
+pub enum SchedulerMsg {
+    /// A task (new, or requeued) is ready to run.
+    Enqueue(QueueEntry),
+    /// A worker finished with its slot.
+    Done { id: String },
+    /// Cancel a task: removed if queued, stopped if running.
+    Cancel {
+        id: String,
+        reply: RpcReplyPort<CancelOutcome>,
+    },
+    /// Queue depth per level and running count.
+    Snapshot(RpcReplyPort<QueueSnapshot>),
+    /// Test hook: make the actor fail (exercises the supervisor).
+    #[doc(hidden)]
+    Crash,
+}
+impl ractor::Message for SchedulerMsg {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Removed from the queue; the caller records the cancellation in the ledger.
+    WasQueued,
+    /// Its worker was told to stop and will record the cancellation.
+    WasRunning,
+    /// Not known here (finished, or never admitted on this node).
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSnapshot {
+    pub depth: [usize; 5],
+    pub running: usize,
+    pub workers: usize,
+}
+
+pub struct SchedulerState {
+    rt: Arc<Runtime>,
+    queue: ReadyQueue,
+    started_seq: u64,
+}
+
+pub struct Scheduler;
+
+impl Actor for Scheduler {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = Arc<Runtime>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        rt: Arc<Runtime>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut queue = ReadyQueue::new();
+        let now = rt.mono_ms();
+        for rec in rt.ledger.queued()? {
+            if rt.running.get(&rec.id).is_none() {
+                queue.push(entry_of(&rec, now));
+            }
+        }
+        let mut state = SchedulerState {
+            rt,
+            queue,
+            started_seq: 0,
+        };
+        tracing::info!(queued = state.queue.len(), "scheduler started");
+        dispatch(&myself, &mut state);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Enqueue(e) => {
+                if state.rt.running.get(&e.id).is_none() {
+                    state.queue.push(e);
+                }
+            }
+            SchedulerMsg::Done { id } => {
+                state.rt.running.remove(&id);
+            }
+            SchedulerMsg::Cancel { id, reply } => {
+                let outcome = if state.queue.remove(&id).is_some() {
+                    CancelOutcome::WasQueued
+                } else if let Some(slot) = state.rt.running.get(&id) {
+                    slot.request_stop(StopReason::Cancelled);
+                    CancelOutcome::WasRunning
+                } else {
+                    CancelOutcome::Unknown
+                };
+                let _ = reply.send(outcome);
+            }
+            SchedulerMsg::Snapshot(reply) => {
+                let _ = reply.send(QueueSnapshot {
+                    depth: state.queue.depth(),
+                    running: state.rt.running.len(),
+                    workers: state.rt.cfg.server.workers,
+                });
+            }
+            SchedulerMsg::Crash => return Err("crash requested".into()),
+        }
+        dispatch(&myself, state);
+        Ok(())
+    }
+}
+
+/// The queue entry of a stored record.
+pub fn entry_of(rec: &TaskRecord, now_mono_ms: u64) -> QueueEntry {
+    QueueEntry {
+        id: rec.id.clone(),
+        priority: rec.priority,
+        seq: rec.seq,
+        agent: rec.agent.clone(),
+        enqueued_at_ms: now_mono_ms,
+    }
+}
+
+/// Start workers for free slots, preempting if an allowed task waits with no slot free.
+fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+    let rt = state.rt.clone();
+    let workers = rt.cfg.server.workers;
+    while rt.running.len() < workers {
+        let Some(e) = state.queue.pop() else { break };
+        state.started_seq += 1;
+        let slot = RunningSlot {
+            id: e.id.clone(),
+            agent: e.agent.clone(),
+            priority: e.priority,
+            started_seq: state.started_seq,
+            started: Instant::now(),
+            cancel: CancellationToken::new(),
+            stop: Arc::new(Mutex::new(None)),
+        };
+        rt.running.insert(slot.clone());
+        let wait_s = rt.mono_ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0;
+        metrics()
+            .task_queue_wait_seconds
+            .with_label_values(&[e.priority.as_str()])
+            .observe(wait_s);
+        crate::worker::spawn(rt.clone(), e, slot, myself.clone());
+    }
+    if rt.running.len() >= workers {
+        preempt_if_needed(state);
+    }
+    publish_gauges(state);
+}
+
+fn preempt_if_needed(state: &mut SchedulerState) {
+    let rt = &state.rt;
+    let policy = &rt.cfg.task_priority.preemption;
+    let Some(top) = state.queue.peek_priority() else {
+        return;
+    };
+    if !may_preempt(top, policy) {
+        return;
+    }
+    // One victim per waiting preemptor, counting the stops already under way.
+    let depth = state.queue.depth();
+    let preemptors: usize = Priority::ALL
+        .iter()
+        .filter(|p| may_preempt(**p, policy))
+        .map(|p| depth[p.level() as usize])
+        .sum();
+    let slots = rt.running.snapshot();
+    let stopping = slots
+        .iter()
+        .filter(|s| s.stop_reason() == Some(StopReason::Preempted))
+        .count();
+    if preemptors <= stopping {
+        return;
+    }
+    let infos: Vec<RunningInfo> = slots
+        .iter()
+        .map(|s| RunningInfo {
+            id: s.id.clone(),
+            priority: s.priority,
+            started_seq: s.started_seq,
+            stopping: s.stop_reason().is_some(),
+        })
+        .collect();
+    let mut infos = infos;
+    for _ in stopping..preemptors {
+        let Some(victim) = choose_victim(&infos, top, policy).map(|v| v.id.clone()) else {
+            break;
+        };
+        if let Some(slot) = slots.iter().find(|s| s.id == victim) {
+            if slot.request_stop(StopReason::Preempted) {
+                tracing::info!(task = %victim, victim_priority = %slot.priority, by = %top, "preempting running task");
+                metrics().preemptions_total.inc();
+            }
+        }
+        if let Some(i) = infos.iter_mut().find(|i| i.id == victim) {
+            i.stopping = true;
+        }
+    }
+}
+
+fn publish_gauges(state: &SchedulerState) {
+    let depth = state.queue.depth();
+    let m = metrics();
+    for p in Priority::ALL {
+        m.queue_depth
+            .with_label_values(&[p.as_str()])
+            .set(depth[p.level() as usize] as i64);
+    }
+    state.rt.queued.store(state.queue.len(), Ordering::Relaxed);
+    let slots = state.rt.running.snapshot();
+    let mut agents: Vec<&str> = slots.iter().map(|s| s.agent.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    m.active_agents.set(agents.len() as i64);
+}

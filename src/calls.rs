@@ -1,0 +1,274 @@
+//! One model call with its accounting: the provider call, then the audit line, token/cost/
+//! latency/error metrics. Used by task workers and by `/v1/chat/completions`, so both account
+//! the same way. Streams are accounted when they end (or are dropped).
+//!
+//! Invariant: this module decides nothing about which model or whether to retry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openclaw_proto::openai::{ChatCompletionRequest, ChatCompletionResponse, Usage};
+
+use crate::audit::AuditEntry;
+use crate::metrics::metrics;
+use crate::providers::{CallContext, ChunkStream, ProviderError};
+use crate::runtime::Runtime;
+
+/// Who a call is for (audit fields).
+#[derive(Debug, Clone)]
+pub struct CallMeta {
+    pub request_id: String,
+    pub task_id: Option<String>,
+    pub agent: String,
+    pub source: String,
+    pub priority: String,
+    pub attempt: u32,
+    pub cache_hit: bool,
+}
+
+/// The result of a successful call.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub response: ChatCompletionResponse,
+    pub usage: Usage,
+    pub cost_usd: f64,
+    pub latency: Duration,
+}
+
+fn cost_of(rt: &Runtime, model: &str, u: &Usage) -> f64 {
+    rt.cfg
+        .models
+        .get(model)
+        .map(|m| m.price.cost(u.prompt_tokens, u.completion_tokens))
+        .unwrap_or(0.0)
+}
+
+/// Non-streaming call of `req.model` (a configured model name).
+pub async fn chat(
+    rt: &Runtime,
+    meta: &CallMeta,
+    req: &ChatCompletionRequest,
+    timeout: Duration,
+) -> Result<Completed, ProviderError> {
+    let model = req.model.clone();
+    let provider = rt
+        .providers
+        .get(&model)
+        .ok_or_else(|| ProviderError::BadRequest {
+            status: 404,
+            message: format!("model `{model}` is not configured"),
+        })?
+        .clone();
+    let ctx = CallContext {
+        request_id: meta.request_id.clone(),
+        timeout,
+    };
+    let started = Instant::now();
+    let res = provider.chat(req, &ctx).await;
+    let latency = started.elapsed();
+    match res {
+        Ok(response) => {
+            let usage = response.usage.unwrap_or_else(|| {
+                Usage::new(
+                    crate::tokens::count_messages(&req.messages) as u64,
+                    crate::tokens::count(&response.text()) as u64,
+                )
+            });
+            let cost_usd = cost_of(rt, &model, &usage);
+            account(rt, meta, &model, provider.kind().as_str(), Ok(&usage), cost_usd, latency).await;
+            Ok(Completed {
+                response,
+                usage,
+                cost_usd,
+                latency,
+            })
+        }
+        Err(e) => {
+            account(rt, meta, &model, provider.kind().as_str(), Err(&e), 0.0, latency).await;
+            Err(e)
+        }
+    }
+}
+
+/// Streaming call; the returned stream accounts the call when it ends or is dropped.
+pub async fn chat_stream(
+    rt: Arc<Runtime>,
+    meta: CallMeta,
+    req: &ChatCompletionRequest,
+    timeout: Duration,
+) -> Result<ChunkStream, ProviderError> {
+    let model = req.model.clone();
+    let provider = rt
+        .providers
+        .get(&model)
+        .ok_or_else(|| ProviderError::BadRequest {
+            status: 404,
+            message: format!("model `{model}` is not configured"),
+        })?
+        .clone();
+    let ctx = CallContext {
+        request_id: meta.request_id.clone(),
+        timeout,
+    };
+    let started = Instant::now();
+    let kind = provider.kind().as_str();
+    let stream = match provider.chat_stream(req, &ctx).await {
+        Ok(s) => s,
+        Err(e) => {
+            account(&rt, &meta, &model, kind, Err(&e), 0.0, started.elapsed()).await;
+            return Err(e);
+        }
+    };
+    let prompt_estimate = crate::tokens::count_messages(&req.messages) as u64;
+    let mut tally = StreamTally {
+        rt,
+        meta,
+        model,
+        kind,
+        started,
+        usage: None,
+        text: String::new(),
+        error: None,
+        prompt_estimate,
+        done: false,
+    };
+    Ok(Box::pin(Tallied { inner: stream, tally }))
+}
+
+/// Counts a stream as it passes and accounts it once at the end.
+struct StreamTally {
+    rt: Arc<Runtime>,
+    meta: CallMeta,
+    model: String,
+    kind: &'static str,
+    started: Instant,
+    usage: Option<Usage>,
+    text: String,
+    error: Option<ProviderError>,
+    prompt_estimate: u64,
+    done: bool,
+}
+
+impl StreamTally {
+    fn observe(&mut self, item: Option<&Result<openclaw_proto::openai::ChatCompletionChunk, ProviderError>>) {
+        match item {
+            Some(Ok(chunk)) => {
+                if let Some(u) = chunk.usage {
+                    self.usage = Some(u);
+                }
+                for c in &chunk.choices {
+                    if let Some(t) = &c.delta.content {
+                        self.text.push_str(t);
+                    }
+                }
+            }
+            Some(Err(e)) => self.error = Some(e.clone()),
+            None => self.finish(),
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let usage = self.usage.unwrap_or_else(|| {
+            Usage::new(self.prompt_estimate, crate::tokens::count(&self.text) as u64)
+        });
+        let cost = cost_of(&self.rt, &self.model, &usage);
+        let rt = self.rt.clone();
+        let meta = self.meta.clone();
+        let model = self.model.clone();
+        let kind = self.kind;
+        let latency = self.started.elapsed();
+        let error = self.error.take();
+        tokio::spawn(async move {
+            match error {
+                None => account(&rt, &meta, &model, kind, Ok(&usage), cost, latency).await,
+                Some(e) => account(&rt, &meta, &model, kind, Err(&e), 0.0, latency).await,
+            }
+        });
+    }
+}
+
+impl Drop for StreamTally {
+    fn drop(&mut self) {
+        // A client that disconnects mid-stream still consumed tokens: account what passed.
+        self.finish();
+    }
+}
+
+/// A stream that shows every item to its tally, and ends the tally when it ends.
+struct Tallied {
+    inner: ChunkStream,
+    tally: StreamTally,
+}
+
+impl futures::Stream for Tallied {
+    type Item = Result<openclaw_proto::openai::ChatCompletionChunk, ProviderError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            std::task::Poll::Ready(Some(item)) => {
+                this.tally.observe(Some(&item));
+                std::task::Poll::Ready(Some(item))
+            }
+            std::task::Poll::Ready(None) => {
+                this.tally.observe(None);
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Audit line + metrics for one call.
+async fn account(
+    rt: &Runtime,
+    meta: &CallMeta,
+    model: &str,
+    provider: &str,
+    res: Result<&Usage, &ProviderError>,
+    cost_usd: f64,
+    latency: Duration,
+) {
+    let m = metrics();
+    m.provider_latency_seconds
+        .with_label_values(&[model])
+        .observe(latency.as_secs_f64());
+    let (tokens_in, tokens_out, status) = match res {
+        Ok(u) => {
+            m.tokens_consumed_total
+                .with_label_values(&[model, "input"])
+                .inc_by(u.prompt_tokens as f64);
+            m.tokens_consumed_total
+                .with_label_values(&[model, "output"])
+                .inc_by(u.completion_tokens as f64);
+            m.cost_usd_total.with_label_values(&[model]).inc_by(cost_usd);
+            (u.prompt_tokens, u.completion_tokens, "ok".to_string())
+        }
+        Err(e) => {
+            m.model_errors_total.with_label_values(&[model, e.code()]).inc();
+            tracing::warn!(model, error = %e, attempt = meta.attempt, "model call failed");
+            (0, 0, e.code().to_string())
+        }
+    };
+    let entry = AuditEntry::new_call(
+        &rt.node,
+        meta,
+        model,
+        provider,
+        tokens_in,
+        tokens_out,
+        cost_usd,
+        latency,
+        status,
+    );
+    if rt.audit.record(entry).await.is_err() {
+        tracing::error!("audit log writer is gone; call not audited");
+    }
+}

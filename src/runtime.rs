@@ -1,0 +1,208 @@
+//! The node's shared context: what handlers, actors and workers all reach.
+//!
+//! It holds no policy of its own. State that must survive an actor restart lives here (the
+//! running set, health), not in actor state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use openclaw_proto::Priority;
+use ractor::ActorRef;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::agent::AgentMsg;
+use crate::actors::delivery::DeliveryMsg;
+use crate::actors::scheduler::SchedulerMsg;
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::providers::ProviderSet;
+use crate::storage::Store;
+
+/// Capacity of the task-finished broadcast that wakes long-polls. A waiter that lags re-reads
+/// the store, so nothing is missed.
+pub const TASK_EVENTS_MAX: usize = 4096;
+
+/// Why a running task was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Preempted,
+    Cancelled,
+    Shutdown,
+}
+
+/// One running task, shared between the scheduler (which decides) and its worker (which acts).
+#[derive(Debug, Clone)]
+pub struct RunningSlot {
+    pub id: String,
+    pub agent: String,
+    pub priority: Priority,
+    pub started_seq: u64,
+    pub started: Instant,
+    pub cancel: CancellationToken,
+    pub stop: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl RunningSlot {
+    /// Ask the worker to stop; the first reason wins.
+    pub fn request_stop(&self, reason: StopReason) -> bool {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if stop.is_some() {
+            return false;
+        }
+        *stop = Some(reason);
+        self.cancel.cancel();
+        true
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        *self.stop.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Running tasks by id. Survives scheduler restarts (workers outlive the actor).
+#[derive(Debug, Default)]
+pub struct RunningSet {
+    inner: Mutex<HashMap<String, RunningSlot>>,
+}
+
+impl RunningSet {
+    pub fn insert(&self, slot: RunningSlot) {
+        self.lock().insert(slot.id.clone(), slot);
+    }
+    pub fn remove(&self, id: &str) -> Option<RunningSlot> {
+        self.lock().remove(id)
+    }
+    pub fn get(&self, id: &str) -> Option<RunningSlot> {
+        self.lock().get(id).cloned()
+    }
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+    pub fn snapshot(&self) -> Vec<RunningSlot> {
+        self.lock().values().cloned().collect()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningSlot>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Current refs of the supervised actors (replaced when the supervisor restarts one).
+#[derive(Default)]
+pub struct ActorHandles {
+    scheduler: RwLock<Option<ActorRef<SchedulerMsg>>>,
+    delivery: RwLock<Option<ActorRef<DeliveryMsg>>>,
+    agents: RwLock<HashMap<String, ActorRef<AgentMsg>>>,
+}
+
+impl ActorHandles {
+    pub fn scheduler(&self) -> Option<ActorRef<SchedulerMsg>> {
+        read(&self.scheduler).clone()
+    }
+    pub fn set_scheduler(&self, r: ActorRef<SchedulerMsg>) {
+        *write(&self.scheduler) = Some(r);
+    }
+    pub fn delivery(&self) -> Option<ActorRef<DeliveryMsg>> {
+        read(&self.delivery).clone()
+    }
+    pub fn set_delivery(&self, r: ActorRef<DeliveryMsg>) {
+        *write(&self.delivery) = Some(r);
+    }
+    pub fn agent(&self, name: &str) -> Option<ActorRef<AgentMsg>> {
+        read(&self.agents).get(name).cloned()
+    }
+    pub fn set_agent(&self, name: &str, r: ActorRef<AgentMsg>) {
+        write(&self.agents).insert(name.to_string(), r);
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Readiness: false until start-up finished; children the supervisor gave up on are listed.
+#[derive(Debug, Default)]
+pub struct Health {
+    started: std::sync::atomic::AtomicBool,
+    failed: Mutex<BTreeSet<String>>,
+}
+
+impl Health {
+    pub fn set_started(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+    pub fn mark_failed(&self, child: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(child.to_string());
+    }
+    pub fn clear_failed(&self, child: &str) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(child);
+    }
+    /// `Ok` when ready, else the reasons.
+    pub fn ready(&self) -> Result<(), Vec<String>> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut why: Vec<String> = failed
+            .iter()
+            .map(|c| format!("actor {c} stopped after repeated crashes"))
+            .collect();
+        if !self.started.load(Ordering::SeqCst) {
+            why.push("node is starting".into());
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    }
+}
+
+/// Everything shared by the node's parts.
+pub struct Runtime {
+    pub cfg: Arc<Config>,
+    pub node: String,
+    pub data_dir: std::path::PathBuf,
+    pub ledger: Arc<dyn Ledger>,
+    pub store: Store,
+    pub providers: ProviderSet,
+    pub http: reqwest::Client,
+    pub audit: AuditLog,
+    pub events: broadcast::Sender<String>,
+    pub running: RunningSet,
+    pub handles: ActorHandles,
+    pub health: Health,
+    /// Waiting tasks (kept by the scheduler), checked by admission against `server.queue_max`.
+    pub queued: AtomicUsize,
+    /// Node start, for monotonic milliseconds.
+    pub epoch: Instant,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Runtime {
+    /// Monotonic milliseconds since the node started.
+    pub fn mono_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Wall-clock Unix milliseconds (stamped into records by the node that changes them).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,290 @@
+//! A worker runs one task, outside any actor handler: take it in the ledger (new epoch),
+//! build the prompt (agent actor), call the model with retries (accounted by `calls`), record
+//! the outcome under the epoch (fencing), append to the session, queue the callback, and tell
+//! the scheduler its slot is free.
+//!
+//! Stopping: the scheduler cancels the slot's token. A preempted task is requeued in the ledger
+//! (attempts kept) and handed back to the scheduler; a cancelled one is finished as cancelled;
+//! on shutdown the task is left to start-up recovery, which runs it again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openclaw_proto::api::TokenCounts;
+use openclaw_proto::openai::{ChatCompletionRequest, ChatMessage};
+use openclaw_proto::{TaskRecord, TaskStatus};
+use ractor::ActorRef;
+use tracing::Instrument;
+
+use crate::actors::agent::{AgentMsg, BuiltPrompt};
+use crate::actors::delivery::DeliveryMsg;
+use crate::actors::scheduler::{entry_of, SchedulerMsg};
+use crate::calls::{self, CallMeta};
+use crate::config::Config;
+use crate::ledger::{LedgerError, Outcome};
+use crate::metrics::metrics;
+use crate::providers::ProviderError;
+use crate::runtime::{now_ms, RunningSlot, Runtime, StopReason};
+use crate::scheduler::QueueEntry;
+use crate::storage::{PendingDelivery, TranscriptMessage};
+
+/// How long a worker waits for its agent actor (it may be restarting).
+pub const AGENT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Messages kept per session transcript.
+pub const SESSION_MESSAGES_MAX: usize = 200;
+
+/// The model a task runs on: the task's explicit model, else its agent's model, else the
+/// routing default. (Rule-based routing and fallback build on this.)
+pub fn choose_model(cfg: &Config, rec: &TaskRecord) -> String {
+    if let Some(m) = rec.requested_model.as_ref().filter(|m| cfg.models.contains_key(*m)) {
+        return m.clone();
+    }
+    if let Some(m) = cfg.agents.get(&rec.agent).and_then(|a| a.model.clone()) {
+        return m;
+    }
+    cfg.default_model().to_string()
+}
+
+pub fn spawn(rt: Arc<Runtime>, entry: QueueEntry, slot: RunningSlot, _scheduler: ActorRef<SchedulerMsg>) {
+    let span = tracing::info_span!("task", id = %entry.id, agent = %entry.agent, priority = %entry.priority);
+    tokio::spawn(
+        async move {
+            let requeued = run(&rt, &entry, &slot).await;
+            // Report to whichever scheduler incarnation is current.
+            if let Some(s) = rt.handles.scheduler() {
+                let _ = s.cast(SchedulerMsg::Done { id: entry.id.clone() });
+                if let Some(rec) = requeued {
+                    let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&rec, rt.mono_ms())));
+                }
+            } else {
+                rt.running.remove(&entry.id);
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Run the task; returns the record when it was requeued (preempted).
+async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Option<TaskRecord> {
+    let rec = match rt.ledger.start(&entry.id, &rt.node, now_ms()).await {
+        Ok(r) => r,
+        Err(LedgerError::WrongState { status, .. }) => {
+            tracing::debug!(status, "task no longer queued; skipping");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start task");
+            return None;
+        }
+    };
+    let epoch = rec.epoch;
+    tracing::info!(attempt = rec.attempts, epoch, "task started");
+    let outcome = tokio::select! {
+        biased;
+        _ = slot.cancel.cancelled() => None,
+        o = execute(rt, &rec) => Some(o),
+    };
+    let outcome = match (outcome, slot.stop_reason()) {
+        (Some(o), _) => o,
+        (None, Some(StopReason::Preempted)) => {
+            return match rt.ledger.requeue(&rec.id, epoch, true).await {
+                Ok(r) => {
+                    tracing::info!("task preempted and requeued");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "preempted task could not be requeued");
+                    None
+                }
+            };
+        }
+        (None, Some(StopReason::Cancelled)) => Outcome::cancelled(),
+        (None, _) => {
+            tracing::info!("node shutting down; task left for recovery");
+            return None;
+        }
+    };
+    let status = outcome.status;
+    match rt.ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
+        Ok(done) => {
+            tracing::info!(status = status.as_str(), "task finished");
+            metrics()
+                .tasks_total
+                .with_label_values(&[done.priority.as_str(), status.as_str()])
+                .inc();
+            let _ = rt.events.send(done.id.clone());
+            if let Some(url) = done.callback_url.clone() {
+                queue_callback(rt, &done.id, url).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "task outcome refused (fenced)"),
+    }
+    None
+}
+
+async fn queue_callback(rt: &Runtime, task_id: &str, url: String) {
+    let d = PendingDelivery {
+        task_id: task_id.to_string(),
+        callback_url: url,
+        attempts: 0,
+    };
+    let stored = rt.store.put_delivery(&d);
+    if let Err(e) = stored {
+        tracing::error!(error = %e, "cannot store callback");
+        return;
+    }
+    let _ = rt.store.flush().await;
+    if let Some(a) = rt.handles.delivery() {
+        let _ = a.cast(DeliveryMsg::Deliver(d));
+    }
+}
+
+async fn build_prompt(rt: &Runtime, rec: &TaskRecord, history: Vec<ChatMessage>) -> Result<BuiltPrompt, String> {
+    for _ in 0..3 {
+        if let Some(agent) = rt.handles.agent(&rec.agent) {
+            let res = ractor::call_t!(
+                agent,
+                |reply| AgentMsg::BuildPrompt {
+                    history: history.clone(),
+                    input: rec.input.clone(),
+                    reply,
+                },
+                AGENT_CALL_TIMEOUT_MS
+            );
+            if let Ok(p) = res {
+                return Ok(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("agent `{}` is not available", rec.agent))
+}
+
+/// Run the model call(s) for a task.
+async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
+    let history: Vec<ChatMessage> = match &rec.session_id {
+        Some(s) => match rt.store.transcript(s) {
+            Ok(t) => t
+                .into_iter()
+                .map(|m| ChatMessage::new(m.role, m.content))
+                .collect(),
+            Err(e) => return Outcome::failed("storage", e.to_string()),
+        },
+        None => Vec::new(),
+    };
+    let prompt = match build_prompt(rt, rec, history).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::failed("agent_unavailable", e),
+    };
+    let model = choose_model(&rt.cfg, rec);
+    let req = ChatCompletionRequest {
+        model: model.clone(),
+        messages: prompt.messages,
+        stream: false,
+        max_tokens: rec.max_tokens,
+        max_completion_tokens: None,
+        temperature: None,
+        extra: Default::default(),
+    };
+    let fb = &rt.cfg.model_fallback;
+    let timeout = Duration::from_millis(fb.timeout_ms);
+    let tries = 1 + fb.max_retries;
+    let mut last: Option<ProviderError> = None;
+    for attempt in 1..=tries {
+        let meta = CallMeta {
+            request_id: rec.id.clone(),
+            task_id: Some(rec.id.clone()),
+            agent: rec.agent.clone(),
+            source: rec.source.clone(),
+            priority: rec.priority.as_str().to_string(),
+            attempt,
+            cache_hit: false,
+        };
+        match calls::chat(rt, &meta, &req, timeout).await {
+            Ok(done) => {
+                let output = done.response.text();
+                if let Some(s) = &rec.session_id {
+                    let msgs = [
+                        TranscriptMessage {
+                            role: "user".into(),
+                            content: rec.input.clone(),
+                        },
+                        TranscriptMessage {
+                            role: "assistant".into(),
+                            content: output.clone(),
+                        },
+                    ];
+                    if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
+                        tracing::warn!(error = %e, "cannot append to session");
+                    }
+                }
+                let mut breakdown = prompt.breakdown;
+                breakdown.output = done.usage.completion_tokens as u32;
+                return Outcome {
+                    status: TaskStatus::Succeeded,
+                    model: Some(model),
+                    output: Some(output),
+                    tokens: TokenCounts {
+                        input: done.usage.prompt_tokens,
+                        output: done.usage.completion_tokens,
+                    },
+                    cost_usd: done.cost_usd,
+                    error: None,
+                    cache_hit: false,
+                    prompt: breakdown,
+                };
+            }
+            Err(e) if e.is_retryable() && attempt < tries => {
+                let mut delay = Duration::from_millis(fb.retry_delay_ms);
+                if let ProviderError::RateLimited {
+                    retry_after: Some(ra),
+                } = &e
+                {
+                    delay = delay.max(*ra);
+                }
+                tracing::info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "retrying model call");
+                last = Some(e);
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    let e = last.unwrap_or(ProviderError::Decode("no attempt made".into()));
+    let mut out = Outcome::failed(e.code(), format!("model {model}: {e}"));
+    out.model = Some(model);
+    out.prompt = prompt.breakdown;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_choice_table() {
+        let mut cfg = Config::default();
+        cfg.agents.insert(
+            "writer".into(),
+            crate::config::AgentConfig {
+                model: Some("deepseek-v3".into()),
+                ..Default::default()
+            },
+        );
+        let mut rec = crate::ledger::tests_support::record("t");
+        let cases = [
+            (Some("gpt-4o"), "main", "gpt-4o"),
+            (None, "main", "gpt-4o-mini"),
+            (None, "writer", "deepseek-v3"),
+            (Some("claude-3-5-haiku"), "writer", "claude-3-5-haiku"),
+            (Some("not-configured"), "main", "gpt-4o-mini"),
+        ];
+        for (requested, agent, want) in cases {
+            rec.requested_model = requested.map(String::from);
+            rec.agent = agent.into();
+            assert_eq!(choose_model(&cfg, &rec), want, "{requested:?} {agent}");
+        }
+    }
+}
