@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, SubsecRound};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,9 +59,10 @@ pub fn logs_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("logs")
 }
 
-/// The current local time as the log writes it (naive, so the chapter's scripts can compare it).
+/// The current local time as the log writes it: naive (so the chapter's scripts can compare it)
+/// and truncated to microseconds (so an entry reads back equal to what was recorded).
 pub fn local_now() -> NaiveDateTime {
-    chrono::Local::now().naive_local()
+    chrono::Local::now().naive_local().trunc_subsecs(6)
 }
 
 /// Whether the answer came from the request cache. Serialized as the chapter's literal strings.

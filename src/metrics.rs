@@ -307,10 +307,9 @@ impl Metrics {
         self.tokens_consumed_total
             .with_label_values(&[model, DIRECTION_OUTPUT])
             .inc_by(output);
+        let cost = self.cost_usd_total.with_label_values(&[model]);
         if cost_usd.is_finite() && cost_usd > 0.0 {
-            self.cost_usd_total
-                .with_label_values(&[model])
-                .inc_by(cost_usd);
+            cost.inc_by(cost_usd);
         }
         self.provider_latency_seconds
             .with_label_values(&[model])
