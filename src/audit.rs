@@ -405,7 +405,7 @@ pub fn read_entries(logs_dir: &Path) -> std::io::Result<Vec<AuditEntry>> {
         };
         rotated.push((n, item.path()));
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut entries = Vec::new();
     for (_, path) in rotated {
         read_file_into(&path, &mut entries)?;
@@ -434,6 +434,7 @@ fn read_file_into(path: &Path, entries: &mut Vec<AuditEntry>) -> std::io::Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::Value;

@@ -259,6 +259,7 @@ fn is_absent(e: &std::io::Error) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
