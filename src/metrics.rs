@@ -1,1 +1,465 @@
-//! (being written)
+//! Every Prometheus metric of the node, in one registry, rendered by `GET /metrics` (§18.6).
+//!
+//! The chapter's eight metrics keep the chapter's names (`monitoring/` dashboards and alert rules
+//! use them as written); the rest are ours.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `openclaw_requests_total` | counter | `endpoint` (`tasks`, `chat`, `models`, …), `status` (`2xx`, `4xx`, `5xx`, …) |
+//! | `openclaw_request_duration_seconds` | histogram, 0.5 ms … 120 s | `endpoint` |
+//! | `openclaw_tokens_consumed_total` | counter | `model`, `direction` (`input`, `output`) |
+//! | `openclaw_active_agents` | gauge | — agents running at least one task |
+//! | `openclaw_queue_depth` | gauge | `priority` (`critical` … `background`); alerts use `sum(openclaw_queue_depth)` |
+//! | `openclaw_cache_hit_ratio` | gauge | — hits / lookups since start |
+//! | `openclaw_model_errors_total` | counter | `model`, `reason` (a provider error code) |
+//! | `openclaw_memory_files_total` | gauge | — memory files across agent workspaces |
+//! | `openclaw_task_queue_wait_seconds` | histogram, 10 ms … 600 s | `priority` |
+//! | `openclaw_tasks_total` | counter | `priority`, `status` (final task status) |
+//! | `openclaw_preemptions_total` | counter | — |
+//! | `openclaw_provider_latency_seconds` | histogram, 0.5 ms … 120 s | `model` |
+//! | `openclaw_cost_usd_total` | counter | `model` |
+//! | `openclaw_supervisor_restarts_total` | counter | `actor` (actor kind, not instance id) |
+//! | `openclaw_callback_deliveries_total` | counter | `outcome` (`delivered`, `retried`, `failed`) |
+//! | `openclaw_cache_requests_total` | counter | `result` (`hit`, `miss`) |
+//! | `openclaw_http_in_flight` | gauge | — |
+//!
+//! Invariant: labels are bounded. Model names come from the configuration (callers pass only
+//! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
+//! no task id, request id, agent input or other free text ever becomes a label value.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use openclaw_proto::Priority;
+
+/// Buckets for request and provider latency: 0.5 ms (gateway overhead) … 120 s (a slow agent).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// Buckets for queue wait, around the chapter's target maximum waits per level
+/// (immediate, < 10 s, < 30 s, < 5 min, idle).
+pub const QUEUE_WAIT_BUCKETS: &[f64] = &[0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
+
+/// `direction` label values of `openclaw_tokens_consumed_total`.
+pub const DIRECTION_INPUT: &str = "input";
+pub const DIRECTION_OUTPUT: &str = "output";
+
+/// The node's metrics. Get the one instance with [`metrics()`].
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub tokens_consumed_total: IntCounterVec,
+    pub active_agents: IntGauge,
+    pub queue_depth: IntGaugeVec,
+    pub cache_hit_ratio: Gauge,
+    pub model_errors_total: IntCounterVec,
+    pub memory_files_total: IntGauge,
+    pub task_queue_wait_seconds: HistogramVec,
+    pub tasks_total: IntCounterVec,
+    pub preemptions_total: IntCounter,
+    pub provider_latency_seconds: HistogramVec,
+    pub cost_usd_total: prometheus::CounterVec,
+    pub supervisor_restarts_total: IntCounterVec,
+    pub callback_deliveries_total: IntCounterVec,
+    pub cache_requests_total: IntCounterVec,
+    pub http_in_flight: IntGauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// The text exposition format of every metric, for `GET /metrics`.
+pub fn render() -> String {
+    metrics().render()
+}
+
+/// `"2xx"`, `"4xx"`, … for an HTTP status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+// The definitions below are constants of this file; registering them can only fail on a
+// programming error (a bad name or a duplicate), which `every_metric_renders` catches.
+#[allow(clippy::expect_used)]
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric definitions are valid and unique");
+    m
+}
+
+#[allow(clippy::expect_used)]
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition"),
+    )
+}
+
+#[allow(clippy::expect_used)]
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(
+        r,
+        HistogramVec::new(opts, labels).expect("valid histogram definition"),
+    )
+}
+
+#[allow(clippy::expect_used)]
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(
+        r,
+        IntGauge::new(name, help).expect("valid gauge definition"),
+    )
+}
+
+impl Metrics {
+    #[allow(clippy::expect_used)]
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let m = Metrics {
+            requests_total: counter_vec(
+                &r,
+                "openclaw_requests_total",
+                "HTTP requests served, by endpoint and status class.",
+                &["endpoint", "status"],
+            ),
+            request_duration_seconds: histogram_vec(
+                &r,
+                "openclaw_request_duration_seconds",
+                "HTTP request handling time in seconds, by endpoint.",
+                &["endpoint"],
+                LATENCY_BUCKETS,
+            ),
+            tokens_consumed_total: counter_vec(
+                &r,
+                "openclaw_tokens_consumed_total",
+                "Tokens consumed by model calls, by model and direction (input, output).",
+                &["model", "direction"],
+            ),
+            active_agents: int_gauge(
+                &r,
+                "openclaw_active_agents",
+                "Agents currently running at least one task.",
+            ),
+            queue_depth: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "openclaw_queue_depth",
+                        "Tasks waiting in this node's queue, by priority level.",
+                    ),
+                    &["priority"],
+                )
+                .expect("valid gauge definition"),
+            ),
+            cache_hit_ratio: register(
+                &r,
+                Gauge::new(
+                    "openclaw_cache_hit_ratio",
+                    "Request cache hits / lookups since the node started.",
+                )
+                .expect("valid gauge definition"),
+            ),
+            model_errors_total: counter_vec(
+                &r,
+                "openclaw_model_errors_total",
+                "Failed model calls, by model and reason.",
+                &["model", "reason"],
+            ),
+            memory_files_total: int_gauge(
+                &r,
+                "openclaw_memory_files_total",
+                "Memory files (MEMORY.md and memory/*.md) across agent workspaces.",
+            ),
+            task_queue_wait_seconds: histogram_vec(
+                &r,
+                "openclaw_task_queue_wait_seconds",
+                "Time from submission to start of a task, by priority.",
+                &["priority"],
+                QUEUE_WAIT_BUCKETS,
+            ),
+            tasks_total: counter_vec(
+                &r,
+                "openclaw_tasks_total",
+                "Tasks finished, by priority and final status.",
+                &["priority", "status"],
+            ),
+            preemptions_total: register(
+                &r,
+                IntCounter::new(
+                    "openclaw_preemptions_total",
+                    "Running tasks stopped and requeued for a more urgent one.",
+                )
+                .expect("valid counter definition"),
+            ),
+            provider_latency_seconds: histogram_vec(
+                &r,
+                "openclaw_provider_latency_seconds",
+                "Model provider call time in seconds, by model.",
+                &["model"],
+                LATENCY_BUCKETS,
+            ),
+            cost_usd_total: register(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "openclaw_cost_usd_total",
+                        "Cost of model calls in USD, by model.",
+                    ),
+                    &["model"],
+                )
+                .expect("valid counter definition"),
+            ),
+            supervisor_restarts_total: counter_vec(
+                &r,
+                "openclaw_supervisor_restarts_total",
+                "Actors restarted by the supervisor, by actor kind.",
+                &["actor"],
+            ),
+            callback_deliveries_total: counter_vec(
+                &r,
+                "openclaw_callback_deliveries_total",
+                "Callback delivery attempts, by outcome.",
+                &["outcome"],
+            ),
+            cache_requests_total: counter_vec(
+                &r,
+                "openclaw_cache_requests_total",
+                "Request cache lookups, by result (hit, miss).",
+                &["result"],
+            ),
+            http_in_flight: int_gauge(
+                &r,
+                "openclaw_http_in_flight",
+                "HTTP requests being served right now.",
+            ),
+            registry: r,
+        };
+        // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
+        for p in Priority::ALL {
+            m.queue_depth.with_label_values(&[p.as_str()]).set(0);
+        }
+        for result in ["hit", "miss"] {
+            m.cache_requests_total.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Create the per-model series at zero (call once with the configured model names), so a
+    /// model that has not been used yet shows 0 rather than no data.
+    pub fn init_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
+        for model in models {
+            for direction in [DIRECTION_INPUT, DIRECTION_OUTPUT] {
+                self.tokens_consumed_total
+                    .with_label_values(&[model, direction]);
+            }
+            self.cost_usd_total.with_label_values(&[model]);
+        }
+    }
+
+    /// One HTTP request: its endpoint (a constant), status code and duration.
+    pub fn observe_request(&self, endpoint: &'static str, status: u16, seconds: f64) {
+        self.requests_total
+            .with_label_values(&[endpoint, status_class(status)])
+            .inc();
+        self.request_duration_seconds
+            .with_label_values(&[endpoint])
+            .observe(seconds);
+    }
+
+    /// One successful model call. `model` must be a configured model name.
+    pub fn observe_model_call(
+        &self,
+        model: &str,
+        input: u64,
+        output: u64,
+        cost_usd: f64,
+        secs: f64,
+    ) {
+        self.tokens_consumed_total
+            .with_label_values(&[model, DIRECTION_INPUT])
+            .inc_by(input);
+        self.tokens_consumed_total
+            .with_label_values(&[model, DIRECTION_OUTPUT])
+            .inc_by(output);
+        let cost = self.cost_usd_total.with_label_values(&[model]);
+        if cost_usd.is_finite() && cost_usd > 0.0 {
+            cost.inc_by(cost_usd);
+        }
+        self.provider_latency_seconds
+            .with_label_values(&[model])
+            .observe(secs);
+    }
+
+    /// One failed model call. `model` must be a configured name, `reason` a stable error code.
+    pub fn observe_model_error(&self, model: &str, reason: &'static str) {
+        self.model_errors_total
+            .with_label_values(&[model, reason])
+            .inc();
+    }
+
+    /// One request-cache lookup; also refreshes `openclaw_cache_hit_ratio`.
+    pub fn observe_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_requests_total.with_label_values(&[result]).inc();
+        let hits = self.cache_requests_total.with_label_values(&["hit"]).get();
+        let misses = self.cache_requests_total.with_label_values(&["miss"]).get();
+        let lookups = hits + misses;
+        if lookups > 0 {
+            self.cache_hit_ratio.set(hits as f64 / lookups as f64);
+        }
+    }
+
+    /// The queue depth of one level.
+    pub fn set_queue_depth(&self, priority: Priority, depth: usize) {
+        self.queue_depth
+            .with_label_values(&[priority.as_str()])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition format of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The chapter's metric names (§18.6), which `monitoring/` relies on.
+    const CHAPTER_METRICS: [&str; 8] = [
+        "openclaw_requests_total",
+        "openclaw_request_duration_seconds",
+        "openclaw_tokens_consumed_total",
+        "openclaw_active_agents",
+        "openclaw_queue_depth",
+        "openclaw_cache_hit_ratio",
+        "openclaw_model_errors_total",
+        "openclaw_memory_files_total",
+    ];
+
+    const OUR_METRICS: [&str; 9] = [
+        "openclaw_task_queue_wait_seconds",
+        "openclaw_tasks_total",
+        "openclaw_preemptions_total",
+        "openclaw_provider_latency_seconds",
+        "openclaw_cost_usd_total",
+        "openclaw_supervisor_restarts_total",
+        "openclaw_callback_deliveries_total",
+        "openclaw_cache_requests_total",
+        "openclaw_http_in_flight",
+    ];
+
+    #[test]
+    fn every_metric_renders() {
+        let m = metrics();
+        // Vec metrics appear once a series exists.
+        m.init_models(["gpt-4o-mini"]);
+        m.observe_request("tasks", 202, 0.002);
+        m.observe_model_call("gpt-4o-mini", 120, 30, 0.0001, 0.8);
+        m.observe_model_error("gpt-4o-mini", "timeout");
+        m.task_queue_wait_seconds
+            .with_label_values(&["normal"])
+            .observe(0.5);
+        m.tasks_total
+            .with_label_values(&["normal", "succeeded"])
+            .inc();
+        m.supervisor_restarts_total
+            .with_label_values(&["scheduler"])
+            .inc();
+        m.callback_deliveries_total
+            .with_label_values(&["delivered"])
+            .inc();
+        m.preemptions_total.inc();
+        m.set_queue_depth(Priority::High, 7);
+
+        let text = render();
+        for name in CHAPTER_METRICS.iter().chain(OUR_METRICS.iter()) {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing from:\n{text}"
+            );
+        }
+        assert!(text.contains(
+            "openclaw_request_duration_seconds_bucket{endpoint=\"tasks\",le=\"0.0005\"}"
+        ));
+        assert!(text
+            .contains("openclaw_request_duration_seconds_bucket{endpoint=\"tasks\",le=\"120\"}"));
+        assert!(text.contains("openclaw_requests_total{endpoint=\"tasks\",status=\"2xx\"}"));
+        assert!(text.contains("openclaw_queue_depth{priority=\"high\"} 7"));
+        for p in Priority::ALL {
+            assert!(text.contains(&format!("openclaw_queue_depth{{priority=\"{p}\"}}")));
+        }
+        assert!(text
+            .contains("openclaw_tokens_consumed_total{direction=\"input\",model=\"gpt-4o-mini\"}"));
+        assert!(text
+            .contains("openclaw_task_queue_wait_seconds_bucket{priority=\"normal\",le=\"600\"}"));
+    }
+
+    #[test]
+    fn status_classes() {
+        let cases = [
+            (200, "2xx"),
+            (202, "2xx"),
+            (304, "3xx"),
+            (404, "4xx"),
+            (429, "4xx"),
+            (503, "5xx"),
+            (99, "other"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(status_class(code), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn cache_ratio_follows_lookups() {
+        // A private instance: the global one is shared with other tests.
+        let m = Metrics::new();
+        m.observe_cache(true);
+        m.observe_cache(false);
+        m.observe_cache(false);
+        m.observe_cache(true);
+        assert!((m.cache_hit_ratio.get() - 0.5).abs() < 1e-9);
+        m.observe_cache(true);
+        assert!((m.cache_hit_ratio.get() - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn buckets_are_increasing() {
+        for b in [LATENCY_BUCKETS, QUEUE_WAIT_BUCKETS] {
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+        }
+    }
+}
