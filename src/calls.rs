@@ -21,7 +21,7 @@ pub struct CallMeta {
     pub task_id: Option<String>,
     pub agent: String,
     pub source: String,
-    pub priority: String,
+    pub priority: openclaw_proto::Priority,
     pub attempt: u32,
     pub cache_hit: bool,
 }
@@ -244,12 +244,12 @@ async fn account(
         Ok(u) => {
             m.tokens_consumed_total
                 .with_label_values(&[model, "input"])
-                .inc_by(u.prompt_tokens as f64);
+                .inc_by(u.prompt_tokens);
             m.tokens_consumed_total
                 .with_label_values(&[model, "output"])
-                .inc_by(u.completion_tokens as f64);
+                .inc_by(u.completion_tokens);
             m.cost_usd_total.with_label_values(&[model]).inc_by(cost_usd);
-            (u.prompt_tokens, u.completion_tokens, "ok".to_string())
+            (u.prompt_tokens, u.completion_tokens, crate::audit::STATUS_OK.to_string())
         }
         Err(e) => {
             m.model_errors_total.with_label_values(&[model, e.code()]).inc();
@@ -257,17 +257,27 @@ async fn account(
             (0, 0, e.code().to_string())
         }
     };
-    let entry = AuditEntry::new_call(
-        &rt.node,
-        meta,
-        model,
-        provider,
-        tokens_in,
-        tokens_out,
+    let entry = AuditEntry {
+        timestamp: crate::audit::local_now(),
+        node: rt.node.clone(),
+        task_id: meta.task_id.clone(),
+        request_id: meta.request_id.clone(),
+        agent: meta.agent.clone(),
+        source: meta.source.clone(),
+        priority: meta.priority,
+        model: model.to_string(),
+        provider: provider.to_string(),
+        tokens: openclaw_proto::api::TokenCounts {
+            input: tokens_in,
+            output: tokens_out,
+        },
         cost_usd,
-        latency,
+        latency_ms: latency.as_millis() as u64,
+        cache: crate::audit::CacheOutcome::from_hit(meta.cache_hit),
         status,
-    );
+        attempt: meta.attempt,
+        fallback_from: None,
+    };
     if rt.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");
     }

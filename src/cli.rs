@@ -1,1 +1,143 @@
-//! (being written)
+//! The command line (clap): running a node, the standalone simulator, and client commands.
+//! Parsing only; each command's work lives in its own module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sim::SimOptions;
+
+const EXAMPLES: &str = "\
+Examples:
+  openclaw-node                                   run a node on 127.0.0.1:3000 with ~/.openclaw
+  openclaw-node --data-dir /tmp/oc --http 127.0.0.1:3100
+  openclaw-node submit --wait 30 \"summarise today's alerts\"
+  openclaw-node sim-provider --listen 127.0.0.1:9000 --latency-ms 20";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "openclaw-node",
+    version,
+    about = "A gateway that runs a team's AI agents: priority queue with preemption, model routing, \
+             exact limits and budgets, an OpenAI-compatible API.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Options of a running node (the default command).
+#[derive(Debug, Args, Clone)]
+pub struct NodeArgs {
+    /// Config file (JSON). Default `<data-dir>/openclaw.json`; a missing default file means built-in defaults.
+    #[arg(long, env = "OPENCLAW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: store, audit log, agent workspaces. Default `~/.openclaw`.
+    #[arg(long, env = "OPENCLAW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (overrides server.listen). Default 127.0.0.1:3000.
+    #[arg(long, env = "OPENCLAW_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Cluster listen address (reserved for cluster mode).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Seed node to join, HOST:PORT, repeatable (reserved for cluster mode).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// This node's id in the cluster (reserved for cluster mode).
+    #[arg(long)]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the default when no command is given).
+    #[command(after_help = "Example:\n  openclaw-node run --data-dir /tmp/oc --http 127.0.0.1:3100")]
+    Run,
+    /// Run the built-in simulator as a standalone OpenAI-compatible (and Anthropic-compatible) server.
+    #[command(after_help = "Example:\n  openclaw-node sim-provider --listen 127.0.0.1:9000 --latency-ms 20 --error-rate 0.05\n  \
+                            curl -s 127.0.0.1:9000/sim/calls")]
+    SimProvider(SimProviderArgs),
+    /// Submit a task to a node, optionally waiting for its result.
+    #[command(after_help = "Examples:\n  openclaw-node submit \"hello\"\n  \
+                            openclaw-node submit --priority critical --wait 60 \"disk almost full on db-1\"\n  \
+                            openclaw-node submit --json --source cron_job \"nightly report\"")]
+    Submit(SubmitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimProviderArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sim: SimOptions,
+}
+
+/// Where a client command finds its node.
+#[derive(Debug, Args, Clone)]
+pub struct NodeUrl {
+    /// The node's base URL.
+    #[arg(long, env = "OPENCLAW_NODE", default_value = "http://127.0.0.1:3000")]
+    pub node: String,
+    /// Name of the environment variable holding the bearer token, if the node requires one.
+    #[arg(long, default_value = "OPENCLAW_API_TOKEN")]
+    pub token_env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// The task's input (the user's message).
+    #[arg(required = true)]
+    pub input: Vec<String>,
+    /// Agent to run it (default main).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// critical, high, normal, low or background (default from the source).
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// Source, e.g. api_call, cron_job, feishu_direct_message, manual_trigger.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Explicit model.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub session: Option<String>,
+    #[arg(long)]
+    pub task_type: Option<String>,
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    /// Wait up to this many seconds for the result.
+    #[arg(long)]
+    pub wait: Option<u64>,
+    /// Print the task as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,1 +1,131 @@
-//! (being written)
+//! A small HTTP client for the node's API, used by the CLI's client commands (`submit`, …).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use openclaw_proto::api::TaskAccepted;
+use openclaw_proto::{ErrorBody, Priority, TaskSubmit, TaskView};
+
+use crate::cli::{NodeUrl, SubmitArgs};
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(target: &NodeUrl) -> anyhow::Result<Client> {
+        Ok(Client {
+            base: target.node.trim_end_matches('/').to_string(),
+            token: std::env::var(&target.token_env).ok().filter(|t| !t.is_empty()),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()?,
+        })
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(m, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading the node's answer")?;
+        if !status.is_success() {
+            if let Ok(e) = serde_json::from_slice::<ErrorBody>(&bytes) {
+                bail!("{} ({}): {}", status, e.error.code, e.error.message);
+            }
+            bail!("{}: {}", status, String::from_utf8_lossy(&bytes));
+        }
+        serde_json::from_slice(&bytes).context("unexpected answer from the node")
+    }
+
+    pub async fn submit(&self, task: &TaskSubmit) -> anyhow::Result<TaskAccepted> {
+        let resp = self
+            .req(reqwest::Method::POST, "/api/tasks")
+            .json(task)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
+    pub async fn task(&self, id: &str, wait_s: u64) -> anyhow::Result<TaskView> {
+        let resp = self
+            .req(reqwest::Method::GET, &format!("/api/tasks/{id}?wait={wait_s}"))
+            .timeout(Duration::from_secs(wait_s + 30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+}
+
+/// `openclaw-node submit`: returns the process exit code (0 ok, 1 task failed, 2 still running).
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.target)?;
+    let priority = match &args.priority {
+        Some(p) => Some(Priority::parse(p).with_context(|| {
+            format!("--priority `{p}`: use critical, high, normal, low or background")
+        })?),
+        None => None,
+    };
+    let task = TaskSubmit {
+        agent: args.agent,
+        input: args.input.join(" "),
+        session_id: args.session,
+        source: args.source,
+        priority,
+        task_type: args.task_type,
+        model: args.model,
+        callback_url: args.callback_url,
+        idempotency_key: args.idempotency_key,
+        max_tokens: args.max_tokens,
+        ..Default::default()
+    };
+    let accepted = client.submit(&task).await?;
+    let Some(wait) = args.wait else {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&accepted)?);
+        } else {
+            println!("{} {}", accepted.id, accepted.status.as_str());
+        }
+        return Ok(0);
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut view = client.task(&accepted.id, wait).await?;
+    while !view.status.is_final() && tokio::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        view = client.task(&accepted.id, left.as_secs().max(1)).await?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!(
+            "task {} {} (model {}, {} in / {} out tokens, ${:.6}, attempts {})",
+            view.id,
+            view.status.as_str(),
+            view.model.as_deref().unwrap_or("-"),
+            view.tokens.input,
+            view.tokens.output,
+            view.cost_usd,
+            view.attempts
+        );
+        if let Some(out) = &view.output {
+            println!("{out}");
+        }
+        if let Some(e) = &view.error {
+            eprintln!("error {}: {}", e.code, e.message);
+        }
+    }
+    Ok(match view.status {
+        openclaw_proto::TaskStatus::Succeeded => 0,
+        s if s.is_final() => 1,
+        _ => 2,
+    })
+}

@@ -1,1 +1,106 @@
-fn main() {}
+//! `openclaw-node`: parse the command line, set up logging, load the config, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use openclaw_node::cli::{Cli, Command, LogFormat, NodeArgs};
+use openclaw_node::{config, node, sim, util};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    if args.cluster.is_some() || !args.join.is_empty() || args.node_id.is_some() {
+        anyhow::bail!(
+            "--cluster, --join and --node-id belong to cluster mode, which this build does not have yet; \
+             run without them for a single node"
+        );
+    }
+    let data_dir = args.data_dir.unwrap_or_else(util::default_data_dir);
+    let (path, required) = match args.config {
+        Some(p) => (p, true),
+        None => (data_dir.join("openclaw.json"), false),
+    };
+    let cfg = config::load(Some(&path), required)?;
+    let opts = node::NodeOptions {
+        config: cfg,
+        data_dir,
+        http: args.http,
+    };
+    node::run(opts, shutdown_on_signals()).await
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        None | Some(Command::Run) => run_node(cli.node).await.map(|_| 0),
+        Some(Command::SimProvider(a)) => {
+            let listener = tokio::net::TcpListener::bind(a.listen).await?;
+            tracing::info!(listen = %listener.local_addr()?, "sim-provider ready");
+            sim::Sim::new(a.sim)
+                .serve(listener, shutdown_on_signals())
+                .await?;
+            Ok(0)
+        }
+        Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

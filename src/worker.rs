@@ -196,7 +196,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             task_id: Some(rec.id.clone()),
             agent: rec.agent.clone(),
             source: rec.source.clone(),
-            priority: rec.priority.as_str().to_string(),
+            priority: rec.priority,
             attempt,
             cache_hit: false,
         };

@@ -66,10 +66,10 @@ impl Actor for Agent {
         _myself: ActorRef<Self::Msg>,
         args: AgentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let workspace = load(&args.name, &args.dir);
+        let workspace = load(&args.name, &args.workspace);
         Ok(AgentState {
             name: args.name,
-            dir: args.dir,
+            dir: args.workspace,
             workspace,
         })
     }
@@ -95,8 +95,23 @@ impl Actor for Agent {
                     breakdown,
                 });
             }
-            AgentMsg::Reload => state.workspace = load(&state.name, &state.dir),
+            AgentMsg::Reload => {
+                let old = state.workspace.memory_files() as i64;
+                state.workspace = load(&state.name, &state.dir);
+                metrics().memory_files_total.sub(old);
+            }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics()
+            .memory_files_total
+            .sub(state.workspace.memory_files() as i64);
         Ok(())
     }
 }
@@ -105,9 +120,7 @@ fn load(name: &str, dir: &std::path::Path) -> Arc<Workspace> {
     match Workspace::load(dir) {
         Ok(ws) => {
             tracing::info!(agent = %name, dir = %dir.display(), memory_files = ws.memory_files(), "agent workspace loaded");
-            metrics()
-                .memory_files_total
-                .set(ws.memory_files() as i64);
+            metrics().memory_files_total.add(ws.memory_files() as i64);
             Arc::new(ws)
         }
         Err(e) => {

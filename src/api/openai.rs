@@ -94,7 +94,7 @@ pub async fn chat_completions(
         task_id: None,
         agent,
         source: "api_call".into(),
-        priority: "normal".into(),
+        priority: openclaw_proto::Priority::Normal,
         attempt: 1,
         cache_hit: false,
     };
