@@ -515,6 +515,27 @@ mod tests {
     }
 
     #[test]
+    fn stream_events_become_chunks_named_after_the_gateway_model() {
+        let data = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"upstream","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let chunk = openai_chunk(&ev(None, data), "gw").unwrap().unwrap();
+        assert_eq!(chunk.model, "gw");
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(openai_chunk(&ev(None, " "), "gw"), Ok(None));
+        let err = openai_chunk(&ev(None, r#"{"error":{"message":"boom"}}"#), "gw");
+        assert_eq!(
+            err,
+            Err(ProviderError::Server {
+                status: 500,
+                message: "boom".into()
+            })
+        );
+        assert!(matches!(
+            openai_chunk(&ev(None, "{not json"), "gw"),
+            Err(ProviderError::Decode(_))
+        ));
+    }
+
+    #[test]
     fn retry_after_accepts_seconds_and_dates() {
         let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
             .unwrap()
