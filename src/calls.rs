@@ -120,7 +120,7 @@ pub async fn chat_stream(
         }
     };
     let prompt_estimate = crate::tokens::count_messages(&req.messages) as u64;
-    let mut tally = StreamTally {
+    let tally = StreamTally {
         rt,
         meta,
         model,

@@ -83,6 +83,9 @@ pub enum Command {
                             openclaw-node submit --priority critical --wait 60 \"disk almost full on db-1\"\n  \
                             openclaw-node submit --json --source cron_job \"nightly report\"")]
     Submit(SubmitArgs),
+    /// Measure the gateway: added latency on /v1/chat/completions and durable task throughput.
+    #[command(after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench")]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod calls;
 pub mod cli;
 pub mod client;

@@ -83,6 +83,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
+        Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
     }
 }
 

@@ -60,8 +60,13 @@ impl std::fmt::Display for Priority {
 }
 
 impl Serialize for Priority {
+    /// The level name in JSON; the level number in binary envelopes (postcard).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+        if s.is_human_readable() {
+            s.serialize_str(self.as_str())
+        } else {
+            s.serialize_u8(self.level())
+        }
     }
 }
 
@@ -79,6 +84,10 @@ impl<'de> Deserialize<'de> for Priority {
                 "expected one of critical, high, normal, low, background (or 0-4)",
             )
         };
+        if !d.is_human_readable() {
+            let n = u8::deserialize(d)?;
+            return Priority::from_level(n).ok_or_else(bad);
+        }
         match Raw::deserialize(d)? {
             Raw::N(n) => Priority::from_level(n).ok_or_else(bad),
             Raw::S(s) => Priority::parse(&s).ok_or_else(bad),
