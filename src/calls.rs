@@ -75,7 +75,16 @@ pub async fn chat(
                 )
             });
             let cost_usd = cost_of(rt, &model, &usage);
-            account(rt, meta, &model, provider.kind().as_str(), Ok(&usage), cost_usd, latency).await;
+            account(
+                rt,
+                meta,
+                &model,
+                provider.kind().as_str(),
+                Ok(&usage),
+                cost_usd,
+                latency,
+            )
+            .await;
             Ok(Completed {
                 response,
                 usage,
@@ -84,7 +93,16 @@ pub async fn chat(
             })
         }
         Err(e) => {
-            account(rt, meta, &model, provider.kind().as_str(), Err(&e), 0.0, latency).await;
+            account(
+                rt,
+                meta,
+                &model,
+                provider.kind().as_str(),
+                Err(&e),
+                0.0,
+                latency,
+            )
+            .await;
             Err(e)
         }
     }
@@ -132,7 +150,10 @@ pub async fn chat_stream(
         prompt_estimate,
         done: false,
     };
-    Ok(Box::pin(Tallied { inner: stream, tally }))
+    Ok(Box::pin(Tallied {
+        inner: stream,
+        tally,
+    }))
 }
 
 /// Counts a stream as it passes and accounts it once at the end.
@@ -150,7 +171,10 @@ struct StreamTally {
 }
 
 impl StreamTally {
-    fn observe(&mut self, item: Option<&Result<openclaw_proto::openai::ChatCompletionChunk, ProviderError>>) {
+    fn observe(
+        &mut self,
+        item: Option<&Result<openclaw_proto::openai::ChatCompletionChunk, ProviderError>>,
+    ) {
         match item {
             Some(Ok(chunk)) => {
                 if let Some(u) = chunk.usage {
@@ -173,7 +197,10 @@ impl StreamTally {
         }
         self.done = true;
         let usage = self.usage.unwrap_or_else(|| {
-            Usage::new(self.prompt_estimate, crate::tokens::count(&self.text) as u64)
+            Usage::new(
+                self.prompt_estimate,
+                crate::tokens::count(&self.text) as u64,
+            )
         });
         let cost = cost_of(&self.rt, &self.model, &usage);
         let rt = self.rt.clone();
@@ -248,11 +275,19 @@ async fn account(
             m.tokens_consumed_total
                 .with_label_values(&[model, "output"])
                 .inc_by(u.completion_tokens);
-            m.cost_usd_total.with_label_values(&[model]).inc_by(cost_usd);
-            (u.prompt_tokens, u.completion_tokens, crate::audit::STATUS_OK.to_string())
+            m.cost_usd_total
+                .with_label_values(&[model])
+                .inc_by(cost_usd);
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                crate::audit::STATUS_OK.to_string(),
+            )
         }
         Err(e) => {
-            m.model_errors_total.with_label_values(&[model, e.code()]).inc();
+            m.model_errors_total
+                .with_label_values(&[model, e.code()])
+                .inc();
             tracing::warn!(model, error = %e, attempt = meta.attempt, "model call failed");
             (0, 0, e.code().to_string())
         }

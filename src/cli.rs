@@ -72,11 +72,15 @@ pub struct NodeArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (the default when no command is given).
-    #[command(after_help = "Example:\n  openclaw-node run --data-dir /tmp/oc --http 127.0.0.1:3100")]
+    #[command(
+        after_help = "Example:\n  openclaw-node run --data-dir /tmp/oc --http 127.0.0.1:3100"
+    )]
     Run,
     /// Run the built-in simulator as a standalone OpenAI-compatible (and Anthropic-compatible) server.
-    #[command(after_help = "Example:\n  openclaw-node sim-provider --listen 127.0.0.1:9000 --latency-ms 20 --error-rate 0.05\n  \
-                            curl -s 127.0.0.1:9000/sim/calls")]
+    #[command(
+        after_help = "Example:\n  openclaw-node sim-provider --listen 127.0.0.1:9000 --latency-ms 20 --error-rate 0.05\n  \
+                            curl -s 127.0.0.1:9000/sim/calls"
+    )]
     SimProvider(SimProviderArgs),
     /// Submit a task to a node, optionally waiting for its result.
     #[command(after_help = "Examples:\n  openclaw-node submit \"hello\"\n  \
@@ -84,7 +88,9 @@ pub enum Command {
                             openclaw-node submit --json --source cron_job \"nightly report\"")]
     Submit(SubmitArgs),
     /// Measure the gateway: added latency on /v1/chat/completions and durable task throughput.
-    #[command(after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench")]
+    #[command(
+        after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench"
+    )]
     Bench(crate::bench::BenchArgs),
 }
 

@@ -18,7 +18,9 @@ impl Client {
     pub fn new(target: &NodeUrl) -> anyhow::Result<Client> {
         Ok(Client {
             base: target.node.trim_end_matches('/').to_string(),
-            token: std::env::var(&target.token_env).ok().filter(|t| !t.is_empty()),
+            token: std::env::var(&target.token_env)
+                .ok()
+                .filter(|t| !t.is_empty()),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()?,
@@ -57,7 +59,10 @@ impl Client {
 
     pub async fn task(&self, id: &str, wait_s: u64) -> anyhow::Result<TaskView> {
         let resp = self
-            .req(reqwest::Method::GET, &format!("/api/tasks/{id}?wait={wait_s}"))
+            .req(
+                reqwest::Method::GET,
+                &format!("/api/tasks/{id}?wait={wait_s}"),
+            )
             .timeout(Duration::from_secs(wait_s + 30))
             .send()
             .await

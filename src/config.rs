@@ -257,11 +257,27 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
     BTreeMap::from([
         (
             "gpt-4o".to_string(),
-            m(Openai, openai, "gpt-4o", "OPENAI_API_KEY", 2.50, 10.00, 128_000),
+            m(
+                Openai,
+                openai,
+                "gpt-4o",
+                "OPENAI_API_KEY",
+                2.50,
+                10.00,
+                128_000,
+            ),
         ),
         (
             "gpt-4o-mini".to_string(),
-            m(Openai, openai, "gpt-4o-mini", "OPENAI_API_KEY", 0.15, 0.60, 128_000),
+            m(
+                Openai,
+                openai,
+                "gpt-4o-mini",
+                "OPENAI_API_KEY",
+                0.15,
+                0.60,
+                128_000,
+            ),
         ),
         (
             "claude-3-5-sonnet".to_string(),
@@ -289,7 +305,15 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
         ),
         (
             "deepseek-v3".to_string(),
-            m(Openai, deepseek, "deepseek-chat", "DEEPSEEK_API_KEY", 0.27, 1.10, 64_000),
+            m(
+                Openai,
+                deepseek,
+                "deepseek-chat",
+                "DEEPSEEK_API_KEY",
+                0.27,
+                1.10,
+                64_000,
+            ),
         ),
     ])
 }
@@ -693,7 +717,10 @@ pub fn load(path: Option<&Path>, required: bool) -> Result<Config, ConfigError> 
                 path: p.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            (p.display().to_string(), parse_json(&p.display().to_string(), &text)?)
+            (
+                p.display().to_string(),
+                parse_json(&p.display().to_string(), &text)?,
+            )
         }
         Some(p) if required => {
             return Err(ConfigError::Read {
@@ -802,13 +829,19 @@ impl Config {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad(
                 "server.listen",
-                format!("`{}` is not an address like 127.0.0.1:3000", self.server.listen),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:3000",
+                    self.server.listen
+                ),
             ));
         }
         for (path, v) in [
             ("server.workers", self.server.workers),
             ("server.queue_max", self.server.queue_max),
-            ("server.max_in_flight_requests", self.server.max_in_flight_requests),
+            (
+                "server.max_in_flight_requests",
+                self.server.max_in_flight_requests,
+            ),
             ("audit.buffer_lines", self.audit.buffer_lines),
         ] {
             if v == 0 {
@@ -830,15 +863,16 @@ impl Config {
             }
             let p = format!("models.{name}");
             if !(m.price.input >= 0.0 && m.price.output >= 0.0) {
-                return Err(bad(format!("{p}.price"), "prices must be >= 0 (USD per 1M tokens)"));
+                return Err(bad(
+                    format!("{p}.price"),
+                    "prices must be >= 0 (USD per 1M tokens)",
+                ));
             }
             match (m.provider, &m.base_url) {
-                (ProviderKind::Openai | ProviderKind::Anthropic, None) => {
-                    return Err(bad(
-                        format!("{p}.base_url"),
-                        "required for openai and anthropic providers, e.g. https://api.openai.com/v1",
-                    ))
-                }
+                (ProviderKind::Openai | ProviderKind::Anthropic, None) => return Err(bad(
+                    format!("{p}.base_url"),
+                    "required for openai and anthropic providers, e.g. https://api.openai.com/v1",
+                )),
                 (_, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => {
                     return Err(bad(
                         format!("{p}.base_url"),
@@ -864,7 +898,11 @@ impl Config {
             if !known(&rule.model) {
                 return Err(bad(
                     format!("model_routing.rules[{i}].model"),
-                    format!("unknown model `{}`; configured models: {}", rule.model, model_list()),
+                    format!(
+                        "unknown model `{}`; configured models: {}",
+                        rule.model,
+                        model_list()
+                    ),
                 ));
             }
         }
@@ -898,10 +936,17 @@ impl Config {
             }
             if let Some(s) = agent.budget_share {
                 if !(0.0..=1.0).contains(&s) {
-                    return Err(bad(format!("agents.{name}.budget_share"), "must be between 0 and 1"));
+                    return Err(bad(
+                        format!("agents.{name}.budget_share"),
+                        "must be between 0 and 1",
+                    ));
                 }
             }
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(bad(
                     format!("agents.{name}"),
                     "agent names use letters, digits, '_' and '-' only",
@@ -912,7 +957,10 @@ impl Config {
             if !known(name) {
                 return Err(bad(
                     format!("rate_limiting.per_model.{name}"),
-                    format!("unknown model `{name}`; configured models: {}", model_list()),
+                    format!(
+                        "unknown model `{name}`; configured models: {}",
+                        model_list()
+                    ),
                 ));
             }
         }
@@ -939,7 +987,10 @@ impl Config {
         }
         let pre = &self.task_priority.preemption;
         if pre.preempt_threshold == 0 || pre.preempt_threshold > 4 {
-            return Err(bad("task_priority.preemption.preempt_threshold", "must be 1..=4"));
+            return Err(bad(
+                "task_priority.preemption.preempt_threshold",
+                "must be 1..=4",
+            ));
         }
         for key in self.budget.actions_on_limit.keys() {
             if threshold_percent(key).is_none() {
@@ -951,7 +1002,10 @@ impl Config {
         }
         let rc = &self.cache.request_cache;
         if !(0.0..=1.0).contains(&rc.similarity_threshold) {
-            return Err(bad("cache.request_cache.similarity_threshold", "must be between 0 and 1"));
+            return Err(bad(
+                "cache.request_cache.similarity_threshold",
+                "must be between 0 and 1",
+            ));
         }
         let cm = &self.session.context_management.compression;
         if !(0.0..=1.0).contains(&cm.trigger_threshold) || !(0.0..=1.0).contains(&cm.target_ratio) {
@@ -989,7 +1043,13 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_have_the_chapter_models() {
         let cfg = from_value("defaults", json!({})).unwrap();
-        for m in ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "claude-3-5-haiku", "deepseek-v3"] {
+        for m in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "claude-3-5-sonnet",
+            "claude-3-5-haiku",
+            "deepseek-v3",
+        ] {
             assert!(cfg.models.contains_key(m), "{m}");
         }
         assert_eq!(cfg.models["gpt-4o"].price.input, 2.50);
@@ -1029,15 +1089,51 @@ mod tests {
     fn errors_name_the_path_and_the_fix() {
         let cases = [
             (json!({"server": {"workerz": 3}}), "server", "workerz"),
-            (json!({"server": {"workers": "many"}}), "server.workers", "invalid type"),
-            (json!({"server": {"workers": 0}}), "server.workers", "at least 1"),
-            (json!({"model_routing": {"default_model": "gpt-5"}}), "model_routing.default_model", "gpt-5"),
-            (json!({"model_routing": {"rules": [{"name": "x", "model": "nope"}]}}), "model_routing.rules[0].model", "nope"),
-            (json!({"task_priority": {"source_mapping": {"cron_job": "urgent"}}}), "task_priority.source_mapping.cron_job", "expected one of"),
-            (json!({"task_priority": {"levels": {"critical": 3}}}), "task_priority.levels.critical", "fixed"),
-            (json!({"budget": {"actions_on_limit": {"eighty": "notify"}}}), "budget.actions_on_limit.eighty", "80_percent"),
-            (json!({"models": {"x": {"provider": "openai", "price": {"input": 1, "output": 1}}}, "model_routing": {"default_model": "x"}}), "models.x.base_url", "required"),
-            (json!({"rate_limiting": {"per_model": {"gpt-9": {}}}}), "rate_limiting.per_model.gpt-9", "unknown model"),
+            (
+                json!({"server": {"workers": "many"}}),
+                "server.workers",
+                "invalid type",
+            ),
+            (
+                json!({"server": {"workers": 0}}),
+                "server.workers",
+                "at least 1",
+            ),
+            (
+                json!({"model_routing": {"default_model": "gpt-5"}}),
+                "model_routing.default_model",
+                "gpt-5",
+            ),
+            (
+                json!({"model_routing": {"rules": [{"name": "x", "model": "nope"}]}}),
+                "model_routing.rules[0].model",
+                "nope",
+            ),
+            (
+                json!({"task_priority": {"source_mapping": {"cron_job": "urgent"}}}),
+                "task_priority.source_mapping.cron_job",
+                "expected one of",
+            ),
+            (
+                json!({"task_priority": {"levels": {"critical": 3}}}),
+                "task_priority.levels.critical",
+                "fixed",
+            ),
+            (
+                json!({"budget": {"actions_on_limit": {"eighty": "notify"}}}),
+                "budget.actions_on_limit.eighty",
+                "80_percent",
+            ),
+            (
+                json!({"models": {"x": {"provider": "openai", "price": {"input": 1, "output": 1}}}, "model_routing": {"default_model": "x"}}),
+                "models.x.base_url",
+                "required",
+            ),
+            (
+                json!({"rate_limiting": {"per_model": {"gpt-9": {}}}}),
+                "rate_limiting.per_model.gpt-9",
+                "unknown model",
+            ),
         ];
         for (v, path, words) in cases {
             let e = err_of(v.clone());
@@ -1081,7 +1177,10 @@ mod tests {
 
     #[test]
     fn pricing_matches_the_cost_tracker() {
-        let p = Pricing { input: 2.5, output: 10.0 };
+        let p = Pricing {
+            input: 2.5,
+            output: 10.0,
+        };
         assert!((p.cost(1_000_000, 100_000) - 3.5).abs() < 1e-12);
     }
 }

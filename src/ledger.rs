@@ -22,7 +22,11 @@ pub enum LedgerError {
     NotFound(String),
     /// The caller's epoch is not the task's current epoch: someone else owns the task now.
     #[error("task {id}: stale epoch {given} (current {current})")]
-    Fenced { id: String, given: u64, current: u64 },
+    Fenced {
+        id: String,
+        given: u64,
+        current: u64,
+    },
     /// The transition does not apply to a task in this state.
     #[error("task {id} is {status}")]
     WrongState { id: String, status: &'static str },
@@ -139,7 +143,11 @@ pub mod transition {
 
     /// Running → Queued (preempted, or the owner went away), for the current epoch. The epoch
     /// is bumped so the old run can no longer finish; attempts are kept.
-    pub fn requeue(mut rec: TaskRecord, epoch: u64, preempted: bool) -> Result<TaskRecord, LedgerError> {
+    pub fn requeue(
+        mut rec: TaskRecord,
+        epoch: u64,
+        preempted: bool,
+    ) -> Result<TaskRecord, LedgerError> {
         if rec.status != TaskStatus::Running {
             return Err(wrong(&rec));
         }
@@ -196,7 +204,12 @@ pub trait Ledger: Send + Sync + 'static {
         outcome: Outcome,
         now_ms: u64,
     ) -> Result<TaskRecord, LedgerError>;
-    async fn requeue(&self, id: &str, epoch: u64, preempted: bool) -> Result<TaskRecord, LedgerError>;
+    async fn requeue(
+        &self,
+        id: &str,
+        epoch: u64,
+        preempted: bool,
+    ) -> Result<TaskRecord, LedgerError>;
     async fn cancel_queued(&self, id: &str, now_ms: u64) -> Result<TaskRecord, LedgerError>;
     /// Tasks this node must run after a restart (queued, and running ones requeued), in admission order.
     async fn recover(&self) -> Result<Vec<TaskRecord>, LedgerError>;
@@ -297,7 +310,12 @@ impl Ledger for LocalLedger {
             .await
     }
 
-    async fn requeue(&self, id: &str, epoch: u64, preempted: bool) -> Result<TaskRecord, LedgerError> {
+    async fn requeue(
+        &self,
+        id: &str,
+        epoch: u64,
+        preempted: bool,
+    ) -> Result<TaskRecord, LedgerError> {
         self.modify_durably(id, |r| transition::requeue(r, epoch, preempted))
             .await
     }
@@ -429,7 +447,10 @@ mod tests {
             status: TaskStatus::Succeeded,
             model: Some("gpt-4o-mini".into()),
             output: Some("done".into()),
-            tokens: TokenCounts { input: 3, output: 4 },
+            tokens: TokenCounts {
+                input: 3,
+                output: 4,
+            },
             cost_usd: 0.1,
             error: None,
             cache_hit: false,
@@ -440,7 +461,10 @@ mod tests {
     #[test]
     fn start_finish_happy_path() {
         let r = start(record("a"), "n1", 10).unwrap();
-        assert_eq!((r.status, r.epoch, r.attempts, r.owner.as_deref()), (TaskStatus::Running, 1, 1, Some("n1")));
+        assert_eq!(
+            (r.status, r.epoch, r.attempts, r.owner.as_deref()),
+            (TaskStatus::Running, 1, 1, Some("n1"))
+        );
         let r = finish(r, 1, ok_outcome(), 20).unwrap();
         assert_eq!(r.status, TaskStatus::Succeeded);
         assert_eq!(r.output.as_deref(), Some("done"));
@@ -455,14 +479,42 @@ mod tests {
         let requeued = requeue(running.clone(), 1, true).unwrap();
         let cases: Vec<(&str, Result<TaskRecord, LedgerError>, bool)> = vec![
             ("start twice", start(running.clone(), "n2", 2), false),
-            ("finish with stale epoch", finish(running.clone(), 0, ok_outcome(), 2), false),
-            ("finish a queued task", finish(record("a"), 0, ok_outcome(), 2), false),
-            ("finish twice", finish(done.clone(), 1, ok_outcome(), 3), false),
-            ("requeue a finished task", requeue(done.clone(), 1, false), false),
-            ("old run finishes after requeue", finish(requeued.clone(), 1, ok_outcome(), 3), false),
-            ("requeued task starts again", start(requeued.clone(), "n1", 3), true),
+            (
+                "finish with stale epoch",
+                finish(running.clone(), 0, ok_outcome(), 2),
+                false,
+            ),
+            (
+                "finish a queued task",
+                finish(record("a"), 0, ok_outcome(), 2),
+                false,
+            ),
+            (
+                "finish twice",
+                finish(done.clone(), 1, ok_outcome(), 3),
+                false,
+            ),
+            (
+                "requeue a finished task",
+                requeue(done.clone(), 1, false),
+                false,
+            ),
+            (
+                "old run finishes after requeue",
+                finish(requeued.clone(), 1, ok_outcome(), 3),
+                false,
+            ),
+            (
+                "requeued task starts again",
+                start(requeued.clone(), "n1", 3),
+                true,
+            ),
             ("cancel queued", cancel_queued(record("a"), 1), true),
-            ("cancel running via cancel_queued", cancel_queued(running.clone(), 1), false),
+            (
+                "cancel running via cancel_queued",
+                cancel_queued(running.clone(), 1),
+                false,
+            ),
         ];
         for (name, res, ok) in cases {
             assert_eq!(res.is_ok(), ok, "{name}: {res:?}");
@@ -472,10 +524,17 @@ mod tests {
             Err(LedgerError::WrongState { .. })
         ));
         let restarted = start(requeued, "n1", 3).unwrap();
-        assert_eq!((restarted.epoch, restarted.attempts, restarted.preemptions), (3, 2, 1));
+        assert_eq!(
+            (restarted.epoch, restarted.attempts, restarted.preemptions),
+            (3, 2, 1)
+        );
         assert!(matches!(
             finish(restarted, 1, ok_outcome(), 4),
-            Err(LedgerError::Fenced { given: 1, current: 3, .. })
+            Err(LedgerError::Fenced {
+                given: 1,
+                current: 3,
+                ..
+            })
         ));
     }
 
@@ -497,7 +556,10 @@ mod tests {
         a.idempotency_key = Some("k1".into());
         let mut b = record("b");
         b.idempotency_key = Some("k1".into());
-        assert!(matches!(ledger.admit(a).await.unwrap(), Admission::Accepted(_)));
+        assert!(matches!(
+            ledger.admit(a).await.unwrap(),
+            Admission::Accepted(_)
+        ));
         match ledger.admit(b).await.unwrap() {
             Admission::Duplicate(first) => assert_eq!(first.id, "a"),
             other => panic!("expected duplicate, got {other:?}"),

@@ -21,7 +21,9 @@ use crate::audit::AuditLog;
 use crate::config::{Config, Secret};
 use crate::ledger::{Ledger, LocalLedger};
 use crate::providers::{self, ProviderSet};
-use crate::runtime::{now_ms, ActorHandles, Health, RunningSet, Runtime, StopReason, TASK_EVENTS_MAX};
+use crate::runtime::{
+    now_ms, ActorHandles, Health, RunningSet, Runtime, StopReason, TASK_EVENTS_MAX,
+};
 use crate::sim::{Sim, SimOptions};
 use crate::storage::Store;
 
@@ -86,14 +88,13 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
     let started = Instant::now();
     let cfg = Arc::new(opts.config);
-    let listen: SocketAddr = match opts.http {
-        Some(a) => a,
-        None => cfg
-            .server
-            .listen
-            .parse()
-            .with_context(|| format!("server.listen `{}` is not an address", cfg.server.listen))?,
-    };
+    let listen: SocketAddr =
+        match opts.http {
+            Some(a) => a,
+            None => cfg.server.listen.parse().with_context(|| {
+                format!("server.listen `{}` is not an address", cfg.server.listen)
+            })?,
+        };
     let token = std::env::var(&cfg.auth.token_env)
         .ok()
         .filter(|t| !t.is_empty())
@@ -105,7 +106,11 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             cfg.auth.token_env
         );
     }
-    let node = cfg.server.node_name.clone().unwrap_or_else(crate::util::hostname);
+    let node = cfg
+        .server
+        .node_name
+        .clone()
+        .unwrap_or_else(crate::util::hostname);
 
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
@@ -118,9 +123,15 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let ledger = LocalLedger::new(store.clone());
     let recovered = ledger.recover().await.context("recovering tasks")?;
     let (audit, audit_writer) = AuditLog::open(&opts.data_dir.join("logs"), &cfg.audit)
-        .with_context(|| format!("opening the audit log in {}", opts.data_dir.join("logs").display()))?;
+        .with_context(|| {
+            format!(
+                "opening the audit log in {}",
+                opts.data_dir.join("logs").display()
+            )
+        })?;
 
-    let http = providers::http_client(Duration::from_secs(10)).context("building the HTTP client")?;
+    let http =
+        providers::http_client(Duration::from_secs(10)).context("building the HTTP client")?;
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the embedded simulator")?;
@@ -173,7 +184,11 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                     _ = rt.shutdown.cancelled() => return,
                 }
                 let ttl_ms = rt.cfg.server.result_ttl_seconds.saturating_mul(1000);
-                match rt.ledger.purge_finished(now_ms().saturating_sub(ttl_ms)).await {
+                match rt
+                    .ledger
+                    .purge_finished(now_ms().saturating_sub(ttl_ms))
+                    .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "purged finished tasks past their ttl"),
                     Err(e) => tracing::error!(error = %e, "purge failed"),

@@ -202,15 +202,70 @@ mod tests {
         };
         let mut stopping = run("s", Background, 9);
         stopping.stopping = true;
-        let cases: Vec<(&str, Vec<RunningInfo>, Priority, &Preemption, Option<&str>)> = vec![
-            ("critical stops the lowest", vec![run("n", Normal, 1), run("l", Low, 2)], Critical, &chapter, Some("l")),
-            ("newest among equals", vec![run("l1", Low, 1), run("l2", Low, 5)], Critical, &chapter, Some("l2")),
-            ("threshold not met", vec![run("h", High, 1)], Critical, &chapter, None),
-            ("exactly the threshold", vec![run("n", Normal, 1)], Critical, &chapter, Some("n")),
-            ("high may not preempt", vec![run("b", Background, 1)], High, &chapter, None),
-            ("disabled", vec![run("b", Background, 1)], Critical, &off, None),
-            ("configured high, threshold 1", vec![run("n", Normal, 1), run("c", Critical, 2)], High, &high_too, Some("n")),
-            ("already stopping is skipped", vec![stopping.clone(), run("l", Low, 1)], Critical, &chapter, Some("l")),
+        type Case<'a> = (
+            &'a str,
+            Vec<RunningInfo>,
+            Priority,
+            &'a Preemption,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "critical stops the lowest",
+                vec![run("n", Normal, 1), run("l", Low, 2)],
+                Critical,
+                &chapter,
+                Some("l"),
+            ),
+            (
+                "newest among equals",
+                vec![run("l1", Low, 1), run("l2", Low, 5)],
+                Critical,
+                &chapter,
+                Some("l2"),
+            ),
+            (
+                "threshold not met",
+                vec![run("h", High, 1)],
+                Critical,
+                &chapter,
+                None,
+            ),
+            (
+                "exactly the threshold",
+                vec![run("n", Normal, 1)],
+                Critical,
+                &chapter,
+                Some("n"),
+            ),
+            (
+                "high may not preempt",
+                vec![run("b", Background, 1)],
+                High,
+                &chapter,
+                None,
+            ),
+            (
+                "disabled",
+                vec![run("b", Background, 1)],
+                Critical,
+                &off,
+                None,
+            ),
+            (
+                "configured high, threshold 1",
+                vec![run("n", Normal, 1), run("c", Critical, 2)],
+                High,
+                &high_too,
+                Some("n"),
+            ),
+            (
+                "already stopping is skipped",
+                vec![stopping.clone(), run("l", Low, 1)],
+                Critical,
+                &chapter,
+                Some("l"),
+            ),
             ("only stopping", vec![stopping], Critical, &chapter, None),
             ("nothing running", vec![], Critical, &chapter, None),
         ];

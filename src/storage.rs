@@ -126,10 +126,11 @@ impl Store {
         key: &str,
         task_id: &str,
     ) -> Result<Option<String>, StorageError> {
-        match self
-            .idempotency
-            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(task_id.as_bytes()))?
-        {
+        match self.idempotency.compare_and_swap(
+            key.as_bytes(),
+            None as Option<&[u8]>,
+            Some(task_id.as_bytes()),
+        )? {
             Ok(()) => Ok(None),
             Err(cas) => Ok(cas
                 .current
@@ -175,7 +176,12 @@ impl Store {
     }
 
     pub fn put_failed_delivery(&self, d: &FailedDeliveryRecord) -> Result<(), StorageError> {
-        put(&self.failed_deliveries, "failed_deliveries", d.task_id.as_bytes(), d)
+        put(
+            &self.failed_deliveries,
+            "failed_deliveries",
+            d.task_id.as_bytes(),
+            d,
+        )
     }
 
     pub fn failed_deliveries(&self) -> Result<Vec<FailedDeliveryRecord>, StorageError> {
@@ -202,7 +208,8 @@ fn put<T: Serialize>(
     key: &[u8],
     value: &T,
 ) -> Result<(), StorageError> {
-    let bytes = codec::encode(value).map_err(|source| StorageError::Codec { tree: name, source })?;
+    let bytes =
+        codec::encode(value).map_err(|source| StorageError::Codec { tree: name, source })?;
     tree.insert(key, bytes)?;
     Ok(())
 }

@@ -36,7 +36,11 @@ pub const SESSION_MESSAGES_MAX: usize = 200;
 /// The model a task runs on: the task's explicit model, else its agent's model, else the
 /// routing default. (Rule-based routing and fallback build on this.)
 pub fn choose_model(cfg: &Config, rec: &TaskRecord) -> String {
-    if let Some(m) = rec.requested_model.as_ref().filter(|m| cfg.models.contains_key(*m)) {
+    if let Some(m) = rec
+        .requested_model
+        .as_ref()
+        .filter(|m| cfg.models.contains_key(*m))
+    {
         return m.clone();
     }
     if let Some(m) = cfg.agents.get(&rec.agent).and_then(|a| a.model.clone()) {
@@ -45,14 +49,21 @@ pub fn choose_model(cfg: &Config, rec: &TaskRecord) -> String {
     cfg.default_model().to_string()
 }
 
-pub fn spawn(rt: Arc<Runtime>, entry: QueueEntry, slot: RunningSlot, _scheduler: ActorRef<SchedulerMsg>) {
+pub fn spawn(
+    rt: Arc<Runtime>,
+    entry: QueueEntry,
+    slot: RunningSlot,
+    _scheduler: ActorRef<SchedulerMsg>,
+) {
     let span = tracing::info_span!("task", id = %entry.id, agent = %entry.agent, priority = %entry.priority);
     tokio::spawn(
         async move {
             let requeued = run(&rt, &entry, &slot).await;
             // Report to whichever scheduler incarnation is current.
             if let Some(s) = rt.handles.scheduler() {
-                let _ = s.cast(SchedulerMsg::Done { id: entry.id.clone() });
+                let _ = s.cast(SchedulerMsg::Done {
+                    id: entry.id.clone(),
+                });
                 if let Some(rec) = requeued {
                     let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&rec, rt.mono_ms())));
                 }
@@ -139,7 +150,11 @@ async fn queue_callback(rt: &Runtime, task_id: &str, url: String) {
     }
 }
 
-async fn build_prompt(rt: &Runtime, rec: &TaskRecord, history: Vec<ChatMessage>) -> Result<BuiltPrompt, String> {
+async fn build_prompt(
+    rt: &Runtime,
+    rec: &TaskRecord,
+    history: Vec<ChatMessage>,
+) -> Result<BuiltPrompt, String> {
     for _ in 0..3 {
         if let Some(agent) = rt.handles.agent(&rec.agent) {
             let res = ractor::call_t!(

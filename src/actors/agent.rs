@@ -86,10 +86,12 @@ impl Actor for Agent {
                 input,
                 reply,
             } => {
-                let (messages, breakdown) =
-                    state
-                        .workspace
-                        .build_with(&state.name, &history, &input, &crate::tokens::count);
+                let (messages, breakdown) = state.workspace.build_with(
+                    &state.name,
+                    &history,
+                    &input,
+                    &crate::tokens::count,
+                );
                 let _ = reply.send(BuiltPrompt {
                     messages,
                     breakdown,

@@ -156,7 +156,10 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
     let mut last_error = String::new();
     while d.attempts < cfg.callback_max_attempts {
         d.attempts += 1;
-        let wait = backoff_before(d.attempts, Duration::from_millis(cfg.callback_initial_delay_ms));
+        let wait = backoff_before(
+            d.attempts,
+            Duration::from_millis(cfg.callback_initial_delay_ms),
+        );
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -173,7 +176,10 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
         match res {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(attempt = d.attempts, "callback delivered");
-                metrics().callback_deliveries_total.with_label_values(&["delivered"]).inc();
+                metrics()
+                    .callback_deliveries_total
+                    .with_label_values(&["delivered"])
+                    .inc();
                 if let Err(e) = rt.store.remove_delivery(&d.task_id) {
                     tracing::error!(error = %e, "cannot clear delivered callback");
                 }
@@ -190,11 +196,17 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
                 }
             }
         }
-        metrics().callback_deliveries_total.with_label_values(&["retry"]).inc();
+        metrics()
+            .callback_deliveries_total
+            .with_label_values(&["retry"])
+            .inc();
         tracing::warn!(attempt = d.attempts, error = %last_error, "callback attempt failed");
         let _ = rt.store.put_delivery(&d);
     }
-    metrics().callback_deliveries_total.with_label_values(&["failed"]).inc();
+    metrics()
+        .callback_deliveries_total
+        .with_label_values(&["failed"])
+        .inc();
     tracing::error!(attempts = d.attempts, error = %last_error, "callback parked in failed deliveries");
     let failed = FailedDeliveryRecord {
         task_id: d.task_id.clone(),

@@ -27,7 +27,6 @@ use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use crate::runtime::Runtime;
 use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 
-
 /// Names of the supervised children.
 pub const SCHEDULER: &str = "scheduler";
 pub const DELIVERY: &str = "delivery";
@@ -52,13 +51,8 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
         children.push(ChildSpec::new(SCHEDULER, move |sup: ActorCell| {
             let rt = rt.clone();
             Box::pin(async move {
-                let (r, _) = Actor::spawn_linked(
-                    None,
-                    scheduler::Scheduler,
-                    rt.clone(),
-                    sup,
-                )
-                .await?;
+                let (r, _) =
+                    Actor::spawn_linked(None, scheduler::Scheduler, rt.clone(), sup).await?;
                 rt.handles.set_scheduler(r.clone());
                 Ok(r.get_cell())
             })

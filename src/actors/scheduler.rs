@@ -33,8 +33,7 @@ pub enum SchedulerMsg {
     },
     /// Queue depth per level and running count.
     Snapshot(RpcReplyPort<QueueSnapshot>),
-    /// Test hook: make the actor fail (exercises the supervisor).
-    #[doc(hidden)]
+    /// Fault injection: make the actor fail, so tests exercise the supervisor's restart.
     Crash,
 }
 impl ractor::Message for SchedulerMsg {}

@@ -11,7 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 
 use crate::config::ServerConfig;
 use crate::metrics::metrics;
@@ -68,7 +70,11 @@ pub enum RestartDecision {
     GiveUp,
 }
 
-pub fn decide(policy: &RestartPolicy, crashes: &mut VecDeque<Instant>, now: Instant) -> RestartDecision {
+pub fn decide(
+    policy: &RestartPolicy,
+    crashes: &mut VecDeque<Instant>,
+    now: Instant,
+) -> RestartDecision {
     while let Some(&t) = crashes.front() {
         if now.duration_since(t) > policy.window {
             crashes.pop_front();
@@ -184,7 +190,10 @@ impl<H: HealthSink> Actor for SupervisorGeneric<H> {
                         tracing::info!(child = %name, "supervisor restarted child");
                         child.cell = Some(cell);
                         state.restarts += 1;
-                        metrics().supervisor_restarts_total.with_label_values(&[child_label(&name)]).inc();
+                        metrics()
+                            .supervisor_restarts_total
+                            .with_label_values(&[child_label(&name)])
+                            .inc();
                         state.health.child_running(&name);
                     }
                     Err(e) => {
@@ -263,7 +272,11 @@ impl Supervisor {
     }
 }
 
-fn on_crash<H: HealthSink>(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState<H>, name: &str) {
+fn on_crash<H: HealthSink>(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState<H>,
+    name: &str,
+) {
     let Some(child) = state.children.iter_mut().find(|c| c.spec.name == name) else {
         return;
     };
@@ -312,13 +325,25 @@ mod tests {
         let t0 = Instant::now();
         let mut crashes = VecDeque::new();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(decide(&p, &mut crashes, at(0)), RestartDecision::RestartAfter(Duration::from_millis(100)));
-        assert_eq!(decide(&p, &mut crashes, at(1)), RestartDecision::RestartAfter(Duration::from_millis(200)));
-        assert_eq!(decide(&p, &mut crashes, at(2)), RestartDecision::RestartAfter(Duration::from_millis(400)));
+        assert_eq!(
+            decide(&p, &mut crashes, at(0)),
+            RestartDecision::RestartAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            decide(&p, &mut crashes, at(1)),
+            RestartDecision::RestartAfter(Duration::from_millis(200))
+        );
+        assert_eq!(
+            decide(&p, &mut crashes, at(2)),
+            RestartDecision::RestartAfter(Duration::from_millis(400))
+        );
         assert_eq!(decide(&p, &mut crashes, at(3)), RestartDecision::GiveUp);
         // Outside the window the count starts again.
         let mut crashes = VecDeque::from([at(0), at(1), at(2)]);
-        assert_eq!(decide(&p, &mut crashes, at(30)), RestartDecision::RestartAfter(Duration::from_millis(100)));
+        assert_eq!(
+            decide(&p, &mut crashes, at(30)),
+            RestartDecision::RestartAfter(Duration::from_millis(100))
+        );
     }
 
     /// A child that panics when told to.
@@ -332,7 +357,12 @@ mod tests {
         async fn pre_start(&self, _: ActorRef<Boom>, _: ()) -> Result<(), ActorProcessingErr> {
             Ok(())
         }
-        async fn handle(&self, _: ActorRef<Boom>, _: Boom, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<Boom>,
+            _: Boom,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
             Err("boom".into())
         }
     }

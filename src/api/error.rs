@@ -77,7 +77,9 @@ impl From<crate::ledger::LedgerError> for ApiError {
             WrongState { id, status } => {
                 ApiError::conflict("task_state", format!("task {id} is already {status}"))
             }
-            Fenced { id, .. } => ApiError::conflict("task_state", format!("task {id} changed owner")),
+            Fenced { id, .. } => {
+                ApiError::conflict("task_state", format!("task {id} changed owner"))
+            }
             Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 ApiError::unavailable("storage_unavailable", "the node's store failed; retry", 1)

@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
     let max_body = (state.rt.cfg.server.max_body_mb as usize).saturating_mul(1024 * 1024);
     Router::new()
         .route("/api/tasks", post(tasks::submit))
-        .route("/api/tasks/{id}", get(tasks::get_task).delete(tasks::cancel))
+        .route(
+            "/api/tasks/{id}",
+            get(tasks::get_task).delete(tasks::cancel),
+        )
         .route("/api/queue", get(tasks::queue))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
@@ -52,7 +55,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .layer(middleware::from_fn_with_state(state.clone(), admit_and_measure))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admit_and_measure,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

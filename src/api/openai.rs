@@ -116,7 +116,9 @@ pub async fn chat_completions(
     let events = stream
         .map(move |item| -> Result<Event, Infallible> {
             Ok(match item {
-                Ok(chunk) => Event::default().data(serde_json::to_string(&chunk).unwrap_or_default()),
+                Ok(chunk) => {
+                    Event::default().data(serde_json::to_string(&chunk).unwrap_or_default())
+                }
                 Err(e) => {
                     let err = provider_error(&model, &e);
                     let body = openclaw_proto::ErrorBody::new(err.code, err.message);

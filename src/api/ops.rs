@@ -22,7 +22,10 @@ pub async fn ready(State(st): State<AppState>) -> Result<impl IntoResponse, ApiE
 
 pub async fn metrics_text() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::render(),
     )
 }

@@ -63,7 +63,10 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
 /// Check a submission against the config; the error says what to fix.
 pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), ApiError> {
     if s.input.trim().is_empty() {
-        return Err(ApiError::unprocessable("invalid_input", "`input` must not be empty"));
+        return Err(ApiError::unprocessable(
+            "invalid_input",
+            "`input` must not be empty",
+        ));
     }
     if let Some(agent) = &s.agent {
         if agent != "main" && !cfg.agents.contains_key(agent) {
@@ -73,7 +76,10 @@ pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), ApiError> {
             }
             return Err(ApiError::unprocessable(
                 "unknown_agent",
-                format!("agent `{agent}` is not configured; agents: {}", known.join(", ")),
+                format!(
+                    "agent `{agent}` is not configured; agents: {}",
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -82,7 +88,10 @@ pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), ApiError> {
             let known: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
             return Err(ApiError::unprocessable(
                 "unknown_model",
-                format!("model `{m}` is not configured; models: {}", known.join(", ")),
+                format!(
+                    "model `{m}` is not configured; models: {}",
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -250,7 +259,10 @@ pub async fn get_task(
 }
 
 /// `DELETE /api/tasks/{id}`: cancel a queued or running task.
-pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     let rt = &st.rt;
     let rec = rt
         .ledger
@@ -263,8 +275,15 @@ pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Resul
         ));
     }
     let outcome = match rt.handles.scheduler() {
-        Some(s) => ractor::call_t!(s, |reply| SchedulerMsg::Cancel { id: id.clone(), reply }, 2_000)
-            .unwrap_or(CancelOutcome::Unknown),
+        Some(s) => ractor::call_t!(
+            s,
+            |reply| SchedulerMsg::Cancel {
+                id: id.clone(),
+                reply
+            },
+            2_000
+        )
+        .unwrap_or(CancelOutcome::Unknown),
         None => CancelOutcome::Unknown,
     };
     match outcome {
@@ -277,7 +296,10 @@ pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Resul
                 if let Some(r) = r.filter(|r| r.status.is_final()) {
                     return Ok(Json(view_of(&r)));
                 }
-                if tokio::time::timeout_at(deadline, events.recv()).await.is_err() {
+                if tokio::time::timeout_at(deadline, events.recv())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -300,7 +322,13 @@ pub async fn queue(State(st): State<AppState>) -> Result<Json<QueueView>, ApiErr
         Some(s) => ractor::call_t!(s, SchedulerMsg::Snapshot, 2_000).ok(),
         None => None,
     }
-    .ok_or_else(|| ApiError::unavailable("scheduler_unavailable", "the scheduler is restarting; retry", 1))?;
+    .ok_or_else(|| {
+        ApiError::unavailable(
+            "scheduler_unavailable",
+            "the scheduler is restarting; retry",
+            1,
+        )
+    })?;
     let QueueSnapshot {
         depth,
         running,
@@ -378,10 +406,19 @@ mod tests {
             ("main agent", with(&|s| s.agent = Some("main".into()))),
             ("unknown model", with(&|s| s.model = Some("gpt-9".into()))),
             ("known model", with(&|s| s.model = Some("gpt-4o".into()))),
-            ("bad callback", with(&|s| s.callback_url = Some("ftp://x".into()))),
-            ("good callback", with(&|s| s.callback_url = Some("http://127.0.0.1:9/cb".into()))),
+            (
+                "bad callback",
+                with(&|s| s.callback_url = Some("ftp://x".into())),
+            ),
+            (
+                "good callback",
+                with(&|s| s.callback_url = Some("http://127.0.0.1:9/cb".into())),
+            ),
             ("zero max tokens", with(&|s| s.max_tokens = Some(0))),
-            ("long key", with(&|s| s.idempotency_key = Some("k".repeat(300)))),
+            (
+                "long key",
+                with(&|s| s.idempotency_key = Some("k".repeat(300))),
+            ),
         ];
         let want = [
             None,

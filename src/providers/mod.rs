@@ -232,8 +232,20 @@ mod tests {
             (ProviderError::Timeout(Duration::from_secs(1)), true),
             (ProviderError::Connect("refused".into()), true),
             (ProviderError::RateLimited { retry_after: None }, true),
-            (ProviderError::Server { status: 503, message: String::new() }, true),
-            (ProviderError::BadRequest { status: 400, message: String::new() }, false),
+            (
+                ProviderError::Server {
+                    status: 503,
+                    message: String::new(),
+                },
+                true,
+            ),
+            (
+                ProviderError::BadRequest {
+                    status: 400,
+                    message: String::new(),
+                },
+                false,
+            ),
             (ProviderError::Decode("x".into()), true),
         ];
         for (e, want) in cases {
