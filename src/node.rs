@@ -241,3 +241,66 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         audit_writer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::scheduler::SchedulerMsg;
+    use openclaw_proto::TaskStatus;
+
+    async fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..300 {
+            if let Some(v) = f() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("condition not reached in 15 s");
+    }
+
+    /// The node as a library: start in-process on port 0, crash the scheduler actor, and check
+    /// the supervisor restarts it, the node stays ready, and queued work still runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scheduler_crash_is_survived() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.restart_backoff_ms = 10;
+        let opts = NodeOptions {
+            config,
+            data_dir: dir.path().to_path_buf(),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+        };
+        let node = start(opts, CancellationToken::new()).await.unwrap();
+        let rt = node.runtime.clone();
+        assert!(node.sim_addr.is_some(), "no keys: the embedded simulator serves");
+        let before = rt.handles.scheduler().unwrap();
+        before.cast(SchedulerMsg::Crash).unwrap();
+        let after = poll(|| rt.handles.scheduler().filter(|s| s.get_id() != before.get_id())).await;
+        assert!(rt.health.ready().is_ok());
+
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", node.http_addr);
+        let accepted: serde_json::Value = http
+            .post(format!("{base}/api/tasks"))
+            .json(&serde_json::json!({"input": "still working?"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = accepted["id"].as_str().unwrap().to_string();
+        let view: serde_json::Value = http
+            .get(format!("{base}/api/tasks/{id}?wait=15"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(view["status"], "succeeded", "{view}");
+        assert_eq!(rt.ledger.get(&id).unwrap().unwrap().status, TaskStatus::Succeeded);
+        let _ = after;
+        node.stop().await.unwrap();
+    }
+}
