@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 pub use error::{ApiError, ApiJson};
 
@@ -101,10 +102,10 @@ async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next)
         )
         .into_response();
     };
-    m.http_in_flight.inc();
+    let _gauge = InFlightGauge::enter();
     let started = Instant::now();
-    let resp = next.run(req).await;
-    m.http_in_flight.dec();
+    let span = tracing::info_span!("http", method = %req.method(), endpoint);
+    let resp = next.run(req).instrument(span).await;
     m.requests_total
         .with_label_values(&[endpoint, status_class(resp.status())])
         .inc();
@@ -112,6 +113,23 @@ async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next)
         .with_label_values(&[endpoint])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Counts a request in `openclaw_http_in_flight` until dropped (also when the client goes away
+/// and the request future is dropped half-way).
+struct InFlightGauge;
+
+impl InFlightGauge {
+    fn enter() -> InFlightGauge {
+        metrics().http_in_flight.inc();
+        InFlightGauge
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        metrics().http_in_flight.dec();
+    }
 }
 
 /// Bearer-token check for `/api` and `/v1` when a token is configured.

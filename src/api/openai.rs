@@ -14,6 +14,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use tracing::Instrument;
 use openclaw_proto::openai::{ChatCompletionRequest, ModelInfo, ModelList};
 
 use super::{ApiError, ApiJson, AppState};
@@ -98,9 +99,16 @@ pub async fn chat_completions(
         attempt: 1,
         cache_hit: false,
     };
-    let timeout = Duration::from_millis(rt.cfg.model_fallback.timeout_ms);
     let span = tracing::info_span!("chat", request = %meta.request_id, model = %req.model, stream = req.stream);
-    let _e = span.enter();
+    serve_chat(rt, meta, req).instrument(span).await
+}
+
+async fn serve_chat(
+    rt: std::sync::Arc<crate::runtime::Runtime>,
+    meta: CallMeta,
+    req: ChatCompletionRequest,
+) -> Result<Response, ApiError> {
+    let timeout = Duration::from_millis(rt.cfg.model_fallback.timeout_ms);
     if !req.stream {
         let done = calls::chat(&rt, &meta, &req, timeout)
             .await
