@@ -209,7 +209,11 @@ impl StreamTally {
         let kind = self.kind;
         let latency = self.started.elapsed();
         let error = self.error.take();
-        tokio::spawn(async move {
+        // Drop may run while the runtime winds down: account only if a runtime is there.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
             match error {
                 None => account(&rt, &meta, &model, kind, Ok(&usage), cost, latency).await,
                 Some(e) => account(&rt, &meta, &model, kind, Err(&e), 0.0, latency).await,
