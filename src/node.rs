@@ -128,6 +128,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let sim_base = format!("http://{sim_addr}/v1");
     let env = |var: &str| std::env::var(var).ok();
     let providers = ProviderSet::build(&cfg, http.clone(), &sim_base, &env);
+    crate::metrics::metrics().init_models(cfg.models.keys().map(String::as_str));
     let sim_addr = if providers.uses_embedded_sim(&sim_base) {
         let sim = Sim::new(SimOptions::default());
         let token = shutdown.clone();
