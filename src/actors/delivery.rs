@@ -190,7 +190,7 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
                 }
             }
         }
-        metrics().callback_deliveries_total.with_label_values(&["retry"]).inc();
+        metrics().callback_deliveries_total.with_label_values(&["retried"]).inc();
         tracing::warn!(attempt = d.attempts, error = %last_error, "callback attempt failed");
         let _ = rt.store.put_delivery(&d);
     }
