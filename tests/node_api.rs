@@ -423,6 +423,14 @@ async fn callbacks_are_delivered_or_parked() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let m = node.metrics().await;
+    for outcome in ["delivered", "retried", "failed"] {
+        let line = format!("openclaw_callback_deliveries_total{{outcome=\"{outcome}\"}}");
+        assert!(
+            m.contains(&line),
+            "/metrics lacks {line} (the documented outcome labels):\n{m}"
+        );
+    }
 }
 
 const SENTINEL: &str = "secret-sentinel-123";
