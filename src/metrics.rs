@@ -279,6 +279,9 @@ impl Metrics {
                     .with_label_values(&[model, direction]);
             }
             self.cost_usd_total.with_label_values(&[model]);
+            for reason in crate::providers::ERROR_CODES {
+                self.model_errors_total.with_label_values(&[model, reason]);
+            }
         }
     }
 

@@ -139,6 +139,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let sim_base = format!("http://{sim_addr}/v1");
     let env = |var: &str| std::env::var(var).ok();
     let providers = ProviderSet::build(&cfg, http.clone(), &sim_base, &env);
+    crate::metrics::metrics().init_models(cfg.models.keys().map(String::as_str));
     let sim_addr = if providers.uses_embedded_sim(&sim_base) {
         let sim = Sim::new(SimOptions::default());
         let token = shutdown.clone();
@@ -272,10 +273,18 @@ mod tests {
         };
         let node = start(opts, CancellationToken::new()).await.unwrap();
         let rt = node.runtime.clone();
-        assert!(node.sim_addr.is_some(), "no keys: the embedded simulator serves");
+        assert!(
+            node.sim_addr.is_some(),
+            "no keys: the embedded simulator serves"
+        );
         let before = rt.handles.scheduler().unwrap();
         before.cast(SchedulerMsg::Crash).unwrap();
-        let after = poll(|| rt.handles.scheduler().filter(|s| s.get_id() != before.get_id())).await;
+        let after = poll(|| {
+            rt.handles
+                .scheduler()
+                .filter(|s| s.get_id() != before.get_id())
+        })
+        .await;
         assert!(rt.health.ready().is_ok());
 
         let http = reqwest::Client::new();
@@ -299,7 +308,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(view["status"], "succeeded", "{view}");
-        assert_eq!(rt.ledger.get(&id).unwrap().unwrap().status, TaskStatus::Succeeded);
+        assert_eq!(
+            rt.ledger.get(&id).unwrap().unwrap().status,
+            TaskStatus::Succeeded
+        );
         let _ = after;
         node.stop().await.unwrap();
     }

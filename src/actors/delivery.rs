@@ -198,7 +198,7 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
         }
         metrics()
             .callback_deliveries_total
-            .with_label_values(&["retry"])
+            .with_label_values(&["retried"])
             .inc();
         tracing::warn!(attempt = d.attempts, error = %last_error, "callback attempt failed");
         let _ = rt.store.put_delivery(&d);

@@ -14,8 +14,8 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use tracing::Instrument;
 use openclaw_proto::openai::{ChatCompletionRequest, ModelInfo, ModelList};
+use tracing::Instrument;
 
 use super::{ApiError, ApiJson, AppState};
 use crate::calls::{self, CallMeta};

@@ -53,6 +53,16 @@ pub enum ProviderError {
     Decode(String),
 }
 
+/// Every value [`ProviderError::code`] can return (metrics series are created for each at start).
+pub const ERROR_CODES: [&str; 6] = [
+    "timeout",
+    "connect",
+    "rate_limited",
+    "server_error",
+    "bad_request",
+    "decode",
+];
+
 impl ProviderError {
     /// Timeouts, connection errors, 429 and 5xx are worth another model or another try.
     pub fn is_retryable(&self) -> bool {
@@ -250,6 +260,11 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(e.is_retryable(), want, "{e:?}");
+            assert!(
+                ERROR_CODES.contains(&e.code()),
+                "{} missing from ERROR_CODES",
+                e.code()
+            );
         }
     }
 
