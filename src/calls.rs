@@ -24,6 +24,8 @@ pub struct CallMeta {
     pub priority: openclaw_proto::Priority,
     pub attempt: u32,
     pub cache_hit: bool,
+    /// The first model, when this call is a fallback.
+    pub fallback_from: Option<String>,
 }
 
 /// The result of a successful call.
@@ -315,7 +317,7 @@ async fn account(
         cache: crate::audit::CacheOutcome::from_hit(meta.cache_hit),
         status,
         attempt: meta.attempt,
-        fallback_from: None,
+        fallback_from: meta.fallback_from.clone(),
     };
     if rt.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");

@@ -375,6 +375,25 @@ pub struct ModelFallback {
     pub timeout_ms: u64,
     pub max_retries: u32,
     pub retry_delay_ms: u64,
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// `model_fallback.circuit_breaker`: consecutive failures that open a model's breaker, and how
+/// long it stays open before one probe call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    pub failure_threshold: u32,
+    pub cooldown_ms: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            failure_threshold: 5,
+            cooldown_ms: 30_000,
+        }
+    }
 }
 
 impl Default for ModelFallback {
@@ -386,6 +405,7 @@ impl Default for ModelFallback {
             timeout_ms: 30_000,
             max_retries: 2,
             retry_delay_ms: 1_000,
+            circuit_breaker: CircuitBreaker::default(),
         }
     }
 }
@@ -921,6 +941,12 @@ impl Config {
                     format!("unknown model `{m}`; configured models: {}", model_list()),
                 ));
             }
+        }
+        if self.model_fallback.circuit_breaker.failure_threshold == 0 {
+            return Err(bad(
+                "model_fallback.circuit_breaker.failure_threshold",
+                "must be at least 1",
+            ));
         }
         if self.model_fallback.timeout_ms == 0 {
             return Err(bad("model_fallback.timeout_ms", "must be at least 1"));

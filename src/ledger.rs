@@ -47,6 +47,8 @@ pub enum Admission {
 pub struct Outcome {
     pub status: TaskStatus,
     pub model: Option<String>,
+    pub route: Option<String>,
+    pub fallbacks: Vec<openclaw_proto::api::FallbackStep>,
     pub output: Option<String>,
     pub tokens: TokenCounts,
     pub cost_usd: f64,
@@ -60,6 +62,8 @@ impl Outcome {
         Outcome {
             status: TaskStatus::Failed,
             model: None,
+            route: None,
+            fallbacks: Vec::new(),
             output: None,
             tokens: TokenCounts::default(),
             cost_usd: 0.0,
@@ -131,6 +135,10 @@ pub mod transition {
         if outcome.model.is_some() {
             rec.model = outcome.model;
         }
+        if outcome.route.is_some() {
+            rec.route = outcome.route;
+        }
+        rec.fallbacks = outcome.fallbacks;
         rec.output = outcome.output;
         rec.tokens = outcome.tokens;
         rec.cost_usd = outcome.cost_usd;
@@ -414,6 +422,8 @@ pub(crate) mod tests_support {
             language: None,
             requested_model: None,
             model: None,
+            route: None,
+            fallbacks: Vec::new(),
             callback_url: None,
             idempotency_key: None,
             max_tokens: None,
@@ -446,6 +456,8 @@ mod tests {
         Outcome {
             status: TaskStatus::Succeeded,
             model: Some("gpt-4o-mini".into()),
+            route: Some("default".into()),
+            fallbacks: Vec::new(),
             output: Some("done".into()),
             tokens: TokenCounts {
                 input: 3,

@@ -22,6 +22,8 @@
 //! | `openclaw_callback_deliveries_total` | counter | `outcome` (`delivered`, `retried`, `failed`) |
 //! | `openclaw_cache_requests_total` | counter | `result` (`hit`, `miss`) |
 //! | `openclaw_http_in_flight` | gauge | — |
+//! | `openclaw_model_breaker_state` | gauge | `model`; 0 closed, 1 open, 2 half-open |
+//! | `openclaw_fallbacks_total` | counter | `from`, `to` (configured models), `reason` (a provider error code or `circuit_open`) |
 //!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub callback_deliveries_total: IntCounterVec,
     pub cache_requests_total: IntCounterVec,
     pub http_in_flight: IntGauge,
+    pub model_breaker_state: IntGaugeVec,
+    pub fallbacks_total: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -258,6 +262,23 @@ impl Metrics {
                 "openclaw_http_in_flight",
                 "HTTP requests being served right now.",
             ),
+            model_breaker_state: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "openclaw_model_breaker_state",
+                        "Circuit breaker per model: 0 closed, 1 open, 2 half-open.",
+                    ),
+                    &["model"],
+                )
+                .expect("valid gauge definition"),
+            ),
+            fallbacks_total: counter_vec(
+                &r,
+                "openclaw_fallbacks_total",
+                "Calls moved to the next model of the fallback chain, by from, to and reason.",
+                &["from", "to", "reason"],
+            ),
             registry: r,
         };
         // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
@@ -279,6 +300,7 @@ impl Metrics {
                     .with_label_values(&[model, direction]);
             }
             self.cost_usd_total.with_label_values(&[model]);
+            self.model_breaker_state.with_label_values(&[model]).set(0);
             for reason in crate::providers::ERROR_CODES {
                 self.model_errors_total.with_label_values(&[model, reason]);
             }
@@ -372,7 +394,8 @@ mod tests {
         "openclaw_memory_files_total",
     ];
 
-    const OUR_METRICS: [&str; 9] = [
+    const OUR_METRICS: [&str; 10] = [
+        "openclaw_model_breaker_state",
         "openclaw_task_queue_wait_seconds",
         "openclaw_tasks_total",
         "openclaw_preemptions_total",

@@ -167,6 +167,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         running: RunningSet::default(),
         handles: ActorHandles::default(),
         health: Health::default(),
+        breakers: Default::default(),
         queued: AtomicUsize::new(0),
         epoch: Instant::now(),
         shutdown: shutdown.clone(),

@@ -184,6 +184,8 @@ pub struct Runtime {
     pub running: RunningSet,
     pub handles: ActorHandles,
     pub health: Health,
+    /// Circuit breaker per model.
+    pub breakers: crate::breaker::Breakers,
     /// Waiting tasks (kept by the scheduler), checked by admission against `server.queue_max`.
     pub queued: AtomicUsize,
     /// Node start, for monotonic milliseconds.

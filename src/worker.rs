@@ -1,5 +1,6 @@
 //! A worker runs one task, outside any actor handler: take it in the ledger (new epoch),
-//! build the prompt (agent actor), call the model with retries (accounted by `calls`), record
+//! build the prompt (agent actor), route it and call the model with retries and fallback
+//! (`routing`, `fallback`, accounted by `calls`), record
 //! the outcome under the epoch (fencing), append to the session, queue the callback, and tell
 //! the scheduler its slot is free.
 //!
@@ -19,11 +20,12 @@ use tracing::Instrument;
 use crate::actors::agent::{AgentMsg, BuiltPrompt};
 use crate::actors::delivery::DeliveryMsg;
 use crate::actors::scheduler::{entry_of, SchedulerMsg};
-use crate::calls::{self, CallMeta};
+use crate::calls::CallMeta;
 use crate::config::Config;
+use crate::fallback;
 use crate::ledger::{LedgerError, Outcome};
 use crate::metrics::metrics;
-use crate::providers::ProviderError;
+use crate::routing::{self, RouteDecision, RouteInput};
 use crate::runtime::{now_ms, RunningSlot, Runtime, StopReason};
 use crate::scheduler::QueueEntry;
 use crate::storage::{PendingDelivery, TranscriptMessage};
@@ -33,20 +35,26 @@ pub const AGENT_CALL_TIMEOUT_MS: u64 = 5_000;
 /// Messages kept per session transcript.
 pub const SESSION_MESSAGES_MAX: usize = 200;
 
-/// The model a task runs on: the task's explicit model, else its agent's model, else the
-/// routing default. (Rule-based routing and fallback build on this.)
-pub fn choose_model(cfg: &Config, rec: &TaskRecord) -> String {
-    if let Some(m) = rec
+/// Route a task (pure): explicit model, then `model_routing` rules, then the agent's model,
+/// then the default. `prompt_tokens` is the size of the built prompt.
+pub fn route_task(cfg: &Config, rec: &TaskRecord, prompt_tokens: u64) -> RouteDecision {
+    let explicit = rec
         .requested_model
-        .as_ref()
-        .filter(|m| cfg.models.contains_key(*m))
-    {
-        return m.clone();
-    }
-    if let Some(m) = cfg.agents.get(&rec.agent).and_then(|a| a.model.clone()) {
-        return m;
-    }
-    cfg.default_model().to_string()
+        .as_deref()
+        .filter(|m| cfg.models.contains_key(*m));
+    let agent_model = cfg.agents.get(&rec.agent).and_then(|a| a.model.as_deref());
+    routing::route(
+        &cfg.model_routing,
+        &RouteInput {
+            explicit_model: explicit,
+            agent_model,
+            task_type: rec.task_type.as_deref(),
+            complexity: rec.complexity,
+            language: rec.language.as_deref(),
+            input_tokens: prompt_tokens,
+            input_text: &rec.input,
+        },
+    )
 }
 
 pub fn spawn(
@@ -191,9 +199,23 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::failed("agent_unavailable", e),
     };
-    let model = choose_model(&rt.cfg, rec);
+    let prompt_tokens = u64::from(
+        prompt.breakdown.system
+            + prompt.breakdown.memory
+            + prompt.breakdown.tools
+            + prompt.breakdown.history
+            + prompt.breakdown.input,
+    );
+    let route = route_task(&rt.cfg, rec, prompt_tokens);
+    tracing::info!(
+        model = %route.model,
+        route = %route.reason.label(),
+        complexity = route.complexity.as_str(),
+        language = %route.language,
+        "model chosen"
+    );
     let req = ChatCompletionRequest {
-        model: model.clone(),
+        model: route.model.clone(),
         messages: prompt.messages,
         stream: false,
         max_tokens: rec.max_tokens,
@@ -201,77 +223,63 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
         temperature: None,
         extra: Default::default(),
     };
-    let fb = &rt.cfg.model_fallback;
-    let timeout = Duration::from_millis(fb.timeout_ms);
-    let tries = 1 + fb.max_retries;
-    let mut last: Option<ProviderError> = None;
-    for attempt in 1..=tries {
-        let meta = CallMeta {
-            request_id: rec.id.clone(),
-            task_id: Some(rec.id.clone()),
-            agent: rec.agent.clone(),
-            source: rec.source.clone(),
-            priority: rec.priority,
-            attempt,
-            cache_hit: false,
-        };
-        match calls::chat(rt, &meta, &req, timeout).await {
-            Ok(done) => {
-                let output = done.response.text();
-                if let Some(s) = &rec.session_id {
-                    let msgs = [
-                        TranscriptMessage {
-                            role: "user".into(),
-                            content: rec.input.clone(),
-                        },
-                        TranscriptMessage {
-                            role: "assistant".into(),
-                            content: output.clone(),
-                        },
-                    ];
-                    if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
-                        tracing::warn!(error = %e, "cannot append to session");
-                    }
-                }
-                let mut breakdown = prompt.breakdown;
-                breakdown.output = done.usage.completion_tokens as u32;
-                return Outcome {
-                    status: TaskStatus::Succeeded,
-                    model: Some(model),
-                    output: Some(output),
-                    tokens: TokenCounts {
-                        input: done.usage.prompt_tokens,
-                        output: done.usage.completion_tokens,
+    let meta = CallMeta {
+        request_id: rec.id.clone(),
+        task_id: Some(rec.id.clone()),
+        agent: rec.agent.clone(),
+        source: rec.source.clone(),
+        priority: rec.priority,
+        attempt: 1,
+        cache_hit: false,
+        fallback_from: None,
+    };
+    match fallback::chat(rt, &meta, &req, &route.model).await {
+        Ok(answer) => {
+            let done = answer.value;
+            let output = done.response.text();
+            if let Some(s) = &rec.session_id {
+                let msgs = [
+                    TranscriptMessage {
+                        role: "user".into(),
+                        content: rec.input.clone(),
                     },
-                    cost_usd: done.cost_usd,
-                    error: None,
-                    cache_hit: false,
-                    prompt: breakdown,
-                };
-            }
-            Err(e) if e.is_retryable() && attempt < tries => {
-                let mut delay = Duration::from_millis(fb.retry_delay_ms);
-                if let ProviderError::RateLimited {
-                    retry_after: Some(ra),
-                } = &e
-                {
-                    delay = delay.max(*ra);
+                    TranscriptMessage {
+                        role: "assistant".into(),
+                        content: output.clone(),
+                    },
+                ];
+                if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
+                    tracing::warn!(error = %e, "cannot append to session");
                 }
-                tracing::info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "retrying model call");
-                last = Some(e);
-                tokio::time::sleep(delay).await;
             }
-            Err(e) => {
-                last = Some(e);
-                break;
+            let mut breakdown = prompt.breakdown;
+            breakdown.output = done.usage.completion_tokens as u32;
+            Outcome {
+                status: TaskStatus::Succeeded,
+                model: Some(answer.model),
+                route: Some(route.reason.label()),
+                fallbacks: answer.fallbacks,
+                output: Some(output),
+                tokens: TokenCounts {
+                    input: done.usage.prompt_tokens,
+                    output: done.usage.completion_tokens,
+                },
+                cost_usd: done.cost_usd,
+                error: None,
+                cache_hit: false,
+                prompt: breakdown,
             }
         }
+        Err(f) => {
+            let mut out =
+                Outcome::failed(f.error.code(), format!("model {}: {}", f.model, f.error));
+            out.model = Some(f.model);
+            out.route = Some(route.reason.label());
+            out.fallbacks = f.fallbacks;
+            out.prompt = prompt.breakdown;
+            out
+        }
     }
-    let e = last.unwrap_or(ProviderError::Decode("no attempt made".into()));
-    let mut out = Outcome::failed(e.code(), format!("model {model}: {e}"));
-    out.model = Some(model);
-    out.prompt = prompt.breakdown;
-    out
 }
 
 #[cfg(test)]
@@ -279,7 +287,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_choice_table() {
+    fn route_task_table() {
         let mut cfg = Config::default();
         cfg.agents.insert(
             "writer".into(),
@@ -290,16 +298,26 @@ mod tests {
         );
         let mut rec = crate::ledger::tests_support::record("t");
         let cases = [
-            (Some("gpt-4o"), "main", "gpt-4o"),
-            (None, "main", "gpt-4o-mini"),
-            (None, "writer", "deepseek-v3"),
-            (Some("claude-3-5-haiku"), "writer", "claude-3-5-haiku"),
-            (Some("not-configured"), "main", "gpt-4o-mini"),
+            (Some("gpt-4o"), "main", "gpt-4o", "explicit"),
+            (None, "main", "gpt-4o-mini", "default"),
+            (None, "writer", "deepseek-v3", "agent"),
+            (
+                Some("claude-3-5-haiku"),
+                "writer",
+                "claude-3-5-haiku",
+                "explicit",
+            ),
+            (Some("not-configured"), "main", "gpt-4o-mini", "default"),
         ];
-        for (requested, agent, want) in cases {
+        for (requested, agent, want, why) in cases {
             rec.requested_model = requested.map(String::from);
             rec.agent = agent.into();
-            assert_eq!(choose_model(&cfg, &rec), want, "{requested:?} {agent}");
+            let d = route_task(&cfg, &rec, 10);
+            assert_eq!(
+                (d.model.as_str(), d.reason.label().as_str()),
+                (want, why),
+                "{requested:?} {agent}"
+            );
         }
     }
 }

@@ -169,6 +169,15 @@ pub struct PromptBreakdown {
     pub output: u32,
 }
 
+/// One move to the next model of the fallback chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackStep {
+    pub from: String,
+    pub to: String,
+    /// A provider error code (`timeout`, `server_error`, …) or `circuit_open`.
+    pub reason: String,
+}
+
 /// A task error with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskErrorView {
@@ -185,6 +194,10 @@ pub struct TaskView {
     pub priority: Priority,
     pub source: String,
     pub model: Option<String>,
+    /// What chose the model: `explicit`, `rule:<name>`, `agent` or `default`.
+    pub route: Option<String>,
+    /// Moves along the fallback chain, in order.
+    pub fallbacks: Vec<FallbackStep>,
     pub output: Option<String>,
     pub tokens: TokenCounts,
     pub cost_usd: f64,

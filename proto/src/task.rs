@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{PromptBreakdown, TaskErrorView, TokenCounts};
+use crate::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
 use crate::{Complexity, Priority};
 
 /// Lifecycle of a task. `Succeeded`, `Failed` and `Cancelled` are final.
@@ -55,6 +55,9 @@ pub struct TaskRecord {
     pub requested_model: Option<String>,
     /// The model that served (or is serving) the task.
     pub model: Option<String>,
+    /// What chose the model (`explicit`, `rule:<name>`, `agent`, `default`).
+    pub route: Option<String>,
+    pub fallbacks: Vec<FallbackStep>,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
     pub max_tokens: Option<u32>,
@@ -97,6 +100,12 @@ mod tests {
             language: None,
             requested_model: None,
             model: Some("gpt-4o-mini".into()),
+            route: Some("default".into()),
+            fallbacks: vec![FallbackStep {
+                from: "gpt-4o".into(),
+                to: "gpt-4o-mini".into(),
+                reason: "timeout".into(),
+            }],
             callback_url: None,
             idempotency_key: Some("k".into()),
             max_tokens: Some(10),

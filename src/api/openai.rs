@@ -6,7 +6,6 @@
 //! expects: 429 (+ Retry-After), 502, 504, or the upstream's own 4xx.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -18,7 +17,8 @@ use openclaw_proto::openai::{ChatCompletionRequest, ModelInfo, ModelList};
 use tracing::Instrument;
 
 use super::{ApiError, ApiJson, AppState};
-use crate::calls::{self, CallMeta};
+use crate::calls::CallMeta;
+use crate::fallback;
 use crate::providers::ProviderError;
 
 /// Header naming the agent a direct chat call is accounted to (default `api`).
@@ -98,6 +98,7 @@ pub async fn chat_completions(
         priority: openclaw_proto::Priority::Normal,
         attempt: 1,
         cache_hit: false,
+        fallback_from: None,
     };
     let span = tracing::info_span!("chat", request = %meta.request_id, model = %req.model, stream = req.stream);
     serve_chat(rt, meta, req).instrument(span).await
@@ -108,19 +109,22 @@ async fn serve_chat(
     meta: CallMeta,
     req: ChatCompletionRequest,
 ) -> Result<Response, ApiError> {
-    let timeout = Duration::from_millis(rt.cfg.model_fallback.timeout_ms);
+    let first = req.model.clone();
     if !req.stream {
-        let done = calls::chat(&rt, &meta, &req, timeout)
+        let answer = fallback::chat(&rt, &meta, &req, &first)
             .await
-            .map_err(|e| provider_error(&req.model, &e))?;
-        let mut resp = done.response;
-        resp.usage = Some(done.usage);
-        return Ok(Json(resp).into_response());
+            .map_err(|f| provider_error(&f.model, &f.error))?;
+        let mut resp = answer.value.response;
+        resp.usage = Some(answer.value.usage);
+        let mut http = Json(resp).into_response();
+        set_model_headers(&mut http, &answer.model, &answer.fallbacks);
+        return Ok(http);
     }
-    let model = req.model.clone();
-    let stream = calls::chat_stream(rt.clone(), meta, &req, timeout)
+    let answer = fallback::chat_stream(rt.clone(), &meta, &req, &first)
         .await
-        .map_err(|e| provider_error(&req.model, &e))?;
+        .map_err(|f| provider_error(&f.model, &f.error))?;
+    let (stream, model, fallbacks) = (answer.value, answer.model, answer.fallbacks);
+    let served = model.clone();
     let events = stream
         .map(move |item| -> Result<Event, Infallible> {
             Ok(match item {
@@ -137,7 +141,24 @@ async fn serve_chat(
         .chain(futures::stream::once(async {
             Ok(Event::default().data("[DONE]"))
         }));
-    Ok(Sse::new(events).into_response())
+    let mut http = Sse::new(events).into_response();
+    set_model_headers(&mut http, &served, &fallbacks);
+    Ok(http)
+}
+
+/// `X-OpenClaw-Model` names the model that answered; `X-OpenClaw-Fallbacks` counts the moves
+/// along the fallback chain (the body's `model` is the model that answered, too).
+fn set_model_headers(
+    resp: &mut Response,
+    model: &str,
+    fallbacks: &[openclaw_proto::api::FallbackStep],
+) {
+    use axum::http::HeaderValue;
+    if let Ok(v) = HeaderValue::from_str(model) {
+        resp.headers_mut().insert("x-openclaw-model", v);
+    }
+    resp.headers_mut()
+        .insert("x-openclaw-fallbacks", HeaderValue::from(fallbacks.len()));
 }
 
 pub async fn models(State(st): State<AppState>) -> Json<ModelList> {

@@ -40,6 +40,8 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         priority: r.priority,
         source: r.source.clone(),
         model: r.model.clone(),
+        route: r.route.clone(),
+        fallbacks: r.fallbacks.clone(),
         output: r.output.clone(),
         tokens: TokenCounts {
             input: r.tokens.input,
@@ -164,6 +166,8 @@ pub async fn submit(
         language: sub.language,
         requested_model: sub.model,
         model: None,
+        route: None,
+        fallbacks: Vec::new(),
         callback_url: sub.callback_url,
         idempotency_key: sub.idempotency_key,
         max_tokens: sub.max_tokens,

@@ -1,0 +1,346 @@
+//! Fallback (§18.2 `model_fallback`): try the chosen model, retrying it up to `max_retries`
+//! times `retry_delay_ms` apart, then each model of `fallback_chain` in order. Timeouts,
+//! connection errors, 429 and 5xx move on; a 4xx caused by the request does not (another model
+//! would refuse it too). A model whose circuit breaker is open is skipped at once.
+//! A stream switches model only before its first chunk: once `chat_stream` returned a stream,
+//! it is the answer.
+//!
+//! Every move to the next model is counted (`openclaw_fallbacks_total{from,to,reason}`) and
+//! returned, so the task shows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openclaw_proto::api::FallbackStep;
+use openclaw_proto::openai::ChatCompletionRequest;
+
+use crate::breaker::{Admit, BreakerPolicy};
+use crate::calls::{self, CallMeta, Completed};
+use crate::config::Config;
+use crate::metrics::metrics;
+use crate::providers::{ChunkStream, ProviderError};
+use crate::runtime::{now_ms, Runtime};
+
+/// The models to try, in order: `first`, then the chain (when enabled), without repeats.
+pub fn candidates(cfg: &Config, first: &str) -> Vec<String> {
+    let mut out = vec![first.to_string()];
+    if cfg.model_fallback.enabled {
+        for m in &cfg.model_fallback.fallback_chain {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    out
+}
+
+/// What to do after a failed attempt (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same model again after this delay.
+    RetryAfter(Duration),
+    /// Move to the next model.
+    NextModel,
+    /// Give up: the request itself is at fault.
+    Fail,
+}
+
+/// Decide after attempt `attempt` (1-based) of `tries` failed with `e`.
+pub fn after_failure(
+    e: &ProviderError,
+    attempt: u32,
+    tries: u32,
+    cfg: &Config,
+    breaker_open: bool,
+) -> Next {
+    if !e.is_retryable() {
+        return Next::Fail;
+    }
+    if breaker_open || attempt >= tries {
+        return Next::NextModel;
+    }
+    let fb = &cfg.model_fallback;
+    let delay = Duration::from_millis(fb.retry_delay_ms);
+    match e {
+        ProviderError::RateLimited {
+            retry_after: Some(ra),
+        } => {
+            // Waiting longer than one call's timeout for this model is worse than moving on.
+            if *ra > Duration::from_millis(fb.timeout_ms) {
+                Next::NextModel
+            } else {
+                Next::RetryAfter(delay.max(*ra))
+            }
+        }
+        _ => Next::RetryAfter(delay),
+    }
+}
+
+pub fn breaker_policy(cfg: &Config) -> BreakerPolicy {
+    let b = &cfg.model_fallback.circuit_breaker;
+    BreakerPolicy {
+        failure_threshold: b.failure_threshold,
+        cooldown_ms: b.cooldown_ms,
+    }
+}
+
+/// Whether a failure counts against the model's health (429 means alive but busy).
+fn counts_against_breaker(e: &ProviderError) -> bool {
+    !matches!(
+        e,
+        ProviderError::RateLimited { .. } | ProviderError::BadRequest { .. }
+    )
+}
+
+/// The answer, the model that gave it, and the fallbacks on the way.
+pub struct Answer<T> {
+    pub value: T,
+    pub model: String,
+    pub fallbacks: Vec<FallbackStep>,
+}
+
+/// A failure after every candidate, with the fallbacks on the way.
+pub struct Failure {
+    pub error: ProviderError,
+    pub model: String,
+    pub fallbacks: Vec<FallbackStep>,
+}
+
+fn note_fallback(steps: &mut Vec<FallbackStep>, from: &str, to: &str, reason: &str) {
+    metrics()
+        .fallbacks_total
+        .with_label_values(&[from, to, reason])
+        .inc();
+    tracing::info!(from, to, reason, "falling back to the next model");
+    steps.push(FallbackStep {
+        from: from.to_string(),
+        to: to.to_string(),
+        reason: reason.to_string(),
+    });
+}
+
+/// Non-streaming call of `req` with `first` as the first model.
+pub async fn chat(
+    rt: &Runtime,
+    meta: &CallMeta,
+    req: &ChatCompletionRequest,
+    first: &str,
+) -> Result<Answer<Completed>, Failure> {
+    run(rt, meta, req, first, |model_req, meta, timeout| {
+        Box::pin(async move { calls::chat(rt, &meta, &model_req, timeout).await })
+    })
+    .await
+}
+
+/// Streaming call: fails over only until a stream is obtained.
+pub async fn chat_stream(
+    rt: Arc<Runtime>,
+    meta: &CallMeta,
+    req: &ChatCompletionRequest,
+    first: &str,
+) -> Result<Answer<ChunkStream>, Failure> {
+    let rt2 = rt.clone();
+    run(&rt, meta, req, first, move |model_req, meta, timeout| {
+        let rt = rt2.clone();
+        Box::pin(async move { calls::chat_stream(rt, meta, &model_req, timeout).await })
+    })
+    .await
+}
+
+type Attempt<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+async fn run<'a, T>(
+    rt: &'a Runtime,
+    meta: &CallMeta,
+    req: &ChatCompletionRequest,
+    first: &str,
+    call: impl Fn(ChatCompletionRequest, CallMeta, Duration) -> Attempt<'a, T>,
+) -> Result<Answer<T>, Failure> {
+    let cfg = &rt.cfg;
+    let policy = breaker_policy(cfg);
+    let timeout = Duration::from_millis(cfg.model_fallback.timeout_ms);
+    let tries = 1 + cfg.model_fallback.max_retries;
+    let models = candidates(cfg, first);
+    let mut steps = Vec::new();
+    let mut last: Option<(String, ProviderError)> = None;
+    let mut attempt_no = meta.attempt.saturating_sub(1);
+    for (i, model) in models.iter().enumerate() {
+        let next_model = models.get(i + 1);
+        if let Admit::No { retry_in_ms } = rt.breakers.admit(model, now_ms()) {
+            tracing::debug!(model, retry_in_ms, "breaker open; skipping model");
+            if let Some(to) = next_model {
+                note_fallback(&mut steps, model, to, "circuit_open");
+            }
+            if last.is_none() {
+                last = Some((
+                    model.clone(),
+                    ProviderError::Server {
+                        status: 503,
+                        message: format!("circuit breaker open for {} more ms", retry_in_ms),
+                    },
+                ));
+            }
+            continue;
+        }
+        let mut model_req = req.clone();
+        model_req.model = model.clone();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            attempt_no += 1;
+            let mut m = meta.clone();
+            m.attempt = attempt_no;
+            m.fallback_from = (i > 0).then(|| first.to_string());
+            match call(model_req.clone(), m, timeout).await {
+                Ok(value) => {
+                    rt.breakers.record(model, true, now_ms(), &policy);
+                    return Ok(Answer {
+                        value,
+                        model: model.clone(),
+                        fallbacks: steps,
+                    });
+                }
+                Err(e) => {
+                    let open = if counts_against_breaker(&e) {
+                        matches!(
+                            rt.breakers.record(model, false, now_ms(), &policy),
+                            crate::breaker::State::Open { .. }
+                        )
+                    } else {
+                        false
+                    };
+                    let decision = after_failure(&e, attempt, tries, cfg, open);
+                    let code = e.code();
+                    last = Some((model.clone(), e));
+                    match decision {
+                        Next::RetryAfter(d) => {
+                            tracing::info!(
+                                model,
+                                attempt,
+                                delay_ms = d.as_millis() as u64,
+                                reason = code,
+                                "retrying model"
+                            );
+                            tokio::time::sleep(d).await;
+                        }
+                        Next::NextModel => {
+                            if let Some(to) = next_model {
+                                note_fallback(&mut steps, model, to, code);
+                            }
+                            break;
+                        }
+                        Next::Fail => {
+                            let (model, error) = last.unwrap_or_else(|| {
+                                (model.clone(), ProviderError::Decode(String::new()))
+                            });
+                            return Err(Failure {
+                                error,
+                                model,
+                                fallbacks: steps,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let (model, error) = last.unwrap_or_else(|| {
+        (
+            first.to_string(),
+            ProviderError::Decode("no model to try".into()),
+        )
+    });
+    Err(Failure {
+        error,
+        model,
+        fallbacks: steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = Config::default();
+        c.model_fallback.fallback_chain = vec![
+            "claude-3-5-sonnet".into(),
+            "deepseek-v3".into(),
+            "gpt-4o-mini".into(),
+        ];
+        c.model_fallback.max_retries = 2;
+        c.model_fallback.retry_delay_ms = 100;
+        c.model_fallback.timeout_ms = 5_000;
+        c
+    }
+
+    #[test]
+    fn candidates_table() {
+        let c = cfg();
+        assert_eq!(
+            candidates(&c, "gpt-4o"),
+            ["gpt-4o", "claude-3-5-sonnet", "deepseek-v3", "gpt-4o-mini"]
+        );
+        assert_eq!(
+            candidates(&c, "deepseek-v3"),
+            ["deepseek-v3", "claude-3-5-sonnet", "gpt-4o-mini"]
+        );
+        let mut off = cfg();
+        off.model_fallback.enabled = false;
+        assert_eq!(candidates(&off, "gpt-4o"), ["gpt-4o"]);
+    }
+
+    #[test]
+    fn after_failure_table() {
+        let c = cfg();
+        let ms = Duration::from_millis;
+        let server = ProviderError::Server {
+            status: 500,
+            message: String::new(),
+        };
+        let bad = ProviderError::BadRequest {
+            status: 400,
+            message: String::new(),
+        };
+        let rl = |s: u64| ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        let cases = [
+            (
+                "5xx, first try",
+                &server,
+                1,
+                false,
+                Next::RetryAfter(ms(100)),
+            ),
+            ("5xx, last try", &server, 3, false, Next::NextModel),
+            ("5xx, breaker opened", &server, 1, true, Next::NextModel),
+            ("request fault", &bad, 1, false, Next::Fail),
+            (
+                "429 short retry-after",
+                &rl(2),
+                1,
+                false,
+                Next::RetryAfter(ms(2_000)),
+            ),
+            (
+                "429 retry-after beyond the timeout",
+                &rl(60),
+                1,
+                false,
+                Next::NextModel,
+            ),
+            (
+                "timeout",
+                &ProviderError::Timeout(ms(5)),
+                2,
+                false,
+                Next::RetryAfter(ms(100)),
+            ),
+        ];
+        for (name, e, attempt, open, want) in cases {
+            assert_eq!(after_failure(e, attempt, 3, &c, open), want, "{name}");
+        }
+    }
+}
