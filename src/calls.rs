@@ -38,7 +38,7 @@ pub struct Completed {
 }
 
 fn cost_of(rt: &Runtime, model: &str, u: &Usage) -> f64 {
-    rt.cfg
+    rt.cfg()
         .models
         .get(model)
         .map(|m| m.price.cost(u.prompt_tokens, u.completion_tokens))

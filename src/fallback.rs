@@ -157,7 +157,7 @@ async fn run<'a, T>(
     first: &str,
     call: impl Fn(ChatCompletionRequest, CallMeta, Duration) -> Attempt<'a, T>,
 ) -> Result<Answer<T>, Failure> {
-    let cfg = &rt.cfg;
+    let cfg = &*rt.cfg();
     let policy = breaker_policy(cfg);
     let timeout = Duration::from_millis(cfg.model_fallback.timeout_ms);
     let tries = 1 + cfg.model_fallback.max_retries;

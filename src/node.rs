@@ -155,7 +155,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
 
     let (events, _) = broadcast::channel(TASK_EVENTS_MAX);
     let rt = Arc::new(Runtime {
-        cfg: cfg.clone(),
+        config: std::sync::RwLock::new(cfg.clone()),
         node: node.clone(),
         data_dir: opts.data_dir.clone(),
         ledger: ledger.clone() as Arc<dyn Ledger>,
@@ -185,7 +185,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                     _ = tick.tick() => {}
                     _ = rt.shutdown.cancelled() => return,
                 }
-                let ttl_ms = rt.cfg.server.result_ttl_seconds.saturating_mul(1000);
+                let ttl_ms = rt.cfg().server.result_ttl_seconds.saturating_mul(1000);
                 match rt
                     .ledger
                     .purge_finished(now_ms().saturating_sub(ttl_ms))

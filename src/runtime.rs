@@ -172,7 +172,8 @@ impl Health {
 
 /// Everything shared by the node's parts.
 pub struct Runtime {
-    pub cfg: Arc<Config>,
+    /// The current configuration; replaced whole on a reload (read it with [`Runtime::cfg`]).
+    pub config: RwLock<Arc<Config>>,
     pub node: String,
     pub data_dir: std::path::PathBuf,
     pub ledger: Arc<dyn Ledger>,
@@ -195,6 +196,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The configuration in force now. Hold the `Arc` for one decision, not across waits.
+    pub fn cfg(&self) -> Arc<Config> {
+        read(&self.config).clone()
+    }
+
+    /// Replace the configuration (hot reload). Callers validate it first.
+    pub fn set_cfg(&self, cfg: Config) {
+        *write(&self.config) = Arc::new(cfg);
+    }
+
     /// Monotonic milliseconds since the node started.
     pub fn mono_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64

@@ -206,7 +206,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             + prompt.breakdown.history
             + prompt.breakdown.input,
     );
-    let route = route_task(&rt.cfg, rec, prompt_tokens);
+    let route = route_task(&rt.cfg(), rec, prompt_tokens);
     tracing::info!(
         model = %route.model,
         route = %route.reason.label(),

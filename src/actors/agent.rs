@@ -18,7 +18,7 @@ use crate::runtime::Runtime;
 /// Where an agent's workspace lives: configured, else `<data-dir>/workspace` for `main` and
 /// `<data-dir>/workspace-<name>` for the others.
 pub fn workspace_dir(rt: &Runtime, name: &str) -> PathBuf {
-    match rt.cfg.agents.get(name).and_then(|a| a.workspace.clone()) {
+    match rt.cfg().agents.get(name).and_then(|a| a.workspace.clone()) {
         Some(p) => p,
         None if name == "main" => rt.data_dir.join("workspace"),
         None => rt.data_dir.join(format!("workspace-{name}")),

@@ -139,7 +139,8 @@ pub fn backoff_before(attempt: u32, initial: Duration) -> Duration {
 }
 
 async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
-    let cfg = &rt.cfg.server;
+    let all = rt.cfg();
+    let cfg = &all.server;
     let span = tracing::info_span!("callback", task = %d.task_id);
     let _e = span.enter();
     let body = match rt.ledger.get(&d.task_id) {

@@ -36,7 +36,7 @@ pub fn agent_child_name(agent: &str) -> String {
 
 /// The agents this node runs: `main` always, plus every configured one.
 pub fn agent_names(rt: &Runtime) -> Vec<String> {
-    let mut names: Vec<String> = rt.cfg.agents.keys().cloned().collect();
+    let mut names: Vec<String> = rt.cfg().agents.keys().cloned().collect();
     if !names.iter().any(|n| n == "main") {
         names.insert(0, "main".to_string());
     }
@@ -88,7 +88,7 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
     }
     let args = SupervisorArgs {
         children,
-        policy: supervisor::RestartPolicy::from_config(&rt.cfg.server),
+        policy: supervisor::RestartPolicy::from_config(&rt.cfg().server),
         health: rt.clone(),
     };
     let (sup, _) = Supervisor::spawn(Some("openclaw-supervisor".into()), args).await?;

@@ -120,7 +120,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(QueueSnapshot {
                     depth: state.queue.depth(),
                     running: state.rt.running.len(),
-                    workers: state.rt.cfg.server.workers,
+                    workers: state.rt.cfg().server.workers,
                 });
             }
             SchedulerMsg::Crash => return Err("crash requested".into()),
@@ -144,7 +144,7 @@ pub fn entry_of(rec: &TaskRecord, now_mono_ms: u64) -> QueueEntry {
 /// Start workers for free slots, preempting if an allowed task waits with no slot free.
 fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
     let rt = state.rt.clone();
-    let workers = rt.cfg.server.workers;
+    let workers = rt.cfg().server.workers;
     while rt.running.len() < workers {
         let Some(e) = state.queue.pop() else { break };
         state.started_seq += 1;
@@ -173,7 +173,8 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
 
 fn preempt_if_needed(state: &mut SchedulerState) {
     let rt = &state.rt;
-    let policy = &rt.cfg.task_priority.preemption;
+    let cfg = rt.cfg();
+    let policy = &cfg.task_priority.preemption;
     let Some(top) = state.queue.peek_priority() else {
         return;
     };

@@ -40,7 +40,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let max_body = (state.rt.cfg.server.max_body_mb as usize).saturating_mul(1024 * 1024);
+    let max_body = (state.rt.cfg().server.max_body_mb as usize).saturating_mul(1024 * 1024);
     Router::new()
         .route("/api/tasks", post(tasks::submit))
         .route(

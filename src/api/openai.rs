@@ -73,8 +73,9 @@ pub async fn chat_completions(
             "`messages` must contain at least one message",
         ));
     }
-    if !rt.cfg.models.contains_key(&req.model) {
-        let known: Vec<&str> = rt.cfg.models.keys().map(String::as_str).collect();
+    if !rt.cfg().models.contains_key(&req.model) {
+        let cfg = rt.cfg();
+        let known: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
         return Err(ApiError::not_found(
             "model_not_found",
             format!(
@@ -87,7 +88,7 @@ pub async fn chat_completions(
     let agent = headers
         .get(AGENT_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|a| *a == "main" || rt.cfg.agents.contains_key(*a))
+        .filter(|a| *a == "main" || rt.cfg().agents.contains_key(*a))
         .unwrap_or("api")
         .to_string();
     let meta = CallMeta {

@@ -140,8 +140,8 @@ pub async fn submit(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
-    validate(&rt.cfg, &sub)?;
-    let queue_max = rt.cfg.server.queue_max;
+    validate(&rt.cfg(), &sub)?;
+    let queue_max = rt.cfg().server.queue_max;
     if rt.queued.load(Ordering::Relaxed) >= queue_max {
         return Err(ApiError::unavailable(
             "queue_full",
@@ -152,7 +152,7 @@ pub async fn submit(
     let source = sub.source.clone().unwrap_or_else(|| "api_call".to_string());
     let priority = sub
         .priority
-        .unwrap_or_else(|| rt.cfg.task_priority.for_source(&source));
+        .unwrap_or_else(|| rt.cfg().task_priority.for_source(&source));
     let rec = TaskRecord {
         id: uuid::Uuid::new_v4().to_string(),
         seq: rt.ledger.next_seq()?,
@@ -222,7 +222,7 @@ pub async fn get_task(
 ) -> Result<Json<TaskView>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let rt = &st.rt;
-    let max = rt.cfg.server.long_poll_max_seconds as f64;
+    let max = rt.cfg().server.long_poll_max_seconds as f64;
     let wait = match q.wait {
         None => 0.0,
         Some(w) if w.is_finite() && w >= 0.0 => w.min(max),
@@ -372,7 +372,7 @@ pub async fn queue(State(st): State<AppState>) -> Result<Json<QueueView>, ApiErr
         queued: depth.iter().sum::<usize>() as u64,
         running: running as u64,
         workers: workers as u64,
-        queue_max: rt.cfg.server.queue_max as u64,
+        queue_max: rt.cfg().server.queue_max as u64,
         running_tasks,
         recent_failures: rt
             .ledger
