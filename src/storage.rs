@@ -5,9 +5,19 @@
 //! (task id → FailedDelivery). Values go through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
-//! 500 ms by itself). Concurrent flushes coalesce inside sled, which gives group commit.
+//! 500 ms by itself).
+//!
+//! Group commit: `flush` does not call sled's `flush_async` (in sled 0.34 concurrent callers can
+//! miss their wake-up and hang for ever — spacejam/sled#1241 — which stalled the node under task
+//! load). Instead every caller queues a waiter for one flusher task, which takes all waiters
+//! queued so far, runs one blocking `Db::flush` on the blocking pool, and answers them all: one
+//! fsync covers every write made before it started. The waiter queue is bounded
+//! (`FLUSH_WAITERS_MAX`); a full queue makes callers wait, never drops them.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -53,9 +63,15 @@ pub struct FailedDeliveryRecord {
     pub failed_at_ms: u64,
 }
 
+/// Flush requests that may wait for the flusher at once.
+pub const FLUSH_WAITERS_MAX: usize = 65_536;
+
+type FlushWaiter = oneshot::Sender<Result<(), Arc<sled::Error>>>;
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    flusher: mpsc::Sender<FlushWaiter>,
     tasks: sled::Tree,
     idempotency: sled::Tree,
     sessions: sled::Tree,
@@ -71,7 +87,10 @@ impl Store {
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
+        let (flusher, waiters) = mpsc::channel(FLUSH_WAITERS_MAX);
+        spawn_flusher(db.clone(), waiters);
         Ok(Store {
+            flusher,
             tasks: db.open_tree("tasks")?,
             idempotency: db.open_tree("idempotency")?,
             sessions: db.open_tree("sessions")?,
@@ -83,8 +102,14 @@ impl Store {
 
     /// Make everything written so far durable.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        let gone = || StorageError::Io(std::io::Error::other("the store's flusher stopped"));
+        self.flusher.send(tx).await.map_err(|_| gone())?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageError::Io(std::io::Error::other(e.to_string()))),
+            Err(_) => Err(gone()),
+        }
     }
 
     /// A process-wide increasing number (admission order).
@@ -189,6 +214,43 @@ impl Store {
     }
 }
 
+/// The flusher: one blocking `Db::flush` per batch of waiters. Ends when every `Store` clone
+/// (and so every sender) is gone.
+fn spawn_flusher(db: sled::Db, mut waiters: mpsc::Receiver<FlushWaiter>) {
+    let run = async move {
+        let mut batch = Vec::new();
+        while waiters.recv_many(&mut batch, FLUSH_WAITERS_MAX).await > 0 {
+            let db = db.clone();
+            let res = match tokio::task::spawn_blocking(move || db.flush()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(Arc::new(e)),
+                Err(join) => Err(Arc::new(sled::Error::Io(std::io::Error::other(
+                    join.to_string(),
+                )))),
+            };
+            for w in batch.drain(..) {
+                let _ = w.send(res.clone());
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(run);
+        }
+        // Opened outside a runtime (tools, tests): a small runtime of its own on a thread.
+        Err(_) => {
+            std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(run);
+                }
+            });
+        }
+    }
+}
+
 fn get<T: DeserializeOwned>(
     tree: &sled::Tree,
     name: &'static str,
@@ -222,4 +284,41 @@ fn all<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str) -> Result<Vec
             codec::decode(&v).map_err(|source| StorageError::Codec { tree: name, source })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many writers flushing at once all get their answer (sled's own `flush_async` could leave
+    /// some waiting for ever), and what they wrote is there after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_all_complete_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..64u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50u32 {
+                    let d = PendingDelivery {
+                        task_id: format!("{w}-{i}"),
+                        callback_url: "http://x".into(),
+                        attempts: i,
+                    };
+                    store.put_delivery(&d).unwrap();
+                    store.flush().await.unwrap();
+                }
+            }));
+        }
+        let all = futures::future::join_all(tasks);
+        // A hang detector, not a timing assertion.
+        tokio::time::timeout(std::time::Duration::from_secs(120), all)
+            .await
+            .expect("flushes hung");
+        drop(store);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.pending_deliveries().unwrap().len(), 64 * 50);
+    }
 }
