@@ -94,6 +94,10 @@ pub const WARMUP_REQUESTS: usize = 500;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for the task queue to drain after the submissions.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The drain wait gives up when the queue has not moved for this long (the node is stuck).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a single request may take before it counts as an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per host by the load generator.
 pub const CLIENT_POOL_MAX: usize = 2048;
 /// The SPEC §4 target on added p99, in microseconds.
@@ -570,7 +574,7 @@ struct TaskRow {
     concurrency: usize,
     submitted: usize,
     admission: Summary,
-    drained: bool,
+    drain: Drain,
     completed_per_s: f64,
     sample_succeeded: usize,
     sample_other: usize,
@@ -661,7 +665,7 @@ async fn scenario_tasks(
     for &c in &args.task_concurrency {
         let started = Instant::now();
         let mut s = closed_loop(&target, c, total, cap, true).await;
-        let drained = wait_drained(client, &fx.node_url, DRAIN_TIMEOUT).await?;
+        let drain = wait_drained(client, &fx.node_url, DRAIN_TIMEOUT).await?;
         let to_drain = started.elapsed();
         fx.check_alive()?;
         report_problems(&format!("tasks c={c}"), &s);
@@ -671,24 +675,46 @@ async fn scenario_tasks(
             concurrency: c,
             submitted: admission.ok,
             admission,
-            drained,
+            drain,
             completed_per_s: admission.ok as f64 / to_drain.as_secs_f64().max(1e-9),
             sample_succeeded: done,
             sample_other: failed,
         });
         eprintln!("  tasks c={c} done");
+        if drain != Drain::Drained {
+            eprintln!(
+                "  warning: the node's queue did not drain ({drain:?}); later task phases skipped"
+            );
+            break;
+        }
     }
     Ok(rows)
 }
 
-/// Poll `GET /api/queue` until nothing is queued or running; false if `timeout` passed first.
+/// How a wait for an empty queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Drain {
+    Drained,
+    /// Nothing queued or running changed for [`STALL_TIMEOUT`].
+    Stalled {
+        queued: u64,
+        running: u64,
+    },
+    TimedOut,
+}
+
+/// Poll `GET /api/queue` until nothing is queued or running, the queue stops moving, or
+/// `timeout` passes.
 async fn wait_drained(
     client: &reqwest::Client,
     node: &str,
     timeout: Duration,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Drain> {
     let deadline = Instant::now() + timeout;
     let url = format!("{node}/api/queue");
+    let mut last = (u64::MAX, u64::MAX);
+    let mut moved_at = Instant::now();
     while Instant::now() < deadline {
         let q: QueueView = client
             .get(&url)
@@ -699,11 +725,20 @@ async fn wait_drained(
             .await
             .context("reading GET /api/queue")?;
         if q.queued == 0 && q.running == 0 {
-            return Ok(true);
+            return Ok(Drain::Drained);
+        }
+        if (q.queued, q.running) != last {
+            last = (q.queued, q.running);
+            moved_at = Instant::now();
+        } else if moved_at.elapsed() > STALL_TIMEOUT {
+            return Ok(Drain::Stalled {
+                queued: q.queued,
+                running: q.running,
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(false)
+    Ok(Drain::TimedOut)
 }
 
 /// Tasks checked after a drain, spread over the submissions.
@@ -876,10 +911,10 @@ fn print_tasks(rows: &[TaskRow]) {
         "conc", "tasks", "p50", "p99", "max", "admit/s", "errors", "completed/s", "succeeded"
     );
     for r in rows {
-        let completed = if r.drained {
-            format!("{:.0}", r.completed_per_s)
-        } else {
-            "not drained".to_string()
+        let completed = match r.drain {
+            Drain::Drained => format!("{:.0}", r.completed_per_s),
+            Drain::Stalled { .. } => "stalled".to_string(),
+            Drain::TimedOut => "not drained".to_string(),
         };
         let sample = format!(
             "{}/{}",
@@ -914,7 +949,7 @@ fn load_client() -> anyhow::Result<reqwest::Client> {
         .pool_max_idle_per_host(CLIENT_POOL_MAX)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .context("building the load generator's HTTP client")
 }
