@@ -66,7 +66,9 @@ pub struct FailedDeliveryRecord {
 /// Flush requests that may wait for the flusher at once.
 pub const FLUSH_WAITERS_MAX: usize = 65_536;
 
-type FlushWaiter = oneshot::Sender<Result<(), Arc<sled::Error>>>;
+/// A flush request: the handle to flush (so the flusher never keeps the store open by itself)
+/// and where to answer.
+type FlushWaiter = (sled::Db, oneshot::Sender<Result<(), Arc<sled::Error>>>);
 
 #[derive(Clone)]
 pub struct Store {
@@ -88,7 +90,7 @@ impl Store {
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let (flusher, waiters) = mpsc::channel(FLUSH_WAITERS_MAX);
-        spawn_flusher(db.clone(), waiters);
+        spawn_flusher(waiters);
         Ok(Store {
             flusher,
             tasks: db.open_tree("tasks")?,
@@ -104,7 +106,10 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
         let gone = || StorageError::Io(std::io::Error::other("the store's flusher stopped"));
-        self.flusher.send(tx).await.map_err(|_| gone())?;
+        self.flusher
+            .send((self.db.clone(), tx))
+            .await
+            .map_err(|_| gone())?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageError::Io(std::io::Error::other(e.to_string()))),
@@ -214,13 +219,18 @@ impl Store {
     }
 }
 
-/// The flusher: one blocking `Db::flush` per batch of waiters. Ends when every `Store` clone
-/// (and so every sender) is gone.
-fn spawn_flusher(db: sled::Db, mut waiters: mpsc::Receiver<FlushWaiter>) {
+/// The flusher: one blocking `Db::flush` per batch of waiters. It holds a `Db` handle only while
+/// flushing (every clone is dropped before the waiters are answered), and ends when every
+/// `Store` clone (and so every sender) is gone.
+fn spawn_flusher(mut waiters: mpsc::Receiver<FlushWaiter>) {
     let run = async move {
-        let mut batch = Vec::new();
+        let mut batch: Vec<FlushWaiter> = Vec::new();
         while waiters.recv_many(&mut batch, FLUSH_WAITERS_MAX).await > 0 {
-            let db = db.clone();
+            let (dbs, answers): (Vec<sled::Db>, Vec<_>) = batch.drain(..).unzip();
+            let Some(db) = dbs.first().cloned() else {
+                continue;
+            };
+            drop(dbs);
             let res = match tokio::task::spawn_blocking(move || db.flush()).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(Arc::new(e)),
@@ -228,7 +238,7 @@ fn spawn_flusher(db: sled::Db, mut waiters: mpsc::Receiver<FlushWaiter>) {
                     join.to_string(),
                 )))),
             };
-            for w in batch.drain(..) {
+            for w in answers {
                 let _ = w.send(res.clone());
             }
         }
@@ -317,7 +327,6 @@ mod tests {
             .await
             .expect("flushes hung");
         drop(store);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.pending_deliveries().unwrap().len(), 64 * 50);
     }
