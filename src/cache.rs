@@ -336,8 +336,7 @@ mod tests {
         // Pinned: a change here invalidates every stored cache (bump the kind tag instead).
         let r = req(json!({"model":"m","messages":[{"role":"user","content":"hi"}]}));
         let k = exact_key("m", &r);
-        assert_eq!(k.len(), 32);
-        assert_eq!(k, exact_key("m", &r.clone()));
+        assert_eq!(k, "95f8fd9064131d84b643a5dbcc372e04");
         assert_ne!(
             template_key("m", "t", &json!({})),
             template_key("m", "t", &json!(null))

@@ -103,21 +103,25 @@ pub enum Command {
 pub struct CacheArgs {
     #[command(subcommand)]
     pub action: CacheAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CacheAction {
+    /// Entries, bytes (and bound), hits, misses, hit ratio, TTL and strategy.
+    Stats(CacheOpts),
+    /// Drop stale entries (older than ttl_seconds) and evict down to max_size_mb.
+    Prune(CacheOpts),
+    /// Drop every entry.
+    Clear(CacheOpts),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheOpts {
     #[command(flatten)]
     pub target: NodeUrl,
     /// Print the node's answer as JSON.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
-pub enum CacheAction {
-    /// Entries, bytes (and bound), hits, misses, hit ratio, TTL and strategy.
-    Stats,
-    /// Drop stale entries (older than ttl_seconds).
-    Prune,
-    /// Drop every entry.
-    Clear,
 }
 
 #[derive(Debug, Args)]

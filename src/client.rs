@@ -140,21 +140,22 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
 /// store's lock). Returns the exit code.
 pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
     use openclaw_proto::api::{CacheRemoved, CacheStats};
-    let client = Client::new(&args.target)?;
-    let (method, path) = match args.action {
-        CacheAction::Stats => (reqwest::Method::GET, "/api/cache"),
-        CacheAction::Prune => (reqwest::Method::POST, "/api/cache/prune"),
-        CacheAction::Clear => (reqwest::Method::DELETE, "/api/cache"),
+    let (method, path, opts) = match args.action {
+        CacheAction::Stats(o) => (reqwest::Method::GET, "/api/cache", o),
+        CacheAction::Prune(o) => (reqwest::Method::POST, "/api/cache/prune", o),
+        CacheAction::Clear(o) => (reqwest::Method::DELETE, "/api/cache", o),
     };
+    let stats = path == "/api/cache" && method == reqwest::Method::GET;
+    let client = Client::new(&opts.target)?;
     let resp = client
         .req(method, path)
         .timeout(Duration::from_secs(30))
         .send()
         .await
         .with_context(|| format!("cannot reach the node at {}", client.base))?;
-    if args.action == CacheAction::Stats {
+    if stats {
         let s: CacheStats = Client::read(resp).await?;
-        if args.json {
+        if opts.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
             let strategy = if s.strategy == s.active_strategy {
@@ -180,7 +181,7 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
         }
     } else {
         let r: CacheRemoved = Client::read(resp).await?;
-        if args.json {
+        if opts.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
             println!("removed {} entries", r.removed);
