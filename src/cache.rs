@@ -299,21 +299,98 @@ mod tests {
 
     #[test]
     fn exact_key_table() {
-        let base = req(json!({"model":"m","messages":[{"role":"user","content":"hello   world"}],"max_tokens":10}));
+        let base = req(
+            json!({"model":"m","messages":[{"role":"user","content":"hello   world"}],"max_tokens":10}),
+        );
         let k = exact_key("m", &base);
         let cases: Vec<(&str, ChatCompletionRequest, &str, bool)> = vec![
-            ("whitespace differs", req(json!({"model":"m","messages":[{"role":"user","content":"  hello\n\tworld "}],"max_tokens":10})), "m", true),
-            ("text parts", req(json!({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hello world"}]}],"max_tokens":10})), "m", true),
-            ("stream flag ignored", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"stream":true,"user":"u1"})), "m", true),
-            ("max_completion_tokens same cap", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_completion_tokens":10})), "m", true),
-            ("different max_tokens", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":11})), "m", false),
-            ("no max_tokens", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}]})), "m", false),
-            ("temperature", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"temperature":0.5})), "m", false),
-            ("other param", req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"top_p":0.5})), "m", false),
+            (
+                "whitespace differs",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"  hello\n\tworld "}],"max_tokens":10}),
+                ),
+                "m",
+                true,
+            ),
+            (
+                "text parts",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hello world"}]}],"max_tokens":10}),
+                ),
+                "m",
+                true,
+            ),
+            (
+                "stream flag ignored",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"stream":true,"user":"u1"}),
+                ),
+                "m",
+                true,
+            ),
+            (
+                "max_completion_tokens same cap",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_completion_tokens":10}),
+                ),
+                "m",
+                true,
+            ),
+            (
+                "different max_tokens",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":11}),
+                ),
+                "m",
+                false,
+            ),
+            (
+                "no max_tokens",
+                req(json!({"model":"m","messages":[{"role":"user","content":"hello world"}]})),
+                "m",
+                false,
+            ),
+            (
+                "temperature",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"temperature":0.5}),
+                ),
+                "m",
+                false,
+            ),
+            (
+                "other param",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello world"}],"max_tokens":10,"top_p":0.5}),
+                ),
+                "m",
+                false,
+            ),
             ("other model", base.clone(), "m2", false),
-            ("role", req(json!({"model":"m","messages":[{"role":"system","content":"hello world"}],"max_tokens":10})), "m", false),
-            ("text", req(json!({"model":"m","messages":[{"role":"user","content":"hello worlds"}],"max_tokens":10})), "m", false),
-            ("split across messages", req(json!({"model":"m","messages":[{"role":"user","content":"hello"},{"role":"user","content":"world"}],"max_tokens":10})), "m", false),
+            (
+                "role",
+                req(
+                    json!({"model":"m","messages":[{"role":"system","content":"hello world"}],"max_tokens":10}),
+                ),
+                "m",
+                false,
+            ),
+            (
+                "text",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello worlds"}],"max_tokens":10}),
+                ),
+                "m",
+                false,
+            ),
+            (
+                "split across messages",
+                req(
+                    json!({"model":"m","messages":[{"role":"user","content":"hello"},{"role":"user","content":"world"}],"max_tokens":10}),
+                ),
+                "m",
+                false,
+            ),
         ];
         for (why, r, model, same) in cases {
             assert_eq!(exact_key(model, &r) == k, same, "{why}");
@@ -322,8 +399,12 @@ mod tests {
 
     #[test]
     fn extra_fields_are_order_independent() {
-        let a = req(json!({"model":"m","messages":[{"role":"user","content":"x"}],"top_p":0.5,"seed":1}));
-        let b = req(json!({"model":"m","messages":[{"role":"user","content":"x"}],"seed":1,"top_p":0.5}));
+        let a = req(
+            json!({"model":"m","messages":[{"role":"user","content":"x"}],"top_p":0.5,"seed":1}),
+        );
+        let b = req(
+            json!({"model":"m","messages":[{"role":"user","content":"x"}],"seed":1,"top_p":0.5}),
+        );
         assert_eq!(exact_key("m", &a), exact_key("m", &b));
         assert_eq!(
             canonical_json(&json!({"b":1,"a":{"d":2,"c":[3]}})),
@@ -345,7 +426,8 @@ mod tests {
 
     #[test]
     fn template_key_ignores_input_text() {
-        let a = req(json!({"model":"m","messages":[{"role":"user","content":"report for monday"}]}));
+        let a =
+            req(json!({"model":"m","messages":[{"role":"user","content":"report for monday"}]}));
         let b = req(json!({"model":"m","messages":[{"role":"user","content":"something else"}]}));
         let p = json!({"day":"monday","team":"ops"});
         let p2 = json!({"team":"ops","day":"monday"});
@@ -431,11 +513,7 @@ mod tests {
             (0, 3_600_000, 3600, true),
         ];
         for (created, now, ttl, want) in cases {
-            assert_eq!(
-                is_expired(created, now, ttl),
-                want,
-                "{created} {now} {ttl}"
-            );
+            assert_eq!(is_expired(created, now, ttl), want, "{created} {now} {ttl}");
         }
         let index = ix(&[("a", 1, 0), ("b", 1, 0)]);
         assert_eq!(expired(&index, 1_000, 1), vec!["a", "b"]);
@@ -456,7 +534,12 @@ mod tests {
 
     #[test]
     fn replay_pieces_rebuild_the_text() {
-        for text in ["", "one", "The agent answered the queue, 很好 done.", "a b c d e f g h i j"] {
+        for text in [
+            "",
+            "one",
+            "The agent answered the queue, 很好 done.",
+            "a b c d e f g h i j",
+        ] {
             let p = replay_pieces(text, 4);
             assert_eq!(p.concat(), text);
             assert!(p.len() <= text.len().max(1));

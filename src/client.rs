@@ -161,7 +161,10 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
             let strategy = if s.strategy == s.active_strategy {
                 s.strategy.clone()
             } else {
-                format!("{} (not active yet; using {})", s.strategy, s.active_strategy)
+                format!(
+                    "{} (not active yet; using {})",
+                    s.strategy, s.active_strategy
+                )
             };
             println!("enabled     {}", s.enabled);
             println!("strategy    {strategy}");
@@ -170,7 +173,11 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
                 "size        {} / {} bytes ({:.1}%)",
                 s.bytes,
                 s.max_bytes,
-                if s.max_bytes == 0 { 0.0 } else { 100.0 * s.bytes as f64 / s.max_bytes as f64 }
+                if s.max_bytes == 0 {
+                    0.0
+                } else {
+                    100.0 * s.bytes as f64 / s.max_bytes as f64
+                }
             );
             println!("ttl         {} s", s.ttl_seconds);
             println!(

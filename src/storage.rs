@@ -203,8 +203,10 @@ impl Store {
 
     /// Store an entry; returns its size in bytes (key + encoded value).
     pub fn cache_put(&self, key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
-        let bytes =
-            codec::encode(e).map_err(|source| StorageError::Codec { tree: "cache", source })?;
+        let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
+            tree: "cache",
+            source,
+        })?;
         let size = (key.len() + bytes.len()) as u64;
         self.cache.insert(key.as_bytes(), bytes)?;
         Ok(size)
@@ -212,8 +214,10 @@ impl Store {
 
     /// The size an entry would take (for the "too large to cache" check).
     pub fn cache_entry_size(key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
-        let bytes =
-            codec::encode(e).map_err(|source| StorageError::Codec { tree: "cache", source })?;
+        let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
+            tree: "cache",
+            source,
+        })?;
         Ok((key.len() + bytes.len()) as u64)
     }
 
@@ -229,7 +233,9 @@ impl Store {
 
     /// Every entry as (key, entry, size); unreadable entries are returned as keys to drop.
     #[allow(clippy::type_complexity)]
-    pub fn cache_scan(&self) -> Result<(Vec<(String, CacheEntry, u64)>, Vec<String>), StorageError> {
+    pub fn cache_scan(
+        &self,
+    ) -> Result<(Vec<(String, CacheEntry, u64)>, Vec<String>), StorageError> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for kv in self.cache.iter() {

@@ -271,7 +271,12 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
                     crate::actors::cache::store(
                         rt,
                         key,
-                        crate::actors::cache::entry_now(&answer.model, output.clone(), finish, done.usage),
+                        crate::actors::cache::entry_now(
+                            &answer.model,
+                            output.clone(),
+                            finish,
+                            done.usage,
+                        ),
                     );
                 }
             }
@@ -341,7 +346,12 @@ pub fn request_cache_key(
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let template = rec.template_id.as_deref().map(|id| (id, &params));
-    Some(cache::key_for(cache::Strategy::of(rc), model, req, template))
+    Some(cache::key_for(
+        cache::Strategy::of(rc),
+        model,
+        req,
+        template,
+    ))
 }
 
 #[cfg(test)]
@@ -381,5 +391,53 @@ mod tests {
                 "{requested:?} {agent}"
             );
         }
+    }
+
+    #[test]
+    fn request_cache_key_table() {
+        let mut cfg = Config::default();
+        let mut rec = crate::ledger::tests_support::record("t");
+        let req = ChatCompletionRequest {
+            model: "gpt-4o-mini".into(),
+            messages: vec![ChatMessage::new("user", "hi")],
+            stream: false,
+            max_tokens: None,
+            max_completion_tokens: None,
+            temperature: None,
+            extra: Default::default(),
+        };
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            None,
+            "disabled"
+        );
+        cfg.cache.request_cache.enabled = true;
+        let k = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        assert!(k.is_some());
+        assert_ne!(
+            request_cache_key(&cfg, &rec, "gpt-4o", &req),
+            k,
+            "routed model is in the key"
+        );
+        rec.cache = false;
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            None,
+            "task opted out"
+        );
+        rec.cache = true;
+        rec.template_id = Some("daily".into());
+        rec.template_params = Some(r#"{"day":"mon"}"#.into());
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            k,
+            "exact ignores templates"
+        );
+        cfg.cache.request_cache.hash_strategy = crate::config::HashStrategy::Template;
+        let t = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        let mut other = req.clone();
+        other.messages = vec![ChatMessage::new("user", "something else")];
+        assert_eq!(request_cache_key(&cfg, &rec, "gpt-4o-mini", &other), t);
+        assert_ne!(t, k);
     }
 }

@@ -64,7 +64,11 @@ async fn audit_lines_with(node: &Node, needle: &str, want: usize) -> Vec<Value> 
 async fn repeated_task_is_answered_once_upstream() {
     let sim = Sim::start(&[]).await;
     let node = Node::start(&cache_cfg(&sim, json!({}))).await;
-    let first = run_task(&node, json!({"input": "summarise the  queue", "max_tokens": 40})).await;
+    let first = run_task(
+        &node,
+        json!({"input": "summarise the  queue", "max_tokens": 40}),
+    )
+    .await;
     assert_eq!(first["cache_hit"], false, "{first}");
     // Same text with other whitespace: same key.
     let second = run_task(
@@ -74,13 +78,21 @@ async fn repeated_task_is_answered_once_upstream() {
     .await;
     assert_eq!(second["cache_hit"], true, "{second}");
     assert_eq!(second["output"], first["output"], "{second}");
-    assert_eq!(second["tokens"], json!({"input": 0, "output": 0}), "{second}");
+    assert_eq!(
+        second["tokens"],
+        json!({"input": 0, "output": 0}),
+        "{second}"
+    );
     assert_eq!(second["cost_usd"], 0.0, "{second}");
     assert_eq!(second["model"], "fast", "{second}");
     assert_eq!(sim.calls(None).await.len(), 1, "one upstream call");
 
     // Another output cap is another question.
-    let third = run_task(&node, json!({"input": "summarise the queue", "max_tokens": 41})).await;
+    let third = run_task(
+        &node,
+        json!({"input": "summarise the queue", "max_tokens": 41}),
+    )
+    .await;
     assert_eq!(third["cache_hit"], false, "{third}");
     assert_eq!(sim.calls(None).await.len(), 2);
 
@@ -95,7 +107,11 @@ async fn repeated_task_is_answered_once_upstream() {
 
     let s = stats(&node).await;
     assert_eq!(
-        (s["hits"].as_u64(), s["misses"].as_u64(), s["entries"].as_u64()),
+        (
+            s["hits"].as_u64(),
+            s["misses"].as_u64(),
+            s["entries"].as_u64()
+        ),
         (Some(1), Some(2), Some(2)),
         "{s}"
     );
@@ -137,7 +153,12 @@ async fn disabled_cache_is_not_looked_in() {
     assert_eq!(sim.calls(None).await.len(), 2);
     let s = stats(&node).await;
     assert_eq!(
-        (s["enabled"].as_bool(), s["entries"].as_u64(), s["hits"].as_u64(), s["misses"].as_u64()),
+        (
+            s["enabled"].as_bool(),
+            s["entries"].as_u64(),
+            s["hits"].as_u64(),
+            s["misses"].as_u64()
+        ),
         (Some(false), Some(0), Some(0), Some(0)),
         "{s}"
     );
@@ -190,7 +211,10 @@ async fn template_strategy_keys_on_template_and_params() {
         json!({"input": "the daily report (ops / monday)", "template_id": "daily", "template_params": {"day": "mon", "team": "ops"}}),
     )
     .await;
-    assert_eq!((a["cache_hit"].as_bool(), b["cache_hit"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (a["cache_hit"].as_bool(), b["cache_hit"].as_bool()),
+        (Some(false), Some(true))
+    );
     assert_eq!(b["output"], a["output"]);
     let c = run_task(
         &node,
@@ -224,7 +248,13 @@ async fn chat(node: &Node, body: Value, headers: &[(&str, &str)]) -> (Option<Str
     let text = r.text().await.unwrap();
     if !stream {
         let v: Value = serde_json::from_str(&text).unwrap();
-        return (cache, v["choices"][0]["message"]["content"].as_str().unwrap().to_string());
+        return (
+            cache,
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let data: Vec<&str> = text
         .lines()
@@ -244,7 +274,10 @@ async fn chat(node: &Node, body: Value, headers: &[(&str, &str)]) -> (Option<Str
             finish = Some(f.to_string());
         }
     }
-    assert!(finish.is_some(), "a final chunk with finish_reason:\n{text}");
+    assert!(
+        finish.is_some(),
+        "a final chunk with finish_reason:\n{text}"
+    );
     (cache, out)
 }
 
@@ -255,7 +288,12 @@ async fn cached_chat_answer_is_replayed_as_a_stream() {
     let msgs = json!([{"role": "user", "content": "Explain the cache in two sentences."}]);
     let (h, text) = chat(&node, json!({"model": "fast", "messages": msgs}), &[]).await;
     assert_eq!(h.as_deref(), Some("miss"));
-    let (h, streamed) = chat(&node, json!({"model": "fast", "messages": msgs, "stream": true}), &[]).await;
+    let (h, streamed) = chat(
+        &node,
+        json!({"model": "fast", "messages": msgs, "stream": true}),
+        &[],
+    )
+    .await;
     assert_eq!(h.as_deref(), Some("hit"));
     assert_eq!(streamed, text, "replayed stream has the cached text");
     let (h, again) = chat(&node, json!({"model": "fast", "messages": msgs}), &[]).await;
@@ -271,10 +309,18 @@ async fn cached_chat_answer_is_replayed_as_a_stream() {
 
     // A streamed miss is recorded, and served to a JSON request afterwards.
     let msgs2 = json!([{"role": "user", "content": "Another question about streams."}]);
-    let (h, streamed) = chat(&node, json!({"model": "fast", "messages": msgs2, "stream": true}), &[]).await;
+    let (h, streamed) = chat(
+        &node,
+        json!({"model": "fast", "messages": msgs2, "stream": true}),
+        &[],
+    )
+    .await;
     assert_eq!(h.as_deref(), Some("miss"));
     let (h, text) = chat(&node, json!({"model": "fast", "messages": msgs2}), &[]).await;
-    assert_eq!((h.as_deref(), text.as_str()), (Some("hit"), streamed.as_str()));
+    assert_eq!(
+        (h.as_deref(), text.as_str()),
+        (Some("hit"), streamed.as_str())
+    );
     assert_eq!(sim.calls(None).await.len(), 4);
 }
 
@@ -285,7 +331,11 @@ async fn tiny_cache_stays_under_its_bound() {
     let node = Node::start(&cache_cfg(&sim, json!({"max_size_mb": 0.003}))).await;
     let n = 50;
     for i in 0..n {
-        run_task(&node, json!({"input": format!("question number {i}"), "max_tokens": 8})).await;
+        run_task(
+            &node,
+            json!({"input": format!("question number {i}"), "max_tokens": 8}),
+        )
+        .await;
         let s = stats(&node).await;
         assert!(
             s["bytes"].as_u64().unwrap() <= s["max_bytes"].as_u64().unwrap(),
@@ -299,9 +349,17 @@ async fn tiny_cache_stays_under_its_bound() {
     assert!(s["evictions"].as_u64().unwrap() >= n - entries, "{s}");
     assert_eq!(sim.calls(None).await.len() as u64, n);
     // The newest is still there, the oldest was evicted first.
-    let last = run_task(&node, json!({"input": format!("question number {}", n - 1), "max_tokens": 8})).await;
+    let last = run_task(
+        &node,
+        json!({"input": format!("question number {}", n - 1), "max_tokens": 8}),
+    )
+    .await;
     assert_eq!(last["cache_hit"], true, "{last}");
-    let first = run_task(&node, json!({"input": "question number 0", "max_tokens": 8})).await;
+    let first = run_task(
+        &node,
+        json!({"input": "question number 0", "max_tokens": 8}),
+    )
+    .await;
     assert_eq!(first["cache_hit"], false, "{first}");
     // An answer over 1/16 of the bound (196 bytes) is not cached at all. The simulator's
     // answer length depends on the input (deterministically): take the first long one.
@@ -342,7 +400,8 @@ async fn cli_cache_stats_prune_clear() {
     let sim = Sim::start(&[]).await;
     let node = Node::start(&cache_cfg(&sim, json!({"hash_strategy": "semantic"}))).await;
     assert!(
-        node.stderr().contains("semantic cache strategy is not active yet; using exact"),
+        node.stderr()
+            .contains("semantic cache strategy is not active yet; using exact"),
         "start-up warning:\n{}",
         node.stderr()
     );
@@ -354,13 +413,23 @@ async fn cli_cache_stats_prune_clear() {
     assert!(ok, "{err}");
     let s: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (s["entries"].as_u64(), s["hits"].as_u64(), s["misses"].as_u64()),
+        (
+            s["entries"].as_u64(),
+            s["hits"].as_u64(),
+            s["misses"].as_u64()
+        ),
         (Some(2), Some(1), Some(2)),
         "{s}"
     );
-    assert_eq!((s["strategy"].as_str(), s["active_strategy"].as_str()), (Some("semantic"), Some("exact")));
+    assert_eq!(
+        (s["strategy"].as_str(), s["active_strategy"].as_str()),
+        (Some("semantic"), Some("exact"))
+    );
     let (ok, out, _) = cli(&node, &["stats"]);
-    assert!(ok && out.contains("not active yet") && out.contains("entries     2"), "{out}");
+    assert!(
+        ok && out.contains("not active yet") && out.contains("entries     2"),
+        "{out}"
+    );
 
     let (ok, out, err) = cli(&node, &["prune"]);
     assert!(ok, "{err}");

@@ -217,7 +217,11 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
         }
     };
     if !cache::admits_size(size, max) {
-        tracing::debug!(size, max, "answer too large to cache (over 1/16 of max_size_mb)");
+        tracing::debug!(
+            size,
+            max,
+            "answer too large to cache (over 1/16 of max_size_mb)"
+        );
         return;
     }
     if state.index.contains_key(&key) {

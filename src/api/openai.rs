@@ -120,9 +120,7 @@ pub async fn chat_completions(
             .then(|| cache::key_for(cache::Strategy::of(rc), &req.model, &req, None))
     };
     let span = tracing::info_span!("chat", request = %meta.request_id, model = %req.model, stream = req.stream);
-    serve_chat(rt, meta, req, cache_key)
-        .instrument(span)
-        .await
+    serve_chat(rt, meta, req, cache_key).instrument(span).await
 }
 
 /// `Cache-Control: no-cache` / `no-store` or `X-OpenClaw-Cache: off` skip the request cache.
@@ -139,7 +137,12 @@ pub fn cache_opt_out(headers: &HeaderMap) -> bool {
     let off = headers
         .get(CACHE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "false" | "0" | "no"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "false" | "0" | "no"
+            )
+        })
         .unwrap_or(false);
     cc || off
 }
@@ -351,7 +354,11 @@ fn record_stream(
             let usage = r.usage.unwrap_or_else(|| {
                 Usage::new(prompt_estimate, crate::tokens::count(&r.text) as u64)
             });
-            actor_cache::store(&rt, key, actor_cache::entry_now(&model, r.text, r.finish, usage));
+            actor_cache::store(
+                &rt,
+                key,
+                actor_cache::entry_now(&model, r.text, r.finish, usage),
+            );
         }
     })
     .filter_map(|()| async { None });
@@ -390,4 +397,29 @@ pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
         object: "list".into(),
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_opt_out_headers() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], false),
+            (&[("cache-control", "no-cache")], true),
+            (&[("cache-control", "max-age=0, No-Store")], true),
+            (&[("cache-control", "max-age=60")], false),
+            (&[("x-openclaw-cache", "off")], true),
+            (&[("x-openclaw-cache", "OFF")], true),
+            (&[("x-openclaw-cache", "on")], false),
+        ];
+        for (hs, want) in cases {
+            let mut h = HeaderMap::new();
+            for (k, v) in *hs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            assert_eq!(cache_opt_out(&h), *want, "{hs:?}");
+        }
+    }
 }

@@ -189,9 +189,10 @@ pub async fn submit(
         idempotency_key: sub.idempotency_key,
         max_tokens: sub.max_tokens,
         cache: sub.cache.unwrap_or(true),
-        template_params: sub.template_params.as_ref().map(|p| {
-            crate::cache::canonical_json(&serde_json::Value::Object(p.clone()))
-        }),
+        template_params: sub
+            .template_params
+            .as_ref()
+            .map(|p| crate::cache::canonical_json(&serde_json::Value::Object(p.clone()))),
         template_id: sub.template_id,
         status: TaskStatus::Queued,
         output: None,
