@@ -323,3 +323,29 @@ async fn account(
         tracing::error!("audit log writer is gone; call not audited");
     }
 }
+
+/// Audit line for an answer served from the request cache: no provider call, so no latency or
+/// token metrics; zero tokens, zero cost, `cache: "cache_hit"`, provider `cache`.
+pub async fn account_cache_hit(rt: &Runtime, meta: &CallMeta, model: &str) {
+    let entry = AuditEntry {
+        timestamp: crate::audit::local_now(),
+        node: rt.node.clone(),
+        task_id: meta.task_id.clone(),
+        request_id: meta.request_id.clone(),
+        agent: meta.agent.clone(),
+        source: meta.source.clone(),
+        priority: meta.priority,
+        model: model.to_string(),
+        provider: "cache".to_string(),
+        tokens: openclaw_proto::api::TokenCounts::default(),
+        cost_usd: 0.0,
+        latency_ms: 0,
+        cache: crate::audit::CacheOutcome::Hit,
+        status: crate::audit::STATUS_OK.to_string(),
+        attempt: meta.attempt,
+        fallback_from: None,
+    };
+    if rt.audit.record(entry).await.is_err() {
+        tracing::error!("audit log writer is gone; cache hit not audited");
+    }
+}

@@ -92,6 +92,36 @@ pub enum Command {
         after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench"
     )]
     Bench(crate::bench::BenchArgs),
+    /// Inspect or empty a running node's request cache.
+    #[command(after_help = "Examples:\n  openclaw-node cache stats\n  \
+                            openclaw-node cache prune --node http://127.0.0.1:3100\n  \
+                            openclaw-node cache clear --json")]
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CacheAction {
+    /// Entries, bytes (and bound), hits, misses, hit ratio, TTL and strategy.
+    Stats(CacheOpts),
+    /// Drop stale entries (older than ttl_seconds) and evict down to max_size_mb.
+    Prune(CacheOpts),
+    /// Drop every entry.
+    Clear(CacheOpts),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheOpts {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// Print the node's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! A small HTTP client for the node's API, used by the CLI's client commands (`submit`, …).
+//! A small HTTP client for the node's API, used by the CLI's client commands (`submit`,
+//! `cache`, …).
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use anyhow::{bail, Context};
 use openclaw_proto::api::TaskAccepted;
 use openclaw_proto::{ErrorBody, Priority, TaskSubmit, TaskView};
 
-use crate::cli::{NodeUrl, SubmitArgs};
+use crate::cli::{CacheAction, CacheArgs, NodeUrl, SubmitArgs};
 
 pub struct Client {
     base: String,
@@ -133,4 +134,65 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
         s if s.is_final() => 1,
         _ => 2,
     })
+}
+
+/// `openclaw-node cache stats|prune|clear`: talks to the node over HTTP (the node holds the
+/// store's lock). Returns the exit code.
+pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
+    use openclaw_proto::api::{CacheRemoved, CacheStats};
+    let (method, path, opts) = match args.action {
+        CacheAction::Stats(o) => (reqwest::Method::GET, "/api/cache", o),
+        CacheAction::Prune(o) => (reqwest::Method::POST, "/api/cache/prune", o),
+        CacheAction::Clear(o) => (reqwest::Method::DELETE, "/api/cache", o),
+    };
+    let stats = path == "/api/cache" && method == reqwest::Method::GET;
+    let client = Client::new(&opts.target)?;
+    let resp = client
+        .req(method, path)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the node at {}", client.base))?;
+    if stats {
+        let s: CacheStats = Client::read(resp).await?;
+        if opts.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            let strategy = if s.strategy == s.active_strategy {
+                s.strategy.clone()
+            } else {
+                format!(
+                    "{} (not active yet; using {})",
+                    s.strategy, s.active_strategy
+                )
+            };
+            println!("enabled     {}", s.enabled);
+            println!("strategy    {strategy}");
+            println!("entries     {}", s.entries);
+            println!(
+                "size        {} / {} bytes ({:.1}%)",
+                s.bytes,
+                s.max_bytes,
+                if s.max_bytes == 0 {
+                    0.0
+                } else {
+                    100.0 * s.bytes as f64 / s.max_bytes as f64
+                }
+            );
+            println!("ttl         {} s", s.ttl_seconds);
+            println!(
+                "lookups     {} hits, {} misses (hit ratio {:.3})",
+                s.hits, s.misses, s.hit_ratio
+            );
+            println!("dropped     {} evicted, {} expired", s.evictions, s.expired);
+        }
+    } else {
+        let r: CacheRemoved = Client::read(resp).await?;
+        if opts.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!("removed {} entries", r.removed);
+        }
+    }
+    Ok(0)
 }

@@ -432,8 +432,11 @@ pub struct RequestCache {
     /// The chapter's `"file"`; the node keeps the cache in its embedded store either way.
     pub backend: String,
     pub directory: Option<String>,
+    /// Entries older than this are stale (0: never).
     pub ttl_seconds: u64,
-    pub max_size_mb: u64,
+    /// Bound of the cache's bytes; least recently used entries are evicted beyond it. A number
+    /// (fractions allowed, e.g. `0.5`); one entry larger than 1/16 of it is not cached.
+    pub max_size_mb: f64,
     pub hash_strategy: HashStrategy,
     pub similarity_threshold: f64,
 }
@@ -445,7 +448,7 @@ impl Default for RequestCache {
             backend: "file".into(),
             directory: None,
             ttl_seconds: 3600,
-            max_size_mb: 500,
+            max_size_mb: 500.0,
             hash_strategy: HashStrategy::Exact,
             similarity_threshold: 0.95,
         }
@@ -1031,6 +1034,12 @@ impl Config {
             return Err(bad(
                 "cache.request_cache.similarity_threshold",
                 "must be between 0 and 1",
+            ));
+        }
+        if !(rc.max_size_mb.is_finite() && rc.max_size_mb > 0.0 && rc.max_size_mb <= 1_048_576.0) {
+            return Err(bad(
+                "cache.request_cache.max_size_mb",
+                "must be a number of megabytes > 0 (at most 1048576)",
             ));
         }
         let cm = &self.session.context_management.compression;

@@ -428,6 +428,8 @@ pub(crate) mod tests_support {
             idempotency_key: None,
             max_tokens: None,
             cache: true,
+            template_id: None,
+            template_params: None,
             status: TaskStatus::Queued,
             output: None,
             tokens: TokenCounts::default(),

@@ -84,6 +84,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         }
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
+        Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::agent::AgentMsg;
+use crate::actors::cache::CacheMsg;
 use crate::actors::delivery::DeliveryMsg;
 use crate::actors::scheduler::SchedulerMsg;
 use crate::audit::AuditLog;
@@ -99,6 +100,7 @@ pub struct ActorHandles {
     scheduler: RwLock<Option<ActorRef<SchedulerMsg>>>,
     delivery: RwLock<Option<ActorRef<DeliveryMsg>>>,
     agents: RwLock<HashMap<String, ActorRef<AgentMsg>>>,
+    cache: RwLock<Option<ActorRef<CacheMsg>>>,
 }
 
 impl ActorHandles {
@@ -119,6 +121,12 @@ impl ActorHandles {
     }
     pub fn set_agent(&self, name: &str, r: ActorRef<AgentMsg>) {
         write(&self.agents).insert(name.to_string(), r);
+    }
+    pub fn cache(&self) -> Option<ActorRef<CacheMsg>> {
+        read(&self.cache).clone()
+    }
+    pub fn set_cache(&self, r: ActorRef<CacheMsg>) {
+        *write(&self.cache) = Some(r);
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `sessions`
 //! (session id → transcript), `deliveries` (task id → pending callback), `failed_deliveries`
-//! (task id → FailedDelivery). Values go through `openclaw_proto::codec`.
+//! (task id → FailedDelivery), `cache` (request-cache key → `cache::CacheEntry`). Values go
+//! through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
 //! 500 ms by itself).
@@ -23,6 +24,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use openclaw_proto::codec::{self, CodecError};
 use openclaw_proto::TaskRecord;
+
+use crate::cache::CacheEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -79,6 +82,7 @@ pub struct Store {
     sessions: sled::Tree,
     deliveries: sled::Tree,
     failed_deliveries: sled::Tree,
+    cache: sled::Tree,
 }
 
 impl Store {
@@ -98,6 +102,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             deliveries: db.open_tree("deliveries")?,
             failed_deliveries: db.open_tree("failed_deliveries")?,
+            cache: db.open_tree("cache")?,
             db,
         })
     }
@@ -216,6 +221,62 @@ impl Store {
 
     pub fn failed_deliveries(&self) -> Result<Vec<FailedDeliveryRecord>, StorageError> {
         all(&self.failed_deliveries, "failed_deliveries")
+    }
+}
+
+/// The request cache's tree (owned by the cache actor; not flushed on write: a cache entry lost
+/// in a crash is only a miss).
+impl Store {
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>, StorageError> {
+        get(&self.cache, "cache", key.as_bytes())
+    }
+
+    /// Store an entry; returns its size in bytes (key + encoded value).
+    pub fn cache_put(&self, key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
+        let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
+            tree: "cache",
+            source,
+        })?;
+        let size = (key.len() + bytes.len()) as u64;
+        self.cache.insert(key.as_bytes(), bytes)?;
+        Ok(size)
+    }
+
+    /// The size an entry would take (for the "too large to cache" check).
+    pub fn cache_entry_size(key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
+        let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
+            tree: "cache",
+            source,
+        })?;
+        Ok((key.len() + bytes.len()) as u64)
+    }
+
+    pub fn cache_remove(&self, key: &str) -> Result<(), StorageError> {
+        self.cache.remove(key.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn cache_clear(&self) -> Result<(), StorageError> {
+        self.cache.clear()?;
+        Ok(())
+    }
+
+    /// Every entry as (key, entry, size); unreadable entries are returned as keys to drop.
+    #[allow(clippy::type_complexity)]
+    pub fn cache_scan(
+        &self,
+    ) -> Result<(Vec<(String, CacheEntry, u64)>, Vec<String>), StorageError> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for kv in self.cache.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match codec::decode::<CacheEntry>(&v) {
+                Ok(e) => ok.push((key, e, (k.len() + v.len()) as u64)),
+                Err(_) => bad.push(key),
+            }
+        }
+        Ok((ok, bad))
     }
 }
 

@@ -20,7 +20,8 @@ use tracing::Instrument;
 use crate::actors::agent::{AgentMsg, BuiltPrompt};
 use crate::actors::delivery::DeliveryMsg;
 use crate::actors::scheduler::{entry_of, SchedulerMsg};
-use crate::calls::CallMeta;
+use crate::cache;
+use crate::calls::{self, CallMeta};
 use crate::config::Config;
 use crate::fallback;
 use crate::ledger::{LedgerError, Outcome};
@@ -233,23 +234,50 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
         cache_hit: false,
         fallback_from: None,
     };
+    let cache_key = request_cache_key(&rt.cfg(), rec, &route.model, &req);
+    if let Some(key) = &cache_key {
+        if let Some(hit) = crate::actors::cache::lookup(rt, key).await {
+            tracing::info!(model = %hit.model, "answer served from the request cache");
+            calls::account_cache_hit(rt, &meta, &hit.model).await;
+            append_session(rt, rec, &hit.text);
+            let mut breakdown = prompt.breakdown;
+            breakdown.output = hit.usage.completion_tokens as u32;
+            return Outcome {
+                status: TaskStatus::Succeeded,
+                model: Some(hit.model),
+                route: Some(route.reason.label()),
+                fallbacks: Vec::new(),
+                output: Some(hit.text),
+                tokens: TokenCounts::default(),
+                cost_usd: 0.0,
+                error: None,
+                cache_hit: true,
+                prompt: breakdown,
+            };
+        }
+    }
     match fallback::chat(rt, &meta, &req, &route.model).await {
         Ok(answer) => {
             let done = answer.value;
             let output = done.response.text();
-            if let Some(s) = &rec.session_id {
-                let msgs = [
-                    TranscriptMessage {
-                        role: "user".into(),
-                        content: rec.input.clone(),
-                    },
-                    TranscriptMessage {
-                        role: "assistant".into(),
-                        content: output.clone(),
-                    },
-                ];
-                if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
-                    tracing::warn!(error = %e, "cannot append to session");
+            append_session(rt, rec, &output);
+            if let Some(key) = cache_key {
+                let finish = done
+                    .response
+                    .choices
+                    .first()
+                    .and_then(|c| c.finish_reason.clone());
+                if cache::cacheable(&output, finish.as_deref()) {
+                    crate::actors::cache::store(
+                        rt,
+                        key,
+                        crate::actors::cache::entry_now(
+                            &answer.model,
+                            output.clone(),
+                            finish,
+                            done.usage,
+                        ),
+                    );
                 }
             }
             let mut breakdown = prompt.breakdown;
@@ -280,6 +308,50 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             out
         }
     }
+}
+
+fn append_session(rt: &Runtime, rec: &TaskRecord, output: &str) {
+    if let Some(s) = &rec.session_id {
+        let msgs = [
+            TranscriptMessage {
+                role: "user".into(),
+                content: rec.input.clone(),
+            },
+            TranscriptMessage {
+                role: "assistant".into(),
+                content: output.to_string(),
+            },
+        ];
+        if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
+            tracing::warn!(error = %e, "cannot append to session");
+        }
+    }
+}
+
+/// The request-cache key of a task's call to `model`, or None when the cache is off (config
+/// `enabled: false`, or the task's `cache: false`). Pure.
+pub fn request_cache_key(
+    cfg: &Config,
+    rec: &TaskRecord,
+    model: &str,
+    req: &ChatCompletionRequest,
+) -> Option<String> {
+    let rc = &cfg.cache.request_cache;
+    if !rc.enabled || !rec.cache {
+        return None;
+    }
+    let params: serde_json::Value = rec
+        .template_params
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    let template = rec.template_id.as_deref().map(|id| (id, &params));
+    Some(cache::key_for(
+        cache::Strategy::of(rc),
+        model,
+        req,
+        template,
+    ))
 }
 
 #[cfg(test)]
@@ -319,5 +391,53 @@ mod tests {
                 "{requested:?} {agent}"
             );
         }
+    }
+
+    #[test]
+    fn request_cache_key_table() {
+        let mut cfg = Config::default();
+        let mut rec = crate::ledger::tests_support::record("t");
+        let req = ChatCompletionRequest {
+            model: "gpt-4o-mini".into(),
+            messages: vec![ChatMessage::new("user", "hi")],
+            stream: false,
+            max_tokens: None,
+            max_completion_tokens: None,
+            temperature: None,
+            extra: Default::default(),
+        };
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            None,
+            "disabled"
+        );
+        cfg.cache.request_cache.enabled = true;
+        let k = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        assert!(k.is_some());
+        assert_ne!(
+            request_cache_key(&cfg, &rec, "gpt-4o", &req),
+            k,
+            "routed model is in the key"
+        );
+        rec.cache = false;
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            None,
+            "task opted out"
+        );
+        rec.cache = true;
+        rec.template_id = Some("daily".into());
+        rec.template_params = Some(r#"{"day":"mon"}"#.into());
+        assert_eq!(
+            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            k,
+            "exact ignores templates"
+        );
+        cfg.cache.request_cache.hash_strategy = crate::config::HashStrategy::Template;
+        let t = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        let mut other = req.clone();
+        other.messages = vec![ChatMessage::new("user", "something else")];
+        assert_eq!(request_cache_key(&cfg, &rec, "gpt-4o-mini", &other), t);
+        assert_ne!(t, k);
     }
 }

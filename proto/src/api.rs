@@ -149,6 +149,12 @@ pub struct TaskSubmit {
     /// Opt out of the request cache for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<bool>,
+    /// The prompt template this task instantiates (request cache `template` strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// The template's parameters (a JSON object); only with `template_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_params: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Token counts of one task or call.
@@ -222,6 +228,33 @@ pub struct TaskAccepted {
     pub status: crate::TaskStatus,
     /// True when an earlier task with the same `idempotency_key` was returned.
     pub duplicate: bool,
+}
+
+/// Answer of `GET /api/cache` (and of `openclaw-node cache stats --json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub enabled: bool,
+    /// The configured strategy (`exact`, `template`, `semantic`).
+    pub strategy: String,
+    /// The strategy in force (`semantic` is not active yet: `exact`).
+    pub active_strategy: String,
+    pub entries: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub ttl_seconds: u64,
+    /// Lookups since the cache actor started.
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_ratio: f64,
+    /// Entries evicted to stay under `max_bytes`, and entries dropped as stale, since start.
+    pub evictions: u64,
+    pub expired: u64,
+}
+
+/// Answer of `POST /api/cache/prune` and `DELETE /api/cache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRemoved {
+    pub removed: u64,
 }
 
 /// Answer of `GET /api/queue`.

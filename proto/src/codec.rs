@@ -6,7 +6,8 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The version byte written in front of every envelope. Bump it when a stored type changes shape.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// 2: `TaskRecord` gained `template_id` and `template_params` (request cache).
+pub const ENVELOPE_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -62,6 +62,10 @@ pub struct TaskRecord {
     pub idempotency_key: Option<String>,
     pub max_tokens: Option<u32>,
     pub cache: bool,
+    /// Prompt template id (request cache `template` strategy).
+    pub template_id: Option<String>,
+    /// The template's parameters as canonical JSON (keys sorted), when given.
+    pub template_params: Option<String>,
     pub status: TaskStatus,
     pub output: Option<String>,
     pub tokens: TokenCounts,
@@ -110,6 +114,8 @@ mod tests {
             idempotency_key: Some("k".into()),
             max_tokens: Some(10),
             cache: true,
+            template_id: Some("daily".into()),
+            template_params: Some(r#"{"day":"mon"}"#.into()),
             status: TaskStatus::Queued,
             output: None,
             tokens: TokenCounts::default(),

@@ -7,7 +7,8 @@
 //! ├── scheduler                  the ready queue, worker slots, preemption
 //! │     └ spawns worker tasks    (tokio tasks, not actors: provider I/O never runs in a handler)
 //! ├── agent:<name> (one each)    the agent's workspace → system prompt and token breakdown
-//! └── delivery                   callback POSTs with retries; parks failures
+//! ├── delivery                   callback POSTs with retries; parks failures
+//! └── cache                      the request cache: sled `cache` tree + in-memory LRU index
 //! ```
 //!
 //! Actor state is rebuildable: the scheduler reloads its queue from the ledger on (re)start,
@@ -16,6 +17,7 @@
 //! supervisor updates on every (re)start.
 
 pub mod agent;
+pub mod cache;
 pub mod delivery;
 pub mod scheduler;
 pub mod supervisor;
@@ -30,6 +32,7 @@ use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 /// Names of the supervised children.
 pub const SCHEDULER: &str = "scheduler";
 pub const DELIVERY: &str = "delivery";
+pub const CACHE: &str = "cache";
 pub fn agent_child_name(agent: &str) -> String {
     format!("agent:{agent}")
 }
@@ -65,6 +68,17 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
             Box::pin(async move {
                 let (r, _) = Actor::spawn_linked(None, delivery::Delivery, rt.clone(), sup).await?;
                 rt.handles.set_delivery(r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(CACHE, move |sup: ActorCell| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                let (r, _) = Actor::spawn_linked(None, cache::Cache, rt.clone(), sup).await?;
+                rt.handles.set_cache(r.clone());
                 Ok(r.get_cell())
             })
         }));

@@ -20,6 +20,8 @@ use crate::runtime::now_ms;
 
 /// Longest accepted idempotency key.
 pub const IDEMPOTENCY_KEY_MAX: usize = 256;
+/// Longest accepted `template_id`, in bytes.
+pub const TEMPLATE_ID_MAX: usize = 256;
 /// Largest `max_tokens` a task may ask for.
 pub const MAX_TOKENS_MAX: u32 = 1_000_000;
 /// Failures shown by `GET /api/queue`.
@@ -116,6 +118,21 @@ pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), ApiError> {
             ));
         }
     }
+    match (&s.template_id, &s.template_params) {
+        (None, Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_template",
+                "`template_params` needs a `template_id`",
+            ))
+        }
+        (Some(id), _) if id.trim().is_empty() || id.len() > TEMPLATE_ID_MAX => {
+            return Err(ApiError::unprocessable(
+                "invalid_template",
+                format!("`template_id` must be 1..={TEMPLATE_ID_MAX} bytes, not blank"),
+            ))
+        }
+        _ => {}
+    }
     if let Some(k) = &s.idempotency_key {
         if k.is_empty() || k.len() > IDEMPOTENCY_KEY_MAX {
             return Err(ApiError::unprocessable(
@@ -172,6 +189,11 @@ pub async fn submit(
         idempotency_key: sub.idempotency_key,
         max_tokens: sub.max_tokens,
         cache: sub.cache.unwrap_or(true),
+        template_params: sub
+            .template_params
+            .as_ref()
+            .map(|p| crate::cache::canonical_json(&serde_json::Value::Object(p.clone()))),
+        template_id: sub.template_id,
         status: TaskStatus::Queued,
         output: None,
         tokens: TokenCounts::default(),
@@ -423,6 +445,21 @@ mod tests {
                 "long key",
                 with(&|s| s.idempotency_key = Some("k".repeat(300))),
             ),
+            (
+                "template params without id",
+                with(&|s| s.template_params = Some(Default::default())),
+            ),
+            (
+                "blank template id",
+                with(&|s| s.template_id = Some(" ".into())),
+            ),
+            (
+                "template with params",
+                with(&|s| {
+                    s.template_id = Some("daily".into());
+                    s.template_params = Some(Default::default());
+                }),
+            ),
         ];
         let want = [
             None,
@@ -435,6 +472,9 @@ mod tests {
             None,
             Some("invalid_max_tokens"),
             Some("invalid_idempotency_key"),
+            Some("invalid_template"),
+            Some("invalid_template"),
+            None,
         ];
         for ((name, got), want) in cases.into_iter().zip(want) {
             assert_eq!(got.as_deref(), want, "{name}");

@@ -1,0 +1,340 @@
+//! The cache actor: owns the request cache (`cache.request_cache`) — the sled `cache` tree and
+//! an in-memory index (key → size, created, last used) rebuilt from the tree at start, so size
+//! and LRU decisions never scan sled. The decisions themselves are the pure functions of
+//! `crate::cache`.
+//!
+//! Messages: `Get` (a hit refreshes last-used; a stale entry is dropped and is a miss), `Put`
+//! (entries over 1/16 of the bound are refused; then least recently used entries are evicted
+//! until the bytes are under `max_size_mb`), `Stats`, `Prune` (drop stale entries), `Clear`.
+//! Every `Get` counts a hit or a miss (`openclaw_cache_requests_total`,
+//! `openclaw_cache_hit_ratio`).
+//!
+//! The handlers touch sled's tree (in-memory page cache; no flush, no network): a cache entry
+//! lost in a crash is a miss, never a wrong answer. Provider I/O never happens here.
+//! The mailbox is bounded by its callers: one message per running worker or HTTP request in
+//! flight (`server.workers`, `server.max_in_flight_requests`), plus one prune per
+//! `PRUNE_EVERY`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openclaw_proto::api::CacheStats;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::cache::{self, CacheEntry, IndexEntry, Strategy};
+use crate::metrics::metrics;
+use crate::runtime::{now_ms, Runtime};
+use crate::storage::Store;
+
+/// How long a caller waits for the cache actor before treating the lookup as a miss.
+pub const CACHE_CALL_TIMEOUT_MS: u64 = 2_000;
+/// How often stale entries are dropped in the background.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub enum CacheMsg {
+    Get {
+        key: String,
+        reply: RpcReplyPort<Option<CacheEntry>>,
+    },
+    Put {
+        key: String,
+        entry: CacheEntry,
+    },
+    Stats(RpcReplyPort<CacheStats>),
+    /// Drop stale entries; replies with how many.
+    Prune(RpcReplyPort<u64>),
+    /// Drop every entry; replies with how many.
+    Clear(RpcReplyPort<u64>),
+    /// Periodic prune (no reply).
+    Tick,
+}
+impl ractor::Message for CacheMsg {}
+
+pub struct CacheState {
+    rt: Arc<Runtime>,
+    index: HashMap<String, IndexEntry>,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    expired: u64,
+}
+
+pub struct Cache;
+
+impl Actor for Cache {
+    type Msg = CacheMsg;
+    type State = CacheState;
+    type Arguments = Arc<Runtime>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        rt: Arc<Runtime>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let rc = rt.cfg().cache.request_cache.clone();
+        if rc.enabled && rc.hash_strategy == crate::config::HashStrategy::Semantic {
+            tracing::warn!(
+                "semantic cache strategy is not active yet; using exact (similarity_threshold ignored)"
+            );
+        }
+        myself.send_interval(PRUNE_EVERY, || CacheMsg::Tick);
+        let mut state = CacheState {
+            rt,
+            index: HashMap::new(),
+            bytes: 0,
+            hits: 0,
+            misses: 0,
+            evictions: 0,
+            expired: 0,
+        };
+        // Start-up read of the tree (the one scan; afterwards the index decides).
+        let (entries, unreadable) = state.rt.store.cache_scan()?;
+        for k in unreadable {
+            tracing::warn!(key = %k, "dropping unreadable cache entry");
+            let _ = state.rt.store.cache_remove(&k);
+        }
+        for (k, e, size) in entries {
+            state.bytes += size;
+            state.index.insert(
+                k,
+                IndexEntry {
+                    size,
+                    created_at_ms: e.created_at_ms,
+                    last_used_ms: e.last_used_ms,
+                },
+            );
+        }
+        prune(&mut state);
+        enforce_size(&mut state);
+        tracing::info!(
+            entries = state.index.len(),
+            bytes = state.bytes,
+            "request cache loaded"
+        );
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CacheMsg::Get { key, reply } => {
+                let got = get(state, &key);
+                if got.is_some() {
+                    state.hits += 1;
+                } else {
+                    state.misses += 1;
+                }
+                metrics().observe_cache(got.is_some());
+                let _ = reply.send(got);
+            }
+            CacheMsg::Put { key, entry } => put(state, key, entry),
+            CacheMsg::Stats(reply) => {
+                let _ = reply.send(stats(state));
+            }
+            CacheMsg::Prune(reply) => {
+                let n = prune(state) + enforce_size(state);
+                let _ = reply.send(n);
+            }
+            CacheMsg::Clear(reply) => {
+                let n = state.index.len() as u64;
+                if let Err(e) = state.rt.store.cache_clear() {
+                    tracing::error!(error = %e, "cannot clear the request cache");
+                }
+                state.index.clear();
+                state.bytes = 0;
+                tracing::info!(removed = n, "request cache cleared");
+                let _ = reply.send(n);
+            }
+            CacheMsg::Tick => {
+                prune(state);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove(state: &mut CacheState, key: &str) {
+    if let Some(e) = state.index.remove(key) {
+        state.bytes = state.bytes.saturating_sub(e.size);
+    }
+    if let Err(e) = state.rt.store.cache_remove(key) {
+        tracing::warn!(error = %e, "cannot remove a cache entry");
+    }
+}
+
+fn get(state: &mut CacheState, key: &str) -> Option<CacheEntry> {
+    let now = now_ms();
+    let ttl = state.rt.cfg().cache.request_cache.ttl_seconds;
+    let ix = *state.index.get(key)?;
+    if cache::is_expired(ix.created_at_ms, now, ttl) {
+        remove(state, key);
+        state.expired += 1;
+        return None;
+    }
+    let mut entry = match state.rt.store.cache_get(key) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            remove(state, key);
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable cache entry dropped");
+            remove(state, key);
+            return None;
+        }
+    };
+    entry.last_used_ms = now.max(ix.last_used_ms);
+    match state.rt.store.cache_put(key, &entry) {
+        Ok(size) => {
+            state.bytes = state.bytes.saturating_sub(ix.size) + size;
+            state.index.insert(
+                key.to_string(),
+                IndexEntry {
+                    size,
+                    created_at_ms: entry.created_at_ms,
+                    last_used_ms: entry.last_used_ms,
+                },
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot refresh a cache entry"),
+    }
+    Some(entry)
+}
+
+fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
+    let max = cache::max_bytes(&state.rt.cfg().cache.request_cache);
+    let size = match Store::cache_entry_size(&key, &entry) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode a cache entry");
+            return;
+        }
+    };
+    if !cache::admits_size(size, max) {
+        tracing::debug!(
+            size,
+            max,
+            "answer too large to cache (over 1/16 of max_size_mb)"
+        );
+        return;
+    }
+    if state.index.contains_key(&key) {
+        remove(state, &key);
+    }
+    match state.rt.store.cache_put(&key, &entry) {
+        Ok(size) => {
+            state.bytes += size;
+            state.index.insert(
+                key,
+                IndexEntry {
+                    size,
+                    created_at_ms: entry.created_at_ms,
+                    last_used_ms: entry.last_used_ms,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store a cache entry");
+            return;
+        }
+    }
+    enforce_size(state);
+}
+
+/// Drop stale entries; returns how many.
+fn prune(state: &mut CacheState) -> u64 {
+    let ttl = state.rt.cfg().cache.request_cache.ttl_seconds;
+    let stale = cache::expired(&state.index, now_ms(), ttl);
+    for k in &stale {
+        remove(state, k);
+    }
+    state.expired += stale.len() as u64;
+    if !stale.is_empty() {
+        tracing::debug!(removed = stale.len(), "stale cache entries dropped");
+    }
+    stale.len() as u64
+}
+
+/// Evict least recently used entries until under the bound; returns how many.
+fn enforce_size(state: &mut CacheState) -> u64 {
+    let max = cache::max_bytes(&state.rt.cfg().cache.request_cache);
+    let victims = cache::evict_for_size(&state.index, state.bytes, max);
+    for k in &victims {
+        remove(state, k);
+    }
+    state.evictions += victims.len() as u64;
+    victims.len() as u64
+}
+
+fn stats(state: &CacheState) -> CacheStats {
+    let rc = state.rt.cfg().cache.request_cache.clone();
+    let lookups = state.hits + state.misses;
+    CacheStats {
+        enabled: rc.enabled,
+        strategy: cache::strategy_name(&rc).to_string(),
+        active_strategy: match Strategy::of(&rc) {
+            Strategy::Exact => "exact",
+            Strategy::Template => "template",
+        }
+        .to_string(),
+        entries: state.index.len() as u64,
+        bytes: state.bytes,
+        max_bytes: cache::max_bytes(&rc),
+        ttl_seconds: rc.ttl_seconds,
+        hits: state.hits,
+        misses: state.misses,
+        hit_ratio: if lookups == 0 {
+            0.0
+        } else {
+            state.hits as f64 / lookups as f64
+        },
+        evictions: state.evictions,
+        expired: state.expired,
+    }
+}
+
+/// Look `key` up (a miss when the actor is not there or slow).
+pub async fn lookup(rt: &Runtime, key: &str) -> Option<CacheEntry> {
+    let actor = rt.handles.cache()?;
+    ractor::call_t!(
+        actor,
+        |reply| CacheMsg::Get {
+            key: key.to_string(),
+            reply
+        },
+        CACHE_CALL_TIMEOUT_MS
+    )
+    .ok()
+    .flatten()
+}
+
+/// Store an answer (fire and forget).
+pub fn store(rt: &Runtime, key: String, entry: CacheEntry) {
+    if let Some(actor) = rt.handles.cache() {
+        let _ = actor.cast(CacheMsg::Put { key, entry });
+    }
+}
+
+/// A new entry for an answer given now.
+pub fn entry_now(
+    model: &str,
+    text: String,
+    finish_reason: Option<String>,
+    usage: openclaw_proto::openai::Usage,
+) -> CacheEntry {
+    let now = now_ms();
+    CacheEntry {
+        model: model.to_string(),
+        text,
+        finish_reason,
+        usage,
+        created_at_ms: now,
+        last_used_ms: now,
+    }
+}
