@@ -67,6 +67,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         config: cfg,
         data_dir,
         http: args.http,
+        config_source: Some(openclaw_node::reload::ConfigSource::new(path, required)),
     };
     node::run(opts, shutdown_on_signals()).await
 }
@@ -84,6 +85,35 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         }
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
+        Some(cmd) => run_ops(cmd, &cli.node).await,
+    }
+}
+
+/// The operator's commands (`tokens`, `cost`, `queue`, `doctor`, `config`). Flags given before
+/// the command (`openclaw-node --data-dir X tokens`) count too.
+async fn run_ops(cmd: Command, node: &NodeArgs) -> anyhow::Result<i32> {
+    use openclaw_node::cli::ConfigLocation;
+    use openclaw_node::ops;
+    let outer = ConfigLocation {
+        config: node.config.clone(),
+        data_dir: node.data_dir.clone(),
+    };
+    match cmd {
+        Command::Tokens(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::tokens::run(a)
+        }
+        Command::Cost(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::cost::run(a)
+        }
+        Command::Queue(a) => ops::queue::run(a).await,
+        Command::Doctor(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::doctor::run(a).await
+        }
+        Command::Config(c) => ops::config_cmd::run(c, &outer),
+        other => anyhow::bail!("{other:?} is not an operator command"),
     }
 }
 
