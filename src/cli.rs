@@ -93,16 +93,24 @@ pub enum Command {
     )]
     Bench(crate::bench::BenchArgs),
     /// Tokens per day from the audit log (the chapter's daily table) and the input/output ratio.
-    #[command(after_help = "Examples:\n  openclaw-node tokens\n  openclaw-node tokens --days 30 --json")]
+    #[command(
+        after_help = "Examples:\n  openclaw-node tokens\n  openclaw-node tokens --days 30 --json"
+    )]
     Tokens(TokensArgs),
     /// Cost per model for a month at the configured prices, total and month-end projection.
-    #[command(after_help = "Examples:\n  openclaw-node cost\n  openclaw-node cost --month 2026-10 --json")]
+    #[command(
+        after_help = "Examples:\n  openclaw-node cost\n  openclaw-node cost --month 2026-10 --json"
+    )]
     Cost(CostArgs),
     /// A node's queue: depth per level, running tasks, recent failures.
-    #[command(after_help = "Examples:\n  openclaw-node queue\n  openclaw-node queue --failed --json")]
+    #[command(
+        after_help = "Examples:\n  openclaw-node queue\n  openclaw-node queue --failed --json"
+    )]
     Queue(QueueArgs),
     /// Check config, data dir, disk, providers, clock and the node; each failure with its fix.
-    #[command(after_help = "Example:\n  openclaw-node doctor --data-dir ~/.openclaw --node http://127.0.0.1:3000")]
+    #[command(
+        after_help = "Example:\n  openclaw-node doctor --data-dir ~/.openclaw --node http://127.0.0.1:3000"
+    )]
     Doctor(DoctorArgs),
     /// Read, change or check the config file (a running node picks up changes by itself).
     #[command(subcommand)]
@@ -174,8 +182,10 @@ pub enum ConfigCmd {
         key: String,
     },
     /// Set KEY in the config file (VALUE is JSON, else a string); validated before it is written.
-    #[command(after_help = "Examples:\n  openclaw-node config set model_routing.default_model gpt-4o\n  \
-                            openclaw-node config set budget.limits.total_cost_usd 80")]
+    #[command(
+        after_help = "Examples:\n  openclaw-node config set model_routing.default_model gpt-4o\n  \
+                            openclaw-node config set budget.limits.total_cost_usd 80"
+    )]
     Set {
         #[command(flatten)]
         location: ConfigLocation,

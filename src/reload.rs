@@ -137,7 +137,9 @@ pub async fn reload_now(rt: &Runtime) -> Result<ReloadReport, ConfigError> {
     };
     let report = diff(&rt.cfg(), &new);
     if report.changed.is_empty() {
-        m.config_reloads_total.with_label_values(&["unchanged"]).inc();
+        m.config_reloads_total
+            .with_label_values(&["unchanged"])
+            .inc();
         return Ok(report);
     }
     rt.set_cfg(new);
@@ -219,7 +221,13 @@ mod tests {
         v["server"] = json!({"max_in_flight_requests": 5});
         let r = diff(&old, &cfg(v));
         let text = r.restart_needed.join("; ");
-        for want in ["models.fast", "models.new added", "agents.main removed", "agents.ops added", "server.max_in_flight_requests"] {
+        for want in [
+            "models.fast",
+            "models.new added",
+            "agents.main removed",
+            "agents.ops added",
+            "server.max_in_flight_requests",
+        ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
     }

@@ -235,23 +235,47 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["server", "models", "model_routing", "auth"]);
         // A new nested key creates its objects.
-        let out = set_in_text("f.json", Some(&out), "budget.limits.total_cost_usd", json!(80), no_env())
-            .unwrap();
+        let out = set_in_text(
+            "f.json",
+            Some(&out),
+            "budget.limits.total_cost_usd",
+            json!(80),
+            no_env(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["budget"]["limits"]["total_cost_usd"], json!(80));
         // No file yet: starts from {}.
         let out = set_in_text("f.json", None, "server.workers", json!(3), no_env()).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"server": {"workers": 3}}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!({"server": {"workers": 3}})
+        );
     }
 
     #[test]
     fn invalid_values_are_rejected_with_the_path() {
         let cases = [
-            ("model_routing.default_model", json!("gpt-9"), "model_routing.default_model", "unknown model"),
+            (
+                "model_routing.default_model",
+                json!("gpt-9"),
+                "model_routing.default_model",
+                "unknown model",
+            ),
             ("server.workers", json!(0), "server.workers", "at least 1"),
-            ("server.workers", json!("many"), "server.workers", "invalid type"),
+            (
+                "server.workers",
+                json!("many"),
+                "server.workers",
+                "invalid type",
+            ),
             ("server.workerz", json!(3), "server", "workerz"),
-            ("server.workers.x", json!(3), "server.workers", "not an object"),
+            (
+                "server.workers.x",
+                json!(3),
+                "server.workers",
+                "not an object",
+            ),
             ("server..workers", json!(3), "server..workers", "dotted"),
         ];
         for (key, value, path, words) in cases {
@@ -263,11 +287,24 @@ mod tests {
         }
         // Env overrides take part in the check (what the node would load).
         let env = vec![("OPENCLAW__SERVER__WORKERS".to_string(), "0".to_string())];
-        assert!(set_in_text("f.json", Some(FILE), "server.node_name", json!("x"), env.into_iter()).is_err());
+        assert!(set_in_text(
+            "f.json",
+            Some(FILE),
+            "server.node_name",
+            json!("x"),
+            env.into_iter()
+        )
+        .is_err());
         // A syntax error in the file names line and column.
-        let e = set_in_text("f.json", Some("{\n  \"server\": ,\n}"), "server.workers", json!(1), no_env())
-            .unwrap_err()
-            .to_string();
+        let e = set_in_text(
+            "f.json",
+            Some("{\n  \"server\": ,\n}"),
+            "server.workers",
+            json!(1),
+            no_env(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 
@@ -276,8 +313,14 @@ mod tests {
         let cfg = config::from_value("f", serde_json::from_str(FILE).unwrap()).unwrap();
         assert_eq!(get_effective(&cfg, "server.workers").unwrap(), json!(2));
         // A default the file does not mention.
-        assert_eq!(get_effective(&cfg, "server.queue_max").unwrap(), json!(10_000));
-        assert_eq!(get_effective(&cfg, "models.smart.price.input").unwrap(), json!(2.5));
+        assert_eq!(
+            get_effective(&cfg, "server.queue_max").unwrap(),
+            json!(10_000)
+        );
+        assert_eq!(
+            get_effective(&cfg, "models.smart.price.input").unwrap(),
+            json!(2.5)
+        );
         assert!(get_effective(&cfg, "server.nope").is_err());
     }
 

@@ -73,7 +73,12 @@ pub fn days_in_month(d: NaiveDate) -> u32 {
 
 /// Aggregate the entries of `month` (its first day) at `cfg`'s prices; `today` decides whether
 /// a projection applies.
-pub fn report(entries: &[AuditEntry], cfg: &Config, month: NaiveDate, today: NaiveDate) -> CostReport {
+pub fn report(
+    entries: &[AuditEntry],
+    cfg: &Config,
+    month: NaiveDate,
+    today: NaiveDate,
+) -> CostReport {
     #[derive(Default)]
     struct Acc {
         calls: u64,
@@ -230,10 +235,28 @@ mod tests {
         let cfg = Config::default(); // the chapter's five models and prices
         let entries = vec![
             entry("2026-10-31T23:59:59.999999", "gpt-4o", 1_000_000, 0, "ok"), // previous month
-            entry("2026-11-01T00:00:00.000000", "gpt-4o", 1_000_000, 100_000, "ok"), // 2.5 + 1.0
-            entry("2026-11-10T10:00:00.0", "gpt-4o-mini", 1_000_000, 1_000_000, "ok"), // 0.75
+            entry(
+                "2026-11-01T00:00:00.000000",
+                "gpt-4o",
+                1_000_000,
+                100_000,
+                "ok",
+            ), // 2.5 + 1.0
+            entry(
+                "2026-11-10T10:00:00.0",
+                "gpt-4o-mini",
+                1_000_000,
+                1_000_000,
+                "ok",
+            ), // 0.75
             entry("2026-11-10T10:00:01.0", "gpt-4o-mini", 0, 0, "rate_limited"),
-            entry("2026-11-30T23:59:59.999999", "retired-model", 5_000_000, 5_000_000, "ok"),
+            entry(
+                "2026-11-30T23:59:59.999999",
+                "retired-model",
+                5_000_000,
+                5_000_000,
+                "ok",
+            ),
             entry("2026-12-01T00:00:00.0", "gpt-4o", 1_000_000, 0, "ok"), // next month
         ];
         let r = report(&entries, &cfg, d("2026-11-01"), d("2026-11-15"));

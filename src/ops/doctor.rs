@@ -130,7 +130,8 @@ pub enum Plan {
 
 /// The probe plan of every configured model, decided the way the node builds its providers.
 pub fn plans(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, Plan)> {
-    let set = crate::providers::ProviderSet::build(cfg, reqwest::Client::new(), EMBEDDED_MARKER, env);
+    let set =
+        crate::providers::ProviderSet::build(cfg, reqwest::Client::new(), EMBEDDED_MARKER, env);
     set.resolved()
         .iter()
         .map(|r| {
@@ -144,9 +145,14 @@ pub fn plans(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String,
                     let key_env = m.and_then(|m| m.api_key_env.clone());
                     let key = key_env.as_deref().and_then(env).filter(|k| !k.is_empty());
                     let headers = match (kind, key) {
-                        (ProviderKind::Openai, Some(k)) => vec![("authorization", format!("Bearer {k}"))],
+                        (ProviderKind::Openai, Some(k)) => {
+                            vec![("authorization", format!("Bearer {k}"))]
+                        }
                         (ProviderKind::Anthropic, Some(k)) => {
-                            vec![("x-api-key", k), ("anthropic-version", "2023-06-01".to_string())]
+                            vec![
+                                ("x-api-key", k),
+                                ("anthropic-version", "2023-06-01".to_string()),
+                            ]
                         }
                         _ => Vec::new(),
                     };
@@ -179,7 +185,9 @@ pub fn model_check(model: &str, plan: &Plan, result: Option<&ProbeResult>) -> Ch
             Status::Ok,
             format!("served by the built-in simulator ({why})"),
         ),
-        (Plan::Probe { url, .. }, None) => Check::new(name, Status::Warn, format!("{url} not probed")),
+        (Plan::Probe { url, .. }, None) => {
+            Check::new(name, Status::Warn, format!("{url} not probed"))
+        }
         (Plan::Probe { url, key_env, .. }, Some(ProbeResult::Answered { status, latency_ms })) => {
             let mut c = match status {
                 200..=299 => Check::new(&name, Status::Ok, format!("{url} answered {status} in {latency_ms} ms")),
@@ -194,15 +202,12 @@ pub fn model_check(model: &str, plan: &Plan, result: Option<&ProbeResult>) -> Ch
             c.latency_ms = Some(*latency_ms);
             c
         }
-        (Plan::Probe { url, .. }, Some(ProbeResult::Unreachable { error })) => Check::new(
-            name,
-            Status::Fail,
-            format!("{url} unreachable: {error}"),
-        )
-        .fix(format!(
-            "check models.{model}.base_url and the network (proxy, firewall, DNS); \
+        (Plan::Probe { url, .. }, Some(ProbeResult::Unreachable { error })) => {
+            Check::new(name, Status::Fail, format!("{url} unreachable: {error}")).fix(format!(
+                "check models.{model}.base_url and the network (proxy, firewall, DNS); \
              `openclaw-node config set models.{model}.base_url URL`"
-        )),
+            ))
+        }
     }
 }
 
@@ -260,14 +265,29 @@ fn skew_against(date: &str) -> Option<i64> {
 
 fn data_dir_check(dir: &Path) -> Check {
     if !dir.exists() {
-        return Check::new("data dir", Status::Warn, format!("{} does not exist yet", dir.display()))
-            .fix("the node creates it at start; or `mkdir -p` it, or pass --data-dir");
+        return Check::new(
+            "data dir",
+            Status::Warn,
+            format!("{} does not exist yet", dir.display()),
+        )
+        .fix("the node creates it at start; or `mkdir -p` it, or pass --data-dir");
     }
     let probe = dir.join(format!(".doctor-probe-{}", std::process::id()));
     match std::fs::write(&probe, b"probe").and_then(|_| std::fs::remove_file(&probe)) {
-        Ok(()) => Check::new("data dir", Status::Ok, format!("{} is writable", dir.display())),
-        Err(e) => Check::new("data dir", Status::Fail, format!("{} is not writable: {e}", dir.display()))
-            .fix(format!("fix its owner/permissions (chown/chmod) or pass another --data-dir ({})", dir.display())),
+        Ok(()) => Check::new(
+            "data dir",
+            Status::Ok,
+            format!("{} is writable", dir.display()),
+        ),
+        Err(e) => Check::new(
+            "data dir",
+            Status::Fail,
+            format!("{} is not writable: {e}", dir.display()),
+        )
+        .fix(format!(
+            "fix its owner/permissions (chown/chmod) or pass another --data-dir ({})",
+            dir.display()
+        )),
     }
 }
 
@@ -276,7 +296,11 @@ fn free_space(dir: &Path) -> Option<u64> {
     while !d.exists() {
         d = d.parent()?.to_path_buf();
     }
-    let out = std::process::Command::new("df").arg("-Pk").arg(&d).output().ok()?;
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(&d)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -291,15 +315,20 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
             let what = if loc.config_path.exists() {
                 loc.config_path.display().to_string()
             } else {
-                format!("built-in defaults ({} does not exist)", loc.config_path.display())
+                format!(
+                    "built-in defaults ({} does not exist)",
+                    loc.config_path.display()
+                )
             };
             checks.push(Check::new("config", Status::Ok, format!("{what} is valid")));
             Some(cfg)
         }
         Err(e) => {
             checks.push(
-                Check::new("config", Status::Fail, e.to_string())
-                    .fix(format!("fix the key named above, then `openclaw-node config validate {}`", loc.config_path.display())),
+                Check::new("config", Status::Fail, e.to_string()).fix(format!(
+                    "fix the key named above, then `openclaw-node config validate {}`",
+                    loc.config_path.display()
+                )),
             );
             None
         }
@@ -331,7 +360,9 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
     }
 
     let base = node.node.trim_end_matches('/');
-    let token = std::env::var(&node.token_env).ok().filter(|t| !t.is_empty());
+    let token = std::env::var(&node.token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
     for path in ["/health", "/ready"] {
         let url = format!("{base}{path}");
         let mut req = http.get(&url).timeout(PROBE_TIMEOUT);
@@ -365,19 +396,31 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
         };
         checks.push(c);
     }
-    checks.push(clock_check(date.and_then(|(d, against)| skew_against(&d).map(|s| (s, against)))));
+    checks.push(clock_check(
+        date.and_then(|(d, against)| skew_against(&d).map(|s| (s, against))),
+    ));
     checks
 }
 
 pub fn render(checks: &[Check]) -> String {
     let rows: Vec<Vec<String>> = checks
         .iter()
-        .map(|c| vec![c.status.as_str().to_string(), c.name.clone(), c.detail.clone()])
+        .map(|c| {
+            vec![
+                c.status.as_str().to_string(),
+                c.name.clone(),
+                c.detail.clone(),
+            ]
+        })
         .collect();
     let mut out = String::new();
     // A fix does not fit a table cell; it is printed under its row.
     let table = render_table(
-        &[("status", Align::Left), ("check", Align::Left), ("detail", Align::Left)],
+        &[
+            ("status", Align::Left),
+            ("check", Align::Left),
+            ("detail", Align::Left),
+        ],
         &rows,
     );
     let mut lines = table.lines();
@@ -394,7 +437,10 @@ pub fn render(checks: &[Check]) -> String {
     }
     let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
-    out.push_str(&format!("{fails} failed, {warns} warnings, {} checks\n", checks.len()));
+    out.push_str(&format!(
+        "{fails} failed, {warns} warnings, {} checks\n",
+        checks.len()
+    ));
     out
 }
 
@@ -424,7 +470,10 @@ mod tests {
         assert_eq!(parse_df("Filesystem\n"), None);
         assert_eq!(parse_df("h\n/dev/x a b notanumber"), None);
         let p = Path::new("/d");
-        assert_eq!(disk_check(p, Some(DISK_WARN_BYTES - 1)).status, Status::Warn);
+        assert_eq!(
+            disk_check(p, Some(DISK_WARN_BYTES - 1)).status,
+            Status::Warn
+        );
         assert_eq!(disk_check(p, Some(DISK_WARN_BYTES)).status, Status::Ok);
         assert_eq!(disk_check(p, None).status, Status::Warn);
     }
@@ -459,7 +508,8 @@ mod tests {
             "K2" => Some("sk-two".to_string()),
             _ => None,
         };
-        let plans: std::collections::BTreeMap<String, Plan> = plans(&cfg, &env).into_iter().collect();
+        let plans: std::collections::BTreeMap<String, Plan> =
+            plans(&cfg, &env).into_iter().collect();
         assert!(matches!(plans["emb"], Plan::Embedded(_)));
         assert!(matches!(&plans["nokey"], Plan::Embedded(why) if why.contains("K3")));
         match &plans["ext"] {
@@ -480,10 +530,21 @@ mod tests {
 
         // Checks built from the plans print no key.
         let results = [
-            ProbeResult::Answered { status: 200, latency_ms: 12 },
-            ProbeResult::Answered { status: 401, latency_ms: 12 },
-            ProbeResult::Answered { status: 404, latency_ms: 12 },
-            ProbeResult::Unreachable { error: "connection refused".into() },
+            ProbeResult::Answered {
+                status: 200,
+                latency_ms: 12,
+            },
+            ProbeResult::Answered {
+                status: 401,
+                latency_ms: 12,
+            },
+            ProbeResult::Answered {
+                status: 404,
+                latency_ms: 12,
+            },
+            ProbeResult::Unreachable {
+                error: "connection refused".into(),
+            },
         ];
         let mut statuses = Vec::new();
         for r in &results {
@@ -493,7 +554,10 @@ mod tests {
             assert!(c.name.contains("oa"));
             statuses.push(c.status);
         }
-        assert_eq!(statuses, [Status::Ok, Status::Fail, Status::Warn, Status::Fail]);
+        assert_eq!(
+            statuses,
+            [Status::Ok, Status::Fail, Status::Warn, Status::Fail]
+        );
         let c = model_check("oa", &plans["oa"], Some(&results[1]));
         assert!(c.fix.unwrap().contains("K1"));
         let c = model_check("emb", &plans["emb"], None);

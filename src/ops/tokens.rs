@@ -229,14 +229,20 @@ pub(crate) mod tests {
             (3, 1, 1)
         );
         assert_eq!(r.days[1].avg_per_call, 75 / 3);
-        assert_eq!((r.total.input, r.total.output, r.total.calls), (450, 125, 5));
+        assert_eq!(
+            (r.total.input, r.total.output, r.total.calls),
+            (450, 125, 5)
+        );
         assert_eq!(r.ratio_text, "3.6:1");
     }
 
     #[test]
     fn ratio_and_empty_windows() {
         let r = report(&[], day("2026-03-01"), 1);
-        assert_eq!((r.from.as_str(), r.to.as_str()), ("2026-03-01", "2026-03-01"));
+        assert_eq!(
+            (r.from.as_str(), r.to.as_str()),
+            ("2026-03-01", "2026-03-01")
+        );
         assert!(r.days.is_empty());
         assert_eq!(r.ratio_text, "0.0:1");
         // No output at all: divide by 1, like the chapter's max(total_out, 1).
