@@ -115,6 +115,7 @@ pub enum Command {
     /// Read, change or check the config file (a running node picks up changes by itself).
     #[command(subcommand)]
     Config(ConfigCmd),
+    // `Cache(...)` (cache stats/clear) is added here by the cache feature.
 }
 
 /// Where the operator commands find the config file and the data dir (as the node does).

@@ -85,7 +85,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         }
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
-        Some(cmd) => run_ops(cmd, &cli.node).await,
+        Some(
+            cmd @ (Command::Tokens(_)
+            | Command::Cost(_)
+            | Command::Queue(_)
+            | Command::Doctor(_)
+            | Command::Config(_)),
+        ) => run_ops(cmd, &cli.node).await,
     }
 }
 

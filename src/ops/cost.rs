@@ -116,7 +116,8 @@ pub fn report(
         let cb = b.cost_usd.unwrap_or(-1.0);
         cb.total_cmp(&ca).then_with(|| a.model.cmp(&b.model))
     });
-    let total_cost_usd: f64 = models.iter().filter_map(|m| m.cost_usd).sum();
+    // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0.00".
+    let total_cost_usd: f64 = models.iter().filter_map(|m| m.cost_usd).sum::<f64>() + 0.0;
     let current = (today.year(), today.month()) == (month.year(), month.month());
     CostReport {
         month: month.format("%Y-%m").to_string(),
@@ -284,6 +285,13 @@ mod tests {
         // 31-day month, day 31: projection = total.
         let dec = report(&entries, &cfg, d("2026-12-01"), d("2026-12-31"));
         assert!((dec.projected_month_end_usd.unwrap() - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_empty_month_prints_zero_not_minus_zero() {
+        let r = report(&[], &Config::default(), d("2026-11-01"), d("2026-11-02"));
+        assert_eq!(format!("{:.2}", r.total_cost_usd), "0.00");
+        assert!(render(&r).contains("$0.00"));
     }
 
     #[test]
