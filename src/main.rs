@@ -62,12 +62,14 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         Some(p) => (p, true),
         None => (data_dir.join("openclaw.json"), false),
     };
+    // Before loading, so an edit during start-up is reloaded.
+    let source = openclaw_node::reload::ConfigSource::new(path.clone(), required);
     let cfg = config::load(Some(&path), required)?;
     let opts = node::NodeOptions {
         config: cfg,
         data_dir,
         http: args.http,
-        config_source: Some(openclaw_node::reload::ConfigSource::new(path, required)),
+        config_source: Some(source),
     };
     node::run(opts, shutdown_on_signals()).await
 }

@@ -34,12 +34,16 @@ pub struct ConfigSource {
     /// Named explicitly (`--config`): it must exist. The default `<data-dir>/openclaw.json` may be
     /// missing (built-in defaults).
     pub required: bool,
+    /// The file's mtime and length when this was made; create it *before* loading the config,
+    /// so an edit made while the node starts is still seen as a change.
+    initial: Option<(SystemTime, u64)>,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ConfigSource {
     pub fn new(path: PathBuf, required: bool) -> ConfigSource {
         ConfigSource {
+            initial: fingerprint(&path),
             path,
             required,
             lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -166,7 +170,7 @@ pub fn spawn_watcher(rt: Arc<Runtime>) {
         return;
     };
     tokio::spawn(async move {
-        let mut last = fingerprint(&src.path);
+        let mut last = src.initial;
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -230,5 +234,44 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
+    }
+
+    /// In-process node: `reload_now` applies a valid edit, refuses a broken file and keeps the
+    /// config it had, and reports "unchanged" when nothing changed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_now_applies_valid_and_keeps_old_on_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openclaw.json");
+        let write =
+            |v: Value| std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        write(json!({"server": {"workers": 2}}));
+        let source = ConfigSource::new(file.clone(), true);
+        let opts = crate::node::NodeOptions {
+            config: config::load(Some(&file), true).unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            config_source: Some(source),
+        };
+        let node = crate::node::start(opts, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        let rt = node.runtime.clone();
+        assert_eq!(reload_now(&rt).await.unwrap(), ReloadReport::default());
+
+        write(json!({"server": {"workers": 5}, "model_routing": {"default_model": "gpt-4o"}}));
+        let r = reload_now(&rt).await.unwrap();
+        // The node's own watcher may have applied it a moment before (then: unchanged).
+        assert!(
+            r.changed == ["model_routing", "server"] || r.changed.is_empty(),
+            "{r:?}"
+        );
+        assert_eq!(rt.cfg().server.workers, 5);
+        assert_eq!(rt.cfg().default_model(), "gpt-4o");
+
+        write(json!({"server": {"workers": 0}}));
+        let e = reload_now(&rt).await.unwrap_err().to_string();
+        assert!(e.contains("server.workers"), "{e}");
+        assert_eq!(rt.cfg().server.workers, 5, "old config kept");
+        node.stop().await.unwrap();
     }
 }
