@@ -92,6 +92,29 @@ pub enum Command {
         after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench"
     )]
     Bench(crate::bench::BenchArgs),
+    /// Tokens per day from the audit log (the chapter's daily table) and the input/output ratio.
+    #[command(
+        after_help = "Examples:\n  openclaw-node tokens\n  openclaw-node tokens --days 30 --json"
+    )]
+    Tokens(TokensArgs),
+    /// Cost per model for a month at the configured prices, total and month-end projection.
+    #[command(
+        after_help = "Examples:\n  openclaw-node cost\n  openclaw-node cost --month 2026-10 --json"
+    )]
+    Cost(CostArgs),
+    /// A node's queue: depth per level, running tasks, recent failures.
+    #[command(
+        after_help = "Examples:\n  openclaw-node queue\n  openclaw-node queue --failed --json"
+    )]
+    Queue(QueueArgs),
+    /// Check config, data dir, disk, providers, clock and the node; each failure with its fix.
+    #[command(
+        after_help = "Example:\n  openclaw-node doctor --data-dir ~/.openclaw --node http://127.0.0.1:3000"
+    )]
+    Doctor(DoctorArgs),
+    /// Read, change or check the config file (a running node picks up changes by itself).
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Inspect or empty a running node's request cache.
     #[command(after_help = "Examples:\n  openclaw-node cache stats\n  \
                             openclaw-node cache prune --node http://127.0.0.1:3100\n  \
@@ -122,6 +145,92 @@ pub struct CacheOpts {
     /// Print the node's answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where the operator commands find the config file and the data dir (as the node does).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigLocation {
+    /// Config file (JSON). Default `<data-dir>/openclaw.json`.
+    #[arg(long, env = "OPENCLAW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory. Default `~/.openclaw`.
+    #[arg(long, env = "OPENCLAW_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    pub location: ConfigLocation,
+    /// Days to show, today included (local dates).
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    #[command(flatten)]
+    pub location: ConfigLocation,
+    /// Month to report, YYYY-MM (default the current local month).
+    #[arg(long)]
+    pub month: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// Only failed tasks and failed callback deliveries.
+    #[arg(long)]
+    pub failed: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub location: ConfigLocation,
+    #[command(flatten)]
+    pub target: NodeUrl,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective value (defaults + file + OPENCLAW__ env) at a dotted KEY, as JSON.
+    #[command(after_help = "Example:\n  openclaw-node config get model_routing.default_model")]
+    Get {
+        #[command(flatten)]
+        location: ConfigLocation,
+        key: String,
+    },
+    /// Set KEY in the config file (VALUE is JSON, else a string); validated before it is written.
+    #[command(
+        after_help = "Examples:\n  openclaw-node config set model_routing.default_model gpt-4o\n  \
+                            openclaw-node config set budget.limits.total_cost_usd 80"
+    )]
+    Set {
+        #[command(flatten)]
+        location: ConfigLocation,
+        key: String,
+        value: String,
+    },
+    /// Check a config file (default the node's); exit 1 with the JSON path and reason.
+    #[command(after_help = "Example:\n  openclaw-node config validate ./openclaw.json")]
+    Validate {
+        #[command(flatten)]
+        location: ConfigLocation,
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -72,6 +72,19 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET /api/queue`.
+    pub async fn queue(&self) -> anyhow::Result<openclaw_proto::api::QueueView> {
+        let resp = self
+            .req(reqwest::Method::GET, "/api/queue")
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+}
+
 /// `openclaw-node submit`: returns the process exit code (0 ok, 1 task failed, 2 still running).
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.target)?;

@@ -62,11 +62,14 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         Some(p) => (p, true),
         None => (data_dir.join("openclaw.json"), false),
     };
+    // Before loading, so an edit during start-up is reloaded.
+    let source = openclaw_node::reload::ConfigSource::new(path.clone(), required);
     let cfg = config::load(Some(&path), required)?;
     let opts = node::NodeOptions {
         config: cfg,
         data_dir,
         http: args.http,
+        config_source: Some(source),
     };
     node::run(opts, shutdown_on_signals()).await
 }
@@ -85,6 +88,41 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
         Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
+        Some(
+            cmd @ (Command::Tokens(_)
+            | Command::Cost(_)
+            | Command::Queue(_)
+            | Command::Doctor(_)
+            | Command::Config(_)),
+        ) => run_ops(cmd, &cli.node).await,
+    }
+}
+
+/// The operator's commands (`tokens`, `cost`, `queue`, `doctor`, `config`). Flags given before
+/// the command (`openclaw-node --data-dir X tokens`) count too.
+async fn run_ops(cmd: Command, node: &NodeArgs) -> anyhow::Result<i32> {
+    use openclaw_node::cli::ConfigLocation;
+    use openclaw_node::ops;
+    let outer = ConfigLocation {
+        config: node.config.clone(),
+        data_dir: node.data_dir.clone(),
+    };
+    match cmd {
+        Command::Tokens(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::tokens::run(a)
+        }
+        Command::Cost(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::cost::run(a)
+        }
+        Command::Queue(a) => ops::queue::run(a).await,
+        Command::Doctor(mut a) => {
+            a.location = ops::merge_location(a.location, &outer);
+            ops::doctor::run(a).await
+        }
+        Command::Config(c) => ops::config_cmd::run(c, &outer),
+        other => anyhow::bail!("{other:?} is not an operator command"),
     }
 }
 

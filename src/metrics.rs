@@ -74,6 +74,7 @@ pub struct Metrics {
     pub http_in_flight: IntGauge,
     pub model_breaker_state: IntGaugeVec,
     pub fallbacks_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -279,6 +280,12 @@ impl Metrics {
                 "Calls moved to the next model of the fallback chain, by from, to and reason.",
                 &["from", "to", "reason"],
             ),
+            config_reloads_total: counter_vec(
+                &r,
+                "openclaw_config_reloads_total",
+                "Config reloads (file watcher and POST /api/config/reload), by result (ok, unchanged, error).",
+                &["result"],
+            ),
             registry: r,
         };
         // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
@@ -287,6 +294,9 @@ impl Metrics {
         }
         for result in ["hit", "miss"] {
             m.cache_requests_total.with_label_values(&[result]);
+        }
+        for result in ["ok", "unchanged", "error"] {
+            m.config_reloads_total.with_label_values(&[result]);
         }
         m
     }

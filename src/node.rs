@@ -37,6 +37,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Overrides `server.listen`.
     pub http: Option<SocketAddr>,
+    /// The file `config` was loaded from; watched and reloaded while the node runs.
+    pub config_source: Option<crate::reload::ConfigSource>,
 }
 
 /// A started node.
@@ -171,6 +173,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         queued: AtomicUsize::new(0),
         epoch: Instant::now(),
         shutdown: shutdown.clone(),
+        config_source: opts.config_source.clone(),
     });
     let supervisor = crate::actors::start_tree(rt.clone())
         .await
@@ -198,6 +201,8 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             }
         });
     }
+
+    crate::reload::spawn_watcher(rt.clone());
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -271,6 +276,7 @@ mod tests {
             config,
             data_dir: dir.path().to_path_buf(),
             http: Some("127.0.0.1:0".parse().unwrap()),
+            config_source: None,
         };
         let node = start(opts, CancellationToken::new()).await.unwrap();
         let rt = node.runtime.clone();

@@ -201,6 +201,8 @@ pub struct Runtime {
     pub epoch: Instant,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
+    /// The config file to hot-reload from (None: the config came from code, nothing to watch).
+    pub config_source: Option<crate::reload::ConfigSource>,
 }
 
 impl Runtime {

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics_text))
+        .route("/api/config/reload", post(ops::reload_config))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -80,6 +81,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
+        Some("/api/config/reload") => "config_reload",
         _ => "other",
     }
 }

@@ -30,6 +30,25 @@ pub async fn metrics_text() -> impl IntoResponse {
     )
 }
 
+/// `POST /api/config/reload`: load the config file now; answers what changed, or 422 with the
+/// path and reason (the old config stays).
+pub async fn reload_config(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if st.rt.config_source.is_none() {
+        return Err(ApiError::not_found(
+            "no_config_file",
+            "this node was started without a config file to reload",
+        ));
+    }
+    match crate::reload::reload_now(&st.rt).await {
+        Ok(r) => Ok(Json(json!({
+            "result": if r.changed.is_empty() { "unchanged" } else { "reloaded" },
+            "changed": r.changed,
+            "restart_needed": r.restart_needed,
+        }))),
+        Err(e) => Err(ApiError::unprocessable("invalid_config", e.to_string())),
+    }
+}
+
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("not_found", format!("no route for {}", uri.path()))
 }
