@@ -27,3 +27,5 @@ pub mod storage;
 pub mod tokens;
 pub mod util;
 pub mod worker;
+pub mod limits;
+pub mod ratelimit;
