@@ -266,10 +266,11 @@ async fn run<'a, T>(
                     });
                 }
                 Err(e) => {
-                    drop(permit);
+                    // Back off before releasing, so the release cannot grant a waiter first.
                     if let ProviderError::RateLimited { retry_after } = &e {
                         limits::note_429(rt, model, *retry_after);
                     }
+                    drop(permit);
                     limited = None;
                     let open = if counts_against_breaker(&e) {
                         matches!(

@@ -18,7 +18,9 @@ use openclaw_proto::Priority;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 
-use crate::actors::limiter::{scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL};
+use crate::actors::limiter::{
+    scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL,
+};
 use crate::api::ApiError;
 use crate::runtime::Runtime;
 
@@ -188,7 +190,8 @@ pub async fn acquire(
             let (mut waited, mut probed) = (first, second);
             loop {
                 let mut p = Permit::default();
-                if let Some(g) = acquire_one(rt, waited, priority, tokens, deadline_ms, true).await?
+                if let Some(g) =
+                    acquire_one(rt, waited, priority, tokens, deadline_ms, true).await?
                 {
                     p.grants.push(g);
                 }
@@ -253,7 +256,10 @@ mod tests {
     #[test]
     fn scopes_table() {
         let mut cfg = Config::default();
-        assert!(scopes_for(&cfg, "gpt-4o").is_empty(), "no limits: fast path");
+        assert!(
+            scopes_for(&cfg, "gpt-4o").is_empty(),
+            "no limits: fast path"
+        );
         cfg.rate_limiting.per_model.insert(
             "gpt-4o".into(),
             RateLimit {

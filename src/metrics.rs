@@ -83,8 +83,9 @@ pub struct Metrics {
 }
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
-pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] =
-    &[0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 

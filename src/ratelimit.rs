@@ -141,7 +141,13 @@ impl Window {
         self.next_id += 1;
         let id = self.next_id;
         if l.requests.is_some() || l.tokens.is_some() {
-            self.log.insert(id, Grant { at_ms: now_ms, tokens });
+            self.log.insert(
+                id,
+                Grant {
+                    at_ms: now_ms,
+                    tokens,
+                },
+            );
             self.tokens_in_log += tokens;
         }
         self.in_flight.insert(id);
@@ -272,7 +278,11 @@ mod tests {
             (
                 "tpm: request above the allowance waits for an empty window",
                 lim(None, Some(100), None),
-                vec![(0, 10, Ok(())), (5, 500, Err(RetryIn(995))), (1000, 500, Ok(()))],
+                vec![
+                    (0, 10, Ok(())),
+                    (5, 500, Err(RetryIn(995))),
+                    (1000, 500, Ok(())),
+                ],
             ),
             (
                 "no limits",
@@ -330,11 +340,14 @@ mod tests {
         assert!(w.check(1, 1, &l).is_err());
         w.cancel(a);
         assert_eq!(w.check(1, 10, &l), Ok(()));
-        assert_eq!(w.headroom(1, &l), Headroom {
-            remaining_requests: Some(1),
-            remaining_tokens: Some(10),
-            ..Headroom::default()
-        });
+        assert_eq!(
+            w.headroom(1, &l),
+            Headroom {
+                remaining_requests: Some(1),
+                remaining_tokens: Some(10),
+                ..Headroom::default()
+            }
+        );
     }
 
     #[test]
@@ -366,9 +379,27 @@ mod tests {
             ("jitter up", 2, None, 1.0, ms(2_400)),
             ("jitter down", 2, None, -1.0, ms(1_600)),
             ("jitter never passes max", 9, None, 1.0, ms(10_000)),
-            ("retry-after wins when longer", 1, Some(ms(3_000)), 0.0, ms(3_000)),
-            ("retry-after beyond max wins", 1, Some(ms(30_000)), 0.0, ms(30_000)),
-            ("retry-after shorter is ignored", 3, Some(ms(100)), 0.0, ms(4_000)),
+            (
+                "retry-after wins when longer",
+                1,
+                Some(ms(3_000)),
+                0.0,
+                ms(3_000),
+            ),
+            (
+                "retry-after beyond max wins",
+                1,
+                Some(ms(30_000)),
+                0.0,
+                ms(30_000),
+            ),
+            (
+                "retry-after shorter is ignored",
+                3,
+                Some(ms(100)),
+                0.0,
+                ms(4_000),
+            ),
             ("attempt 0 counts as 1", 0, None, 0.0, ms(1_000)),
         ];
         for (name, attempt, ra, jitter, want) in cases {

@@ -63,13 +63,22 @@ pub enum LimiterMsg {
         reply: oneshot::Sender<Result<u64, Refused>>,
     },
     /// The call of grant `id` used `tokens` (real count); it succeeded.
-    Settle { id: u64, tokens: u64 },
+    Settle {
+        id: u64,
+        tokens: u64,
+    },
     /// The call of grant `id` ended.
-    Release { id: u64 },
+    Release {
+        id: u64,
+    },
     /// The grant `id` was not used (undo it).
-    Cancel { id: u64 },
+    Cancel {
+        id: u64,
+    },
     /// The provider answered 429: back off.
-    Backoff { retry_after: Option<Duration> },
+    Backoff {
+        retry_after: Option<Duration>,
+    },
     Tick,
     Snapshot {
         reply: oneshot::Sender<ScopeSnapshot>,
@@ -197,7 +206,10 @@ impl LimiterState {
             .is_some_and(|(lvl, _)| *lvl <= priority.level());
         let denied = if ahead {
             // Someone of the same or a higher priority waits already: queue behind them.
-            self.window.check(now, tokens, &l).err().or(Some(Denied::Busy))
+            self.window
+                .check(now, tokens, &l)
+                .err()
+                .or(Some(Denied::Busy))
         } else {
             match self.window.try_grant(now, tokens, &l) {
                 Ok(id) => {
@@ -214,7 +226,10 @@ impl LimiterState {
                 Err(d) => Some(d),
             }
         };
-        let refuse = |why, retry_after_ms| Refused { why, retry_after_ms };
+        let refuse = |why, retry_after_ms| Refused {
+            why,
+            retry_after_ms,
+        };
         let known = match denied {
             Some(Denied::RetryIn(ms)) => Some(ms),
             _ => None,
@@ -303,6 +318,11 @@ impl Actor for Limiter {
         args: LimiterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_millis(LIMITER_TICK_MS), || LimiterMsg::Tick);
+        // The scope's series exist from the start (zeros rather than no data).
+        let m = metrics();
+        m.rate_limit_waits_total.with_label_values(&[&args.scope]);
+        m.rate_limit_rejections_total
+            .with_label_values(&[&args.scope]);
         Ok(LimiterState {
             rt: args.rt,
             scope: args.scope,
