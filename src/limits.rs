@@ -150,7 +150,11 @@ async fn acquire_one(
             reply: tx,
         });
         if sent.is_ok() {
-            match rx.await {
+            let mut pending = PendingGrant {
+                rx: Some(rx),
+                limiter: r.clone(),
+            };
+            match pending.recv().await {
                 Ok(Ok(id)) => return Ok(Some((r, id))),
                 Ok(Err(refused)) => return Err(LimitError::from_refused(scope, refused)),
                 Err(_) => {} // the limiter stopped while we waited: ask its next incarnation
@@ -164,6 +168,39 @@ async fn acquire_one(
             });
         }
         tokio::time::sleep(Duration::from_millis(LIMITER_ABSENT_RETRY_MS)).await;
+    }
+}
+
+/// A grant being waited for. If the waiting future is dropped (the task was cancelled or
+/// preempted) after the limiter sent the grant but before it was read, the grant is undone
+/// here, so no concurrency slot leaks.
+struct PendingGrant {
+    rx: Option<oneshot::Receiver<Result<u64, Refused>>>,
+    limiter: ActorRef<LimiterMsg>,
+}
+
+impl PendingGrant {
+    async fn recv(&mut self) -> Result<Result<u64, Refused>, oneshot::error::RecvError> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(Err(Refused {
+                why: RefusedWhy::NoRoom,
+                retry_after_ms: 0,
+            }));
+        };
+        let got = rx.await;
+        self.rx = None;
+        got
+    }
+}
+
+impl Drop for PendingGrant {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(id)) = rx.try_recv() {
+                let _ = self.limiter.cast(LimiterMsg::Cancel { id });
+            }
+        }
     }
 }
 

@@ -388,3 +388,51 @@ fn worst_window_counts_sliding_windows() {
     assert_eq!(worst_window(&[0, 500, 900, 1400], 1000, 0), 3);
     assert_eq!(worst_window(&[0, 880, 950], 1000, 100), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_leaves_the_queue_and_holds_nothing() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        4,
+        json!({"rate_limiting": {"per_model": {"fast": {"concurrent_requests": 1}}}}),
+    );
+    let node = Node::start(&cfg).await;
+    let blocker = node
+        .submit_ok(json!({"input": "[sim:slow:1500] blocker"}))
+        .await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while sim.calls(Some(&blocker)).await.is_empty() {
+        assert!(Instant::now() < end, "the blocker never reached the sim");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiter = node.submit_ok(json!({"input": "cancel me"})).await;
+    wait_waiters(&node, "fast", 1).await;
+    let (st, _) = node.cancel(&waiter).await;
+    assert!(st.is_success(), "cancel: {st}");
+    wait_waiters(&node, "fast", 0).await;
+    assert_eq!(
+        node.wait_final(&waiter, BATCH_DEADLINE).await["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        node.wait_final(&blocker, BATCH_DEADLINE).await["status"],
+        "succeeded"
+    );
+    // The slot is free again: a later task runs, and nothing stays in flight.
+    let after = node.submit_ok(json!({"input": "after"})).await;
+    assert_eq!(
+        node.wait_final(&after, BATCH_DEADLINE).await["status"],
+        "succeeded"
+    );
+    assert!(sim.calls(Some(&waiter)).await.is_empty());
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = node.get_json("/api/limits").await;
+        if v["scopes"][0]["in_flight"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "a slot leaked: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
