@@ -541,12 +541,29 @@ impl Default for Compression {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimiting {
     pub global: RateLimit,
     pub per_model: BTreeMap<String, RateLimit>,
     pub backoff: Backoff,
+    /// The window the per-minute limits are counted over (60; tests shorten it).
+    pub window_seconds: u64,
+    /// The longest a task waits for a rate-limit grant before failing with `rate_limited`
+    /// (for `/v1/chat/completions` also capped by `model_fallback.timeout_ms`).
+    pub max_wait_ms: u64,
+}
+
+impl Default for RateLimiting {
+    fn default() -> Self {
+        RateLimiting {
+            global: RateLimit::default(),
+            per_model: BTreeMap::new(),
+            backoff: Backoff::default(),
+            window_seconds: 60,
+            max_wait_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -992,6 +1009,9 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.rate_limiting.window_seconds == 0 {
+            return Err(bad("rate_limiting.window_seconds", "must be at least 1"));
         }
         let b = &self.rate_limiting.backoff;
         if b.multiplier < 1.0 {

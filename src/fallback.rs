@@ -5,6 +5,12 @@
 //! A stream switches model only before its first chunk: once `chat_stream` returned a stream,
 //! it is the answer.
 //!
+//! Rate limits (`crate::limits`): every attempt first acquires its model's (and the global)
+//! grant, waiting at most `rate_limiting.max_wait_ms` in all (chat calls: also at most
+//! `timeout_ms`); a refusal moves on like a 429, and fails the call with `rate_limited` when no
+//! model is left. A provider 429 backs the model's limiter off; a success settles the grant
+//! with the real token count.
+//!
 //! Every move to the next model is counted (`openclaw_fallbacks_total{from,to,reason}`) and
 //! returned, so the task shows it.
 
@@ -17,6 +23,7 @@ use openclaw_proto::openai::ChatCompletionRequest;
 use crate::breaker::{Admit, BreakerPolicy};
 use crate::calls::{self, CallMeta, Completed};
 use crate::config::Config;
+use crate::limits::{self, LimitError, Permit};
 use crate::metrics::metrics;
 use crate::providers::{ChunkStream, ProviderError};
 use crate::runtime::{now_ms, Runtime};
@@ -104,6 +111,9 @@ pub struct Failure {
     pub error: ProviderError,
     pub model: String,
     pub fallbacks: Vec<FallbackStep>,
+    /// Set when the last failure was the gateway's own rate limit (`error` is then a
+    /// `RateLimited` carrying its retry-after).
+    pub limited: Option<LimitError>,
 }
 
 fn note_fallback(steps: &mut Vec<FallbackStep>, from: &str, to: &str, reason: &str) {
@@ -126,9 +136,19 @@ pub async fn chat(
     req: &ChatCompletionRequest,
     first: &str,
 ) -> Result<Answer<Completed>, Failure> {
-    run(rt, meta, req, first, |model_req, meta, timeout| {
-        Box::pin(async move { calls::chat(rt, &meta, &model_req, timeout).await })
-    })
+    run(
+        rt,
+        meta,
+        req,
+        first,
+        |model_req, meta, timeout| {
+            Box::pin(async move { calls::chat(rt, &meta, &model_req, timeout).await })
+        },
+        |done: Completed, permit: Permit| {
+            permit.settle(done.usage.prompt_tokens + done.usage.completion_tokens);
+            done
+        },
+    )
     .await
 }
 
@@ -140,10 +160,28 @@ pub async fn chat_stream(
     first: &str,
 ) -> Result<Answer<ChunkStream>, Failure> {
     let rt2 = rt.clone();
-    run(&rt, meta, req, first, move |model_req, meta, timeout| {
-        let rt = rt2.clone();
-        Box::pin(async move { calls::chat_stream(rt, meta, &model_req, timeout).await })
-    })
+    run(
+        &rt,
+        meta,
+        req,
+        first,
+        move |model_req, meta, timeout| {
+            let rt = rt2.clone();
+            Box::pin(async move { calls::chat_stream(rt, meta, &model_req, timeout).await })
+        },
+        // The stream holds the grants until it ends (concurrency), and settles on its usage.
+        |stream: ChunkStream, permit: Permit| -> ChunkStream {
+            if !permit.is_limited() {
+                return stream;
+            }
+            Box::pin(futures::StreamExt::map(stream, move |item| {
+                if let Ok(Some(u)) = item.as_ref().map(|c| c.usage.as_ref()) {
+                    permit.settle(u.prompt_tokens + u.completion_tokens);
+                }
+                item
+            }))
+        },
+    )
     .await
 }
 
@@ -156,8 +194,12 @@ async fn run<'a, T>(
     req: &ChatCompletionRequest,
     first: &str,
     call: impl Fn(ChatCompletionRequest, CallMeta, Duration) -> Attempt<'a, T>,
+    finish: impl Fn(T, Permit) -> T,
 ) -> Result<Answer<T>, Failure> {
     let cfg = &*rt.cfg();
+    let wait_deadline_ms =
+        rt.mono_ms() + limits::max_wait(cfg, meta.task_id.is_some()).as_millis() as u64;
+    let mut limited: Option<LimitError> = None;
     let policy = breaker_policy(cfg);
     let timeout = Duration::from_millis(cfg.model_fallback.timeout_ms);
     let tries = 1 + cfg.model_fallback.max_retries;
@@ -192,16 +234,44 @@ async fn run<'a, T>(
             let mut m = meta.clone();
             m.attempt = attempt_no;
             m.fallback_from = (i > 0).then(|| first.to_string());
+            let estimate = limits::estimate_tokens(
+                &model_req.messages,
+                model_req.max_tokens.or(model_req.max_completion_tokens),
+            );
+            let permit =
+                match limits::acquire(rt, model, meta.priority, estimate, wait_deadline_ms).await {
+                    Ok(p) => p,
+                    Err(le) => {
+                        tracing::info!(model, error = %le, "rate limit refused the attempt");
+                        last = Some((
+                            model.clone(),
+                            ProviderError::RateLimited {
+                                retry_after: Some(le.retry_after()),
+                            },
+                        ));
+                        limited = Some(le);
+                        if let Some(to) = next_model {
+                            note_fallback(&mut steps, model, to, "rate_limited");
+                        }
+                        break;
+                    }
+                };
             match call(model_req.clone(), m, timeout).await {
                 Ok(value) => {
                     rt.breakers.record(model, true, now_ms(), &policy);
                     return Ok(Answer {
-                        value,
+                        value: finish(value, permit),
                         model: model.clone(),
                         fallbacks: steps,
                     });
                 }
                 Err(e) => {
+                    // Back off before releasing, so the release cannot grant a waiter first.
+                    if let ProviderError::RateLimited { retry_after } = &e {
+                        limits::note_429(rt, model, *retry_after);
+                    }
+                    drop(permit);
+                    limited = None;
                     let open = if counts_against_breaker(&e) {
                         matches!(
                             rt.breakers.record(model, false, now_ms(), &policy),
@@ -238,6 +308,7 @@ async fn run<'a, T>(
                                 error,
                                 model,
                                 fallbacks: steps,
+                                limited: None,
                             });
                         }
                     }
@@ -255,6 +326,7 @@ async fn run<'a, T>(
         error,
         model,
         fallbacks: steps,
+        limited,
     })
 }
 

@@ -24,6 +24,9 @@
 //! | `openclaw_http_in_flight` | gauge | — |
 //! | `openclaw_model_breaker_state` | gauge | `model`; 0 closed, 1 open, 2 half-open |
 //! | `openclaw_fallbacks_total` | counter | `from`, `to` (configured models), `reason` (a provider error code or `circuit_open`) |
+//! | `openclaw_rate_limit_waits_total` | counter | `model` (a configured model or `global`): grants that had to wait |
+//! | `openclaw_rate_limit_rejections_total` | counter | `model`: acquisitions refused with `rate_limited` |
+//! | `openclaw_rate_limit_wait_seconds` | histogram, 1 ms … 300 s | `model`: time from asking to grant |
 //!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
@@ -75,7 +78,15 @@ pub struct Metrics {
     pub model_breaker_state: IntGaugeVec,
     pub fallbacks_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
+    pub rate_limit_waits_total: IntCounterVec,
+    pub rate_limit_rejections_total: IntCounterVec,
+    pub rate_limit_wait_seconds: HistogramVec,
 }
+
+/// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
+pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -285,6 +296,25 @@ impl Metrics {
                 "openclaw_config_reloads_total",
                 "Config reloads (file watcher and POST /api/config/reload), by result (ok, unchanged, error).",
                 &["result"],
+            ),
+            rate_limit_waits_total: counter_vec(
+                &r,
+                "openclaw_rate_limit_waits_total",
+                "Rate-limit grants that had to wait, by scope (model or global).",
+                &["model"],
+            ),
+            rate_limit_rejections_total: counter_vec(
+                &r,
+                "openclaw_rate_limit_rejections_total",
+                "Rate-limit acquisitions refused (wait beyond the deadline or too many waiters), by scope.",
+                &["model"],
+            ),
+            rate_limit_wait_seconds: histogram_vec(
+                &r,
+                "openclaw_rate_limit_wait_seconds",
+                "Time from asking a rate limiter to its grant, by scope (model or global).",
+                &["model"],
+                RATE_LIMIT_WAIT_BUCKETS,
             ),
             registry: r,
         };

@@ -101,6 +101,8 @@ pub struct ActorHandles {
     delivery: RwLock<Option<ActorRef<DeliveryMsg>>>,
     agents: RwLock<HashMap<String, ActorRef<AgentMsg>>>,
     cache: RwLock<Option<ActorRef<CacheMsg>>>,
+    /// Rate limiters by scope (a model name or `global`).
+    limiters: RwLock<HashMap<String, ActorRef<crate::actors::limiter::LimiterMsg>>>,
 }
 
 impl ActorHandles {
@@ -127,6 +129,18 @@ impl ActorHandles {
     }
     pub fn set_cache(&self, r: ActorRef<CacheMsg>) {
         *write(&self.cache) = Some(r);
+    }
+    pub fn limiter(&self, scope: &str) -> Option<ActorRef<crate::actors::limiter::LimiterMsg>> {
+        read(&self.limiters).get(scope).cloned()
+    }
+    pub fn set_limiter(&self, scope: &str, r: ActorRef<crate::actors::limiter::LimiterMsg>) {
+        write(&self.limiters).insert(scope.to_string(), r);
+    }
+    /// Every limiter scope that was started, sorted.
+    pub fn limiter_scopes(&self) -> Vec<String> {
+        let mut v: Vec<String> = read(&self.limiters).keys().cloned().collect();
+        v.sort();
+        v
     }
 }
 

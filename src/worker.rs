@@ -299,8 +299,11 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             }
         }
         Err(f) => {
-            let mut out =
-                Outcome::failed(f.error.code(), format!("model {}: {}", f.model, f.error));
+            let message = match &f.limited {
+                Some(le) => le.to_string(),
+                None => format!("model {}: {}", f.model, f.error),
+            };
+            let mut out = Outcome::failed(f.error.code(), message);
             out.model = Some(f.model);
             out.route = Some(route.reason.label());
             out.fallbacks = f.fallbacks;

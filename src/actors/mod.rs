@@ -8,7 +8,9 @@
 //! │     └ spawns worker tasks    (tokio tasks, not actors: provider I/O never runs in a handler)
 //! ├── agent:<name> (one each)    the agent's workspace → system prompt and token breakdown
 //! ├── delivery                   callback POSTs with retries; parks failures
-//! └── cache                      the request cache: sled `cache` tree + in-memory LRU index
+//! ├── cache                      the request cache: sled `cache` tree + in-memory LRU index
+//! └── limiter:<scope>            one per model with limits, plus `global` (when it has any):
+//!                                sliding-window grants in priority order, 429 back-off
 //! ```
 //!
 //! Actor state is rebuildable: the scheduler reloads its queue from the ledger on (re)start,
@@ -19,6 +21,7 @@
 pub mod agent;
 pub mod cache;
 pub mod delivery;
+pub mod limiter;
 pub mod scheduler;
 pub mod supervisor;
 
@@ -44,6 +47,21 @@ pub fn agent_names(rt: &Runtime) -> Vec<String> {
         names.insert(0, "main".to_string());
     }
     names
+}
+
+/// The rate-limit scopes with any limit at start: `global`, then the limited models.
+pub fn limiter_scopes(rt: &Runtime) -> Vec<String> {
+    let cfg = rt.cfg();
+    let mut v = Vec::new();
+    if limiter::scope_limits(&cfg, limiter::GLOBAL).any() {
+        v.push(limiter::GLOBAL.to_string());
+    }
+    for model in cfg.rate_limiting.per_model.keys() {
+        if limiter::scope_limits(&cfg, model).any() {
+            v.push(model.clone());
+        }
+    }
+    v
 }
 
 /// Start the supervisor and its children.
@@ -99,6 +117,25 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
                 Ok(r.get_cell())
             })
         }));
+    }
+    for scope in limiter_scopes(&rt) {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(
+            &format!("limiter:{scope}"),
+            move |sup: ActorCell| {
+                let rt = rt.clone();
+                let scope = scope.clone();
+                Box::pin(async move {
+                    let args = limiter::LimiterArgs {
+                        rt: rt.clone(),
+                        scope: scope.clone(),
+                    };
+                    let (r, _) = Actor::spawn_linked(None, limiter::Limiter, args, sup).await?;
+                    rt.handles.set_limiter(&scope, r.clone());
+                    Ok(r.get_cell())
+                })
+            },
+        ));
     }
     let args = SupervisorArgs {
         children,

@@ -305,6 +305,8 @@ fn on_crash<H: HealthSink>(
 fn child_label(name: &str) -> &str {
     if name.starts_with("agent:") {
         "agent"
+    } else if name.starts_with("limiter:") {
+        "limiter"
     } else {
         name
     }

@@ -3,7 +3,7 @@
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
-//! (+ `/prune`),
+//! (+ `/prune`), `/api/limits`, `/api/config/reload`,
 //! `/v1/chat/completions` (SSE with `stream: true`), `/v1/models`, `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod limits;
 pub mod openai;
 pub mod ops;
 pub mod tasks;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/queue", get(tasks::queue))
         .route("/api/cache", get(cache::stats).delete(cache::clear))
         .route("/api/cache/prune", post(cache::prune))
+        .route("/api/limits", get(limits::limits))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/health", get(ops::health))
@@ -76,6 +78,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/tasks/{id}") => "task",
         Some("/api/queue") => "queue",
         Some("/api/cache" | "/api/cache/prune") => "cache",
+        Some("/api/limits") => "limits",
         Some("/v1/chat/completions") => "chat",
         Some("/v1/models") => "models",
         Some("/health") => "health",

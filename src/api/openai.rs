@@ -73,6 +73,14 @@ pub fn provider_error(model: &str, e: &ProviderError) -> ApiError {
     }
 }
 
+/// A failed call: the gateway's own rate limit (429 + Retry-After), else the provider's error.
+fn failure_error(f: &fallback::Failure) -> ApiError {
+    match &f.limited {
+        Some(le) => le.api_error(),
+        None => provider_error(&f.model, &f.error),
+    }
+}
+
 pub async fn chat_completions(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -170,7 +178,7 @@ async fn serve_chat(
     if !req.stream {
         let answer = fallback::chat(&rt, &meta, &req, &first)
             .await
-            .map_err(|f| provider_error(&f.model, &f.error))?;
+            .map_err(|f| failure_error(&f))?;
         let mut resp = answer.value.response;
         resp.usage = Some(answer.value.usage);
         if let Some(key) = cache_key.clone() {
@@ -190,7 +198,7 @@ async fn serve_chat(
     }
     let answer = fallback::chat_stream(rt.clone(), &meta, &req, &first)
         .await
-        .map_err(|f| provider_error(&f.model, &f.error))?;
+        .map_err(|f| failure_error(&f))?;
     let (stream, model, fallbacks) = (answer.value, answer.model, answer.fallbacks);
     let served = model.clone();
     let stream = match cache_key.clone() {

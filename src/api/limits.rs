@@ -1,0 +1,19 @@
+//! `GET /api/limits`: the headroom of every rate limiter on this node (remaining requests and
+//! tokens in the window, in flight, waiters, back-off), for operators and `status`.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+pub async fn limits(State(st): State<AppState>) -> Json<Value> {
+    let scopes = crate::limits::snapshot(&st.rt).await;
+    let cfg = st.rt.cfg();
+    Json(json!({
+        "node": st.rt.node,
+        "window_seconds": cfg.rate_limiting.window_seconds,
+        "max_wait_ms": cfg.rate_limiting.max_wait_ms,
+        "scopes": scopes,
+    }))
+}

@@ -1,0 +1,338 @@
+//! The client side of the rate limiters: [`acquire`] a [`Permit`] for one model call (the
+//! model's scope and `global`), [`Permit::settle`] it with the real token count, drop it to
+//! release the concurrency slot; [`note_429`] backs a model off; [`snapshot`] reads headroom.
+//!
+//! Fast path: when neither the model nor `global` has a limit configured, `acquire` returns an
+//! empty permit without any actor round trip.
+//!
+//! Two scopes are taken so that neither window records a call that waits on the other: the
+//! model's grant first (waiting), then `global` without waiting; when `global` has no room the
+//! model's grant is cancelled (undone, not released), `global` is waited for, and the model's
+//! taken without waiting — repeated until both hold at the same moment or the deadline passes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openclaw_proto::openai::ChatMessage;
+use openclaw_proto::Priority;
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+
+use crate::actors::limiter::{
+    scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL,
+};
+use crate::api::ApiError;
+use crate::runtime::Runtime;
+
+/// Output tokens reserved for a call without `max_tokens` (settled to the real count after).
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 512;
+/// How often a caller looks again for a limiter that is restarting.
+const LIMITER_ABSENT_RETRY_MS: u64 = 20;
+/// Pause before waiting on the other scope (no busy loop between two full scopes).
+const SWAP_PAUSE_MS: u64 = 5;
+
+/// Tokens to reserve for a call: the prompt's plus `max_tokens` (or the default estimate).
+pub fn estimate_tokens(messages: &[ChatMessage], max_tokens: Option<u32>) -> u64 {
+    crate::tokens::count_messages(messages) as u64
+        + max_tokens.map(u64::from).unwrap_or(DEFAULT_OUTPUT_ESTIMATE)
+}
+
+/// A rate-limit refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("rate limit of {scope} (gateway): {reason}; retry after {retry_after:?}")]
+    RateLimited {
+        scope: String,
+        reason: &'static str,
+        retry_after: Duration,
+    },
+}
+
+impl LimitError {
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            LimitError::RateLimited { retry_after, .. } => *retry_after,
+        }
+    }
+
+    /// Whole seconds for `Retry-After` (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after().as_millis().div_ceil(1000).max(1) as u64
+    }
+
+    /// 429 `rate_limited` + `Retry-After`.
+    pub fn api_error(&self) -> ApiError {
+        ApiError::too_many("rate_limited", self.to_string(), self.retry_after_secs())
+    }
+
+    fn from_refused(scope: &str, r: Refused) -> LimitError {
+        LimitError::RateLimited {
+            scope: scope.to_string(),
+            reason: match r.why {
+                RefusedWhy::Deadline => "the wait for a grant would pass the deadline",
+                RefusedWhy::TooManyWaiters => "too many callers are waiting for this limiter",
+                RefusedWhy::NoRoom => "no room",
+            },
+            retry_after: Duration::from_millis(r.retry_after_ms),
+        }
+    }
+}
+
+/// Grants held for one call. Dropping it releases them (concurrency).
+#[derive(Default)]
+pub struct Permit {
+    grants: Vec<(ActorRef<LimiterMsg>, u64)>,
+}
+
+impl Permit {
+    /// Whether any limiter was involved.
+    pub fn is_limited(&self) -> bool {
+        !self.grants.is_empty()
+    }
+
+    /// The call succeeded and used `actual_tokens` (input + output): adjust the reservations.
+    pub fn settle(&self, actual_tokens: u64) {
+        for (r, id) in &self.grants {
+            let _ = r.cast(LimiterMsg::Settle {
+                id: *id,
+                tokens: actual_tokens,
+            });
+        }
+    }
+
+    fn cancel(mut self) {
+        for (r, id) in self.grants.drain(..) {
+            let _ = r.cast(LimiterMsg::Cancel { id });
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        for (r, id) in self.grants.drain(..) {
+            let _ = r.cast(LimiterMsg::Release { id });
+        }
+    }
+}
+
+/// The scopes limiting calls of `model`, model first (only those with a limit configured).
+pub fn scopes_for(cfg: &crate::config::Config, model: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    if cfg.rate_limiting.per_model.contains_key(model) && scope_limits(cfg, model).any() {
+        v.push(model.to_string());
+    }
+    if scope_limits(cfg, GLOBAL).any() {
+        v.push(GLOBAL.to_string());
+    }
+    v
+}
+
+/// One scope's grant: `Ok(None)` when the scope has no running limiter (not limited).
+async fn acquire_one(
+    rt: &Runtime,
+    scope: &str,
+    priority: Priority,
+    tokens: u64,
+    deadline_ms: u64,
+    wait: bool,
+) -> Result<Option<(ActorRef<LimiterMsg>, u64)>, LimitError> {
+    loop {
+        let Some(r) = rt.handles.limiter(scope) else {
+            // Never started (limits added by a reload need a restart): not limited here.
+            return Ok(None);
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = r.cast(LimiterMsg::Acquire {
+            priority,
+            tokens,
+            deadline_ms,
+            wait,
+            reply: tx,
+        });
+        if sent.is_ok() {
+            let mut pending = PendingGrant {
+                rx: Some(rx),
+                limiter: r.clone(),
+            };
+            match pending.recv().await {
+                Ok(Ok(id)) => return Ok(Some((r, id))),
+                Ok(Err(refused)) => return Err(LimitError::from_refused(scope, refused)),
+                Err(_) => {} // the limiter stopped while we waited: ask its next incarnation
+            }
+        }
+        if rt.mono_ms() >= deadline_ms || rt.shutdown.is_cancelled() {
+            return Err(LimitError::RateLimited {
+                scope: scope.to_string(),
+                reason: "the limiter is restarting",
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(LIMITER_ABSENT_RETRY_MS)).await;
+    }
+}
+
+/// A grant being waited for. If the waiting future is dropped (the task was cancelled or
+/// preempted) after the limiter sent the grant but before it was read, the grant is undone
+/// here, so no concurrency slot leaks.
+struct PendingGrant {
+    rx: Option<oneshot::Receiver<Result<u64, Refused>>>,
+    limiter: ActorRef<LimiterMsg>,
+}
+
+impl PendingGrant {
+    async fn recv(&mut self) -> Result<Result<u64, Refused>, oneshot::error::RecvError> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(Err(Refused {
+                why: RefusedWhy::NoRoom,
+                retry_after_ms: 0,
+            }));
+        };
+        let got = rx.await;
+        self.rx = None;
+        got
+    }
+}
+
+impl Drop for PendingGrant {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(id)) = rx.try_recv() {
+                let _ = self.limiter.cast(LimiterMsg::Cancel { id });
+            }
+        }
+    }
+}
+
+/// Acquire the grants for one call of `model` reserving `tokens`, waiting (in `priority`
+/// order) until `deadline_ms` (node-monotonic, [`Runtime::mono_ms`]) at the latest.
+pub async fn acquire(
+    rt: &Runtime,
+    model: &str,
+    priority: Priority,
+    tokens: u64,
+    deadline_ms: u64,
+) -> Result<Permit, LimitError> {
+    let scopes = scopes_for(&rt.cfg(), model);
+    let mut permit = Permit::default();
+    match scopes.as_slice() {
+        [] => Ok(permit),
+        [one] => {
+            if let Some(g) = acquire_one(rt, one, priority, tokens, deadline_ms, true).await? {
+                permit.grants.push(g);
+            }
+            Ok(permit)
+        }
+        [first, second, ..] => {
+            let (mut waited, mut probed) = (first, second);
+            loop {
+                let mut p = Permit::default();
+                if let Some(g) =
+                    acquire_one(rt, waited, priority, tokens, deadline_ms, true).await?
+                {
+                    p.grants.push(g);
+                }
+                match acquire_one(rt, probed, priority, tokens, deadline_ms, false).await {
+                    Ok(g) => {
+                        p.grants.extend(g);
+                        return Ok(p);
+                    }
+                    Err(_) => {
+                        // Do not let `waited`'s window count a call that now waits on `probed`.
+                        p.cancel();
+                        std::mem::swap(&mut waited, &mut probed);
+                        tokio::time::sleep(Duration::from_millis(SWAP_PAUSE_MS)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A 429 from the provider of `model`: back its limiter off (when it has one).
+pub fn note_429(rt: &Runtime, model: &str, retry_after: Option<Duration>) {
+    if let Some(r) = rt.handles.limiter(model) {
+        let _ = r.cast(LimiterMsg::Backoff { retry_after });
+    }
+}
+
+/// How long a call may wait for grants: `rate_limiting.max_wait_ms`, capped by
+/// `model_fallback.timeout_ms` for a direct chat call (`task == false`).
+pub fn max_wait(cfg: &crate::config::Config, task: bool) -> Duration {
+    let w = cfg.rate_limiting.max_wait_ms;
+    Duration::from_millis(if task {
+        w
+    } else {
+        w.min(cfg.model_fallback.timeout_ms)
+    })
+}
+
+/// Headroom of every running limiter, sorted by scope (`GET /api/limits`).
+pub async fn snapshot(rt: &Arc<Runtime>) -> Vec<ScopeSnapshot> {
+    let mut out = Vec::new();
+    for scope in rt.handles.limiter_scopes() {
+        let Some(r) = rt.handles.limiter(&scope) else {
+            continue;
+        };
+        let (tx, rx) = oneshot::channel();
+        if r.cast(LimiterMsg::Snapshot { reply: tx }).is_err() {
+            continue;
+        }
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RateLimit};
+
+    #[test]
+    fn scopes_table() {
+        let mut cfg = Config::default();
+        assert!(
+            scopes_for(&cfg, "gpt-4o").is_empty(),
+            "no limits: fast path"
+        );
+        cfg.rate_limiting.per_model.insert(
+            "gpt-4o".into(),
+            RateLimit {
+                requests_per_minute: Some(20),
+                ..Default::default()
+            },
+        );
+        cfg.rate_limiting
+            .per_model
+            .insert("gpt-4o-mini".into(), RateLimit::default());
+        assert_eq!(scopes_for(&cfg, "gpt-4o"), ["gpt-4o"]);
+        assert!(scopes_for(&cfg, "gpt-4o-mini").is_empty(), "empty limits");
+        cfg.rate_limiting.global.concurrent_requests = Some(5);
+        assert_eq!(scopes_for(&cfg, "gpt-4o"), ["gpt-4o", GLOBAL]);
+        assert_eq!(scopes_for(&cfg, "deepseek-v3"), [GLOBAL]);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let e = |ms| LimitError::RateLimited {
+            scope: "m".into(),
+            reason: "r",
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(e(0).retry_after_secs(), 1);
+        assert_eq!(e(1000).retry_after_secs(), 1);
+        assert_eq!(e(1001).retry_after_secs(), 2);
+        assert_eq!(e(29_500).retry_after_secs(), 30);
+    }
+
+    #[test]
+    fn max_wait_for_chat_is_capped_by_the_timeout() {
+        let mut cfg = Config::default();
+        cfg.rate_limiting.max_wait_ms = 10_000;
+        cfg.model_fallback.timeout_ms = 2_000;
+        assert_eq!(max_wait(&cfg, true), Duration::from_millis(10_000));
+        assert_eq!(max_wait(&cfg, false), Duration::from_millis(2_000));
+    }
+}
