@@ -33,13 +33,15 @@ use tokio::sync::Semaphore;
 const EXAMPLES: &str = "\
 Spawns a simulator and a node (children of this binary), drives load from this process and
 prints tables: added latency on /v1/chat/completions (closed loop), an open-loop rate sweep,
-and durable task admission. Build in release first; a debug build measures nothing useful.
+durable task admission, and the policy path (routing + rate limiter + cache lookup) with
+cache-hit latency. Build in release first; a debug build measures nothing useful.
 
 Examples:
   cargo build --release && ./target/release/openclaw-node bench
   ./target/release/openclaw-node bench --scenario latency --requests 5000
   ./target/release/openclaw-node bench --scenario sweep --duration-secs 3 --rates 500,1000
-  ./target/release/openclaw-node bench --scenario tasks --json";
+  ./target/release/openclaw-node bench --scenario tasks --json
+  ./target/release/openclaw-node bench --scenario policy --requests 5000";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -49,6 +51,7 @@ pub enum Scenario {
     Latency,
     Sweep,
     Tasks,
+    Policy,
 }
 
 /// Options of `openclaw-node bench`.
@@ -265,6 +268,27 @@ fn spawn_child(name: &'static str, args: &[String], log: PathBuf) -> anyhow::Res
 }
 
 /// The node's config: one model `bench` on the simulator, no retries, room for everything.
+/// The policy scenario's node: model `bench` as plain, model `policy` behind a per-model rate
+/// limiter (limits far above the load, so it never waits: this measures its cost, not its
+/// effect), a few routing rules that do not match, and the request cache on.
+fn policy_config(sim: SocketAddr) -> Value {
+    let mut cfg = node_config(sim);
+    cfg["models"]["policy"] = cfg["models"]["bench"].clone();
+    cfg["rate_limiting"] = json!({"per_model": {"policy": {
+        "requests_per_minute": 100_000_000u64,
+        "tokens_per_minute": 1_000_000_000_000u64,
+        "concurrent_requests": 100_000
+    }}});
+    cfg["model_routing"]["rules"] = json!([
+        {"name": "code", "condition": {"task_type": ["code_generation"], "estimated_complexity": "high"}, "model": "bench"},
+        {"name": "zh", "condition": {"language": "zh", "task_type": ["writing"]}, "model": "bench"},
+        {"name": "long", "condition": {"input_tokens_gt": 50000}, "model": "bench"}
+    ]);
+    cfg["cache"] =
+        json!({"request_cache": {"enabled": true, "ttl_seconds": 3600, "max_size_mb": 64}});
+    cfg
+}
+
 fn node_config(sim: SocketAddr) -> Value {
     json!({
         "server": {"workers": 64, "queue_max": 1_000_000, "max_in_flight_requests": 100_000},
@@ -289,15 +313,20 @@ struct Fixture {
 
 impl Fixture {
     async fn start(client: &reqwest::Client, sim_latency_ms: u64) -> anyhow::Result<Fixture> {
+        Self::start_with(client, sim_latency_ms, node_config).await
+    }
+
+    async fn start_with(
+        client: &reqwest::Client,
+        sim_latency_ms: u64,
+        config: fn(SocketAddr) -> Value,
+    ) -> anyhow::Result<Fixture> {
         let dir = ScratchDir::create()?;
         let sim_addr = free_port()?;
         let node_addr = free_port()?;
         let cfg_path = dir.0.join("bench.json");
-        std::fs::write(
-            &cfg_path,
-            serde_json::to_vec_pretty(&node_config(sim_addr))?,
-        )
-        .with_context(|| format!("writing {}", cfg_path.display()))?;
+        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&config(sim_addr))?)
+            .with_context(|| format!("writing {}", cfg_path.display()))?;
         let mut sim = spawn_child(
             "sim-provider",
             &[
@@ -374,6 +403,10 @@ struct Target {
     client: reqwest::Client,
     url: String,
     body: bytes::Bytes,
+    /// When set, every request gets a distinct prompt (numbered), so the cache always misses.
+    unique: Option<(String, Arc<AtomicUsize>)>,
+    /// Sent with every request (e.g. the cache opt-out).
+    header: Option<(&'static str, &'static str)>,
 }
 
 impl Target {
@@ -387,7 +420,29 @@ impl Target {
             client: client.clone(),
             url: format!("{base}/v1/chat/completions"),
             body: bytes::Bytes::from(body.to_string()),
+            unique: None,
+            header: None,
         }
+    }
+
+    /// A chat call of `model`; `unique` numbers every prompt (cache misses), `no_cache` opts out.
+    fn chat_model(
+        client: &reqwest::Client,
+        base: &str,
+        model: &str,
+        unique: bool,
+        no_cache: bool,
+    ) -> Target {
+        let mut t = Target::chat(client, base);
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+            "max_tokens": 16
+        });
+        t.body = bytes::Bytes::from(body.to_string());
+        t.unique = unique.then(|| (model.to_string(), Arc::new(AtomicUsize::new(0))));
+        t.header = no_cache.then_some(("x-openclaw-cache", "off"));
+        t
     }
 
     fn task(client: &reqwest::Client, base: &str) -> Target {
@@ -396,18 +451,36 @@ impl Target {
             client: client.clone(),
             url: format!("{base}/api/tasks"),
             body: bytes::Bytes::from(body.to_string()),
+            unique: None,
+            header: None,
         }
     }
 
     /// Send once and read the whole answer; `Ok` only for a 2xx.
     async fn send(&self) -> anyhow::Result<bytes::Bytes> {
-        let resp = self
+        let body = match &self.unique {
+            Some((model, n)) => {
+                let i = n.fetch_add(1, Ordering::Relaxed);
+                bytes::Bytes::from(
+                    json!({
+                        "model": model,
+                        "messages": [{"role": "user", "content": format!("Say hello to the benchmark, #{i}.")}],
+                        "max_tokens": 16
+                    })
+                    .to_string(),
+                )
+            }
+            None => self.body.clone(),
+        };
+        let mut req = self
             .client
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body.clone())
-            .send()
-            .await?;
+            .body(body);
+        if let Some((k, v)) = self.header {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         anyhow::ensure!(status.is_success(), "status {status}");
@@ -618,6 +691,102 @@ async fn scenario_latency(
         eprintln!("  latency c={c} done");
     }
     Ok(rows)
+}
+
+#[derive(Debug, Serialize)]
+struct PolicyRow {
+    concurrency: usize,
+    /// Model `bench`, cache opted out: the plain gateway path.
+    plain: Summary,
+    /// Model `policy`, a new prompt each time: routing + limiter acquire/settle + cache miss and store.
+    policy_miss: Summary,
+    /// Model `policy`, the same prompt: answered from the cache.
+    cache_hit: Summary,
+    added_p50_us: i64,
+    added_p99_us: i64,
+}
+
+/// The policy path's cost per request, and cache-hit latency, on a node of its own.
+async fn scenario_policy(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<PolicyRow>> {
+    let mut fx = Fixture::start_with(client, args.sim_latency_ms, policy_config).await?;
+    let plain = Target::chat_model(client, &fx.node_url, "bench", false, true);
+    let miss = Target::chat_model(client, &fx.node_url, "policy", true, false);
+    let hit = Target::chat_model(client, &fx.node_url, "policy", false, false);
+    let cap = Duration::from_secs(args.phase_cap_secs);
+    let mut rows = Vec::new();
+    for &c in &[1usize, 64] {
+        let total = if c <= 1 {
+            args.requests / 10
+        } else {
+            args.requests / 2
+        };
+        let warm = WARMUP_REQUESTS.max(c);
+        for t in [&plain, &miss, &hit] {
+            closed_loop(t, c, warm, cap, false).await;
+        }
+        let (mut p, mut m, mut h) = (Samples::default(), Samples::default(), Samples::default());
+        for _ in 0..ROUNDS {
+            p.merge(closed_loop(&plain, c, total / ROUNDS, cap, false).await);
+            m.merge(closed_loop(&miss, c, total / ROUNDS, cap, false).await);
+            h.merge(closed_loop(&hit, c, total / ROUNDS, cap, false).await);
+        }
+        fx.check_alive()?;
+        for (name, s) in [("plain", &p), ("policy", &m), ("cache hit", &h)] {
+            report_problems(&format!("policy c={c} {name}"), s);
+        }
+        let (ps, ms_, hs) = (p.summary(), m.summary(), h.summary());
+        rows.push(PolicyRow {
+            concurrency: c,
+            added_p50_us: added(ms_.p50_us, ps.p50_us),
+            added_p99_us: added(ms_.p99_us, ps.p99_us),
+            plain: ps,
+            policy_miss: ms_,
+            cache_hit: hs,
+        });
+        eprintln!("  policy c={c} done");
+    }
+    Ok(rows)
+}
+
+fn print_policy(rows: &[PolicyRow]) {
+    println!("4. Policy path on POST /v1/chat/completions, closed loop (latencies in ms)");
+    println!(
+        "{:>5} {:<10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "conc", "path", "p50", "p90", "p99", "max", "req/s", "errors"
+    );
+    for r in rows {
+        println!(
+            "{:>5} {:<10} {}",
+            r.concurrency,
+            "plain",
+            summary_cells(&r.plain)
+        );
+        println!(
+            "{:>5} {:<10} {}",
+            "",
+            "policy",
+            summary_cells(&r.policy_miss)
+        );
+        println!(
+            "{:>5} {:<10} {}",
+            "",
+            "cache hit",
+            summary_cells(&r.cache_hit)
+        );
+        println!(
+            "{:>5} {:<10} p50 {}  p99 {}",
+            "",
+            "policy +",
+            signed_ms(r.added_p50_us),
+            signed_ms(r.added_p99_us)
+        );
+    }
+    println!("(plain: cache opted out, no limits; policy: routing rules + per-model limiter + cache miss and store;");
+    println!(" cache hit: the same prompt answered from the cache, no provider call)");
+    println!();
 }
 
 /// Open-loop rates, direct then gateway at each rate.
@@ -961,27 +1130,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .unwrap_or(1);
     print_machine(cores, &args);
     let client = load_client()?;
-    let mut fx = Fixture::start(&client, args.sim_latency_ms).await?;
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
+    let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
+        Some(Fixture::start(&client, args.sim_latency_ms).await?)
+    } else {
+        None
+    };
     let mut out = json!({
         "cores": cores,
         "profile": build_profile(),
         "sim_latency_ms": args.sim_latency_ms,
     });
     if wants(Scenario::Latency) {
-        let rows = scenario_latency(&mut fx, &client, &args).await?;
+        let Some(fx) = fx.as_mut() else {
+            anyhow::bail!("no node fixture");
+        };
+        let rows = scenario_latency(fx, &client, &args).await?;
         print_latency(&rows);
         out["latency"] = serde_json::to_value(&rows)?;
     }
     if wants(Scenario::Sweep) {
-        let rows = scenario_sweep(&mut fx, &client, &args).await?;
+        let Some(fx) = fx.as_mut() else {
+            anyhow::bail!("no node fixture");
+        };
+        let rows = scenario_sweep(fx, &client, &args).await?;
         print_sweep(&rows, args.duration_secs);
         out["sweep"] = serde_json::to_value(&rows)?;
     }
     if wants(Scenario::Tasks) {
-        let rows = scenario_tasks(&mut fx, &client, &args).await?;
+        let Some(fx) = fx.as_mut() else {
+            anyhow::bail!("no node fixture");
+        };
+        let rows = scenario_tasks(fx, &client, &args).await?;
         print_tasks(&rows);
         out["tasks"] = serde_json::to_value(&rows)?;
+    }
+    drop(fx);
+    if wants(Scenario::Policy) {
+        let rows = scenario_policy(&client, &args).await?;
+        print_policy(&rows);
+        out["policy"] = serde_json::to_value(&rows)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
