@@ -45,6 +45,28 @@ fn cost_of(rt: &Runtime, model: &str, u: &Usage) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The provider of a configured model and the call's context.
+fn provider_for(
+    rt: &Runtime,
+    model: &str,
+    request_id: &str,
+    timeout: Duration,
+) -> Result<(Arc<dyn crate::providers::Provider>, CallContext), ProviderError> {
+    let provider = rt
+        .providers
+        .get(model)
+        .ok_or_else(|| ProviderError::BadRequest {
+            status: 404,
+            message: format!("model `{model}` is not configured"),
+        })?
+        .clone();
+    let ctx = CallContext {
+        request_id: request_id.to_string(),
+        timeout,
+    };
+    Ok((provider, ctx))
+}
+
 /// Non-streaming call of `req.model` (a configured model name).
 pub async fn chat(
     rt: &Runtime,
@@ -53,18 +75,7 @@ pub async fn chat(
     timeout: Duration,
 ) -> Result<Completed, ProviderError> {
     let model = req.model.clone();
-    let provider = rt
-        .providers
-        .get(&model)
-        .ok_or_else(|| ProviderError::BadRequest {
-            status: 404,
-            message: format!("model `{model}` is not configured"),
-        })?
-        .clone();
-    let ctx = CallContext {
-        request_id: meta.request_id.clone(),
-        timeout,
-    };
+    let (provider, ctx) = provider_for(&rt, &model, &meta.request_id, timeout)?;
     let started = Instant::now();
     let res = provider.chat(req, &ctx).await;
     let latency = started.elapsed();
@@ -118,18 +129,7 @@ pub async fn chat_stream(
     timeout: Duration,
 ) -> Result<ChunkStream, ProviderError> {
     let model = req.model.clone();
-    let provider = rt
-        .providers
-        .get(&model)
-        .ok_or_else(|| ProviderError::BadRequest {
-            status: 404,
-            message: format!("model `{model}` is not configured"),
-        })?
-        .clone();
-    let ctx = CallContext {
-        request_id: meta.request_id.clone(),
-        timeout,
-    };
+    let (provider, ctx) = provider_for(&rt, &model, &meta.request_id, timeout)?;
     let started = Instant::now();
     let kind = provider.kind().as_str();
     let stream = match provider.chat_stream(req, &ctx).await {
