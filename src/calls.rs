@@ -75,7 +75,7 @@ pub async fn chat(
     timeout: Duration,
 ) -> Result<Completed, ProviderError> {
     let model = req.model.clone();
-    let (provider, ctx) = provider_for(&rt, &model, &meta.request_id, timeout)?;
+    let (provider, ctx) = provider_for(rt, &model, &meta.request_id, timeout)?;
     let started = Instant::now();
     let res = provider.chat(req, &ctx).await;
     let latency = started.elapsed();
