@@ -24,6 +24,7 @@
 //! | `openclaw_http_in_flight` | gauge | — |
 //! | `openclaw_model_breaker_state` | gauge | `model`; 0 closed, 1 open, 2 half-open |
 //! | `openclaw_fallbacks_total` | counter | `from`, `to` (configured models), `reason` (a provider error code or `circuit_open`) |
+//! | `openclaw_budget_used_ratio` | gauge | `scope` (`total` or `agent:<agent named in budget.limits.per_agent>`) |
 //!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
@@ -74,6 +75,7 @@ pub struct Metrics {
     pub http_in_flight: IntGauge,
     pub model_breaker_state: IntGaugeVec,
     pub fallbacks_total: IntCounterVec,
+    pub budget_used_ratio: prometheus::GaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -278,6 +280,17 @@ impl Metrics {
                 "openclaw_fallbacks_total",
                 "Calls moved to the next model of the fallback chain, by from, to and reason.",
                 &["from", "to", "reason"],
+            ),
+            budget_used_ratio: register(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "openclaw_budget_used_ratio",
+                        "Settled spend of the current budget period over its limit, per scope.",
+                    ),
+                    &["scope"],
+                )
+                .expect("valid gauge definition"),
             ),
             registry: r,
         };

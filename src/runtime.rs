@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::accountant::{AccountantMsg, BudgetGate};
 use crate::actors::agent::AgentMsg;
 use crate::actors::delivery::DeliveryMsg;
 use crate::actors::scheduler::SchedulerMsg;
@@ -99,6 +100,7 @@ pub struct ActorHandles {
     scheduler: RwLock<Option<ActorRef<SchedulerMsg>>>,
     delivery: RwLock<Option<ActorRef<DeliveryMsg>>>,
     agents: RwLock<HashMap<String, ActorRef<AgentMsg>>>,
+    accountant: RwLock<Option<ActorRef<AccountantMsg>>>,
 }
 
 impl ActorHandles {
@@ -119,6 +121,12 @@ impl ActorHandles {
     }
     pub fn set_agent(&self, name: &str, r: ActorRef<AgentMsg>) {
         write(&self.agents).insert(name.to_string(), r);
+    }
+    pub fn accountant(&self) -> Option<ActorRef<AccountantMsg>> {
+        read(&self.accountant).clone()
+    }
+    pub fn set_accountant(&self, r: ActorRef<AccountantMsg>) {
+        *write(&self.accountant) = Some(r);
     }
 }
 
@@ -187,6 +195,8 @@ pub struct Runtime {
     pub health: Health,
     /// Circuit breaker per model.
     pub breakers: crate::breaker::Breakers,
+    /// The budget gate (paused / downgraded scopes), written by the accountant actor.
+    pub budget: BudgetGate,
     /// Waiting tasks (kept by the scheduler), checked by admission against `server.queue_max`.
     pub queued: AtomicUsize,
     /// Node start, for monotonic milliseconds.

@@ -76,6 +76,19 @@ impl ReadyQueue {
         Some(e)
     }
 
+    /// Take the first task in order that `allowed` accepts (the others keep their place).
+    pub fn pop_where(&mut self, allowed: impl Fn(&QueueEntry) -> bool) -> Option<QueueEntry> {
+        for level in self.levels.iter_mut() {
+            let Some(seq) = level.values().find(|e| allowed(e)).map(|e| e.seq) else {
+                continue;
+            };
+            let e = level.remove(&seq)?;
+            self.index.remove(&e.id);
+            return Some(e);
+        }
+        None
+    }
+
     pub fn remove(&mut self, id: &str) -> Option<QueueEntry> {
         let (p, seq) = self.index.remove(id)?;
         self.levels[p.level() as usize].remove(&seq)

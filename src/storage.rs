@@ -2,7 +2,7 @@
 //!
 //! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `sessions`
 //! (session id → transcript), `deliveries` (task id → pending callback), `failed_deliveries`
-//! (task id → FailedDelivery). Values go through `openclaw_proto::codec`.
+//! (task id → FailedDelivery), `budget` (period key → BudgetRecord). Values go through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
 //! 500 ms by itself). Concurrent flushes coalesce inside sled, which gives group commit.
@@ -53,6 +53,22 @@ pub struct FailedDeliveryRecord {
     pub failed_at_ms: u64,
 }
 
+/// Spend and fired thresholds of one budget scope in one period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetScopeRecord {
+    pub tokens: u64,
+    pub cost_usd: f64,
+    /// Threshold percents whose action already fired this period.
+    pub fired: Vec<u32>,
+}
+
+/// The budget state of one period (`budget` tree, keyed by the period key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    pub period: String,
+    pub scopes: std::collections::BTreeMap<String, BudgetScopeRecord>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -61,6 +77,7 @@ pub struct Store {
     sessions: sled::Tree,
     deliveries: sled::Tree,
     failed_deliveries: sled::Tree,
+    budget: sled::Tree,
 }
 
 impl Store {
@@ -77,6 +94,7 @@ impl Store {
             sessions: db.open_tree("sessions")?,
             deliveries: db.open_tree("deliveries")?,
             failed_deliveries: db.open_tree("failed_deliveries")?,
+            budget: db.open_tree("budget")?,
             db,
         })
     }
@@ -182,6 +200,14 @@ impl Store {
             d.task_id.as_bytes(),
             d,
         )
+    }
+
+    pub fn budget(&self, period: &str) -> Result<Option<BudgetRecord>, StorageError> {
+        get(&self.budget, "budget", period.as_bytes())
+    }
+
+    pub fn put_budget(&self, rec: &BudgetRecord) -> Result<(), StorageError> {
+        put(&self.budget, "budget", rec.period.as_bytes(), rec)
     }
 
     pub fn failed_deliveries(&self) -> Result<Vec<FailedDeliveryRecord>, StorageError> {

@@ -7,7 +7,8 @@
 //! ├── scheduler                  the ready queue, worker slots, preemption
 //! │     └ spawns worker tasks    (tokio tasks, not actors: provider I/O never runs in a handler)
 //! ├── agent:<name> (one each)    the agent's workspace → system prompt and token breakdown
-//! └── delivery                   callback POSTs with retries; parks failures
+//! ├── delivery                   callback POSTs with retries; parks failures
+//! └── accountant                 budget counters, reservations, thresholds, pause/downgrade gate
 //! ```
 //!
 //! Actor state is rebuildable: the scheduler reloads its queue from the ledger on (re)start,
@@ -15,6 +16,7 @@
 //! deliveries live in the store. Handlers reach actors through `Runtime::handles`, which the
 //! supervisor updates on every (re)start.
 
+pub mod accountant;
 pub mod agent;
 pub mod delivery;
 pub mod scheduler;
@@ -30,6 +32,7 @@ use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 /// Names of the supervised children.
 pub const SCHEDULER: &str = "scheduler";
 pub const DELIVERY: &str = "delivery";
+pub const ACCOUNTANT: &str = "accountant";
 pub fn agent_child_name(agent: &str) -> String {
     format!("agent:{agent}")
 }
@@ -65,6 +68,18 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
             Box::pin(async move {
                 let (r, _) = Actor::spawn_linked(None, delivery::Delivery, rt.clone(), sup).await?;
                 rt.handles.set_delivery(r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(ACCOUNTANT, move |sup: ActorCell| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                let (r, _) =
+                    Actor::spawn_linked(None, accountant::Accountant, rt.clone(), sup).await?;
+                rt.handles.set_accountant(r.clone());
                 Ok(r.get_cell())
             })
         }));

@@ -2,13 +2,14 @@
 //! and map results to JSON. Every error is `{"error":{"code","message"}}` with the right status
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
-//! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`,
+//! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/budget`,
 //! `/v1/chat/completions` (SSE with `stream: true`), `/v1/models`, `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
 //! (`server.max_in_flight_requests`, beyond it 503 + Retry-After), long-poll length
 //! (`server.long_poll_max_seconds`).
 
+pub mod budget;
 pub mod error;
 pub mod openai;
 pub mod ops;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             get(tasks::get_task).delete(tasks::cancel),
         )
         .route("/api/queue", get(tasks::queue))
+        .route("/api/budget", get(budget::budget))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/health", get(ops::health))
@@ -70,6 +72,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/tasks") => "tasks",
         Some("/api/tasks/{id}") => "task",
         Some("/api/queue") => "queue",
+        Some("/api/budget") => "budget",
         Some("/v1/chat/completions") => "chat",
         Some("/v1/models") => "models",
         Some("/health") => "health",
