@@ -382,7 +382,10 @@ mod tests {
         assert!(reserve(&mut m, &scopes, false, &est).is_ok());
         let err = reserve(&mut m, &scopes, false, &est).unwrap_err();
         assert_eq!(err.scope, "agent:main");
-        assert_eq!(m[TOTAL].reserved_tokens, 100, "total untouched by the refusal");
+        assert_eq!(
+            m[TOTAL].reserved_tokens, 100,
+            "total untouched by the refusal"
+        );
         // Another agent only counts against total.
         assert_eq!(scopes_for(&cfg, "other").len(), 1);
     }
@@ -395,7 +398,13 @@ mod tests {
             cost_usd: 0.5,
         };
         let mut m = BTreeMap::new();
-        reserve(&mut m, &[(TOTAL.into(), lim(Some(1000), None))], false, &est).unwrap();
+        reserve(
+            &mut m,
+            &[(TOTAL.into(), lim(Some(1000), None))],
+            false,
+            &est,
+        )
+        .unwrap();
         settle(
             &mut m,
             &scopes,
@@ -408,7 +417,13 @@ mod tests {
         assert_eq!(m[TOTAL].tokens, 120);
         assert_eq!(m[TOTAL].reserved_tokens, 0);
         assert!(m[TOTAL].reserved_cost.abs() < 1e-12);
-        reserve(&mut m, &[(TOTAL.into(), lim(Some(1000), None))], false, &est).unwrap();
+        reserve(
+            &mut m,
+            &[(TOTAL.into(), lim(Some(1000), None))],
+            false,
+            &est,
+        )
+        .unwrap();
         settle(&mut m, &scopes, &est, None);
         assert_eq!(m[TOTAL].tokens, 120, "a release adds no spend");
         assert_eq!(m[TOTAL].reserved_tokens, 0);
@@ -494,7 +509,10 @@ mod tests {
             ScopeState::Paused
         );
         // Limit raised: ratio fell below the thresholds, the actions lift.
-        assert_eq!(scope_state(0.5, &acts, &[80, 95, 100], false), ScopeState::Ok);
+        assert_eq!(
+            scope_state(0.5, &acts, &[80, 95, 100], false),
+            ScopeState::Ok
+        );
         assert_eq!(scope_state(0.1, &acts, &[], true), ScopeState::Paused);
     }
 

@@ -44,21 +44,24 @@ fn scope<'a>(budget: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no scope {name} in {budget}"))
 }
 
+/// Bodies received, with the hook kind from the path.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A webhook receiver on 127.0.0.1:0: `/hook/<kind>` bodies are recorded.
 struct Hooks {
     url: String,
-    got: Arc<Mutex<Vec<(String, Value)>>>,
+    got: Received,
 }
 
 impl Hooks {
     async fn start() -> Hooks {
         use axum::extract::{Path, State};
-        let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let got: Received = Arc::default();
         let app = axum::Router::new()
             .route(
                 "/hook/{kind}",
                 axum::routing::post(
-                    |State(got): State<Arc<Mutex<Vec<(String, Value)>>>>,
+                    |State(got): State<Received>,
                      Path(kind): Path<String>,
                      axum::Json(v): axum::Json<Value>| async move {
                         got.lock().unwrap().push((kind, v));
@@ -172,7 +175,10 @@ async fn thresholds_notify_once_per_period_in_feishu_and_generic_format() {
     for _ in 0..2 {
         let id = node.submit_ok(task("critical")).await;
         let v = node.wait_final(&id, TASK_DEADLINE).await;
-        assert_eq!(v["status"], "succeeded", "critical work may pass 100 %: {v}");
+        assert_eq!(
+            v["status"], "succeeded",
+            "critical work may pass 100 %: {v}"
+        );
     }
     assert_eq!(hooks.wait_for("feishu", 2).await.len(), 2);
     assert_eq!(hooks.wait_for("generic", 2).await.len(), 2);
@@ -192,9 +198,8 @@ async fn concurrent_tasks_never_pass_the_limit_and_the_rest_waits() {
     let u = tokens_per_task(&sim, "fast").await;
     let limit = 50 * u;
     let calls_before = sim.calls(None).await.len() as u64;
-    let budget = |limit: u64| {
-        json!({"enabled": true, "period": "daily", "limits": {"total_tokens": limit}})
-    };
+    let budget =
+        |limit: u64| json!({"enabled": true, "period": "daily", "limits": {"total_tokens": limit}});
     let mut node = Node::start(&budget_cfg(&sim, 8, "fast", budget(limit))).await;
     let node_ref = &node;
     let ids: Vec<String> = futures::future::join_all(
@@ -278,7 +283,11 @@ async fn downgrade_at_95_percent_routes_to_the_cheapest_model() {
     let node = Node::start(&cfg).await;
     let first = node.submit_ok(task("critical")).await;
     let v = node.wait_final(&first, TASK_DEADLINE).await;
-    assert_eq!((v["model"].as_str(), v["route"].as_str()), (Some("smart"), Some("default")), "{v}");
+    assert_eq!(
+        (v["model"].as_str(), v["route"].as_str()),
+        (Some("smart"), Some("default")),
+        "{v}"
+    );
     // The settle that reached 100 % fired the 95 % action.
     let deadline = Instant::now() + TASK_DEADLINE;
     loop {
@@ -304,5 +313,9 @@ async fn downgrade_at_95_percent_routes_to_the_cheapest_model() {
     t["model"] = json!("smart");
     let id = node.submit_ok(t).await;
     let v = node.wait_final(&id, TASK_DEADLINE).await;
-    assert_eq!((v["model"].as_str(), v["route"].as_str()), (Some("smart"), Some("explicit")), "{v}");
+    assert_eq!(
+        (v["model"].as_str(), v["route"].as_str()),
+        (Some("smart"), Some("explicit")),
+        "{v}"
+    );
 }

@@ -80,7 +80,10 @@ pub struct BudgetGate {
 
 impl BudgetGate {
     fn set(&self, g: GateState) -> GateState {
-        std::mem::replace(&mut *self.inner.write().unwrap_or_else(|p| p.into_inner()), g)
+        std::mem::replace(
+            &mut *self.inner.write().unwrap_or_else(|p| p.into_inner()),
+            g,
+        )
     }
     /// Non-critical work of `agent` must wait.
     pub fn paused_for(&self, agent: &str) -> bool {
@@ -336,7 +339,12 @@ fn on_settle(state: &mut AccountantState, id: ReservationId, actual: Option<Esti
     let before: BTreeMap<String, f64> = budget::all_scopes(&cfg.budget)
         .into_iter()
         .map(|(s, l)| {
-            let r = state.counters.get(&s).copied().unwrap_or_default().used_ratio(&l);
+            let r = state
+                .counters
+                .get(&s)
+                .copied()
+                .unwrap_or_default()
+                .used_ratio(&l);
             (s, r)
         })
         .collect();

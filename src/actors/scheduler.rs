@@ -150,9 +150,10 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
     let workers = rt.cfg().server.workers;
     while rt.running.len() < workers {
         // While the budget pauses an agent (or everything), only its critical tasks start.
-        let Some(e) = state.queue.pop_where(|e| {
-            e.priority == Priority::Critical || !rt.budget.paused_for(&e.agent)
-        }) else {
+        let Some(e) = state
+            .queue
+            .pop_where(|e| e.priority == Priority::Critical || !rt.budget.paused_for(&e.agent))
+        else {
             break;
         };
         state.started_seq += 1;
