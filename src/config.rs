@@ -1182,6 +1182,16 @@ mod tests {
                 "80_percent",
             ),
             (
+                json!({"budget": {"notification": {"channel": "slack"}}}),
+                "budget.notification.channel",
+                "feishu",
+            ),
+            (
+                json!({"budget": {"notification": {"webhooks": [{"kind": "teams", "url_env": "X"}]}}}),
+                "budget.notification.webhooks[0].kind",
+                "generic",
+            ),
+            (
                 json!({"models": {"x": {"provider": "openai", "price": {"input": 1, "output": 1}}}, "model_routing": {"default_model": "x"}}),
                 "models.x.base_url",
                 "required",

@@ -152,6 +152,22 @@ mod tests {
     }
 
     #[test]
+    fn pop_where_skips_held_tasks_and_keeps_their_place() {
+        let mut q = ReadyQueue::new();
+        q.push(entry("n1", Normal, 1));
+        q.push(entry("c1", Critical, 5));
+        q.push(entry("n2", Normal, 2));
+        let only_critical = |e: &QueueEntry| e.priority == Critical;
+        assert_eq!(q.pop_where(only_critical).map(|e| e.id), Some("c1".into()));
+        assert_eq!(q.pop_where(only_critical).map(|e| e.id), None);
+        assert_eq!(q.len(), 2);
+        let not_n1 = |e: &QueueEntry| e.id != "n1";
+        assert_eq!(q.pop_where(not_n1).map(|e| e.id), Some("n2".into()));
+        assert_eq!(q.pop().map(|e| e.id), Some("n1".into()));
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn strict_priority_then_fifo() {
         let mut q = ReadyQueue::new();
         for (id, p, seq) in [

@@ -100,8 +100,16 @@ impl Store {
     }
 
     /// Make everything written so far durable.
+    ///
+    /// Runs sled's blocking `flush` on tokio's blocking pool rather than `flush_async`: under
+    /// ~200 concurrent admissions `flush_async` deadlocked (every `sled-io` pool thread parked in
+    /// `make_stable`, waiting for a write that no free pool thread was left to do; seen with gdb).
+    /// Concurrent blocking flushes still coalesce inside sled (group commit).
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| std::io::Error::other(format!("flush task: {e}")))??;
         Ok(())
     }
 

@@ -202,10 +202,17 @@ async fn concurrent_tasks_never_pass_the_limit_and_the_rest_waits() {
         |limit: u64| json!({"enabled": true, "period": "daily", "limits": {"total_tokens": limit}});
     let mut node = Node::start(&budget_cfg(&sim, 8, "fast", budget(limit))).await;
     let node_ref = &node;
-    let ids: Vec<String> = futures::future::join_all(
-        (0..200).map(|_| async move { node_ref.submit_ok(task("normal")).await }),
+    let ids: Vec<String> = match tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join_all(
+            (0..200).map(|_| async move { node_ref.submit_ok(task("normal")).await }),
+        ),
     )
-    .await;
+    .await
+    {
+        Ok(ids) => ids,
+        Err(_) => panic!("200 submissions did not finish; stderr:\n{}", node.stderr()),
+    };
 
     // Wait until nothing runs and the budget holds the rest.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -317,5 +324,57 @@ async fn downgrade_at_95_percent_routes_to_the_cheapest_model() {
         (v["model"].as_str(), v["route"].as_str()),
         (Some("smart"), Some("explicit")),
         "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_over_its_own_limit_waits_while_other_agents_run() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({"agents": {"writer": {}},
+               "budget": {"enabled": true, "period": "daily",
+                          "limits": {"total_tokens": 1_000_000, "per_agent": {"writer": {"tokens": 1}}}}}),
+    );
+    let node = Node::start(&cfg).await;
+    let mut t = task("normal");
+    t["agent"] = json!("writer");
+    let held = node.submit_ok(t.clone()).await;
+    let deadline = Instant::now() + TASK_DEADLINE;
+    loop {
+        let v = node.task(&held).await;
+        if v["waiting_reason"] == "budget_paused" {
+            assert_eq!(v["status"], "queued", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "writer task not held: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // `main` is not limited by writer's scope.
+    let id = node.submit_ok(task("normal")).await;
+    let v = node.wait_final(&id, TASK_DEADLINE).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["waiting_reason"], Value::Null, "{v}");
+    // Critical work of writer still runs.
+    t["priority"] = json!("critical");
+    let id = node.submit_ok(t).await;
+    let v = node.wait_final(&id, TASK_DEADLINE).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let (_, b) = node.get_json("/api/budget").await;
+    assert_eq!(scope(&b, "agent:writer")["state"], "paused", "{b}");
+    assert_eq!(scope(&b, "total")["state"], "ok", "{b}");
+    assert!(scope(&b, "agent:writer")["spent_tokens"].as_u64().unwrap() > 1);
+    let (_, q) = node.get_json("/api/queue").await;
+    assert_eq!(q["paused"], "budget", "{q}");
+    assert_eq!(node.task(&held).await["status"], "queued");
+    assert!(
+        sim.calls(Some(&held)).await.is_empty(),
+        "held task never called the provider"
+    );
+    let m = node.metrics().await;
+    assert!(
+        m.contains("openclaw_budget_used_ratio{scope=\"agent:writer\"}"),
+        "{m}"
     );
 }

@@ -7,8 +7,9 @@
 //!   instead of spinning.
 //! - `Tick` (every second): period rollover (new counters, fired marks cleared, unpaused),
 //!   re-evaluation after a config change (limits raised → unpause), persistence flush.
-//! - State is persisted in the store's `budget` tree (written on every settle, flushed at least
-//!   every second and by the node at shutdown) and reloaded at (re)start, so a restart neither
+//! - State is persisted in the store's `budget` tree (written at the next tick after a change,
+//!   so at most a second of spend can be lost in a crash; on disk within sled's 500 ms flush
+//!   interval, and at shutdown) and reloaded at (re)start, so a restart neither
 //!   forgets spend nor re-fires a threshold. Reservations in flight are memory only: a crash
 //!   releases them (their calls settle into nothing).
 //! - Notifications (webhooks) are POSTed by spawned tasks with retries, never in the handler.
@@ -352,7 +353,6 @@ fn on_settle(state: &mut AccountantState, id: ReservationId, actual: Option<Esti
     if actual.is_some() {
         state.dirty = true;
         fire_thresholds(state, &cfg, &before);
-        persist(state);
     }
     recompute(state);
 }
@@ -421,13 +421,10 @@ fn on_tick(state: &mut AccountantState) {
     recompute(state);
     if state.dirty {
         state.dirty = false;
+        // sled writes itself to disk every 500 ms (and the node flushes at shutdown), which
+        // meets "at least every second". An extra `flush_async` here, concurrent with the
+        // admissions' flushes, made admissions hang under load (see the commit message).
         persist(state);
-        let store = state.rt.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.flush().await {
-                tracing::error!(error = %e, "cannot flush budget counters");
-            }
-        });
     }
 }
 
