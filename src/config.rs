@@ -669,6 +669,8 @@ pub struct BudgetConfig {
     /// Threshold name (`80_percent`) → action (`notify`, `downgrade_model`, `pause_non_critical`).
     pub actions_on_limit: BTreeMap<String, BudgetAction>,
     pub notification: Notification,
+    /// Output tokens assumed for a reservation when the task sets no `max_tokens`.
+    pub default_output_tokens: u64,
 }
 
 impl Default for BudgetConfig {
@@ -683,6 +685,7 @@ impl Default for BudgetConfig {
                 ("100_percent".to_string(), BudgetAction::PauseNonCritical),
             ]),
             notification: Notification::default(),
+            default_output_tokens: 512,
         }
     }
 }
@@ -717,7 +720,19 @@ pub struct Notification {
     pub channel: Option<String>,
     pub recipients: Vec<String>,
     /// Environment variable holding the webhook URL (it carries a token, so it is a secret).
+    /// Its format follows `channel` (`feishu`: Feishu bot text message; else generic JSON).
     pub webhook_url_env: Option<String>,
+    /// More webhooks, each with its own format.
+    pub webhooks: Vec<WebhookTarget>,
+}
+
+/// One budget webhook: its format and the environment variable holding its URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// `feishu` or `generic`.
+    pub kind: String,
+    pub url_env: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1049,6 +1064,22 @@ impl Config {
                 ));
             }
         }
+        if let Some(ch) = &self.budget.notification.channel {
+            if ch != "feishu" && ch != "webhook" {
+                return Err(bad(
+                    "budget.notification.channel",
+                    "must be `feishu` or `webhook`",
+                ));
+            }
+        }
+        for (i, w) in self.budget.notification.webhooks.iter().enumerate() {
+            if w.kind != "feishu" && w.kind != "generic" {
+                return Err(bad(
+                    format!("budget.notification.webhooks[{i}].kind"),
+                    "must be `feishu` or `generic`",
+                ));
+            }
+        }
         let rc = &self.cache.request_cache;
         if !(0.0..=1.0).contains(&rc.similarity_threshold) {
             return Err(bad(
@@ -1178,6 +1209,16 @@ mod tests {
                 json!({"budget": {"actions_on_limit": {"eighty": "notify"}}}),
                 "budget.actions_on_limit.eighty",
                 "80_percent",
+            ),
+            (
+                json!({"budget": {"notification": {"channel": "slack"}}}),
+                "budget.notification.channel",
+                "feishu",
+            ),
+            (
+                json!({"budget": {"notification": {"webhooks": [{"kind": "teams", "url_env": "X"}]}}}),
+                "budget.notification.webhooks[0].kind",
+                "generic",
             ),
             (
                 json!({"models": {"x": {"provider": "openai", "price": {"input": 1, "output": 1}}}, "model_routing": {"default_model": "x"}}),

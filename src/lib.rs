@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod breaker;
+pub mod budget;
 pub mod cache;
 pub mod calls;
 pub mod cli;

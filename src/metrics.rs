@@ -27,6 +27,7 @@
 //! | `openclaw_rate_limit_waits_total` | counter | `model` (a configured model or `global`): grants that had to wait |
 //! | `openclaw_rate_limit_rejections_total` | counter | `model`: acquisitions refused with `rate_limited` |
 //! | `openclaw_rate_limit_wait_seconds` | histogram, 1 ms … 300 s | `model`: time from asking to grant |
+//! | `openclaw_budget_used_ratio` | gauge | `scope` (`total` or `agent:<agent named in budget.limits.per_agent>`) |
 //!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
@@ -81,6 +82,7 @@ pub struct Metrics {
     pub rate_limit_waits_total: IntCounterVec,
     pub rate_limit_rejections_total: IntCounterVec,
     pub rate_limit_wait_seconds: HistogramVec,
+    pub budget_used_ratio: prometheus::GaugeVec,
 }
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
@@ -315,6 +317,17 @@ impl Metrics {
                 "Time from asking a rate limiter to its grant, by scope (model or global).",
                 &["model"],
                 RATE_LIMIT_WAIT_BUCKETS,
+            ),
+            budget_used_ratio: register(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "openclaw_budget_used_ratio",
+                        "Settled spend of the current budget period over its limit, per scope.",
+                    ),
+                    &["scope"],
+                )
+                .expect("valid gauge definition"),
             ),
             registry: r,
         };

@@ -170,6 +170,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         handles: ActorHandles::default(),
         health: Health::default(),
         breakers: Default::default(),
+        budget: Default::default(),
         queued: AtomicUsize::new(0),
         epoch: Instant::now(),
         shutdown: shutdown.clone(),

@@ -39,6 +39,8 @@ pub enum RouteReason {
     Rule(String),
     Agent,
     Default,
+    /// The budget's `downgrade_model` action sent it to the cheapest model.
+    BudgetDowngrade,
 }
 
 impl RouteReason {
@@ -48,6 +50,7 @@ impl RouteReason {
             RouteReason::Rule(n) => format!("rule:{n}"),
             RouteReason::Agent => "agent".into(),
             RouteReason::Default => "default".into(),
+            RouteReason::BudgetDowngrade => "budget_downgrade".into(),
         }
     }
 }

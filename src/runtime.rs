@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::actors::accountant::{AccountantMsg, BudgetGate};
 use crate::actors::agent::AgentMsg;
 use crate::actors::cache::CacheMsg;
 use crate::actors::delivery::DeliveryMsg;
@@ -103,6 +104,7 @@ pub struct ActorHandles {
     cache: RwLock<Option<ActorRef<CacheMsg>>>,
     /// Rate limiters by scope (a model name or `global`).
     limiters: RwLock<HashMap<String, ActorRef<crate::actors::limiter::LimiterMsg>>>,
+    accountant: RwLock<Option<ActorRef<AccountantMsg>>>,
 }
 
 impl ActorHandles {
@@ -141,6 +143,12 @@ impl ActorHandles {
         let mut v: Vec<String> = read(&self.limiters).keys().cloned().collect();
         v.sort();
         v
+    }
+    pub fn accountant(&self) -> Option<ActorRef<AccountantMsg>> {
+        read(&self.accountant).clone()
+    }
+    pub fn set_accountant(&self, r: ActorRef<AccountantMsg>) {
+        *write(&self.accountant) = Some(r);
     }
 }
 
@@ -209,6 +217,8 @@ pub struct Runtime {
     pub health: Health,
     /// Circuit breaker per model.
     pub breakers: crate::breaker::Breakers,
+    /// The budget gate (paused / downgraded scopes), written by the accountant actor.
+    pub budget: BudgetGate,
     /// Waiting tasks (kept by the scheduler), checked by admission against `server.queue_max`.
     pub queued: AtomicUsize,
     /// Node start, for monotonic milliseconds.

@@ -76,6 +76,19 @@ impl ReadyQueue {
         Some(e)
     }
 
+    /// Take the first task in order that `allowed` accepts (the others keep their place).
+    pub fn pop_where(&mut self, allowed: impl Fn(&QueueEntry) -> bool) -> Option<QueueEntry> {
+        for level in self.levels.iter_mut() {
+            let Some(seq) = level.values().find(|e| allowed(e)).map(|e| e.seq) else {
+                continue;
+            };
+            let e = level.remove(&seq)?;
+            self.index.remove(&e.id);
+            return Some(e);
+        }
+        None
+    }
+
     pub fn remove(&mut self, id: &str) -> Option<QueueEntry> {
         let (p, seq) = self.index.remove(id)?;
         self.levels[p.level() as usize].remove(&seq)
@@ -136,6 +149,22 @@ mod tests {
             agent: "main".into(),
             enqueued_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn pop_where_skips_held_tasks_and_keeps_their_place() {
+        let mut q = ReadyQueue::new();
+        q.push(entry("n1", Normal, 1));
+        q.push(entry("c1", Critical, 5));
+        q.push(entry("n2", Normal, 2));
+        let only_critical = |e: &QueueEntry| e.priority == Critical;
+        assert_eq!(q.pop_where(only_critical).map(|e| e.id), Some("c1".into()));
+        assert_eq!(q.pop_where(only_critical).map(|e| e.id), None);
+        assert_eq!(q.len(), 2);
+        let not_n1 = |e: &QueueEntry| e.id != "n1";
+        assert_eq!(q.pop_where(not_n1).map(|e| e.id), Some("n2".into()));
+        assert_eq!(q.pop().map(|e| e.id), Some("n1".into()));
+        assert!(q.is_empty());
     }
 
     #[test]

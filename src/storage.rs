@@ -2,8 +2,8 @@
 //!
 //! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `sessions`
 //! (session id → transcript), `deliveries` (task id → pending callback), `failed_deliveries`
-//! (task id → FailedDelivery), `cache` (request-cache key → `cache::CacheEntry`). Values go
-//! through `openclaw_proto::codec`.
+//! (task id → FailedDelivery), `cache` (request-cache key → `cache::CacheEntry`), `budget`
+//! (period key → BudgetRecord). Values go through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
 //! 500 ms by itself).
@@ -72,6 +72,21 @@ pub const FLUSH_WAITERS_MAX: usize = 65_536;
 /// A flush request: the handle to flush (so the flusher never keeps the store open by itself)
 /// and where to answer.
 type FlushWaiter = (sled::Db, oneshot::Sender<Result<(), Arc<sled::Error>>>);
+/// Spend and fired thresholds of one budget scope in one period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetScopeRecord {
+    pub tokens: u64,
+    pub cost_usd: f64,
+    /// Threshold percents whose action already fired this period.
+    pub fired: Vec<u32>,
+}
+
+/// The budget state of one period (`budget` tree, keyed by the period key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    pub period: String,
+    pub scopes: std::collections::BTreeMap<String, BudgetScopeRecord>,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -83,6 +98,7 @@ pub struct Store {
     deliveries: sled::Tree,
     failed_deliveries: sled::Tree,
     cache: sled::Tree,
+    budget: sled::Tree,
 }
 
 impl Store {
@@ -103,11 +119,14 @@ impl Store {
             deliveries: db.open_tree("deliveries")?,
             failed_deliveries: db.open_tree("failed_deliveries")?,
             cache: db.open_tree("cache")?,
+            budget: db.open_tree("budget")?,
             db,
         })
     }
 
-    /// Make everything written so far durable.
+    /// Make everything written so far durable (through the group-commit flusher: see the module
+    /// doc; under ~200 concurrent admissions sled's `flush_async` deadlocked, every `sled-io`
+    /// pool thread parked in `make_stable` — seen with gdb).
     pub async fn flush(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
         let gone = || StorageError::Io(std::io::Error::other("the store's flusher stopped"));
@@ -217,6 +236,14 @@ impl Store {
             d.task_id.as_bytes(),
             d,
         )
+    }
+
+    pub fn budget(&self, period: &str) -> Result<Option<BudgetRecord>, StorageError> {
+        get(&self.budget, "budget", period.as_bytes())
+    }
+
+    pub fn put_budget(&self, rec: &BudgetRecord) -> Result<(), StorageError> {
+        put(&self.budget, "budget", rec.period.as_bytes(), rec)
     }
 
     pub fn failed_deliveries(&self) -> Result<Vec<FailedDeliveryRecord>, StorageError> {

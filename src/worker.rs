@@ -4,6 +4,13 @@
 //! the outcome under the epoch (fencing), append to the session, queue the callback, and tell
 //! the scheduler its slot is free.
 //!
+//! Budget (§18.7): before the model call the worker reserves the call's estimate with the
+//! accountant (prompt tokens + `max_tokens` or `budget.default_output_tokens`, priced at the
+//! routed model), and settles the real usage after it (or releases the reservation when the call
+//! failed or the task was stopped). A refused non-critical task is requeued, not failed; the
+//! scheduler holds it while the budget is paused. With `downgrade_model` in force, a task that
+//! did not name its model goes to the cheapest configured model (route `budget_downgrade`).
+//!
 //! Stopping: the scheduler cancels the slot's token. A preempted task is requeued in the ledger
 //! (attempts kept) and handed back to the scheduler; a cancelled one is finished as cancelled;
 //! on shutdown the task is left to start-up recovery, which runs it again.
@@ -13,10 +20,11 @@ use std::time::Duration;
 
 use openclaw_proto::api::TokenCounts;
 use openclaw_proto::openai::{ChatCompletionRequest, ChatMessage};
-use openclaw_proto::{TaskRecord, TaskStatus};
+use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 use ractor::ActorRef;
 use tracing::Instrument;
 
+use crate::actors::accountant::{AccountantMsg, ReservationId};
 use crate::actors::agent::{AgentMsg, BuiltPrompt};
 use crate::actors::delivery::DeliveryMsg;
 use crate::actors::scheduler::{entry_of, SchedulerMsg};
@@ -26,7 +34,7 @@ use crate::config::Config;
 use crate::fallback;
 use crate::ledger::{LedgerError, Outcome};
 use crate::metrics::metrics;
-use crate::routing::{self, RouteDecision, RouteInput};
+use crate::routing::{self, RouteDecision, RouteInput, RouteReason};
 use crate::runtime::{now_ms, RunningSlot, Runtime, StopReason};
 use crate::scheduler::QueueEntry;
 use crate::storage::{PendingDelivery, TranscriptMessage};
@@ -105,7 +113,20 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         o = execute(rt, &rec) => Some(o),
     };
     let outcome = match (outcome, slot.stop_reason()) {
-        (Some(o), _) => o,
+        (Some(Ok(o)), _) => o,
+        (Some(Err(BudgetWait(scope))), _) => {
+            // Not failed: back to the queue; the scheduler holds it while the budget is paused.
+            return match rt.ledger.requeue(&rec.id, epoch, false).await {
+                Ok(r) => {
+                    tracing::info!(%scope, "budget exhausted; task waits in the queue");
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "budget-held task could not be requeued");
+                    None
+                }
+            };
+        }
         (None, Some(StopReason::Preempted)) => {
             return match rt.ledger.requeue(&rec.id, epoch, true).await {
                 Ok(r) => {
@@ -184,21 +205,118 @@ async fn build_prompt(
     Err(format!("agent `{}` is not available", rec.agent))
 }
 
+/// A task that may not run now because of the budget (the scope that refused).
+struct BudgetWait(String);
+
+/// A granted reservation; released when dropped unsettled (failure, preemption, cancel).
+struct Held {
+    id: ReservationId,
+    accountant: Option<ActorRef<AccountantMsg>>,
+}
+
+impl Held {
+    fn none() -> Held {
+        Held {
+            id: 0,
+            accountant: None,
+        }
+    }
+    fn settle(mut self, tokens: u64, cost: f64) {
+        if let Some(a) = self.accountant.take() {
+            let _ = a.cast(AccountantMsg::Settle {
+                id: self.id,
+                tokens,
+                cost,
+            });
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(a) = self.accountant.take() {
+            let _ = a.cast(AccountantMsg::Release { id: self.id });
+        }
+    }
+}
+
+/// Attempts to reach the accountant (it may be restarting), 200 ms apart.
+const ACCOUNTANT_ATTEMPTS: u32 = 10;
+
+/// Reserve the call's estimate. Critical work is always granted; when the accountant cannot be
+/// reached, critical work runs unreserved and other work waits.
+async fn reserve_budget(
+    rt: &Runtime,
+    rec: &TaskRecord,
+    model: &str,
+    prompt_tokens: u64,
+) -> Result<Held, BudgetWait> {
+    let cfg = rt.cfg();
+    if !cfg.budget.enabled {
+        return Ok(Held::none());
+    }
+    let critical = rec.priority == Priority::Critical;
+    let est_out = rec
+        .max_tokens
+        .map(u64::from)
+        .unwrap_or(cfg.budget.default_output_tokens);
+    let est_cost = cfg
+        .models
+        .get(model)
+        .map(|m| m.price.cost(prompt_tokens, est_out))
+        .unwrap_or(0.0);
+    drop(cfg);
+    for _ in 0..ACCOUNTANT_ATTEMPTS {
+        if let Some(a) = rt.handles.accountant() {
+            let res = ractor::call_t!(
+                a,
+                |reply| AccountantMsg::Reserve {
+                    agent: rec.agent.clone(),
+                    critical,
+                    est_tokens: prompt_tokens + est_out,
+                    est_cost,
+                    reply,
+                },
+                AGENT_CALL_TIMEOUT_MS
+            );
+            match res {
+                Ok(Ok(0)) => return Ok(Held::none()),
+                Ok(Ok(id)) => {
+                    return Ok(Held {
+                        id,
+                        accountant: Some(a),
+                    })
+                }
+                Ok(Err(e)) => return Err(BudgetWait(e.scope)),
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if critical {
+        tracing::warn!("budget accountant unavailable; critical task runs unreserved");
+        Ok(Held::none())
+    } else {
+        tracing::warn!("budget accountant unavailable; task waits");
+        Err(BudgetWait("accountant_unavailable".into()))
+    }
+}
+
 /// Run the model call(s) for a task.
-async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
+async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
     let history: Vec<ChatMessage> = match &rec.session_id {
         Some(s) => match rt.store.transcript(s) {
             Ok(t) => t
                 .into_iter()
                 .map(|m| ChatMessage::new(m.role, m.content))
                 .collect(),
-            Err(e) => return Outcome::failed("storage", e.to_string()),
+            Err(e) => return Ok(Outcome::failed("storage", e.to_string())),
         },
         None => Vec::new(),
     };
     let prompt = match build_prompt(rt, rec, history).await {
         Ok(p) => p,
-        Err(e) => return Outcome::failed("agent_unavailable", e),
+        Err(e) => return Ok(Outcome::failed("agent_unavailable", e)),
     };
     let prompt_tokens = u64::from(
         prompt.breakdown.system
@@ -207,7 +325,13 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             + prompt.breakdown.history
             + prompt.breakdown.input,
     );
-    let route = route_task(&rt.cfg(), rec, prompt_tokens);
+    let mut route = route_task(&rt.cfg(), rec, prompt_tokens);
+    if route.reason != RouteReason::Explicit && rt.budget.downgrade_for(&rec.agent) {
+        if let Some(cheapest) = crate::budget::cheapest_model(&rt.cfg()) {
+            route.model = cheapest;
+            route.reason = RouteReason::BudgetDowngrade;
+        }
+    }
     tracing::info!(
         model = %route.model,
         route = %route.reason.label(),
@@ -242,7 +366,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             append_session(rt, rec, &hit.text);
             let mut breakdown = prompt.breakdown;
             breakdown.output = hit.usage.completion_tokens as u32;
-            return Outcome {
+            return Ok(Outcome {
                 status: TaskStatus::Succeeded,
                 model: Some(hit.model),
                 route: Some(route.reason.label()),
@@ -253,12 +377,19 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
                 error: None,
                 cache_hit: true,
                 prompt: breakdown,
-            };
+            });
         }
     }
-    match fallback::chat(rt, &meta, &req, &route.model).await {
+    let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
+    let held = reserve_budget(rt, rec, &route.model, est_prompt).await?;
+    let answer = fallback::chat(rt, &meta, &req, &route.model).await;
+    Ok(match answer {
         Ok(answer) => {
             let done = answer.value;
+            held.settle(
+                done.usage.prompt_tokens + done.usage.completion_tokens,
+                done.cost_usd,
+            );
             let output = done.response.text();
             append_session(rt, rec, &output);
             if let Some(key) = cache_key {
@@ -308,9 +439,10 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Outcome {
             out.route = Some(route.reason.label());
             out.fallbacks = f.fallbacks;
             out.prompt = prompt.breakdown;
+            drop(held);
             out
         }
-    }
+    })
 }
 
 fn append_session(rt: &Runtime, rec: &TaskRecord, output: &str) {

@@ -219,6 +219,10 @@ pub struct TaskView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Why a queued task is not starting: `budget_paused` while the budget holds non-critical
+    /// work of its agent.
+    #[serde(default)]
+    pub waiting_reason: Option<String>,
 }
 
 /// Answer of `POST /api/tasks`.
@@ -269,6 +273,9 @@ pub struct QueueView {
     pub running_tasks: Vec<RunningTask>,
     pub recent_failures: Vec<TaskView>,
     pub failed_deliveries: Vec<FailedDelivery>,
+    /// `budget` while the budget holds non-critical work (only critical tasks start).
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,8 +9,9 @@
 //! ├── agent:<name> (one each)    the agent's workspace → system prompt and token breakdown
 //! ├── delivery                   callback POSTs with retries; parks failures
 //! ├── cache                      the request cache: sled `cache` tree + in-memory LRU index
-//! └── limiter:<scope>            one per model with limits, plus `global` (when it has any):
-//!                                sliding-window grants in priority order, 429 back-off
+//! ├── limiter:<scope>            one per model with limits, plus `global` (when it has any):
+//! │                              sliding-window grants in priority order, 429 back-off
+//! └── accountant                 budget counters, reservations, thresholds, pause/downgrade gate
 //! ```
 //!
 //! Actor state is rebuildable: the scheduler reloads its queue from the ledger on (re)start,
@@ -18,6 +19,7 @@
 //! deliveries live in the store. Handlers reach actors through `Runtime::handles`, which the
 //! supervisor updates on every (re)start.
 
+pub mod accountant;
 pub mod agent;
 pub mod cache;
 pub mod delivery;
@@ -36,6 +38,7 @@ use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
 pub const SCHEDULER: &str = "scheduler";
 pub const DELIVERY: &str = "delivery";
 pub const CACHE: &str = "cache";
+pub const ACCOUNTANT: &str = "accountant";
 pub fn agent_child_name(agent: &str) -> String {
     format!("agent:{agent}")
 }
@@ -97,6 +100,18 @@ pub async fn start_tree(rt: Arc<Runtime>) -> Result<ActorRef<SupervisorMsg>, Spa
             Box::pin(async move {
                 let (r, _) = Actor::spawn_linked(None, cache::Cache, rt.clone(), sup).await?;
                 rt.handles.set_cache(r.clone());
+                Ok(r.get_cell())
+            })
+        }));
+    }
+    {
+        let rt = rt.clone();
+        children.push(ChildSpec::new(ACCOUNTANT, move |sup: ActorCell| {
+            let rt = rt.clone();
+            Box::pin(async move {
+                let (r, _) =
+                    Actor::spawn_linked(None, accountant::Accountant, rt.clone(), sup).await?;
+                rt.handles.set_accountant(r.clone());
                 Ok(r.get_cell())
             })
         }));

@@ -33,6 +33,8 @@ pub enum SchedulerMsg {
     },
     /// Queue depth per level and running count.
     Snapshot(RpcReplyPort<QueueSnapshot>),
+    /// Something changed outside (the budget pause was lifted): try to start work.
+    Wake,
     /// Fault injection: make the actor fail, so tests exercise the supervisor's restart.
     Crash,
 }
@@ -123,6 +125,7 @@ impl Actor for Scheduler {
                     workers: state.rt.cfg().server.workers,
                 });
             }
+            SchedulerMsg::Wake => {}
             SchedulerMsg::Crash => return Err("crash requested".into()),
         }
         dispatch(&myself, state);
@@ -146,7 +149,13 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
     let rt = state.rt.clone();
     let workers = rt.cfg().server.workers;
     while rt.running.len() < workers {
-        let Some(e) = state.queue.pop() else { break };
+        // While the budget pauses an agent (or everything), only its critical tasks start.
+        let Some(e) = state
+            .queue
+            .pop_where(|e| e.priority == Priority::Critical || !rt.budget.paused_for(&e.agent))
+        else {
+            break;
+        };
         state.started_seq += 1;
         let slot = RunningSlot {
             id: e.id.clone(),
@@ -179,6 +188,10 @@ fn preempt_if_needed(state: &mut SchedulerState) {
         return;
     };
     if !may_preempt(top, policy) {
+        return;
+    }
+    // Held by the budget: preempting for a task that may not start would waste work.
+    if top != Priority::Critical && rt.budget.any_paused() {
         return;
     }
     // One victim per waiting preemptor, counting the stops already under way.

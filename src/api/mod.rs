@@ -3,13 +3,14 @@
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
-//! (+ `/prune`), `/api/limits`, `/api/config/reload`,
+//! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
 //! `/v1/chat/completions` (SSE with `stream: true`), `/v1/models`, `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
 //! (`server.max_in_flight_requests`, beyond it 503 + Retry-After), long-poll length
 //! (`server.long_poll_max_seconds`).
 
+pub mod budget;
 pub mod cache;
 pub mod error;
 pub mod limits;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache", get(cache::stats).delete(cache::clear))
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
+        .route("/api/budget", get(budget::budget))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/health", get(ops::health))
@@ -79,6 +81,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/queue") => "queue",
         Some("/api/cache" | "/api/cache/prune") => "cache",
         Some("/api/limits") => "limits",
+        Some("/api/budget") => "budget",
         Some("/v1/chat/completions") => "chat",
         Some("/v1/models") => "models",
         Some("/health") => "health",

@@ -61,7 +61,20 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         created_at: rfc3339(r.created_at_ms),
         started_at: r.started_at_ms.map(rfc3339),
         finished_at: r.finished_at_ms.map(rfc3339),
+        waiting_reason: None,
     }
+}
+
+/// [`view_of`] plus what only this node knows now: why a queued task waits.
+pub fn view_now(rt: &crate::runtime::Runtime, r: &TaskRecord) -> TaskView {
+    let mut v = view_of(r);
+    if r.status == openclaw_proto::TaskStatus::Queued
+        && r.priority != openclaw_proto::Priority::Critical
+        && rt.budget.paused_for(&r.agent)
+    {
+        v.waiting_reason = Some("budget_paused".into());
+    }
+    v
 }
 
 /// Check a submission against the config; the error says what to fix.
@@ -264,7 +277,7 @@ pub async fn get_task(
     };
     let mut rec = find()?;
     if rec.status.is_final() || wait <= 0.0 {
-        return Ok(Json(view_of(&rec)));
+        return Ok(Json(view_now(rt, &rec)));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
     loop {
@@ -281,7 +294,7 @@ pub async fn get_task(
         }
     }
     rec = find()?;
-    Ok(Json(view_of(&rec)))
+    Ok(Json(view_now(rt, &rec)))
 }
 
 /// `DELETE /api/tasks/{id}`: cancel a queued or running task.
@@ -403,6 +416,7 @@ pub async fn queue(State(st): State<AppState>) -> Result<Json<QueueView>, ApiErr
             .map(view_of)
             .collect(),
         failed_deliveries,
+        paused: rt.budget.any_paused().then(|| "budget".to_string()),
     }))
 }
 

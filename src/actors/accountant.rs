@@ -1,0 +1,682 @@
+//! The budget accountant actor (§18.7): owns the current period's budget counters per scope
+//! (`total`, `agent:<name>`), the reservations in flight, the fired-threshold marks and the
+//! resulting gate (paused / downgraded). Decisions are the pure functions of `crate::budget`.
+//!
+//! - Workers `Reserve` before a model call and `Settle` (or `Release`) after it. A refused
+//!   reservation closes the gate for that scope, so the scheduler holds non-critical work
+//!   instead of spinning.
+//! - `Tick` (every second): period rollover (new counters, fired marks cleared, unpaused),
+//!   re-evaluation after a config change (limits raised → unpause), persistence flush.
+//! - State is persisted in the store's `budget` tree (written at the next tick after a change,
+//!   so at most a second of spend can be lost in a crash; on disk within sled's 500 ms flush
+//!   interval, and at shutdown) and reloaded at (re)start, so a restart neither
+//!   forgets spend nor re-fires a threshold. Reservations in flight are memory only: a crash
+//!   releases them (their calls settle into nothing).
+//! - Notifications (webhooks) are POSTed by spawned tasks with retries, never in the handler.
+//!   One notification is sent for each threshold that fires (its `action` is in the message).
+//!   They are bounded by configuration: each (scope, threshold) fires at most once per period.
+//!
+//! The gate lives in `Runtime::budget` (not in actor state) so the scheduler and the API read it
+//! without a message; the actor is its only writer.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+
+use crate::budget::{self, Counters, Estimate, Exhausted, Limits, ScopeState};
+use crate::config::{BudgetAction, Config};
+use crate::metrics::metrics;
+use crate::runtime::{now_ms, Runtime};
+use crate::storage::{BudgetRecord, BudgetScopeRecord};
+
+/// How often the accountant checks the period, re-evaluates the gate and flushes.
+pub const TICK_EVERY: Duration = Duration::from_secs(1);
+/// Attempts of one webhook POST.
+pub const NOTIFY_MAX_ATTEMPTS: u32 = 5;
+/// First back-off between webhook attempts (doubles).
+pub const NOTIFY_INITIAL_DELAY: Duration = Duration::from_millis(500);
+/// Timeout of one webhook POST.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Id of a reservation (0 = none: budgets disabled).
+pub type ReservationId = u64;
+
+pub enum AccountantMsg {
+    Reserve {
+        agent: String,
+        critical: bool,
+        est_tokens: u64,
+        est_cost: f64,
+        reply: RpcReplyPort<Result<ReservationId, Exhausted>>,
+    },
+    Settle {
+        id: ReservationId,
+        tokens: u64,
+        cost: f64,
+    },
+    Release {
+        id: ReservationId,
+    },
+    Snapshot(RpcReplyPort<BudgetView>),
+    Tick,
+}
+impl ractor::Message for AccountantMsg {}
+
+/// What the scheduler, routing and the API need to know, written only by the accountant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GateState {
+    pub paused_all: bool,
+    pub paused_agents: BTreeSet<String>,
+    pub downgrade_all: bool,
+    pub downgrade_agents: BTreeSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct BudgetGate {
+    inner: RwLock<GateState>,
+}
+
+impl BudgetGate {
+    fn set(&self, g: GateState) -> GateState {
+        std::mem::replace(
+            &mut *self.inner.write().unwrap_or_else(|p| p.into_inner()),
+            g,
+        )
+    }
+    /// Non-critical work of `agent` must wait.
+    pub fn paused_for(&self, agent: &str) -> bool {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.paused_all || g.paused_agents.contains(agent)
+    }
+    /// Some scope is paused.
+    pub fn any_paused(&self) -> bool {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.paused_all || !g.paused_agents.is_empty()
+    }
+    /// Work of `agent` goes to the cheapest model.
+    pub fn downgrade_for(&self, agent: &str) -> bool {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.downgrade_all || g.downgrade_agents.contains(agent)
+    }
+}
+
+/// `GET /api/budget`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BudgetView {
+    pub enabled: bool,
+    pub period: String,
+    pub scopes: Vec<ScopeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScopeView {
+    pub scope: String,
+    pub spent_tokens: u64,
+    pub spent_cost_usd: f64,
+    pub reserved_tokens: u64,
+    pub reserved_cost_usd: f64,
+    pub limit_tokens: Option<u64>,
+    pub limit_cost_usd: Option<f64>,
+    pub used_ratio: f64,
+    pub fired_thresholds: Vec<u32>,
+    pub state: &'static str,
+}
+
+struct Reservation {
+    scopes: Vec<String>,
+    est: Estimate,
+}
+
+pub struct AccountantState {
+    rt: Arc<Runtime>,
+    period: String,
+    counters: BTreeMap<String, Counters>,
+    fired: BTreeMap<String, Vec<u32>>,
+    /// Scopes that refused non-critical work, with the smallest refused estimate: reopened when
+    /// that estimate fits again (or at rollover, or when the limits change).
+    refused: BTreeMap<String, Estimate>,
+    reservations: HashMap<ReservationId, Reservation>,
+    next_id: ReservationId,
+    dirty: bool,
+    limits_seen: Vec<(String, Limits)>,
+}
+
+pub struct Accountant;
+
+/// The current period key (the one place the clock is read, local date).
+fn current_period(cfg: &Config) -> String {
+    budget::period_key(cfg.budget.period, chrono::Local::now().date_naive())
+}
+
+impl Actor for Accountant {
+    type Msg = AccountantMsg;
+    type State = AccountantState;
+    type Arguments = Arc<Runtime>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        rt: Arc<Runtime>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cfg = rt.cfg();
+        let period = current_period(&cfg);
+        let mut state = AccountantState {
+            rt: rt.clone(),
+            period: period.clone(),
+            counters: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            reservations: HashMap::new(),
+            next_id: 1,
+            dirty: false,
+            limits_seen: budget::all_scopes(&cfg.budget),
+        };
+        load(&mut state);
+        myself.send_interval(TICK_EVERY, || AccountantMsg::Tick);
+        recompute(&mut state);
+        tracing::info!(%period, "budget accountant started");
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        persist(state);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AccountantMsg::Reserve {
+                agent,
+                critical,
+                est_tokens,
+                est_cost,
+                reply,
+            } => {
+                let r = on_reserve(state, &agent, critical, est_tokens, est_cost);
+                let _ = reply.send(r);
+            }
+            AccountantMsg::Settle { id, tokens, cost } => {
+                on_settle(
+                    state,
+                    id,
+                    Some(Estimate {
+                        tokens,
+                        cost_usd: cost,
+                    }),
+                );
+            }
+            AccountantMsg::Release { id } => on_settle(state, id, None),
+            AccountantMsg::Snapshot(reply) => {
+                let _ = reply.send(view(state));
+            }
+            AccountantMsg::Tick => on_tick(state),
+        }
+        Ok(())
+    }
+}
+
+fn load(state: &mut AccountantState) {
+    match state.rt.store.budget(&state.period) {
+        Ok(Some(rec)) => {
+            for (scope, s) in rec.scopes {
+                state.counters.insert(
+                    scope.clone(),
+                    Counters {
+                        tokens: s.tokens,
+                        cost_usd: s.cost_usd,
+                        ..Default::default()
+                    },
+                );
+                state.fired.insert(scope, s.fired);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "cannot read budget counters; starting from zero"),
+    }
+}
+
+fn persist(state: &AccountantState) {
+    let rec = BudgetRecord {
+        period: state.period.clone(),
+        scopes: state
+            .counters
+            .iter()
+            .map(|(scope, c)| {
+                (
+                    scope.clone(),
+                    BudgetScopeRecord {
+                        tokens: c.tokens,
+                        cost_usd: c.cost_usd,
+                        fired: state.fired.get(scope).cloned().unwrap_or_default(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    if let Err(e) = state.rt.store.put_budget(&rec) {
+        tracing::error!(error = %e, "cannot store budget counters");
+    }
+}
+
+fn on_reserve(
+    state: &mut AccountantState,
+    agent: &str,
+    critical: bool,
+    est_tokens: u64,
+    est_cost: f64,
+) -> Result<ReservationId, Exhausted> {
+    let cfg = state.rt.cfg();
+    if !cfg.budget.enabled {
+        return Ok(0);
+    }
+    let scopes = budget::scopes_for(&cfg.budget, agent);
+    let est = Estimate {
+        tokens: est_tokens,
+        cost_usd: est_cost,
+    };
+    // A scope paused by its `pause_non_critical` action refuses non-critical work outright.
+    if !critical {
+        let acts = budget::thresholds(&cfg.budget);
+        for (scope, limits) in &scopes {
+            let c = state.counters.get(scope).copied().unwrap_or_default();
+            let fired = state.fired.get(scope).map(Vec::as_slice).unwrap_or(&[]);
+            if budget::action_active(
+                c.used_ratio(limits),
+                &acts,
+                fired,
+                BudgetAction::PauseNonCritical,
+            ) {
+                return Err(Exhausted {
+                    scope: scope.clone(),
+                });
+            }
+        }
+    }
+    match budget::reserve(&mut state.counters, &scopes, critical, &est) {
+        Ok(()) => {
+            let id = state.next_id;
+            state.next_id += 1;
+            state.reservations.insert(
+                id,
+                Reservation {
+                    scopes: scopes.into_iter().map(|(s, _)| s).collect(),
+                    est,
+                },
+            );
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::info!(scope = %e.scope, est_tokens, "budget reservation refused; non-critical work waits");
+            let r = state.refused.entry(e.scope.clone()).or_insert(est);
+            if est.tokens < r.tokens {
+                r.tokens = est.tokens;
+            }
+            if est.cost_usd < r.cost_usd {
+                r.cost_usd = est.cost_usd;
+            }
+            recompute(state);
+            Err(e)
+        }
+    }
+}
+
+fn on_settle(state: &mut AccountantState, id: ReservationId, actual: Option<Estimate>) {
+    let Some(res) = state.reservations.remove(&id) else {
+        return;
+    };
+    let cfg = state.rt.cfg();
+    let before: BTreeMap<String, f64> = budget::all_scopes(&cfg.budget)
+        .into_iter()
+        .map(|(s, l)| {
+            let r = state
+                .counters
+                .get(&s)
+                .copied()
+                .unwrap_or_default()
+                .used_ratio(&l);
+            (s, r)
+        })
+        .collect();
+    budget::settle(&mut state.counters, &res.scopes, &res.est, actual.as_ref());
+    if actual.is_some() {
+        state.dirty = true;
+        fire_thresholds(state, &cfg, &before);
+    }
+    recompute(state);
+}
+
+fn fire_thresholds(state: &mut AccountantState, cfg: &Config, before: &BTreeMap<String, f64>) {
+    let acts = budget::thresholds(&cfg.budget);
+    for (scope, limits) in budget::all_scopes(&cfg.budget) {
+        if limits.is_unlimited() {
+            continue;
+        }
+        let c = state.counters.get(&scope).copied().unwrap_or_default();
+        let after = c.used_ratio(&limits);
+        let fired = state.fired.entry(scope.clone()).or_default();
+        let crossed = budget::thresholds_crossed(
+            before.get(&scope).copied().unwrap_or(0.0),
+            after,
+            &acts,
+            fired,
+        );
+        for (percent, action) in crossed {
+            fired.push(percent);
+            tracing::warn!(%scope, percent, action = ?action, period = %state.period, "budget threshold reached");
+            let n = Notice {
+                scope: scope.clone(),
+                percent,
+                action,
+                period: state.period.clone(),
+                counters: c,
+                limits,
+                node: state.rt.node.clone(),
+                at_ms: now_ms(),
+            };
+            send_notice(state.rt.clone(), n);
+        }
+    }
+}
+
+fn on_tick(state: &mut AccountantState) {
+    let cfg = state.rt.cfg();
+    let period = current_period(&cfg);
+    if period != state.period {
+        persist(state);
+        tracing::info!(from = %state.period, to = %period, "budget period rolled over");
+        state.period = period;
+        // Reservations in flight carry over: they settle into the new period.
+        let mut fresh: BTreeMap<String, Counters> = BTreeMap::new();
+        for r in state.reservations.values() {
+            for s in &r.scopes {
+                let c = fresh.entry(s.clone()).or_default();
+                c.reserved_tokens += r.est.tokens;
+                c.reserved_cost += r.est.cost_usd;
+            }
+        }
+        state.counters = fresh;
+        state.fired.clear();
+        state.refused.clear();
+        load(state);
+        state.dirty = true;
+    }
+    let limits = budget::all_scopes(&cfg.budget);
+    if limits != state.limits_seen {
+        tracing::info!("budget limits changed; re-evaluating");
+        state.limits_seen = limits;
+        state.refused.clear();
+    }
+    recompute(state);
+    if state.dirty {
+        state.dirty = false;
+        // sled writes itself to disk every 500 ms (and the node flushes at shutdown), which
+        // meets "at least every second". An extra `flush_async` here, concurrent with the
+        // admissions' flushes, made admissions hang under load (see the commit message).
+        persist(state);
+    }
+}
+
+/// Recompute the gate and the gauges from the counters; wake the scheduler when work may start.
+fn recompute(state: &mut AccountantState) {
+    let cfg = state.rt.cfg();
+    // Refusals reopen when the smallest refused estimate fits again (spend settled lower than
+    // reserved, or reservations released).
+    let scopes = budget::all_scopes(&cfg.budget);
+    state.refused.retain(|scope, est| {
+        let Some((_, l)) = scopes.iter().find(|(s, _)| s == scope) else {
+            return false;
+        };
+        let c = state.counters.get(scope).copied().unwrap_or_default();
+        !budget::fits(&c, l, est)
+    });
+    let acts = budget::thresholds(&cfg.budget);
+    let mut gate = GateState::default();
+    let m = metrics();
+    for (scope, limits) in &scopes {
+        let c = state.counters.get(scope).copied().unwrap_or_default();
+        let ratio = c.used_ratio(limits);
+        m.budget_used_ratio
+            .with_label_values(&[scope.as_str()])
+            .set(ratio);
+        if !cfg.budget.enabled {
+            continue;
+        }
+        let fired = state.fired.get(scope).map(Vec::as_slice).unwrap_or(&[]);
+        let st = budget::scope_state(ratio, &acts, fired, state.refused.contains_key(scope));
+        let down = budget::action_active(ratio, &acts, fired, BudgetAction::DowngradeModel);
+        let agent = scope.strip_prefix("agent:");
+        if st == ScopeState::Paused {
+            match agent {
+                Some(a) => drop(gate.paused_agents.insert(a.to_string())),
+                None => gate.paused_all = true,
+            }
+        }
+        if down {
+            match agent {
+                Some(a) => drop(gate.downgrade_agents.insert(a.to_string())),
+                None => gate.downgrade_all = true,
+            }
+        }
+    }
+    let old = state.rt.budget.set(gate.clone());
+    let released = (old.paused_all && !gate.paused_all)
+        || old
+            .paused_agents
+            .iter()
+            .any(|a| !gate.paused_agents.contains(a));
+    if released {
+        tracing::info!("budget pause lifted; held tasks may start");
+        if let Some(s) = state.rt.handles.scheduler() {
+            let _ = s.cast(crate::actors::scheduler::SchedulerMsg::Wake);
+        }
+    }
+}
+
+fn view(state: &AccountantState) -> BudgetView {
+    let cfg = state.rt.cfg();
+    let acts = budget::thresholds(&cfg.budget);
+    let scopes = budget::all_scopes(&cfg.budget)
+        .into_iter()
+        .map(|(scope, l)| {
+            let c = state.counters.get(&scope).copied().unwrap_or_default();
+            let ratio = c.used_ratio(&l);
+            let fired = state.fired.get(&scope).cloned().unwrap_or_default();
+            let st = if cfg.budget.enabled {
+                budget::scope_state(ratio, &acts, &fired, state.refused.contains_key(&scope))
+            } else {
+                ScopeState::Ok
+            };
+            ScopeView {
+                spent_tokens: c.tokens,
+                spent_cost_usd: c.cost_usd,
+                reserved_tokens: c.reserved_tokens,
+                reserved_cost_usd: c.reserved_cost,
+                limit_tokens: l.tokens,
+                limit_cost_usd: l.cost_usd,
+                used_ratio: ratio,
+                fired_thresholds: fired,
+                state: st.as_str(),
+                scope,
+            }
+        })
+        .collect();
+    BudgetView {
+        enabled: cfg.budget.enabled,
+        period: state.period.clone(),
+        scopes,
+    }
+}
+
+/// One threshold that fired, to be told to the webhooks.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub scope: String,
+    pub percent: u32,
+    pub action: BudgetAction,
+    pub period: String,
+    pub counters: Counters,
+    pub limits: Limits,
+    pub node: String,
+    pub at_ms: u64,
+}
+
+fn action_name(a: BudgetAction) -> &'static str {
+    match a {
+        BudgetAction::Notify => "notify",
+        BudgetAction::DowngradeModel => "downgrade_model",
+        BudgetAction::PauseNonCritical => "pause_non_critical",
+    }
+}
+
+/// The generic JSON webhook body.
+pub fn generic_body(n: &Notice) -> serde_json::Value {
+    serde_json::json!({
+        "event": "budget_threshold",
+        "scope": n.scope,
+        "percent": n.percent,
+        "action": action_name(n.action),
+        "period": n.period,
+        "spent_tokens": n.counters.tokens,
+        "spent_cost_usd": n.counters.cost_usd,
+        "limit_tokens": n.limits.tokens,
+        "limit_cost_usd": n.limits.cost_usd,
+        "node": n.node,
+        "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(n.at_ms as i64)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    })
+}
+
+/// The Feishu bot webhook body (a text message).
+pub fn feishu_body(n: &Notice) -> serde_json::Value {
+    let limit = match (n.limits.tokens, n.limits.cost_usd) {
+        (Some(t), Some(c)) => format!("{t} tokens / ${c:.2}"),
+        (Some(t), None) => format!("{t} tokens"),
+        (None, Some(c)) => format!("${c:.2}"),
+        (None, None) => "unlimited".into(),
+    };
+    let text = format!(
+        "[OpenClaw budget] {scope} reached {p}% of its {period} budget on node {node}: \
+         {tokens} tokens, ${cost:.4} spent (limit {limit}). Action: {action}.",
+        scope = n.scope,
+        p = n.percent,
+        period = n.period,
+        node = n.node,
+        tokens = n.counters.tokens,
+        cost = n.counters.cost_usd,
+        action = action_name(n.action),
+    );
+    serde_json::json!({"msg_type": "text", "content": {"text": text}})
+}
+
+/// Where to send notices: (kind, env var name). `webhook_url_env` follows `channel`.
+fn targets(cfg: &Config) -> Vec<(String, String)> {
+    let n = &cfg.budget.notification;
+    let mut out = Vec::new();
+    if let Some(env) = &n.webhook_url_env {
+        let kind = if n.channel.as_deref() == Some("feishu") {
+            "feishu"
+        } else {
+            "generic"
+        };
+        out.push((kind.to_string(), env.clone()));
+    }
+    for w in &n.webhooks {
+        out.push((w.kind.clone(), w.url_env.clone()));
+    }
+    out
+}
+
+/// POST the notice to every target, each in its own task with retries. URLs are never logged.
+fn send_notice(rt: Arc<Runtime>, n: Notice) {
+    for (kind, env) in targets(&rt.cfg()) {
+        let Ok(url) = std::env::var(&env) else {
+            tracing::warn!(env = %env, "budget webhook variable is not set; notice not sent");
+            continue;
+        };
+        let body = if kind == "feishu" {
+            feishu_body(&n)
+        } else {
+            generic_body(&n)
+        };
+        let http = rt.http.clone();
+        let scope = n.scope.clone();
+        let percent = n.percent;
+        tokio::spawn(async move {
+            for attempt in 1..=NOTIFY_MAX_ATTEMPTS {
+                tokio::time::sleep(crate::actors::delivery::backoff_before(
+                    attempt,
+                    NOTIFY_INITIAL_DELAY,
+                ))
+                .await;
+                let res = http
+                    .post(&url)
+                    .timeout(NOTIFY_TIMEOUT)
+                    .json(&body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(%scope, percent, %kind, env = %env, "budget notice sent");
+                        return;
+                    }
+                    Ok(r) => {
+                        tracing::warn!(%scope, percent, status = r.status().as_u16(), env = %env, attempt, "budget webhook refused the notice")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%scope, percent, env = %env, attempt, error = %e.without_url(), "budget webhook unreachable")
+                    }
+                }
+            }
+            tracing::error!(%scope, percent, env = %env, "budget notice not delivered after retries");
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_bodies() {
+        let n = Notice {
+            scope: "total".into(),
+            percent: 80,
+            action: BudgetAction::Notify,
+            period: "2026-11-23".into(),
+            counters: Counters {
+                tokens: 800,
+                cost_usd: 0.5,
+                ..Default::default()
+            },
+            limits: Limits {
+                tokens: Some(1000),
+                cost_usd: None,
+            },
+            node: "n1".into(),
+            at_ms: 0,
+        };
+        let f = feishu_body(&n);
+        assert_eq!(f["msg_type"], "text");
+        let text = f["content"]["text"].as_str().unwrap();
+        assert!(text.contains("80%") && text.contains("total"), "{text}");
+        let g = generic_body(&n);
+        assert_eq!(g["event"], "budget_threshold");
+        assert_eq!(g["action"], "notify");
+        assert_eq!(g["limit_tokens"], 1000);
+        assert_eq!(g["limit_cost_usd"], serde_json::Value::Null);
+        assert_eq!(g["at"], "1970-01-01T00:00:00.000Z");
+    }
+}
