@@ -205,11 +205,11 @@ async fn build_prompt(
     Err(format!("agent `{}` is not available", rec.agent))
 }
 
-/// A task that may not run now because of the budget (the scope that refused).
-struct BudgetWait(String);
+/// Work that may not run now because of the budget (the scope that refused).
+pub struct BudgetWait(pub String);
 
 /// A granted reservation; released when dropped unsettled (failure, preemption, cancel).
-struct Held {
+pub struct Held {
     id: ReservationId,
     accountant: Option<ActorRef<AccountantMsg>>,
 }
@@ -221,7 +221,7 @@ impl Held {
             accountant: None,
         }
     }
-    fn settle(mut self, tokens: u64, cost: f64) {
+    pub fn settle(mut self, tokens: u64, cost: f64) {
         if let Some(a) = self.accountant.take() {
             let _ = a.cast(AccountantMsg::Settle {
                 id: self.id,
@@ -251,13 +251,33 @@ async fn reserve_budget(
     model: &str,
     prompt_tokens: u64,
 ) -> Result<Held, BudgetWait> {
+    reserve(
+        rt,
+        &rec.agent,
+        rec.priority == Priority::Critical,
+        model,
+        prompt_tokens,
+        rec.max_tokens,
+    )
+    .await
+}
+
+/// Reserve the budget for one call of `model` by `agent` (prompt tokens plus the output cap, or
+/// `budget.default_output_tokens`, at the model's price). Used by task workers and by
+/// `/v1/chat/completions`.
+pub async fn reserve(
+    rt: &Runtime,
+    agent: &str,
+    critical: bool,
+    model: &str,
+    prompt_tokens: u64,
+    max_tokens: Option<u32>,
+) -> Result<Held, BudgetWait> {
     let cfg = rt.cfg();
     if !cfg.budget.enabled {
         return Ok(Held::none());
     }
-    let critical = rec.priority == Priority::Critical;
-    let est_out = rec
-        .max_tokens
+    let est_out = max_tokens
         .map(u64::from)
         .unwrap_or(cfg.budget.default_output_tokens);
     let est_cost = cfg
@@ -271,7 +291,7 @@ async fn reserve_budget(
             let res = ractor::call_t!(
                 a,
                 |reply| AccountantMsg::Reserve {
-                    agent: rec.agent.clone(),
+                    agent: agent.to_string(),
                     critical,
                     est_tokens: prompt_tokens + est_out,
                     est_cost,

@@ -378,3 +378,76 @@ async fn an_agent_over_its_own_limit_waits_while_other_agents_run() {
         "{m}"
     );
 }
+
+/// `/v1/chat/completions` is budgeted like a task: sequential calls succeed until the next one
+/// would pass the limit, then answer 429 `budget_exhausted` with Retry-After, and the spend the
+/// node records never passes the limit. Streams settle from their usage chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_calls_are_budgeted_and_refused_at_the_limit() {
+    let sim = Sim::start(&[]).await;
+    let body = |stream: bool| {
+        json!({"model": "fast", "stream": stream, "max_tokens": 20,
+               "messages": [{"role": "user", "content": "summarise the budget report"}]})
+    };
+    // Usage of one call, measured on a node without budget (the simulator is deterministic).
+    let probe = Node::start(&config(&sim, 1, json!({}))).await;
+    let r = probe
+        .http
+        .post(format!("{}/v1/chat/completions", probe.url))
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let per_call = v["usage"]["total_tokens"].as_u64().unwrap();
+    drop(probe);
+
+    let limit = per_call * 5 + per_call / 2;
+    let cfg = config(
+        &sim,
+        1,
+        json!({"budget": {"enabled": true, "period": "daily", "limits": {"total_tokens": limit},
+                          "actions_on_limit": {"100_percent": "pause_non_critical"}}}),
+    );
+    let node = Node::start(&cfg).await;
+    let before = sim.calls(None).await.len();
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..10 {
+        let r = node
+            .http
+            .post(format!("{}/v1/chat/completions", node.url))
+            .json(&body(i % 2 == 1))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => {
+                let _ = r.text().await.unwrap();
+                ok += 1;
+            }
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                let e: Value = r.json().await.unwrap();
+                assert_eq!(e["error"]["code"], "budget_exhausted", "{e}");
+                refused += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+    let calls = sim.calls(None).await.len() - before;
+    assert_eq!(calls, ok, "refused calls never reach the provider");
+    // The accountant settles asynchronously: poll until every answered call is counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, b) = node.get_json("/api/budget").await;
+        let total = scope(&b, "total");
+        let spent = total["spent_tokens"].as_u64().unwrap_or(0);
+        assert!(spent <= limit, "spent {spent} > limit {limit}: {b}");
+        if spent >= per_call * ok as u64 || Instant::now() > deadline {
+            assert_eq!(spent, per_call * ok as u64, "{b}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

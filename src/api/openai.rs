@@ -175,10 +175,36 @@ async fn serve_chat(
             return Ok(http);
         }
     }
+    // Budget: reserve like a non-critical task; refused → 429 until the period rolls over or
+    // the limit is raised.
+    let prompt_tokens = u64::from(crate::tokens::count_messages(&req.messages));
+    let held = crate::worker::reserve(
+        &rt,
+        &meta.agent,
+        false,
+        &first,
+        prompt_tokens,
+        req.output_cap(),
+    )
+    .await
+    .map_err(|crate::worker::BudgetWait(scope)| {
+        ApiError::too_many(
+            "budget_exhausted",
+            format!(
+                "the budget of scope `{scope}` is used up for this period; see GET /api/budget"
+            ),
+            BUDGET_RETRY_AFTER_S,
+        )
+    })?;
     if !req.stream {
         let answer = fallback::chat(&rt, &meta, &req, &first)
             .await
             .map_err(|f| failure_error(&f))?;
+        let used = answer.value.usage;
+        held.settle(
+            used.prompt_tokens + used.completion_tokens,
+            answer.value.cost_usd,
+        );
         let mut resp = answer.value.response;
         resp.usage = Some(answer.value.usage);
         if let Some(key) = cache_key.clone() {
@@ -205,10 +231,23 @@ async fn serve_chat(
         Some(key) => record_stream(rt.clone(), key, model.clone(), &req, stream),
         None => stream,
     };
+    // The reservation is settled by the chunk that carries the usage (providers are asked for
+    // it); a stream that ends without one releases it.
+    let mut held = Some(held);
+    let price = rt.cfg().models.get(&served).map(|m| m.price.clone());
     let events = stream
         .map(move |item| -> Result<Event, Infallible> {
             Ok(match item {
                 Ok(chunk) => {
+                    if let (Some(u), Some(h)) =
+                        (chunk.usage, held.take_if(|_| chunk.usage.is_some()))
+                    {
+                        let cost = price
+                            .as_ref()
+                            .map(|p| p.cost(u.prompt_tokens, u.completion_tokens))
+                            .unwrap_or(0.0);
+                        h.settle(u.prompt_tokens + u.completion_tokens, cost);
+                    }
                     Event::default().data(serde_json::to_string(&chunk).unwrap_or_default())
                 }
                 Err(e) => {
@@ -228,6 +267,9 @@ async fn serve_chat(
     }
     Ok(http)
 }
+
+/// `Retry-After` of a chat call refused by the budget.
+pub const BUDGET_RETRY_AFTER_S: u64 = 60;
 
 /// `X-OpenClaw-Cache: hit|miss` (only when the cache was looked in).
 fn set_cache_header(resp: &mut Response, hit: bool) {
