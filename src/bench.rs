@@ -270,7 +270,8 @@ fn spawn_child(name: &'static str, args: &[String], log: PathBuf) -> anyhow::Res
 /// The node's config: one model `bench` on the simulator, no retries, room for everything.
 /// The policy scenario's node: model `bench` as plain, model `policy` behind a per-model rate
 /// limiter (limits far above the load, so it never waits: this measures its cost, not its
-/// effect), a few routing rules that do not match, and the request cache on.
+/// effect), a few routing rules that do not match, the request cache on, and a budget far above
+/// the load (every call reserves and settles).
 fn policy_config(sim: SocketAddr) -> Value {
     let mut cfg = node_config(sim);
     cfg["models"]["policy"] = cfg["models"]["bench"].clone();
@@ -286,6 +287,9 @@ fn policy_config(sim: SocketAddr) -> Value {
     ]);
     cfg["cache"] =
         json!({"request_cache": {"enabled": true, "ttl_seconds": 3600, "max_size_mb": 64}});
+    // A budget far above the load: every call reserves and settles, none is refused.
+    cfg["budget"] = json!({"enabled": true, "period": "monthly",
+        "limits": {"total_tokens": 1_000_000_000_000u64, "total_cost_usd": 1_000_000_000.0}});
     cfg
 }
 
@@ -698,7 +702,7 @@ struct PolicyRow {
     concurrency: usize,
     /// Model `bench`, cache opted out: the plain gateway path.
     plain: Summary,
-    /// Model `policy`, a new prompt each time: routing + limiter acquire/settle + cache miss and store.
+    /// Model `policy`, a new prompt each time: routing + limiter + budget reserve/settle + cache miss and store.
     policy_miss: Summary,
     /// Model `policy`, the same prompt: answered from the cache.
     cache_hit: Summary,
@@ -784,7 +788,7 @@ fn print_policy(rows: &[PolicyRow]) {
             signed_ms(r.added_p99_us)
         );
     }
-    println!("(plain: cache opted out, no limits; policy: routing rules + per-model limiter + cache miss and store;");
+    println!("(plain: cache opted out, no limits; policy: routing rules + limiter + budget + cache miss and store;");
     println!(" cache hit: the same prompt answered from the cache, no provider call)");
     println!();
 }
