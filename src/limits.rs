@@ -115,10 +115,12 @@ impl Drop for Permit {
     }
 }
 
-/// The scopes limiting calls of `model`, model first (only those with a limit configured).
-pub fn scopes_for(cfg: &crate::config::Config, model: &str) -> Vec<String> {
+/// The scopes a call of `model` must pass: the model's when it has limits or is backed off
+/// after a provider 429 (`backed_off`), and `global` when it has limits. Empty = the fast path.
+pub fn scopes_for(cfg: &crate::config::Config, model: &str, backed_off: bool) -> Vec<String> {
     let mut v = Vec::new();
-    if cfg.rate_limiting.per_model.contains_key(model) && scope_limits(cfg, model).any() {
+    let limited = cfg.rate_limiting.per_model.contains_key(model) && scope_limits(cfg, model).any();
+    if limited || backed_off {
         v.push(model.to_string());
     }
     if scope_limits(cfg, GLOBAL).any() {
@@ -213,7 +215,8 @@ pub async fn acquire(
     tokens: u64,
     deadline_ms: u64,
 ) -> Result<Permit, LimitError> {
-    let scopes = scopes_for(&rt.cfg(), model);
+    let backed_off = rt.handles.backed_off(model, rt.mono_ms());
+    let scopes = scopes_for(&rt.cfg(), model, backed_off);
     let mut permit = Permit::default();
     match scopes.as_slice() {
         [] => Ok(permit),
@@ -294,7 +297,7 @@ mod tests {
     fn scopes_table() {
         let mut cfg = Config::default();
         assert!(
-            scopes_for(&cfg, "gpt-4o").is_empty(),
+            scopes_for(&cfg, "gpt-4o", false).is_empty(),
             "no limits: fast path"
         );
         cfg.rate_limiting.per_model.insert(
@@ -307,11 +310,19 @@ mod tests {
         cfg.rate_limiting
             .per_model
             .insert("gpt-4o-mini".into(), RateLimit::default());
-        assert_eq!(scopes_for(&cfg, "gpt-4o"), ["gpt-4o"]);
-        assert!(scopes_for(&cfg, "gpt-4o-mini").is_empty(), "empty limits");
+        assert_eq!(scopes_for(&cfg, "gpt-4o", false), ["gpt-4o"]);
+        assert!(
+            scopes_for(&cfg, "gpt-4o-mini", false).is_empty(),
+            "empty limits"
+        );
         cfg.rate_limiting.global.concurrent_requests = Some(5);
-        assert_eq!(scopes_for(&cfg, "gpt-4o"), ["gpt-4o", GLOBAL]);
-        assert_eq!(scopes_for(&cfg, "deepseek-v3"), [GLOBAL]);
+        assert_eq!(scopes_for(&cfg, "gpt-4o", false), ["gpt-4o", GLOBAL]);
+        assert_eq!(scopes_for(&cfg, "deepseek-v3", false), [GLOBAL]);
+        assert_eq!(
+            scopes_for(&cfg, "deepseek-v3", true),
+            ["deepseek-v3", GLOBAL],
+            "backed off"
+        );
     }
 
     #[test]

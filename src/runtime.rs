@@ -102,6 +102,10 @@ pub struct ActorHandles {
     delivery: RwLock<Option<ActorRef<DeliveryMsg>>>,
     agents: RwLock<HashMap<String, ActorRef<AgentMsg>>>,
     cache: RwLock<Option<ActorRef<CacheMsg>>>,
+    /// Until when (monotonic ms) each limiter scope is backed off after a provider 429; written
+    /// by the limiter, read by `limits::acquire` to send calls of a model that has no limits of
+    /// its own through its limiter while it is backed off.
+    backoff_until: std::sync::Mutex<HashMap<String, u64>>,
     /// Rate limiters by scope (a model name or `global`).
     limiters: RwLock<HashMap<String, ActorRef<crate::actors::limiter::LimiterMsg>>>,
     accountant: RwLock<Option<ActorRef<AccountantMsg>>>,
@@ -137,6 +141,20 @@ impl ActorHandles {
     }
     pub fn set_limiter(&self, scope: &str, r: ActorRef<crate::actors::limiter::LimiterMsg>) {
         write(&self.limiters).insert(scope.to_string(), r);
+    }
+    pub fn set_backoff_until(&self, scope: &str, until_mono_ms: u64) {
+        self.backoff_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.to_string(), until_mono_ms);
+    }
+    /// Is `scope` backed off at `now_mono_ms`?
+    pub fn backed_off(&self, scope: &str, now_mono_ms: u64) -> bool {
+        self.backoff_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .is_some_and(|until| now_mono_ms < *until)
     }
     /// Every limiter scope that was started, sorted.
     pub fn limiter_scopes(&self) -> Vec<String> {

@@ -120,13 +120,12 @@ async fn requests_per_window_hold_in_every_sliding_window() {
     assert!(m.contains("openclaw_rate_limit_wait_seconds_bucket{model=\"fast\""));
     let (_, limits) = node.get_json("/api/limits").await;
     let scopes = limits["scopes"].as_array().unwrap();
-    assert_eq!(
-        scopes.len(),
-        1,
-        "only limited scopes get a limiter: {limits}"
-    );
+    // Every configured model has a limiter; only `fast` has limits (`smart`'s only backs off).
+    assert_eq!(scopes.len(), 2, "{limits}");
     assert_eq!(scopes[0]["scope"], "fast");
     assert_eq!(scopes[0]["requests_per_window"], 5);
+    assert_eq!(scopes[1]["scope"], "smart");
+    assert!(scopes[1]["requests_per_window"].is_null(), "{limits}");
     assert_eq!(limits["window_seconds"], 2);
 }
 
@@ -262,6 +261,46 @@ async fn provider_429s_back_the_model_off() {
     assert!(fast["consecutive_429s"].as_u64().unwrap() >= 1, "{limits}");
 }
 
+/// A model with no `per_model` entry still backs off after a provider 429: while it is backed
+/// off, its calls go through its limiter and wait (here longer than `max_wait_ms`, so they fail
+/// without calling), instead of hammering the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_without_limits_still_backs_off_after_429() {
+    let sim = Sim::start(&[]).await;
+    sim.set_faults(json!({"models": {"fast": {"rate_limit_rate": 1.0, "retry_after_secs": 1}}}))
+        .await;
+    let tasks = 10;
+    let cfg = config(
+        &sim,
+        1,
+        json!({
+            "rate_limiting": {"max_wait_ms": 1500,
+                              "backoff": {"initial_delay_ms": 1000, "max_delay_ms": 8000, "multiplier": 2.0}},
+            "model_fallback": {"max_retries": 0}
+        }),
+    );
+    let node = Node::start(&cfg).await;
+    let ids = submit_all(
+        &node,
+        (0..tasks)
+            .map(|i| json!({"input": format!("busy {i}")}))
+            .collect(),
+    )
+    .await;
+    for v in finals(&node, &ids).await {
+        assert_eq!(v["status"], "failed", "{v}");
+        assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    }
+    // Without back-off each of the 10 tasks calls once (one worker: one after the other, each
+    // 429 is immediate). With it, calls are spaced by growing delays and most tasks give up.
+    let calls = sim.calls(None).await.len();
+    assert!(calls >= 1, "the provider was asked at least once");
+    assert!(
+        calls * 2 <= tasks,
+        "{calls} calls for {tasks} tasks: the model did not back off"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_over_the_limit_answers_429_with_retry_after() {
     let sim = Sim::start(&[]).await;
@@ -377,7 +416,8 @@ async fn global_and_model_scopes_hold_together() {
         .iter()
         .map(|s| s["scope"].as_str().unwrap())
         .collect();
-    assert_eq!(scopes, ["fast", "global"], "{limits}");
+    // Every configured model has a limiter (one without limits only backs off after a 429).
+    assert_eq!(scopes, ["fast", "global", "smart"], "{limits}");
 }
 
 #[test]

@@ -371,7 +371,9 @@ impl Actor for Limiter {
                     jitter,
                 );
                 let now = st.rt.mono_ms();
-                st.window.block_until(now + delay.as_millis() as u64);
+                let until = now + delay.as_millis() as u64;
+                st.window.block_until(until);
+                st.rt.handles.set_backoff_until(&st.scope, until);
                 tracing::warn!(
                     scope = %st.scope,
                     consecutive = st.consecutive_429s,

@@ -59,11 +59,9 @@ pub fn limiter_scopes(rt: &Runtime) -> Vec<String> {
     if limiter::scope_limits(&cfg, limiter::GLOBAL).any() {
         v.push(limiter::GLOBAL.to_string());
     }
-    for model in cfg.rate_limiting.per_model.keys() {
-        if limiter::scope_limits(&cfg, model).any() {
-            v.push(model.clone());
-        }
-    }
+    // Every configured model gets a limiter: one without limits still backs off after a
+    // provider 429 (calls only go through it while it is backed off; see `limits::acquire`).
+    v.extend(cfg.models.keys().cloned());
     v
 }
 
