@@ -234,7 +234,25 @@ async fn provider_429s_back_the_model_off() {
             "model_fallback": {"max_retries": 0}
         }),
     );
-    let node = Node::start(&cfg).await;
+    let (node, calls) = run_until_rate_limited(&sim, &cfg, tasks).await;
+    // Without back-off each task would make its one call (20 calls, one after the other:
+    // concurrency 1). With it, the model is left alone for ≥ Retry-After, then longer each time,
+    // so the tasks' 4 s of patience see only a few calls.
+    assert!(calls >= 1, "the provider was asked at least once");
+    assert!(
+        calls * 3 <= tasks,
+        "{calls} calls for {tasks} tasks: the limiter did not back off"
+    );
+    let (_, limits) = node.get_json("/api/limits").await;
+    let fast = &limits["scopes"][0];
+    assert_eq!(fast["scope"], "fast", "{limits}");
+    assert!(fast["consecutive_429s"].as_u64().unwrap() >= 1, "{limits}");
+}
+
+/// Start a node on `cfg`, submit `tasks` tasks to a model that always answers 429, check every
+/// one ends `rate_limited`, and return the node with the number of calls the simulator saw.
+async fn run_until_rate_limited(sim: &Sim, cfg: &Value, tasks: usize) -> (Node, usize) {
+    let node = Node::start(cfg).await;
     let ids = submit_all(
         &node,
         (0..tasks)
@@ -246,19 +264,8 @@ async fn provider_429s_back_the_model_off() {
         assert_eq!(v["status"], "failed", "{v}");
         assert_eq!(v["error"]["code"], "rate_limited", "{v}");
     }
-    // Without back-off each task would make its one call (20 calls, one after the other:
-    // concurrency 1). With it, the model is left alone for ≥ Retry-After, then longer each time,
-    // so the tasks' 4 s of patience see only a few calls.
     let calls = sim.calls(None).await.len();
-    assert!(calls >= 1, "the provider was asked at least once");
-    assert!(
-        calls * 3 <= tasks,
-        "{calls} calls for {tasks} tasks: the limiter did not back off"
-    );
-    let (_, limits) = node.get_json("/api/limits").await;
-    let fast = &limits["scopes"][0];
-    assert_eq!(fast["scope"], "fast", "{limits}");
-    assert!(fast["consecutive_429s"].as_u64().unwrap() >= 1, "{limits}");
+    (node, calls)
 }
 
 /// A model with no `per_model` entry still backs off after a provider 429: while it is backed
@@ -279,21 +286,9 @@ async fn a_model_without_limits_still_backs_off_after_429() {
             "model_fallback": {"max_retries": 0}
         }),
     );
-    let node = Node::start(&cfg).await;
-    let ids = submit_all(
-        &node,
-        (0..tasks)
-            .map(|i| json!({"input": format!("busy {i}")}))
-            .collect(),
-    )
-    .await;
-    for v in finals(&node, &ids).await {
-        assert_eq!(v["status"], "failed", "{v}");
-        assert_eq!(v["error"]["code"], "rate_limited", "{v}");
-    }
+    let (_node, calls) = run_until_rate_limited(&sim, &cfg, tasks).await;
     // Without back-off each of the 10 tasks calls once (one worker: one after the other, each
     // 429 is immediate). With it, calls are spaced by growing delays and most tasks give up.
-    let calls = sim.calls(None).await.len();
     assert!(calls >= 1, "the provider was asked at least once");
     assert!(
         calls * 2 <= tasks,

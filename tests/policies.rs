@@ -15,6 +15,15 @@ fn calls_to(calls: &[Value], model: &str) -> usize {
     calls.iter().filter(|c| c["model"] == model).count()
 }
 
+/// A simulator where model `smart` has `fault` (e.g. always 500), and a node with `workers`
+/// workers and `extra` config (the fallback chain) in front of it.
+async fn smart_failing(fault: Value, workers: usize, extra: Value) -> (Sim, Node) {
+    let sim = Sim::start(&[]).await;
+    sim.set_faults(json!({"models": {"smart": fault}})).await;
+    let node = Node::start(&config(&sim, workers, extra)).await;
+    (sim, node)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_rule_on_estimated_language() {
     let sim = Sim::start(&[]).await;
@@ -48,15 +57,7 @@ async fn routing_rule_on_estimated_language() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_model_falls_back_along_the_chain() {
-    let sim = Sim::start(&[]).await;
-    sim.set_faults(json!({"models": {"smart": {"error_rate": 1.0}}}))
-        .await;
-    let cfg = config(
-        &sim,
-        2,
-        json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 1, "retry_delay_ms": 10, "timeout_ms": 5000}}),
-    );
-    let node = Node::start(&cfg).await;
+    let (sim, node) = smart_failing(json!({"error_rate": 1.0}), 2, json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 1, "retry_delay_ms": 10, "timeout_ms": 5000}})).await;
     let id = node
         .submit_ok(json!({"input": "hello", "model": "smart"}))
         .await;
@@ -85,15 +86,7 @@ async fn failing_model_falls_back_along_the_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_model_times_out_and_falls_back() {
-    let sim = Sim::start(&[]).await;
-    sim.set_faults(json!({"models": {"smart": {"hang_rate": 1.0}}}))
-        .await;
-    let cfg = config(
-        &sim,
-        2,
-        json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 300}}),
-    );
-    let node = Node::start(&cfg).await;
+    let (_sim, node) = smart_failing(json!({"hang_rate": 1.0}), 2, json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 300}})).await;
     let id = node
         .submit_ok(json!({"input": "hello", "model": "smart"}))
         .await;
@@ -104,16 +97,8 @@ async fn hanging_model_times_out_and_falls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn breaker_stops_hammering_a_dead_model() {
-    let sim = Sim::start(&[]).await;
-    sim.set_faults(json!({"models": {"smart": {"error_rate": 1.0}}}))
-        .await;
-    let cfg = config(
-        &sim,
-        1,
-        json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 5000,
-                                  "circuit_breaker": {"failure_threshold": 2, "cooldown_ms": 600000}}}),
-    );
-    let node = Node::start(&cfg).await;
+    let (sim, node) = smart_failing(json!({"error_rate": 1.0}), 1, json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 5000,
+                                  "circuit_breaker": {"failure_threshold": 2, "cooldown_ms": 600000}}})).await;
     let mut reasons = Vec::new();
     for i in 0..6 {
         let id = node
@@ -156,15 +141,7 @@ async fn breaker_stops_hammering_a_dead_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_endpoint_falls_back_before_the_first_byte() {
-    let sim = Sim::start(&[]).await;
-    sim.set_faults(json!({"models": {"smart": {"error_rate": 1.0}}}))
-        .await;
-    let cfg = config(
-        &sim,
-        2,
-        json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 5000}}),
-    );
-    let node = Node::start(&cfg).await;
+    let (_sim, node) = smart_failing(json!({"error_rate": 1.0}), 2, json!({"model_fallback": {"fallback_chain": ["fast"], "max_retries": 0, "timeout_ms": 5000}})).await;
     let body = json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]});
     let r = node
         .http
