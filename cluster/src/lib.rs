@@ -1,0 +1,15 @@
+//! openclaw-node's replicated control plane.
+//!
+//! - [`types`]: node ids, the Raft type configuration, the batched commands and their replies.
+//! - [`state`]: the replicated state and its pure, deterministic `apply`.
+//! - [`placement`]: pure decisions — which node owns a new task, what an idle node steals, where
+//!   a dead node's tasks go.
+//! - [`lease`]: pure budget and rate-limit lease arithmetic.
+//! - [`store`]: the sled-backed Raft log and state machine (openraft `storage-v2`).
+//! - [`mesh`]: the ractor_cluster node mesh (cookie-authenticated) and the cluster watcher.
+
+pub mod types;
+
+pub use types::*;
+pub mod state;
+pub mod store;

@@ -1,0 +1,1 @@
+//! placeholder: helper writes the sled log store and state machine here

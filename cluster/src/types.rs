@@ -1,0 +1,263 @@
+//! The replicated protocol's types: node ids and addresses, the Raft type configuration, and the
+//! commands a Raft entry carries (many per entry: [`Request`] is a batch), their replies, and the
+//! events `apply` reports to the local node.
+//!
+//! Everything here is encoded with postcard through [`openclaw_proto::codec`] on the wire and in
+//! the log; enums only grow at the end so old entries keep decoding.
+
+use std::fmt;
+use std::io::Cursor;
+
+use openclaw_proto::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
+use openclaw_proto::{TaskRecord, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// A node's id in Raft. Persisted in the node's data dir; never reused.
+pub type NodeId = u64;
+
+/// How to reach a node: the Raft/cluster HTTP address, its public HTTP API, its actor mesh port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub cluster_addr: String,
+    pub http_addr: String,
+    pub mesh_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cluster={} http={}", self.cluster_addr, self.http_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// openclaw-node's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// One Raft entry's payload: a batch of commands, stamped with the leader's clock when proposed.
+/// `apply` reads time only from here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub now_ms: u64,
+    pub cmds: Vec<Command>,
+}
+
+/// One reply per command of the batch, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub replies: Vec<Reply>,
+}
+
+/// How a run ended (what the owner reports with `Finish`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: TaskStatus,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub fallbacks: Vec<FallbackStep>,
+    pub output: Option<String>,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+    pub error: Option<TaskErrorView>,
+    pub cache_hit: bool,
+    pub prompt: PromptBreakdown,
+}
+
+impl Outcome {
+    pub fn failed(code: &str, message: impl Into<String>) -> Outcome {
+        Outcome {
+            status: TaskStatus::Failed,
+            model: None,
+            route: None,
+            fallbacks: Vec::new(),
+            output: None,
+            tokens: TokenCounts::default(),
+            cost_usd: 0.0,
+            error: Some(TaskErrorView {
+                code: code.to_string(),
+                message: message.into(),
+            }),
+            cache_hit: false,
+            prompt: PromptBreakdown::default(),
+        }
+    }
+
+    pub fn cancelled() -> Outcome {
+        Outcome {
+            status: TaskStatus::Cancelled,
+            ..Outcome::failed("cancelled", "cancelled by request")
+        }
+    }
+}
+
+/// A node's report of itself, carried by `Heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub http_addr: String,
+    /// Worker slots (`server.workers`).
+    pub workers: u32,
+    /// How long this heartbeat keeps the node alive, from the entry's time.
+    pub lease_ms: u64,
+}
+
+/// One state change. Commands are validated by `apply`; an invalid one gets a `Reply::Rejected`
+/// and changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A new task. `apply` assigns its sequence number, its owner (the least-loaded live node,
+    /// or a node running lower-priority work for a task that may preempt) and epoch 1.
+    Admit { rec: Box<TaskRecord> },
+    /// The owner takes its queued task to run it: Running, epoch + 1, attempts + 1.
+    Start { id: String, node: NodeId },
+    /// The run under `epoch` ended.
+    Finish {
+        id: String,
+        epoch: u64,
+        outcome: Box<Outcome>,
+    },
+    /// The run under `epoch` stopped without an outcome (preempted, shut down): Queued again on
+    /// the same owner, epoch + 1, attempts kept.
+    Requeue {
+        id: String,
+        epoch: u64,
+        preempted: bool,
+    },
+    /// Cancel a queued task.
+    Cancel { id: String },
+    /// An idle node takes up to `max` queued tasks from busy nodes.
+    Steal { node: NodeId, max: u32 },
+    /// A node is alive until `now + report.lease_ms`.
+    Heartbeat { node: NodeId, report: NodeReport },
+    /// The leader's sweep: nodes whose lease ended are marked dead; their tasks are re-owned by
+    /// live nodes and their budget and rate leases are dropped.
+    Expire,
+    /// A node leaves the cluster: like `Expire` for that node, and it is forgotten.
+    Leave { node: NodeId },
+    /// Forget finished tasks that ended before `before_ms`.
+    Purge { before_ms: u64 },
+    /// Ask for (more of) a slice of a budget scope's remaining allowance for `period`.
+    LeaseBudget {
+        node: NodeId,
+        period: String,
+        scope: String,
+        limit: BudgetLimit,
+        want_tokens: u64,
+        want_cost_usd: f64,
+    },
+    /// Settle one call: real usage is added to the scopes' spend, the reservation leaves the
+    /// node's slices.
+    Spend {
+        node: NodeId,
+        period: String,
+        scopes: Vec<String>,
+        model: String,
+        tokens: u64,
+        cost_usd: f64,
+        reserved_tokens: u64,
+        reserved_cost_usd: f64,
+    },
+    /// Give a budget slice back (the node is idle or shutting down).
+    ReturnBudget { node: NodeId, scope: String },
+    /// Claim a threshold action for a period: replied `Claimed(true)` exactly once per
+    /// (period, scope, percent) in the whole cluster.
+    ClaimThreshold {
+        period: String,
+        scope: String,
+        percent: u32,
+    },
+    /// Ask for a slice of a rate-limit scope's per-minute quota (`minute` = Unix ms / 60 000).
+    LeaseRate {
+        node: NodeId,
+        scope: String,
+        minute: u64,
+        limit: RateLimit,
+        want_requests: u64,
+        want_tokens: u64,
+    },
+}
+
+/// A budget scope's limits as the proposer's config has them (`None` = unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetLimit {
+    pub tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// A rate-limit scope's per-minute quota as the proposer's config has it (`None` = unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("task {0} not found")]
+    NotFound(String),
+    #[error("task {id}: stale epoch {given} (current {current})")]
+    Fenced { id: String, given: u64, current: u64 },
+    #[error("task {id} is {status}")]
+    WrongState { id: String, status: String },
+    #[error("task {id} is owned by node {owner}, not {node}")]
+    NotOwner { id: String, owner: String, node: NodeId },
+    #[error("no live node can take the task")]
+    NoLiveNode,
+    #[error("node {0} is not a member")]
+    UnknownNode(NodeId),
+}
+
+/// The reply to one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The task after the change.
+    Task(Box<TaskRecord>),
+    /// `Admit` with an idempotency key already used: the first task.
+    Duplicate(Box<TaskRecord>),
+    Rejected(Rejection),
+    /// Ids moved by `Steal` / `Expire` / `Leave`.
+    Moved(Vec<String>),
+    /// Nodes `Expire` declared dead.
+    Expired(Vec<NodeId>),
+    Purged(u64),
+    /// The node's slice after a budget grant (what it may still reserve).
+    BudgetSlice { tokens: u64, cost_usd: f64 },
+    /// The node's slice of the minute after a rate grant.
+    RateSlice { requests: u64, tokens: u64 },
+    Claimed(bool),
+    Ok,
+}
+
+/// What `apply` tells the local node about, so its scheduler and waiters follow the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The task is queued on `owner` (admitted, stolen, re-owned, requeued).
+    Queued { id: String, owner: NodeId },
+    /// `from` no longer owns the task (it moved or was cancelled while queued there).
+    Revoked { id: String, from: NodeId },
+    /// The task reached a final state.
+    Finished { id: String },
+}
+
+/// A task owner as stored in [`TaskRecord::owner`]: the node id in decimal.
+pub fn owner_name(node: NodeId) -> String {
+    node.to_string()
+}
+
+/// The node id in [`TaskRecord::owner`], if any.
+pub fn owner_id(rec: &TaskRecord) -> Option<NodeId> {
+    rec.owner.as_deref().and_then(|o| o.parse().ok())
+}
