@@ -11,5 +11,8 @@
 pub mod types;
 
 pub use types::*;
+pub mod lease;
+pub mod placement;
 pub mod state;
 pub mod store;
+pub mod transition;
