@@ -966,16 +966,25 @@ impl Config {
         }
         {
             let c = &self.cluster;
-            for (path, v) in [("cluster.listen", &c.listen), ("cluster.mesh_listen", &c.mesh_listen)] {
+            for (path, v) in [
+                ("cluster.listen", &c.listen),
+                ("cluster.mesh_listen", &c.mesh_listen),
+            ] {
                 if let Some(a) = v {
                     if a.parse::<std::net::SocketAddr>().is_err() {
-                        return Err(bad(path, format!("`{a}` is not an address like 10.0.0.5:7000")));
+                        return Err(bad(
+                            path,
+                            format!("`{a}` is not an address like 10.0.0.5:7000"),
+                        ));
                     }
                 }
             }
             for (i, j) in c.join.iter().enumerate() {
                 if !j.contains(':') {
-                    return Err(bad(format!("cluster.join[{i}]"), format!("`{j}` is not host:port")));
+                    return Err(bad(
+                        format!("cluster.join[{i}]"),
+                        format!("`{j}` is not host:port"),
+                    ));
                 }
             }
             if c.election_timeout_min_ms <= c.raft_heartbeat_ms
@@ -987,7 +996,10 @@ impl Config {
                 ));
             }
             if c.node_lease_ms <= c.heartbeat_ms {
-                return Err(bad("cluster.node_lease_ms", "must be longer than cluster.heartbeat_ms"));
+                return Err(bad(
+                    "cluster.node_lease_ms",
+                    "must be longer than cluster.heartbeat_ms",
+                ));
             }
             for (path, v) in [
                 ("cluster.batch_max", c.batch_max as u64),

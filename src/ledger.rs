@@ -85,8 +85,14 @@ pub mod transition {
         )?)
     }
 
-    pub fn requeue(rec: TaskRecord, epoch: u64, preempted: bool) -> Result<TaskRecord, LedgerError> {
-        Ok(openclaw_cluster::transition::requeue(rec, epoch, preempted)?)
+    pub fn requeue(
+        rec: TaskRecord,
+        epoch: u64,
+        preempted: bool,
+    ) -> Result<TaskRecord, LedgerError> {
+        Ok(openclaw_cluster::transition::requeue(
+            rec, epoch, preempted,
+        )?)
     }
 
     pub fn cancel_queued(rec: TaskRecord, now_ms: u64) -> Result<TaskRecord, LedgerError> {
@@ -352,6 +358,7 @@ mod tests {
     use super::tests_support::record;
     use super::transition::*;
     use super::*;
+    use openclaw_proto::api::{PromptBreakdown, TokenCounts};
 
     fn ok_outcome() -> Outcome {
         Outcome {

@@ -142,12 +142,10 @@ async fn a_built_snapshot_restores_the_state_machine() {
 async fn an_installed_snapshot_replaces_the_state_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let state = ClusterState {
-        seq: 42,
-        now_ms: 9_000,
-        budget_period: "2025-01".into(),
-        ..ClusterState::default()
-    };
+    let mut state = ClusterState::default();
+    state.seq = 42;
+    state.now_ms = 9_000;
+    state.budget_period = "2025-01".into();
     let last = Some(log_id(2, 10));
     let members = StoredMembership::new(Some(log_id(2, 4)), membership(&[1, 2]));
     let data = openclaw_proto::codec::encode(&SnapshotBodyRef {
