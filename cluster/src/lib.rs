@@ -11,5 +11,6 @@
 pub mod types;
 
 pub use types::*;
+pub mod mesh;
 pub mod state;
 pub mod store;
