@@ -12,6 +12,7 @@ pub mod types;
 
 pub use types::*;
 pub mod lease;
+pub mod mesh;
 pub mod placement;
 pub mod state;
 pub mod store;
