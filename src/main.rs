@@ -100,6 +100,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
         Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
+        Some(Command::Status(a)) => openclaw_node::ops::status::run(a).await,
+        Some(Command::Leave(a)) => openclaw_node::ops::status::leave(a).await,
         Some(
             cmd @ (Command::Tokens(_)
             | Command::Cost(_)
