@@ -215,6 +215,27 @@ pub async fn acquire(
     tokens: u64,
     deadline_ms: u64,
 ) -> Result<Permit, LimitError> {
+    let permit = acquire_local(rt, model, priority, tokens, deadline_ms).await?;
+    // In a cluster the per-window quotas are shared: take this call from the node's lease
+    // (the local limiter above still paces and bounds concurrency on this node).
+    if let Some(c) = &rt.cluster {
+        let scopes = scopes_for(&rt.cfg(), model, false);
+        if !scopes.is_empty() {
+            let left = Duration::from_millis(deadline_ms.saturating_sub(rt.mono_ms()));
+            let deadline = tokio::time::Instant::now() + left;
+            crate::cluster::quota::acquire_rate(rt, c, &scopes, tokens, deadline).await?;
+        }
+    }
+    Ok(permit)
+}
+
+async fn acquire_local(
+    rt: &Runtime,
+    model: &str,
+    priority: Priority,
+    tokens: u64,
+    deadline_ms: u64,
+) -> Result<Permit, LimitError> {
     let backed_off = rt.handles.backed_off(model, rt.mono_ms());
     let scopes = scopes_for(&rt.cfg(), model, backed_off);
     let mut permit = Permit::default();

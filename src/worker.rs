@@ -216,6 +216,11 @@ pub struct BudgetWait(pub String);
 pub struct Held {
     id: ReservationId,
     accountant: Option<ActorRef<AccountantMsg>>,
+    /// In a cluster: the reservation against this node's budget leases.
+    lease: Option<(
+        crate::cluster::quota::LeaseHold,
+        Arc<crate::cluster::Cluster>,
+    )>,
 }
 
 impl Held {
@@ -223,6 +228,7 @@ impl Held {
         Held {
             id: 0,
             accountant: None,
+            lease: None,
         }
     }
     pub fn settle(mut self, tokens: u64, cost: f64) {
@@ -233,6 +239,9 @@ impl Held {
                 cost,
             });
         }
+        if let Some((hold, c)) = self.lease.take() {
+            hold.settle(c, tokens, cost);
+        }
     }
 }
 
@@ -240,6 +249,9 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(a) = self.accountant.take() {
             let _ = a.cast(AccountantMsg::Release { id: self.id });
+        }
+        if let Some((hold, c)) = self.lease.take() {
+            hold.release(&c);
         }
     }
 }
@@ -306,10 +318,36 @@ pub async fn reserve(
             match res {
                 Ok(Ok(0)) => return Ok(Held::none()),
                 Ok(Ok(id)) => {
-                    return Ok(Held {
+                    let mut held = Held {
                         id,
                         accountant: Some(a),
-                    })
+                        lease: None,
+                    };
+                    // In a cluster the limits are shared: the call must also fit this node's
+                    // lease of the cluster's remaining budget.
+                    if let Some(c) = &rt.cluster {
+                        let est = crate::budget::Estimate {
+                            tokens: prompt_tokens + est_out,
+                            cost_usd: est_cost,
+                        };
+                        match crate::cluster::quota::reserve_budget(
+                            rt, c, agent, critical, model, est,
+                        )
+                        .await
+                        {
+                            Ok(h) => held.lease = Some((h, c.clone())),
+                            Err(e) => {
+                                if let Some(a) = &held.accountant {
+                                    let _ = a.cast(AccountantMsg::ClusterRefused {
+                                        scope: e.scope.clone(),
+                                        est,
+                                    });
+                                }
+                                return Err(BudgetWait(e.scope));
+                            }
+                        }
+                    }
+                    return Ok(held);
                 }
                 Ok(Err(e)) => return Err(BudgetWait(e.scope)),
                 Err(_) => {}

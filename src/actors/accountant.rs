@@ -62,6 +62,11 @@ pub enum AccountantMsg {
     },
     Snapshot(RpcReplyPort<BudgetView>),
     Tick,
+    /// The cluster refused this node a budget slice for `scope`: hold non-critical work.
+    ClusterRefused {
+        scope: String,
+        est: Estimate,
+    },
 }
 impl ractor::Message for AccountantMsg {}
 
@@ -147,7 +152,7 @@ pub struct AccountantState {
 pub struct Accountant;
 
 /// The current period key (the one place the clock is read, local date).
-fn current_period(cfg: &Config) -> String {
+pub fn current_period(cfg: &Config) -> String {
     budget::period_key(cfg.budget.period, chrono::Local::now().date_naive())
 }
 
@@ -222,6 +227,13 @@ impl Actor for Accountant {
                 let _ = reply.send(view(state));
             }
             AccountantMsg::Tick => on_tick(state),
+            AccountantMsg::ClusterRefused { scope, est } => {
+                let r = state.refused.entry(scope).or_insert(est);
+                if est.tokens < r.tokens {
+                    r.tokens = est.tokens;
+                }
+                recompute(state);
+            }
         }
         Ok(())
     }
@@ -385,9 +397,105 @@ fn fire_thresholds(state: &mut AccountantState, cfg: &Config, before: &BTreeMap<
                 node: state.rt.node.clone(),
                 at_ms: now_ms(),
             };
-            send_notice(state.rt.clone(), n);
+            match state.rt.cluster.clone() {
+                // Once per period for the whole cluster: the node whose claim commits first
+                // sends the notice.
+                Some(c) => {
+                    let rt = state.rt.clone();
+                    tokio::spawn(async move {
+                        let claim = openclaw_cluster::Command::ClaimThreshold {
+                            period: n.period.clone(),
+                            scope: n.scope.clone(),
+                            percent: n.percent,
+                        };
+                        match c.proposer.propose(claim).await {
+                            Ok(openclaw_cluster::Reply::Claimed(true)) => send_notice(rt, n),
+                            Ok(_) => {
+                                tracing::debug!(scope = %n.scope, percent = n.percent, "another node sends this threshold's notice")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "threshold claim not committed; notice not sent")
+                            }
+                        }
+                    });
+                }
+                None => send_notice(state.rt.clone(), n),
+            }
         }
     }
+}
+
+fn ratios(state: &AccountantState, cfg: &Config) -> BTreeMap<String, f64> {
+    budget::all_scopes(&cfg.budget)
+        .into_iter()
+        .map(|(s, l)| {
+            let r = state
+                .counters
+                .get(&s)
+                .copied()
+                .unwrap_or_default()
+                .used_ratio(&l);
+            (s, r)
+        })
+        .collect()
+}
+
+/// Cluster mode: the counters become the cluster's — spend from the replicated state, and as
+/// "reserved" this node's reservations plus the slices other nodes hold (what they may still
+/// spend). A reservation then fits here exactly when the cluster could lease it.
+fn sync_from_cluster(state: &mut AccountantState) {
+    let Some(c) = state.rt.cluster.clone() else {
+        return;
+    };
+    let me = c.id;
+    let period = state.period.clone();
+    let cluster: Vec<(String, u64, f64, u64, f64)> = c.sm.read(|s| {
+        if s.budget_period != period {
+            return Vec::new();
+        }
+        s.budget
+            .iter()
+            .map(|(scope, b)| {
+                let (ot, oc) = b
+                    .slices
+                    .iter()
+                    .filter(|(n, _)| **n != me)
+                    .fold((0u64, 0f64), |(t, c), (_, x)| {
+                        (t + x.tokens, c + x.cost_usd)
+                    });
+                (scope.clone(), b.spent_tokens, b.spent_cost_usd, ot, oc)
+            })
+            .collect()
+    });
+    let mut local: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    for r in state.reservations.values() {
+        for s in &r.scopes {
+            let e = local.entry(s.as_str()).or_default();
+            e.0 += r.est.tokens;
+            e.1 += r.est.cost_usd;
+        }
+    }
+    let mut fresh: BTreeMap<String, Counters> = BTreeMap::new();
+    for (scope, spent_t, spent_c, other_t, other_c) in cluster {
+        let (lt, lc) = local.get(scope.as_str()).copied().unwrap_or_default();
+        fresh.insert(
+            scope,
+            Counters {
+                tokens: spent_t,
+                cost_usd: spent_c,
+                reserved_tokens: lt + other_t,
+                reserved_cost: lc + other_c,
+            },
+        );
+    }
+    for (scope, (lt, lc)) in local {
+        fresh.entry(scope.to_string()).or_insert(Counters {
+            reserved_tokens: lt,
+            reserved_cost: lc,
+            ..Counters::default()
+        });
+    }
+    state.counters = fresh;
 }
 
 fn on_tick(state: &mut AccountantState) {
@@ -411,6 +519,11 @@ fn on_tick(state: &mut AccountantState) {
         state.refused.clear();
         load(state);
         state.dirty = true;
+    }
+    if state.rt.cluster.is_some() {
+        let before = ratios(state, &cfg);
+        sync_from_cluster(state);
+        fire_thresholds(state, &cfg, &before);
     }
     let limits = budget::all_scopes(&cfg.budget);
     if limits != state.limits_seen {

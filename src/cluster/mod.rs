@@ -56,6 +56,8 @@ pub struct Cluster {
     /// The mesh address other nodes' actor systems connect to.
     pub mesh_addr: SocketAddr,
     pub mesh: std::sync::Mutex<Option<Arc<openclaw_cluster::mesh::Mesh>>>,
+    /// Budget and rate-limit leases held by this node.
+    pub quota: quota::Quota,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -179,6 +181,7 @@ impl Cluster {
             started: Instant::now(),
             mesh_addr,
             mesh: std::sync::Mutex::new(None),
+            quota: quota::Quota::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(listen)

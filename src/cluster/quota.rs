@@ -1,1 +1,355 @@
-//! placeholder
+//! Cluster-wide limits on the hot path: budget and rate-limit **leases**.
+//!
+//! The replicated state holds, per budget scope, the spend and the slice of the remaining
+//! allowance each node holds; per rate-limit scope and window, what was granted to whom (see
+//! `openclaw_cluster::lease`). A node reserves locally against its slice — no Raft round trip
+//! per call — and asks the leader for more only when the slice runs out:
+//!
+//! - **Budget**: `reserve` takes the estimate from the node's slice of each limited scope
+//!   (asking for a new slice of `limit / (2 × live nodes)` when short). Settling commits a
+//!   `Spend` (real usage in, reservation out of the slice). A refused slice refuses non-critical
+//!   work (critical work runs anyway, as in the chapter, and is counted). Spend can pass a limit
+//!   only by what real usage exceeds the reservations in flight.
+//! - **Rate limits**: before each provider call, one request (and the estimated tokens) is
+//!   taken from the node's slice of the current window; an exhausted window waits for the next
+//!   one (up to the caller's deadline). Grants per window never pass the limit, so the calls a
+//!   provider sees per window stay within it (tokens: plus what real usage exceeds estimates).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openclaw_cluster::lease::slice_size;
+use openclaw_cluster::{BudgetLimit, Command, RateLimit, Reply};
+
+use super::Cluster;
+use crate::budget::{self, Estimate, Exhausted};
+use crate::limits::LimitError;
+use crate::runtime::{now_ms, Runtime};
+
+/// The node's view of its leases.
+#[derive(Debug, Default)]
+pub struct Quota {
+    budget: Mutex<BTreeMap<String, BudgetPool>>,
+    rate: Mutex<BTreeMap<String, RatePool>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BudgetPool {
+    /// The slice the state says this node holds (tokens, cost).
+    held: (u64, f64),
+    /// Reserved by calls in flight here.
+    reserved: (u64, f64),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RatePool {
+    window: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+/// A budget reservation against this node's slices; settle it with real usage, or drop it to
+/// give the reservation back to the node's slice.
+#[derive(Debug)]
+pub struct LeaseHold {
+    scopes: Vec<String>,
+    limited: Vec<String>,
+    est: Estimate,
+    period: String,
+    model: String,
+    settled: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Quota {
+    fn take_budget(&self, scope: &str, est: &Estimate) -> bool {
+        let mut g = lock(&self.budget);
+        let p = g.entry(scope.to_string()).or_default();
+        let free_t = p.held.0.saturating_sub(p.reserved.0);
+        let free_c = p.held.1 - p.reserved.1;
+        if free_t >= est.tokens && free_c + 1e-12 >= est.cost_usd {
+            p.reserved.0 += est.tokens;
+            p.reserved.1 += est.cost_usd;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn force_budget(&self, scope: &str, est: &Estimate) {
+        let mut g = lock(&self.budget);
+        let p = g.entry(scope.to_string()).or_default();
+        p.reserved.0 += est.tokens;
+        p.reserved.1 += est.cost_usd;
+    }
+
+    fn give_back(&self, scope: &str, est: &Estimate, spent: bool) {
+        let mut g = lock(&self.budget);
+        if let Some(p) = g.get_mut(scope) {
+            p.reserved.0 = p.reserved.0.saturating_sub(est.tokens);
+            p.reserved.1 = (p.reserved.1 - est.cost_usd).max(0.0);
+            if spent {
+                // `Spend` takes the reservation out of the slice in the state too.
+                p.held.0 = p.held.0.saturating_sub(est.tokens);
+                p.held.1 = (p.held.1 - est.cost_usd).max(0.0);
+            }
+        }
+    }
+
+    fn set_held(&self, scope: &str, tokens: u64, cost: f64) {
+        lock(&self.budget)
+            .entry(scope.to_string())
+            .or_default()
+            .held = (tokens, cost);
+    }
+
+    /// What `status` and tests see: (scope, held tokens, reserved tokens).
+    pub fn budget_view(&self) -> Vec<(String, u64, u64)> {
+        lock(&self.budget)
+            .iter()
+            .map(|(s, p)| (s.clone(), p.held.0, p.reserved.0))
+            .collect()
+    }
+}
+
+fn live_nodes(c: &Cluster) -> usize {
+    c.sm.read(|s| s.live_loads().len()).max(1)
+}
+
+/// Reserve `est` against this node's slices of every limited budget scope of `agent`.
+pub async fn reserve_budget(
+    rt: &Runtime,
+    c: &Cluster,
+    agent: &str,
+    critical: bool,
+    model: &str,
+    est: Estimate,
+) -> Result<LeaseHold, Exhausted> {
+    let cfg = rt.cfg();
+    let period = crate::actors::accountant::current_period(&cfg);
+    let scopes = budget::scopes_for(&cfg.budget, agent);
+    drop(cfg);
+    let mut taken: Vec<String> = Vec::new();
+    for (scope, limits) in &scopes {
+        if limits.is_unlimited() {
+            continue;
+        }
+        let mut ok = c.quota.take_budget(scope, &est);
+        if !ok {
+            let n = live_nodes(c) as u64;
+            let want_tokens = match limits.tokens {
+                Some(l) => slice_size(Some(l), n as usize, est.tokens, l / 4),
+                None => est.tokens,
+            };
+            let want_cost = match limits.cost_usd {
+                Some(l) => (l / (2.0 * n as f64))
+                    .max(est.cost_usd)
+                    .min((l / 4.0).max(est.cost_usd)),
+                None => est.cost_usd,
+            };
+            let cmd = Command::LeaseBudget {
+                node: c.id,
+                period: period.clone(),
+                scope: scope.clone(),
+                limit: BudgetLimit {
+                    tokens: limits.tokens,
+                    cost_usd: limits.cost_usd,
+                },
+                want_tokens,
+                want_cost_usd: want_cost,
+            };
+            if let Ok(Reply::BudgetSlice { tokens, cost_usd }) = c.proposer.propose(cmd).await {
+                c.quota.set_held(scope, tokens, cost_usd);
+            }
+            ok = c.quota.take_budget(scope, &est);
+        }
+        if !ok {
+            if critical {
+                c.quota.force_budget(scope, &est);
+            } else {
+                for s in &taken {
+                    c.quota.give_back(s, &est, false);
+                }
+                tracing::info!(%scope, est_tokens = est.tokens, "cluster budget slice refused; non-critical work waits");
+                return Err(Exhausted {
+                    scope: scope.clone(),
+                });
+            }
+        }
+        taken.push(scope.clone());
+    }
+    Ok(LeaseHold {
+        scopes: scopes.into_iter().map(|(s, _)| s).collect(),
+        limited: taken,
+        est,
+        period,
+        model: model.to_string(),
+        settled: false,
+    })
+}
+
+impl LeaseHold {
+    /// Commit the real usage (`Spend`) in the background; the reservation leaves the slices.
+    pub fn settle(mut self, c: std::sync::Arc<Cluster>, tokens: u64, cost: f64) {
+        self.settled = true;
+        for s in &self.limited {
+            c.quota.give_back(s, &self.est, true);
+        }
+        let cmd = Command::Spend {
+            node: c.id,
+            period: self.period.clone(),
+            scopes: self.scopes.clone(),
+            model: self.model.clone(),
+            tokens,
+            cost_usd: cost,
+            reserved_tokens: self.est.tokens,
+            reserved_cost_usd: self.est.cost_usd,
+        };
+        tokio::spawn(async move {
+            for attempt in 0..5u32 {
+                match c.proposer.propose(cmd.clone()).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "spend not committed yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                }
+            }
+            tracing::error!(
+                tokens,
+                cost,
+                "spend could not be committed; the cluster budget misses it"
+            );
+        });
+    }
+
+    /// Give the reservation back to this node's slices (the call did not happen).
+    pub fn release(mut self, c: &Cluster) {
+        self.settled = true;
+        for s in &self.limited {
+            c.quota.give_back(s, &self.est, false);
+        }
+    }
+}
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        if !self.settled {
+            tracing::debug!("lease hold dropped unsettled");
+        }
+    }
+}
+
+/// Take one request and `tokens` from this node's slice of every rate-limited `scope`'s current
+/// window, asking for more or waiting for the next window until `deadline` passes.
+pub async fn acquire_rate(
+    rt: &Runtime,
+    c: &Cluster,
+    scopes: &[String],
+    tokens: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(), LimitError> {
+    for scope in scopes {
+        let limits = crate::actors::limiter::scope_limits(&rt.cfg(), scope);
+        if limits.requests.is_none() && limits.tokens.is_none() {
+            continue;
+        }
+        let window_ms = limits.window_ms.max(1000);
+        loop {
+            let now = now_ms();
+            let window = now / window_ms;
+            if take_rate(c, scope, window, tokens, &limits) {
+                break;
+            }
+            let n = live_nodes(c);
+            let want_requests = slice_size(
+                limits.requests.map(u64::from),
+                n,
+                1,
+                limits.requests.map(|r| (r as u64 / 4).max(1)).unwrap_or(1),
+            );
+            let want_tokens = match limits.tokens {
+                Some(t) => slice_size(Some(t), n, tokens, (t / 4).max(tokens)),
+                None => tokens,
+            };
+            let cmd = Command::LeaseRate {
+                node: c.id,
+                scope: scope.clone(),
+                minute: window,
+                limit: RateLimit {
+                    requests: limits.requests.map(u64::from),
+                    tokens: limits.tokens,
+                },
+                want_requests,
+                want_tokens,
+            };
+            if let Ok(Reply::RateSlice {
+                requests,
+                tokens: t,
+            }) = c.proposer.propose(cmd).await
+            {
+                add_rate(c, scope, window, requests, t);
+            }
+            if take_rate(c, scope, window, tokens, &limits) {
+                break;
+            }
+            // This window is used up cluster-wide: wait for the next one.
+            let next = tokio::time::Instant::now()
+                + Duration::from_millis(
+                    (window + 1) * window_ms - now_ms().min((window + 1) * window_ms),
+                );
+            if next > deadline {
+                return Err(LimitError::RateLimited {
+                    scope: scope.clone(),
+                    reason: "the cluster's quota for this window is used up",
+                    retry_after: next.saturating_duration_since(tokio::time::Instant::now()),
+                });
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+    Ok(())
+}
+
+fn take_rate(
+    c: &Cluster,
+    scope: &str,
+    window: u64,
+    tokens: u64,
+    limits: &crate::ratelimit::Limits,
+) -> bool {
+    let mut g = lock(&c.quota.rate);
+    let p = g.entry(scope.to_string()).or_default();
+    if p.window != window {
+        *p = RatePool {
+            window,
+            ..RatePool::default()
+        };
+    }
+    let req_ok = limits.requests.is_none() || p.requests >= 1;
+    let tok_ok = limits.tokens.is_none() || p.tokens >= tokens;
+    if req_ok && tok_ok {
+        p.requests = p.requests.saturating_sub(1);
+        p.tokens = p.tokens.saturating_sub(tokens);
+        true
+    } else {
+        false
+    }
+}
+
+fn add_rate(c: &Cluster, scope: &str, window: u64, requests: u64, tokens: u64) {
+    let mut g = lock(&c.quota.rate);
+    let p = g.entry(scope.to_string()).or_default();
+    if p.window != window {
+        *p = RatePool {
+            window,
+            ..RatePool::default()
+        };
+    }
+    p.requests += requests;
+    p.tokens += tokens;
+}
