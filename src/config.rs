@@ -228,9 +228,11 @@ impl Default for ClusterConfig {
             node_id: None,
             heartbeat_ms: 500,
             node_lease_ms: 3000,
-            election_timeout_min_ms: 800,
-            election_timeout_max_ms: 1600,
-            raft_heartbeat_ms: 250,
+            // openraft waits a leader lease (= the max) plus a random timeout before electing:
+            // 1.5-2 s after a leader dies, which meets the ~2 s failover target.
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            raft_heartbeat_ms: 150,
             rpc_timeout_ms: 2000,
             batch_max: 512,
             proposals_max: 20_000,

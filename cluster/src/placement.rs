@@ -126,13 +126,16 @@ mod tests {
         }
     }
 
+    type PlaceCase = (&'static str, Vec<NodeLoad>, Priority, bool, Option<NodeId>);
+    type StealCase = (&'static str, Vec<NodeLoad>, NodeId, u32, Vec<(NodeId, u32)>);
+
     #[test]
     fn placement_table() {
         let idle = |id| node(id, 4, [0; 5], [0; 5]);
         let busy_normal = |id| node(id, 2, [0; 5], [0, 0, 2, 0, 0]);
         let busy_low = |id| node(id, 2, [0; 5], [0, 0, 0, 2, 0]);
         let backlogged = |id, q| node(id, 2, [0, 0, q, 0, 0], [0, 0, 2, 0, 0]);
-        let cases: Vec<(&str, Vec<NodeLoad>, Priority, bool, Option<NodeId>)> = vec![
+        let cases: Vec<PlaceCase> = vec![
             ("no node", vec![], Priority::Normal, false, None),
             (
                 "ties go to the lowest id",
@@ -200,7 +203,7 @@ mod tests {
 
     #[test]
     fn steal_table() {
-        let cases: Vec<(&str, Vec<NodeLoad>, NodeId, u32, Vec<(NodeId, u32)>)> = vec![
+        let cases: Vec<StealCase> = vec![
             ("thief unknown", vec![], 1, 4, vec![]),
             (
                 "nothing to steal",

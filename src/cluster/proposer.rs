@@ -169,7 +169,13 @@ async fn write(
             })
         };
         match leader {
-            Some((id, _)) if id == me => match apply_locally(raft, cmds.clone()).await {
+            Some((id, _)) if id == me => match apply_locally(
+                raft,
+                cmds.clone(),
+                until.saturating_duration_since(Instant::now()),
+            )
+            .await
+            {
                 WriteReply::Done(r) => return Ok(r),
                 WriteReply::NotLeader(_) => last = "leadership moved".into(),
                 WriteReply::Failed(e) => return Err(ClusterError::Unavailable(e)),
@@ -206,14 +212,25 @@ async fn write(
     }
 }
 
-/// `client_write` on this node, stamped with this node's clock.
-pub async fn apply_locally(raft: &openclaw_cluster::Raft, cmds: Vec<Command>) -> WriteReply {
+/// `client_write` on this node, stamped with this node's clock, for at most `within`. A write
+/// that times out (no quorum) may still commit later: the caller is told the outcome is unknown.
+pub async fn apply_locally(
+    raft: &openclaw_cluster::Raft,
+    cmds: Vec<Command>,
+    within: Duration,
+) -> WriteReply {
     use openraft::error::{ClientWriteError, RaftError};
     let req = Request {
         now_ms: now_ms(),
         cmds,
     };
-    match raft.client_write(req).await {
+    let Ok(res) = tokio::time::timeout(within, raft.client_write(req)).await else {
+        return WriteReply::Failed(format!(
+            "not committed within {} ms (no majority reachable?)",
+            within.as_millis()
+        ));
+    };
+    match res {
         Ok(r) => WriteReply::Done(r.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             WriteReply::NotLeader(f.leader_id.zip(f.leader_node))

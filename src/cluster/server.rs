@@ -64,7 +64,7 @@ fn same_secret(given: &[u8], want: &[u8]) -> bool {
         == 0
 }
 
-fn authorize(c: &Cluster, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+fn authorize(c: &Cluster, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Box<Response>> {
     let given = headers
         .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
@@ -77,12 +77,15 @@ fn authorize(c: &Cluster, headers: &HeaderMap, peer: SocketAddr) -> Result<(), R
         "refused cluster request from {peer}: wrong or missing cluster secret (check {} on that node)",
         c.cfg.secret_env
     );
-    Err((StatusCode::UNAUTHORIZED, "wrong cluster secret").into_response())
+    Err(Box::new(
+        (StatusCode::UNAUTHORIZED, "wrong cluster secret").into_response(),
+    ))
 }
 
-fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    openclaw_proto::codec::decode(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    openclaw_proto::codec::decode(body).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> Response {
@@ -99,11 +102,11 @@ async fn append(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let req = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     encode(&c.raft.append_entries(req).await)
 }
@@ -115,11 +118,11 @@ async fn vote(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let req = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     encode(&c.raft.vote(req).await)
 }
@@ -131,11 +134,11 @@ async fn snapshot(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let req = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     encode(&c.raft.install_snapshot(req).await)
 }
@@ -147,13 +150,14 @@ async fn write(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let cmds: Vec<Command> = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let reply: WriteReply = apply_locally(&c.raft, cmds).await;
+    let within = std::time::Duration::from_millis(c.cfg.rpc_timeout_ms * 2);
+    let reply: WriteReply = apply_locally(&c.raft, cmds, within).await;
     encode(&reply)
 }
 
@@ -164,11 +168,11 @@ async fn join(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let req: JoinRequest = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     encode(&c.admit_member(req).await)
 }
@@ -180,11 +184,11 @@ async fn leave(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&c, &headers, peer) {
-        return r;
+        return *r;
     }
     let id: NodeId = match decode(&body) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     encode(&c.remove_member(id).await)
 }

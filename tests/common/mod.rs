@@ -364,6 +364,22 @@ impl Node {
         }
     }
 
+    /// Start the process without waiting for `/ready` (for nodes expected to fail start-up).
+    pub fn try_spawn(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        self.spawn(free_port());
+    }
+
+    /// Wait (bounded) for the process to exit by itself; reaps it.
+    pub fn wait_stopped(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let c = self.child.as_mut()?;
+        let st = wait_exit(c, deadline);
+        if st.is_some() {
+            self.child = None;
+        }
+        st
+    }
+
     /// Start again on the same data dir (after `kill` or `stop`).
     pub async fn restart(&mut self) {
         self.spawn_ready().await;

@@ -1,0 +1,447 @@
+//! Real 3-node clusters: node processes joined over their cluster addresses, a standalone
+//! simulator, HTTP only. Join and forwarded writes, reads on any node, leader failover and
+//! rejoin, a dead owner's tasks running elsewhere (fenced duplicates explained), no quorum →
+//! 503, a wrong secret refused, leave, and cluster-wide rate limits and budgets.
+//!
+//! Partitions (firewall rules between node addresses) are exercised by the chaos suite
+//! (`chaos/`, `tests/chaos.rs`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{config, free_port, Node, Sim};
+use serde_json::{json, Value};
+
+const SECRET: &str = "test-cluster-secret";
+
+/// One node's fixed cluster and mesh ports (kept across restarts).
+struct Addrs {
+    cluster: String,
+    mesh: String,
+}
+
+fn addrs() -> Addrs {
+    Addrs {
+        cluster: format!("127.0.0.1:{}", free_port()),
+        mesh: format!("127.0.0.1:{}", free_port()),
+    }
+}
+
+fn cluster_config(sim: &Sim, me: &Addrs, join: Option<&Addrs>, extra: Value) -> Value {
+    let mut cfg = config(sim, 2, extra);
+    cfg["cluster"] = json!({
+        "listen": me.cluster,
+        "mesh_listen": me.mesh,
+        "join": join.map(|j| vec![j.cluster.clone()]).unwrap_or_default(),
+        "heartbeat_ms": 300,
+        "node_lease_ms": 2000,
+    });
+    cfg
+}
+
+async fn start_node(sim: &Sim, me: &Addrs, join: Option<&Addrs>, extra: &Value) -> Node {
+    Node::start_with_env(
+        &cluster_config(sim, me, join, extra.clone()),
+        &[("OPENCLAW_CLUSTER_SECRET", SECRET)],
+    )
+    .await
+}
+
+struct TestCluster {
+    sim: Sim,
+    addrs: Vec<Addrs>,
+    nodes: Vec<Node>,
+}
+
+impl TestCluster {
+    async fn start(extra: Value) -> TestCluster {
+        let sim = Sim::start(&[]).await;
+        let addrs: Vec<Addrs> = (0..3).map(|_| addrs()).collect();
+        let mut nodes = vec![start_node(&sim, &addrs[0], None, &extra).await];
+        for a in &addrs[1..] {
+            nodes.push(start_node(&sim, a, Some(&addrs[0]), &extra).await);
+        }
+        let c = TestCluster { sim, addrs, nodes };
+        c.wait_agreed(&[0, 1, 2], 3).await;
+        c
+    }
+
+    async fn status(&self, i: usize) -> Option<Value> {
+        let (st, v) = self.nodes[i].get_json("/api/cluster").await;
+        st.is_success().then_some(v)
+    }
+
+    /// Wait until the nodes `live` agree on one leader and each sees `alive` nodes alive.
+    async fn wait_agreed(&self, live: &[usize], alive: usize) -> (u64, u64) {
+        let end = Instant::now() + Duration::from_secs(40);
+        loop {
+            let mut seen = Vec::new();
+            for &i in live {
+                if let Some(v) = self.status(i).await {
+                    let n_alive = v["nodes"]
+                        .as_array()
+                        .map(|a| a.iter().filter(|n| n["alive"] == json!(true)).count())
+                        .unwrap_or(0);
+                    seen.push((v["leader"].as_u64(), v["term"].as_u64(), n_alive));
+                }
+            }
+            let agreed = seen.len() == live.len()
+                && seen[0].0.is_some()
+                && seen.iter().all(|s| s.0 == seen[0].0 && s.2 == alive);
+            if agreed {
+                return (seen[0].0.unwrap_or(0), seen[0].1.unwrap_or(0));
+            }
+            assert!(
+                Instant::now() < end,
+                "nodes {live:?} never agreed on a leader with {alive} alive: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn node_ids(&self) -> Vec<u64> {
+        let v = self.status(0).await.expect("status");
+        let mut ids: Vec<(String, u64)> = v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["address"].as_str().unwrap_or("").to_string(),
+                    n["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        // In the order of `addrs`.
+        ids.sort_by_key(|(a, _)| self.addrs.iter().position(|x| &x.cluster == a));
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    async fn leader_index(&self, live: &[usize]) -> usize {
+        let (leader, _) = self.wait_agreed(live, live.len()).await;
+        let ids = self.node_ids_from(live[0]).await;
+        ids.iter()
+            .position(|id| *id == leader)
+            .expect("leader is a member")
+    }
+
+    async fn node_ids_from(&self, i: usize) -> Vec<u64> {
+        let v = self.status(i).await.expect("status");
+        let by_addr: BTreeMap<String, u64> = v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["address"].as_str().unwrap_or("").to_string(),
+                    n["id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        self.addrs
+            .iter()
+            .map(|a| by_addr.get(&a.cluster).copied().unwrap_or(0))
+            .collect()
+    }
+}
+
+async fn submit_retrying(node: &Node, body: Value) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, v) = node.submit(body.clone()).await;
+        if st.as_u16() == 202 {
+            return v["id"].as_str().expect("id").to_string();
+        }
+        assert!(
+            st.as_u16() == 503 && Instant::now() < end,
+            "submit refused: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_takes_tasks_and_a_killed_leader_is_replaced() {
+    let mut c = TestCluster::start(json!({})).await;
+    let ids = c.node_ids().await;
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| *id > 0));
+    let st = c.status(1).await.expect("status");
+    let voters = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["voter"] == json!(true))
+        .count();
+    assert_eq!(voters, 3, "three voters: {st}");
+
+    // Submit through every node; read every task on every node.
+    let mut tasks = Vec::new();
+    for i in 0..18 {
+        let id = c.nodes[i % 3]
+            .submit_ok(json!({"input": format!("task {i}")}))
+            .await;
+        tasks.push(id);
+    }
+    let mut owners = BTreeMap::new();
+    for (i, id) in tasks.iter().enumerate() {
+        let done = c.nodes[(i + 1) % 3]
+            .wait_final(id, Duration::from_secs(30))
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        *owners
+            .entry(done["node"].as_str().unwrap_or("").to_string())
+            .or_insert(0) += 1;
+        let (st, same) = c.nodes[(i + 2) % 3].get_task(id, 0).await;
+        assert_eq!(st.as_u16(), 200);
+        assert_eq!(same["status"], "succeeded");
+    }
+    assert!(owners.len() >= 2, "work spread over nodes: {owners:?}");
+
+    // Kill the leader: the others elect a new one and keep taking tasks.
+    let leader = c.leader_index(&[0, 1, 2]).await;
+    let (_, old_term) = c.wait_agreed(&[0, 1, 2], 3).await;
+    c.nodes[leader].kill();
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (new_leader, term) = c.wait_agreed(&live, 2).await;
+    assert!(term > old_term, "a new term: {term} > {old_term}");
+    assert_ne!(Some(new_leader), ids.get(leader).copied());
+    let id = submit_retrying(&c.nodes[live[0]], json!({"input": "after the leader died"})).await;
+    let done = c.nodes[live[1]]
+        .wait_final(&id, Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // The old leader restarts on its data dir, without --join, and is a member again.
+    let addrs = &c.addrs[leader];
+    let cfg = cluster_config(&c.sim, addrs, None, json!({}));
+    std::fs::write(
+        c.nodes[leader].data_dir.join("openclaw.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    c.nodes[leader].spawn_ready().await;
+    c.wait_agreed(&[0, 1, 2], 3).await;
+    let again = c.node_ids_from(leader).await;
+    assert_eq!(again, ids, "same ids after the restart");
+    assert!(c.nodes[leader].stderr().contains("rejoining the cluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owners_tasks_run_again_elsewhere_and_complete_once() {
+    let mut c = TestCluster::start(json!({})).await;
+    // Slow tasks (3 s at the simulator) so they are running when their owner dies.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let id = c.nodes[i % 3]
+            .submit_ok(json!({"input": format!("[sim:slow:3000] long job {i}")}))
+            .await;
+        tasks.push(id);
+    }
+    // Wait until some task runs, then kill its owner.
+    let end = Instant::now() + Duration::from_secs(20);
+    let (victim_owner, victims) = loop {
+        let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in &tasks {
+            let t = c.nodes[0].task(id).await;
+            if t["status"] == "running" {
+                running
+                    .entry(t["node"].as_str().unwrap_or("").to_string())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        if let Some((owner, ids)) = running.into_iter().find(|(o, _)| !o.is_empty()) {
+            break (owner, ids);
+        }
+        assert!(Instant::now() < end, "no task started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids = c.node_ids().await;
+    let victim = ids
+        .iter()
+        .position(|id| id.to_string() == victim_owner)
+        .expect("owner is a node");
+    c.nodes[victim].kill();
+    let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    for id in &tasks {
+        let done = c.nodes[live[0]]
+            .wait_final(id, Duration::from_secs(60))
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let calls = c.sim.calls(Some(id)).await;
+        let attempts = done["attempts"].as_u64().unwrap_or(0) as usize;
+        assert!(
+            calls.len() <= attempts,
+            "every provider call of {id} is one attempt ({} calls, {attempts} attempts)",
+            calls.len()
+        );
+        if victims.contains(id) {
+            assert_ne!(
+                done["node"].as_str(),
+                Some(victim_owner.as_str()),
+                "re-owned: {done}"
+            );
+            assert!(attempts >= 2, "ran again after its owner died: {done}");
+        }
+    }
+    // Exactly one final record per task on every live node.
+    for &i in &live {
+        for id in &tasks {
+            let t = c.nodes[i].task(id).await;
+            assert_eq!(t["status"], "succeeded");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_writes_get_503_and_a_wrong_secret_is_refused() {
+    let mut c = TestCluster::start(json!({})).await;
+    // A node with the wrong secret cannot join.
+    let stranger = addrs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = Node::on_dir(
+        tmp.path(),
+        &cluster_config(&c.sim, &stranger, Some(&c.addrs[0]), json!({})),
+        &[("OPENCLAW_CLUSTER_SECRET", "not-the-secret")],
+    );
+    bad.try_spawn();
+    let exited = bad.wait_stopped(Duration::from_secs(30));
+    assert!(
+        exited.is_some_and(|st| !st.success()),
+        "a node with the wrong secret stops with an error"
+    );
+    assert!(
+        bad.stderr().contains("wrong cluster secret"),
+        "{}",
+        bad.stderr()
+    );
+    let seed_log = c.nodes[0].stderr();
+    assert!(seed_log.contains("refused cluster request"), "{seed_log}");
+    assert!(!seed_log.contains("not-the-secret") && !bad.stderr().contains(SECRET));
+
+    // Two of three die: the survivor refuses writes with 503 + Retry-After.
+    c.nodes[1].kill();
+    c.nodes[2].kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = c.nodes[0]
+        .http
+        .post(format!("{}/api/tasks", c.nodes[0].url))
+        .json(&json!({"input": "no quorum"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cluster_unavailable", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_cleanly() {
+    let mut c = TestCluster::start(json!({})).await;
+    let ids = c.node_ids().await;
+    let r = c.nodes[0]
+        .http
+        .post(format!("{}/api/cluster/leave", c.nodes[2].url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["left"], json!(ids[2]));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c.status(0).await.unwrap();
+        let n = s["nodes"].as_array().unwrap().len();
+        if n == 2 {
+            break;
+        }
+        assert!(Instant::now() < end, "still {n} members: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The node that left stops by itself.
+    let status = c.nodes[2].wait_stopped(Duration::from_secs(20));
+    assert!(status.is_some(), "the node that left exits");
+    let id = c.nodes[1].submit_ok(json!({"input": "two nodes"})).await;
+    let done = c.nodes[0].wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_budgets_hold_across_the_cluster() {
+    // `fast`: 4 requests per 5 s window for the whole cluster (not per node).
+    let extra = json!({
+        "rate_limiting": {"window_seconds": 5, "per_model": {"fast": {"requests_per_minute": 4}}},
+        "budget": {"enabled": true, "period": "monthly", "limits": {"total_tokens": 600}},
+    });
+    let c = TestCluster::start(extra).await;
+    let mut tasks = Vec::new();
+    for i in 0..18 {
+        let id = c.nodes[i % 3]
+            .submit_ok(json!({"input": format!("limited {i}"), "max_tokens": 40}))
+            .await;
+        tasks.push(id);
+    }
+    // Let the queue drain as far as the budget allows: nothing running, no new provider call
+    // for 6 s (longer than a rate window).
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let st = c.status(0).await.unwrap();
+        let running = st["tasks"]["running"].as_u64().unwrap_or(0);
+        let n = c.sim.calls(None).await.len();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        let quiet = last.1.elapsed() > Duration::from_secs(6);
+        if (running == 0 && quiet) || Instant::now() > end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let calls = c.sim.calls(None).await;
+    assert!(!calls.is_empty());
+    let mut per_window: BTreeMap<u64, usize> = BTreeMap::new();
+    for call in &calls {
+        if call["model"] == "fast" {
+            *per_window
+                .entry(call["at_ms"].as_u64().unwrap_or(0) / 5000)
+                .or_default() += 1;
+        }
+    }
+    for (w, n) in &per_window {
+        assert!(*n <= 4, "window {w}: {n} calls > 4 ({per_window:?})");
+    }
+    // Spend stays within the budget plus what was reserved in flight.
+    let st = c.status(1).await.unwrap();
+    let total = st["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["scope"] == "total")
+        .cloned()
+        .expect("total budget scope");
+    let spent = total["spent_tokens"].as_u64().unwrap();
+    let used: u64 = calls
+        .iter()
+        .map(|c| c["input_tokens"].as_u64().unwrap_or(0) + c["output_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        spent, used,
+        "the cluster's counter is the sum of real usage: {total}"
+    );
+    assert!(
+        spent <= 600 + 3 * 200,
+        "spent {spent} within the budget and one reservation per node"
+    );
+    // The budget held work back: not every task could run.
+    let st = c.status(2).await.unwrap();
+    assert!(
+        st["tasks"]["queued"].as_u64().unwrap_or(0) > 0,
+        "budget-held tasks wait: {st}"
+    );
+}
