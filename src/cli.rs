@@ -58,13 +58,15 @@ pub struct NodeArgs {
     /// HTTP listen address (overrides server.listen). Default 127.0.0.1:3000.
     #[arg(long, env = "OPENCLAW_HTTP")]
     pub http: Option<SocketAddr>,
-    /// Cluster listen address (reserved for cluster mode).
+    /// Cluster address to listen on (Raft and membership; the actor mesh uses the next port).
+    /// Turns on cluster mode.
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Seed node to join, HOST:PORT, repeatable (reserved for cluster mode).
+    /// A member's cluster address to join through, HOST:PORT, repeatable. Without it a new node
+    /// bootstraps a cluster of its own; a restarted node rejoins from its data dir.
     #[arg(long)]
     pub join: Vec<String>,
-    /// This node's id in the cluster (reserved for cluster mode).
+    /// This node's id in the cluster (default: generated at first start, kept in the data dir).
     #[arg(long)]
     pub node_id: Option<String>,
 }

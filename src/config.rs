@@ -92,6 +92,7 @@ pub struct Config {
     pub task_priority: TaskPriority,
     pub budget: BudgetConfig,
     pub audit: AuditConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -109,6 +110,7 @@ impl Default for Config {
             task_priority: TaskPriority::default(),
             budget: BudgetConfig::default(),
             audit: AuditConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -176,6 +178,65 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             token_env: "OPENCLAW_API_TOKEN".into(),
+        }
+    }
+}
+
+/// `cluster`: how this node takes part in a cluster (`--cluster ADDR` turns it on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster address (Raft and membership over HTTP); `--cluster` overrides. Unset: the
+    /// node runs alone.
+    pub listen: Option<String>,
+    /// Cluster addresses of nodes to join (`--join`, repeatable, overrides).
+    pub join: Vec<String>,
+    /// The actor-mesh address (ractor_cluster); default: the cluster port + 1.
+    pub mesh_listen: Option<String>,
+    /// Environment variable holding the cluster secret every node shares. Required in a cluster.
+    pub secret_env: String,
+    /// A fixed node id; otherwise one is generated at first start and kept in the data dir.
+    pub node_id: Option<u64>,
+    /// How often a node renews its liveness lease through Raft.
+    pub heartbeat_ms: u64,
+    /// How long a node stays alive without renewing; then its tasks move to live nodes.
+    pub node_lease_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub raft_heartbeat_ms: u64,
+    /// Deadline of one Raft or forwarding RPC.
+    pub rpc_timeout_ms: u64,
+    /// Most commands in one Raft entry.
+    pub batch_max: usize,
+    /// Proposals waiting to be batched; beyond this a write gets 503 + Retry-After.
+    pub proposals_max: usize,
+    /// Raft entries written concurrently (pipelining).
+    pub writes_in_flight: usize,
+    /// Voters at most; further nodes stay learners.
+    pub max_voters: usize,
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: None,
+            join: Vec::new(),
+            mesh_listen: None,
+            secret_env: "OPENCLAW_CLUSTER_SECRET".into(),
+            node_id: None,
+            heartbeat_ms: 500,
+            node_lease_ms: 3000,
+            election_timeout_min_ms: 800,
+            election_timeout_max_ms: 1600,
+            raft_heartbeat_ms: 250,
+            rpc_timeout_ms: 2000,
+            batch_max: 512,
+            proposals_max: 20_000,
+            writes_in_flight: 8,
+            max_voters: 5,
+            snapshot_every: 20_000,
         }
     }
 }
@@ -901,6 +962,57 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(bad(path, "must be at least 1"));
+            }
+        }
+        {
+            let c = &self.cluster;
+            for (path, v) in [
+                ("cluster.listen", &c.listen),
+                ("cluster.mesh_listen", &c.mesh_listen),
+            ] {
+                if let Some(a) = v {
+                    if a.parse::<std::net::SocketAddr>().is_err() {
+                        return Err(bad(
+                            path,
+                            format!("`{a}` is not an address like 10.0.0.5:7000"),
+                        ));
+                    }
+                }
+            }
+            for (i, j) in c.join.iter().enumerate() {
+                if !j.contains(':') {
+                    return Err(bad(
+                        format!("cluster.join[{i}]"),
+                        format!("`{j}` is not host:port"),
+                    ));
+                }
+            }
+            if c.election_timeout_min_ms <= c.raft_heartbeat_ms
+                || c.election_timeout_max_ms <= c.election_timeout_min_ms
+            {
+                return Err(bad(
+                    "cluster.election_timeout_min_ms",
+                    "need raft_heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms",
+                ));
+            }
+            if c.node_lease_ms <= c.heartbeat_ms {
+                return Err(bad(
+                    "cluster.node_lease_ms",
+                    "must be longer than cluster.heartbeat_ms",
+                ));
+            }
+            for (path, v) in [
+                ("cluster.batch_max", c.batch_max as u64),
+                ("cluster.proposals_max", c.proposals_max as u64),
+                ("cluster.writes_in_flight", c.writes_in_flight as u64),
+                ("cluster.max_voters", c.max_voters as u64),
+                ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
+                ("cluster.heartbeat_ms", c.heartbeat_ms),
+                ("cluster.snapshot_every", c.snapshot_every),
+            ] {
+                if v == 0 {
+                    return Err(bad(path, "must be at least 1"));
+                }
             }
         }
         if self.server.max_body_mb == 0 {

@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use openclaw_proto::api::{PromptBreakdown, TaskErrorView, TokenCounts};
+use openclaw_cluster::Rejection;
 use openclaw_proto::{TaskRecord, TaskStatus};
 
 use crate::storage::{StorageError, Store};
@@ -29,9 +29,27 @@ pub enum LedgerError {
     },
     /// The transition does not apply to a task in this state.
     #[error("task {id} is {status}")]
-    WrongState { id: String, status: &'static str },
+    WrongState { id: String, status: String },
+    /// Another node owns the task.
+    #[error("task {id} is owned by node {owner}")]
+    NotOwner { id: String, owner: String },
+    /// The cluster cannot commit right now (no leader, no quorum, proposals full).
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<Rejection> for LedgerError {
+    fn from(r: Rejection) -> LedgerError {
+        match r {
+            Rejection::NotFound(id) => LedgerError::NotFound(id),
+            Rejection::Fenced { id, given, current } => LedgerError::Fenced { id, given, current },
+            Rejection::WrongState { id, status } => LedgerError::WrongState { id, status },
+            Rejection::NotOwner { id, owner, .. } => LedgerError::NotOwner { id, owner },
+            other => LedgerError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 /// The result of admitting a task.
@@ -42,157 +60,43 @@ pub enum Admission {
     Duplicate(TaskRecord),
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub status: TaskStatus,
-    pub model: Option<String>,
-    pub route: Option<String>,
-    pub fallbacks: Vec<openclaw_proto::api::FallbackStep>,
-    pub output: Option<String>,
-    pub tokens: TokenCounts,
-    pub cost_usd: f64,
-    pub error: Option<TaskErrorView>,
-    pub cache_hit: bool,
-    pub prompt: PromptBreakdown,
-}
+/// How a run ended (shared with the replicated protocol).
+pub use openclaw_cluster::Outcome;
 
-impl Outcome {
-    pub fn failed(code: &str, message: impl Into<String>) -> Outcome {
-        Outcome {
-            status: TaskStatus::Failed,
-            model: None,
-            route: None,
-            fallbacks: Vec::new(),
-            output: None,
-            tokens: TokenCounts::default(),
-            cost_usd: 0.0,
-            error: Some(TaskErrorView {
-                code: code.to_string(),
-                message: message.into(),
-            }),
-            cache_hit: false,
-            prompt: PromptBreakdown::default(),
-        }
-    }
-
-    pub fn cancelled() -> Outcome {
-        Outcome {
-            status: TaskStatus::Cancelled,
-            ..Outcome::failed("cancelled", "cancelled by request")
-        }
-    }
-}
-
-/// Pure transitions of one task record. No clock, no I/O.
+/// Pure transitions of one task record (shared with the Raft `apply`).
 pub mod transition {
-    use super::*;
+    use super::LedgerError;
+    use openclaw_proto::TaskRecord;
 
-    fn wrong(rec: &TaskRecord) -> LedgerError {
-        LedgerError::WrongState {
-            id: rec.id.clone(),
-            status: rec.status.as_str(),
-        }
+    pub use openclaw_cluster::transition::recover;
+
+    pub fn start(rec: TaskRecord, node: &str, now_ms: u64) -> Result<TaskRecord, LedgerError> {
+        Ok(openclaw_cluster::transition::start(rec, node, now_ms)?)
     }
 
-    fn fence(rec: &TaskRecord, epoch: u64) -> Result<(), LedgerError> {
-        if rec.epoch != epoch {
-            return Err(LedgerError::Fenced {
-                id: rec.id.clone(),
-                given: epoch,
-                current: rec.epoch,
-            });
-        }
-        Ok(())
-    }
-
-    /// Queued → Running, owned by `node` under a new epoch; counts an attempt.
-    pub fn start(mut rec: TaskRecord, node: &str, now_ms: u64) -> Result<TaskRecord, LedgerError> {
-        if rec.status != TaskStatus::Queued {
-            return Err(wrong(&rec));
-        }
-        rec.status = TaskStatus::Running;
-        rec.owner = Some(node.to_string());
-        rec.epoch += 1;
-        rec.attempts += 1;
-        rec.started_at_ms = Some(now_ms);
-        Ok(rec)
-    }
-
-    /// Running → final, only for the current epoch.
     pub fn finish(
-        mut rec: TaskRecord,
+        rec: TaskRecord,
         epoch: u64,
-        outcome: Outcome,
+        outcome: super::Outcome,
         now_ms: u64,
     ) -> Result<TaskRecord, LedgerError> {
-        if rec.status != TaskStatus::Running {
-            return Err(wrong(&rec));
-        }
-        fence(&rec, epoch)?;
-        debug_assert!(outcome.status.is_final());
-        rec.status = outcome.status;
-        if outcome.model.is_some() {
-            rec.model = outcome.model;
-        }
-        if outcome.route.is_some() {
-            rec.route = outcome.route;
-        }
-        rec.fallbacks = outcome.fallbacks;
-        rec.output = outcome.output;
-        rec.tokens = outcome.tokens;
-        rec.cost_usd = outcome.cost_usd;
-        rec.error = outcome.error;
-        rec.cache_hit = outcome.cache_hit;
-        rec.prompt = outcome.prompt;
-        rec.finished_at_ms = Some(now_ms);
-        Ok(rec)
+        Ok(openclaw_cluster::transition::finish(
+            rec, epoch, outcome, now_ms,
+        )?)
     }
 
-    /// Running → Queued (preempted, or the owner went away), for the current epoch. The epoch
-    /// is bumped so the old run can no longer finish; attempts are kept.
     pub fn requeue(
-        mut rec: TaskRecord,
+        rec: TaskRecord,
         epoch: u64,
         preempted: bool,
     ) -> Result<TaskRecord, LedgerError> {
-        if rec.status != TaskStatus::Running {
-            return Err(wrong(&rec));
-        }
-        fence(&rec, epoch)?;
-        rec.status = TaskStatus::Queued;
-        rec.owner = None;
-        rec.epoch += 1;
-        if preempted {
-            rec.preemptions += 1;
-        }
-        Ok(rec)
+        Ok(openclaw_cluster::transition::requeue(
+            rec, epoch, preempted,
+        )?)
     }
 
-    /// Queued → Cancelled. (A running task is cancelled by its worker, through `finish`.)
-    pub fn cancel_queued(mut rec: TaskRecord, now_ms: u64) -> Result<TaskRecord, LedgerError> {
-        if rec.status != TaskStatus::Queued {
-            return Err(wrong(&rec));
-        }
-        rec.status = TaskStatus::Cancelled;
-        rec.epoch += 1;
-        rec.error = Some(TaskErrorView {
-            code: "cancelled".into(),
-            message: "cancelled by request".into(),
-        });
-        rec.finished_at_ms = Some(now_ms);
-        Ok(rec)
-    }
-
-    /// Start-up recovery on the owning node: a task left Running by a crash runs again.
-    pub fn recover(rec: TaskRecord) -> TaskRecord {
-        match rec.status {
-            TaskStatus::Running => {
-                let epoch = rec.epoch;
-                requeue(rec.clone(), epoch, false).unwrap_or(rec)
-            }
-            _ => rec,
-        }
+    pub fn cancel_queued(rec: TaskRecord, now_ms: u64) -> Result<TaskRecord, LedgerError> {
+        Ok(openclaw_cluster::transition::cancel_queued(rec, now_ms)?)
     }
 }
 
@@ -406,6 +310,7 @@ impl Ledger for LocalLedger {
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
+    use openclaw_proto::api::{PromptBreakdown, TokenCounts};
     use openclaw_proto::Priority;
 
     pub(crate) fn record(id: &str) -> TaskRecord {
@@ -453,6 +358,7 @@ mod tests {
     use super::tests_support::record;
     use super::transition::*;
     use super::*;
+    use openclaw_proto::api::{PromptBreakdown, TokenCounts};
 
     fn ok_outcome() -> Outcome {
         Outcome {

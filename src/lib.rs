@@ -14,6 +14,7 @@ pub mod cache;
 pub mod calls;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod fallback;
 pub mod ledger;

@@ -51,12 +51,6 @@ fn shutdown_on_signals() -> CancellationToken {
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
-    if args.cluster.is_some() || !args.join.is_empty() || args.node_id.is_some() {
-        anyhow::bail!(
-            "--cluster, --join and --node-id belong to cluster mode, which this build does not have yet; \
-             run without them for a single node"
-        );
-    }
     let data_dir = args.data_dir.unwrap_or_else(util::default_data_dir);
     let (path, required) = match args.config {
         Some(p) => (p, true),
@@ -64,7 +58,22 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     };
     // Before loading, so an edit during start-up is reloaded.
     let source = openclaw_node::reload::ConfigSource::new(path.clone(), required);
-    let cfg = config::load(Some(&path), required)?;
+    let mut cfg = config::load(Some(&path), required)?;
+    if let Some(addr) = args.cluster {
+        cfg.cluster.listen = Some(addr);
+    }
+    if !args.join.is_empty() {
+        cfg.cluster.join = args.join;
+    }
+    if let Some(id) = args.node_id {
+        cfg.cluster.node_id = Some(id.parse().map_err(|_| {
+            anyhow::anyhow!("--node-id `{id}` is not a number (node ids are positive integers)")
+        })?);
+    }
+    if !cfg.cluster.join.is_empty() && cfg.cluster.listen.is_none() {
+        anyhow::bail!("--join needs --cluster ADDR: the address this node listens on for the cluster");
+    }
+    let cfg = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = node::NodeOptions {
         config: cfg,
         data_dir,

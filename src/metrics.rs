@@ -83,6 +83,11 @@ pub struct Metrics {
     pub rate_limit_rejections_total: IntCounterVec,
     pub rate_limit_wait_seconds: HistogramVec,
     pub budget_used_ratio: prometheus::GaugeVec,
+    pub cluster_batch_size: prometheus::Histogram,
+    pub cluster_is_leader: IntGauge,
+    pub cluster_term: IntGauge,
+    pub cluster_nodes_alive: IntGauge,
+    pub cluster_tasks_moved_total: IntCounterVec,
 }
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
@@ -328,6 +333,39 @@ impl Metrics {
                     &["scope"],
                 )
                 .expect("valid gauge definition"),
+            ),
+            cluster_batch_size: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "openclaw_cluster_batch_commands",
+                        "Commands carried by one Raft entry written by this node.",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                )
+                .expect("valid histogram definition"),
+            ),
+            cluster_is_leader: int_gauge(
+                &r,
+                "openclaw_cluster_is_leader",
+                "1 while this node is the Raft leader.",
+            ),
+            cluster_term: int_gauge(&r, "openclaw_cluster_term", "This node's current Raft term."),
+            cluster_nodes_alive: int_gauge(
+                &r,
+                "openclaw_cluster_nodes_alive",
+                "Nodes whose liveness lease is current, as this node's replica sees it.",
+            ),
+            cluster_tasks_moved_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "openclaw_cluster_tasks_moved_total",
+                        "Tasks this node's proposals moved between nodes (steal, failover).",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid counter definition"),
             ),
             registry: r,
         };

@@ -108,7 +108,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             cfg.auth.token_env
         );
     }
-    let node = cfg
+    let mut node = cfg
         .server
         .node_name
         .clone()
@@ -122,7 +122,29 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             opts.data_dir.join("store").display()
         )
     })?;
-    let ledger = LocalLedger::new(store.clone());
+    // Bound before the cluster starts: the HTTP address is part of this node's membership.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding HTTP on {listen}"))?;
+    let http_addr = listener.local_addr()?;
+    let cluster = match crate::cluster::cluster_listen(&cfg) {
+        Some(_) => {
+            let c = crate::cluster::Cluster::start(&cfg, &opts.data_dir, http_addr, shutdown.clone())
+                .await
+                .context("starting cluster mode")?;
+            // Task owners are node ids in a cluster.
+            node = openclaw_cluster::owner_name(c.id);
+            Some(c)
+        }
+        None => None,
+    };
+    let ledger: Arc<dyn Ledger> = match &cluster {
+        Some(c) => crate::cluster::ledger::RaftLedger::new(
+            c.clone(),
+            cfg.task_priority.preemption.allow_preempt_levels.clone(),
+        ),
+        None => LocalLedger::new(store.clone()),
+    };
     let recovered = ledger.recover().await.context("recovering tasks")?;
     let (audit, audit_writer) = AuditLog::open(&opts.data_dir.join("logs"), &cfg.audit)
         .with_context(|| {
@@ -160,7 +182,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         config: std::sync::RwLock::new(cfg.clone()),
         node: node.clone(),
         data_dir: opts.data_dir.clone(),
-        ledger: ledger.clone() as Arc<dyn Ledger>,
+        ledger: ledger.clone(),
         store: store.clone(),
         providers,
         http,
@@ -175,6 +197,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         epoch: Instant::now(),
         shutdown: shutdown.clone(),
         config_source: opts.config_source.clone(),
+        cluster: cluster.clone(),
     });
     let supervisor = crate::actors::start_tree(rt.clone())
         .await
@@ -205,10 +228,9 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
 
     crate::reload::spawn_watcher(rt.clone());
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding HTTP on {listen}"))?;
-    let http_addr = listener.local_addr()?;
+    if let Some(c) = &cluster {
+        crate::cluster::watcher::spawn(rt.clone(), c.clone());
+    }
     let state = AppState {
         rt: rt.clone(),
         token,

@@ -34,6 +34,8 @@ pub enum StopReason {
     Preempted,
     Cancelled,
     Shutdown,
+    /// Another node owns the task now (it was re-owned after this node missed its lease).
+    Revoked,
 }
 
 /// One running task, shared between the scheduler (which decides) and its worker (which acts).
@@ -245,6 +247,8 @@ pub struct Runtime {
     pub shutdown: CancellationToken,
     /// The config file to hot-reload from (None: the config came from code, nothing to watch).
     pub config_source: Option<crate::reload::ConfigSource>,
+    /// This node's part of the cluster (cluster mode only).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Runtime {

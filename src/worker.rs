@@ -140,6 +140,10 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
             };
         }
         (None, Some(StopReason::Cancelled)) => Outcome::cancelled(),
+        (None, Some(StopReason::Revoked)) => {
+            tracing::warn!("another node owns the task now; this run stops");
+            return None;
+        }
         (None, _) => {
             tracing::info!("node shutting down; task left for recovery");
             return None;

@@ -11,5 +11,9 @@
 pub mod types;
 
 pub use types::*;
+pub mod lease;
+pub mod mesh;
+pub mod placement;
 pub mod state;
 pub mod store;
+pub mod transition;

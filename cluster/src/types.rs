@@ -119,7 +119,13 @@ pub struct NodeReport {
 pub enum Command {
     /// A new task. `apply` assigns its sequence number, its owner (the least-loaded live node,
     /// or a node running lower-priority work for a task that may preempt) and epoch 1.
-    Admit { rec: Box<TaskRecord> },
+    Admit {
+        rec: Box<TaskRecord>,
+        /// The node that took the request: owner when no live node is known yet.
+        via: NodeId,
+        /// The proposer's config lets this priority preempt running work.
+        may_preempt: bool,
+    },
     /// The owner takes its queued task to run it: Running, epoch + 1, attempts + 1.
     Start { id: String, node: NodeId },
     /// The run under `epoch` ended.
@@ -209,11 +215,19 @@ pub enum Rejection {
     #[error("task {0} not found")]
     NotFound(String),
     #[error("task {id}: stale epoch {given} (current {current})")]
-    Fenced { id: String, given: u64, current: u64 },
+    Fenced {
+        id: String,
+        given: u64,
+        current: u64,
+    },
     #[error("task {id} is {status}")]
     WrongState { id: String, status: String },
     #[error("task {id} is owned by node {owner}, not {node}")]
-    NotOwner { id: String, owner: String, node: NodeId },
+    NotOwner {
+        id: String,
+        owner: String,
+        node: NodeId,
+    },
     #[error("no live node can take the task")]
     NoLiveNode,
     #[error("node {0} is not a member")]
@@ -234,9 +248,15 @@ pub enum Reply {
     Expired(Vec<NodeId>),
     Purged(u64),
     /// The node's slice after a budget grant (what it may still reserve).
-    BudgetSlice { tokens: u64, cost_usd: f64 },
+    BudgetSlice {
+        tokens: u64,
+        cost_usd: f64,
+    },
     /// The node's slice of the minute after a rate grant.
-    RateSlice { requests: u64, tokens: u64 },
+    RateSlice {
+        requests: u64,
+        tokens: u64,
+    },
     Claimed(bool),
     Ok,
 }

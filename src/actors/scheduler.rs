@@ -33,6 +33,9 @@ pub enum SchedulerMsg {
     },
     /// Queue depth per level and running count.
     Snapshot(RpcReplyPort<QueueSnapshot>),
+    /// The task is no longer this node's (re-owned or cancelled elsewhere): drop it, and stop
+    /// its worker if it runs here.
+    Revoke { id: String },
     /// Something changed outside (the budget pause was lifted): try to start work.
     Wake,
     /// Fault injection: make the actor fail, so tests exercise the supervisor's restart.
@@ -124,6 +127,13 @@ impl Actor for Scheduler {
                     running: state.rt.running.len(),
                     workers: state.rt.cfg().server.workers,
                 });
+            }
+            SchedulerMsg::Revoke { id } => {
+                if state.queue.remove(&id).is_none() {
+                    if let Some(slot) = state.rt.running.get(&id) {
+                        slot.request_stop(StopReason::Revoked);
+                    }
+                }
             }
             SchedulerMsg::Wake => {}
             SchedulerMsg::Crash => return Err("crash requested".into()),

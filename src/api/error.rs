@@ -83,9 +83,14 @@ impl From<crate::ledger::LedgerError> for ApiError {
             WrongState { id, status } => {
                 ApiError::conflict("task_state", format!("task {id} is already {status}"))
             }
-            Fenced { id, .. } => {
+            Fenced { id, .. } | NotOwner { id, .. } => {
                 ApiError::conflict("task_state", format!("task {id} changed owner"))
             }
+            Unavailable(why) => ApiError::unavailable(
+                "cluster_unavailable",
+                format!("the cluster cannot commit right now ({why}); retry"),
+                1,
+            ),
             Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 ApiError::unavailable("storage_unavailable", "the node's store failed; retry", 1)

@@ -1,0 +1,186 @@
+//! Pure lease arithmetic for cluster-wide limits.
+//!
+//! Budgets: a scope's allowance is `limit − spent − Σ slices`; a node asks for a slice and gets
+//! at most that. Its slice covers its reservations in flight, so the sum of everything granted
+//! never passes the limit; spend can pass it only by what real usage exceeds the reservations.
+//!
+//! Rate limits: per scope and minute, `Σ granted ≤ limit`. Slices are never returned within a
+//! minute (the holder may have used them), so the calls the provider sees per minute stay within
+//! the limit.
+
+use std::collections::BTreeMap;
+
+use crate::types::{BudgetLimit, NodeId, RateLimit};
+
+/// What may still be granted from a budget scope: `(tokens, cost)`; `None` = unlimited.
+pub fn budget_free(
+    limit: &BudgetLimit,
+    spent_tokens: u64,
+    spent_cost: f64,
+    slices: impl Iterator<Item = (u64, f64)>,
+) -> (Option<u64>, Option<f64>) {
+    let (held_t, held_c) = slices.fold((0u64, 0f64), |(t, c), (st, sc)| (t + st, c + sc));
+    (
+        limit
+            .tokens
+            .map(|l| l.saturating_sub(spent_tokens.saturating_add(held_t))),
+        limit.cost_usd.map(|l| (l - spent_cost - held_c).max(0.0)),
+    )
+}
+
+/// The grant for a request of `(want_tokens, want_cost)` given what is free. Both dimensions are
+/// granted in the same proportion of the request, so a slice never holds tokens it cannot pay
+/// for.
+pub fn budget_grant(
+    free: (Option<u64>, Option<f64>),
+    want_tokens: u64,
+    want_cost: f64,
+) -> (u64, f64) {
+    let mut ratio: f64 = 1.0;
+    if let Some(ft) = free.0 {
+        if want_tokens > 0 {
+            ratio = ratio.min(ft as f64 / want_tokens as f64);
+        }
+    }
+    if let Some(fc) = free.1 {
+        if want_cost > 0.0 {
+            ratio = ratio.min(fc / want_cost);
+        }
+    }
+    let ratio = ratio.clamp(0.0, 1.0);
+    let mut tokens = (want_tokens as f64 * ratio).floor() as u64;
+    if let Some(ft) = free.0 {
+        tokens = tokens.min(ft);
+    }
+    let mut cost = want_cost * ratio;
+    if let Some(fc) = free.1 {
+        cost = cost.min(fc);
+    }
+    (tokens, cost)
+}
+
+/// The grant of a rate-limit slice for a minute: `(requests, tokens)`. A slice without a request
+/// is useless, so when requests are exhausted nothing is granted.
+pub fn rate_grant(
+    limit: &RateLimit,
+    granted_requests: u64,
+    granted_tokens: u64,
+    want_requests: u64,
+    want_tokens: u64,
+) -> (u64, u64) {
+    let requests = match limit.requests {
+        Some(l) => want_requests.min(l.saturating_sub(granted_requests)),
+        None => want_requests,
+    };
+    if requests == 0 && want_requests > 0 {
+        return (0, 0);
+    }
+    let tokens = match limit.tokens {
+        Some(l) => want_tokens.min(l.saturating_sub(granted_tokens)),
+        None => want_tokens,
+    };
+    (requests, tokens)
+}
+
+/// How big a slice a node should ask for: a fair share of the limit among `nodes`, at least what
+/// the call at hand needs, at most `cap`.
+pub fn slice_size(limit: Option<u64>, nodes: usize, need: u64, cap: u64) -> u64 {
+    match limit {
+        Some(l) => (l / (2 * nodes.max(1) as u64)).max(need).min(cap.max(need)),
+        None => need.max(1),
+    }
+}
+
+/// Sum of per-node grants (for checks and status).
+pub fn total_granted(per_node: &BTreeMap<NodeId, (u64, u64)>) -> (u64, u64) {
+    per_node
+        .values()
+        .fold((0, 0), |(r, t), (nr, nt)| (r + nr, t + nt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_free_table() {
+        let l = BudgetLimit {
+            tokens: Some(1000),
+            cost_usd: Some(1.0),
+        };
+        let cases = [
+            ("nothing used", 0, 0.0, vec![], (Some(1000), Some(1.0))),
+            (
+                "spent and held",
+                300,
+                0.25,
+                vec![(100, 0.25), (50, 0.0)],
+                (Some(550), Some(0.5)),
+            ),
+            (
+                "overspent clamps to zero",
+                1200,
+                2.0,
+                vec![(10, 0.1)],
+                (Some(0), Some(0.0)),
+            ),
+        ];
+        for (name, st, sc, slices, want) in cases {
+            assert_eq!(budget_free(&l, st, sc, slices.into_iter()), want, "{name}");
+        }
+        let unlimited = BudgetLimit::default();
+        assert_eq!(
+            budget_free(&unlimited, 5, 5.0, std::iter::empty()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn budget_grant_table() {
+        let cases = [
+            ("unlimited", (None, None), 100, 0.5, (100, 0.5)),
+            ("enough", (Some(500), Some(1.0)), 100, 0.5, (100, 0.5)),
+            ("tokens short", (Some(50), Some(1.0)), 100, 0.5, (50, 0.25)),
+            ("cost short", (Some(500), Some(0.1)), 100, 0.5, (20, 0.1)),
+            ("nothing free", (Some(0), Some(1.0)), 100, 0.5, (0, 0.0)),
+        ];
+        for (name, free, wt, wc, want) in cases {
+            let (t, c) = budget_grant(free, wt, wc);
+            assert_eq!(t, want.0, "{name}");
+            assert!((c - want.1).abs() < 1e-9, "{name}: {c}");
+        }
+    }
+
+    #[test]
+    fn rate_grant_table() {
+        let l = RateLimit {
+            requests: Some(10),
+            tokens: Some(1000),
+        };
+        let cases = [
+            ("fresh minute", 0, 0, 3, 300, (3, 300)),
+            ("partial", 8, 900, 5, 300, (2, 100)),
+            ("requests exhausted", 10, 0, 1, 10, (0, 0)),
+            (
+                "tokens exhausted still grants requests",
+                1,
+                1000,
+                1,
+                10,
+                (1, 0),
+            ),
+        ];
+        for (name, gr, gt, wr, wt, want) in cases {
+            assert_eq!(rate_grant(&l, gr, gt, wr, wt), want, "{name}");
+        }
+        assert_eq!(rate_grant(&RateLimit::default(), 99, 99, 2, 5), (2, 5));
+    }
+
+    #[test]
+    fn slice_sizes() {
+        assert_eq!(slice_size(Some(60), 3, 1, 100), 10);
+        assert_eq!(slice_size(Some(4), 3, 1, 100), 1);
+        assert_eq!(slice_size(Some(6000), 3, 10, 50), 50);
+        assert_eq!(slice_size(None, 3, 7, 50), 7);
+    }
+}

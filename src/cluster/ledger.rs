@@ -1,0 +1,168 @@
+//! The task ledger in cluster mode: every transition is a command committed through Raft; reads
+//! come from this node's replica of the state.
+//!
+//! `admit` returns only after the task is committed (a majority flushed it), which is what the
+//! 202 promises. `queued` and `recover` are this node's own tasks. Sequence numbers are assigned
+//! by `apply`, so `next_seq` is 0 here.
+
+use std::sync::Arc;
+
+use openclaw_cluster::{owner_id, Command, NodeId, Reply};
+use openclaw_proto::{Priority, TaskRecord, TaskStatus};
+
+use super::proposer::ClusterError;
+use super::Cluster;
+use crate::ledger::{Admission, Ledger, LedgerError, Outcome};
+
+pub struct RaftLedger {
+    cluster: Arc<Cluster>,
+    /// Priorities that may preempt running work (`task_priority.allow_preempt_levels`).
+    preemptors: Vec<Priority>,
+}
+
+impl RaftLedger {
+    pub fn new(cluster: Arc<Cluster>, preemptors: Vec<Priority>) -> Arc<RaftLedger> {
+        Arc::new(RaftLedger {
+            cluster,
+            preemptors,
+        })
+    }
+
+    fn me(&self) -> NodeId {
+        self.cluster.id
+    }
+
+    async fn task_cmd(&self, cmd: Command) -> Result<TaskRecord, LedgerError> {
+        match self.cluster.proposer.propose(cmd).await {
+            Ok(Reply::Task(t)) => Ok(*t),
+            Ok(Reply::Rejected(r)) => Err(r.into()),
+            Ok(other) => Err(LedgerError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(cluster_err(e)),
+        }
+    }
+}
+
+pub fn cluster_err(e: ClusterError) -> LedgerError {
+    LedgerError::Unavailable(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Ledger for RaftLedger {
+    async fn admit(&self, rec: TaskRecord) -> Result<Admission, LedgerError> {
+        let may_preempt = self.preemptors.contains(&rec.priority);
+        let cmd = Command::Admit {
+            rec: Box::new(rec),
+            via: self.me(),
+            may_preempt,
+        };
+        match self.cluster.proposer.propose(cmd).await {
+            Ok(Reply::Task(t)) => Ok(Admission::Accepted(*t)),
+            Ok(Reply::Duplicate(t)) => Ok(Admission::Duplicate(*t)),
+            Ok(Reply::Rejected(r)) => Err(r.into()),
+            Ok(other) => Err(LedgerError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(cluster_err(e)),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<TaskRecord>, LedgerError> {
+        Ok(self.cluster.sm.read(|s| s.tasks.get(id).cloned()))
+    }
+
+    async fn start(&self, id: &str, _node: &str, _now_ms: u64) -> Result<TaskRecord, LedgerError> {
+        self.task_cmd(Command::Start {
+            id: id.to_string(),
+            node: self.me(),
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        epoch: u64,
+        outcome: Outcome,
+        _now_ms: u64,
+    ) -> Result<TaskRecord, LedgerError> {
+        self.task_cmd(Command::Finish {
+            id: id.to_string(),
+            epoch,
+            outcome: Box::new(outcome),
+        })
+        .await
+    }
+
+    async fn requeue(
+        &self,
+        id: &str,
+        epoch: u64,
+        preempted: bool,
+    ) -> Result<TaskRecord, LedgerError> {
+        self.task_cmd(Command::Requeue {
+            id: id.to_string(),
+            epoch,
+            preempted,
+        })
+        .await
+    }
+
+    async fn cancel_queued(&self, id: &str, _now_ms: u64) -> Result<TaskRecord, LedgerError> {
+        self.task_cmd(Command::Cancel { id: id.to_string() }).await
+    }
+
+    /// This node's queued tasks. Tasks left running here by a crash are requeued by the
+    /// watcher's reconcile loop once Raft has caught up.
+    async fn recover(&self) -> Result<Vec<TaskRecord>, LedgerError> {
+        self.queued()
+    }
+
+    fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError> {
+        let me = self.me();
+        Ok(self
+            .cluster
+            .sm
+            .read(|s| s.queued_on(me).into_iter().cloned().collect()))
+    }
+
+    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError> {
+        // One node proposes for the cluster: the leader.
+        if !self.cluster.is_leader() {
+            return Ok(0);
+        }
+        match self
+            .cluster
+            .proposer
+            .propose(Command::Purge { before_ms })
+            .await
+        {
+            Ok(Reply::Purged(n)) => Ok(n as usize),
+            Ok(_) => Ok(0),
+            Err(e) => Err(cluster_err(e)),
+        }
+    }
+
+    fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError> {
+        let mut failed: Vec<TaskRecord> = self.cluster.sm.read(|s| {
+            s.tasks
+                .values()
+                .filter(|r| r.status == TaskStatus::Failed)
+                .cloned()
+                .collect()
+        });
+        failed.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
+        failed.truncate(limit);
+        Ok(failed)
+    }
+
+    fn next_seq(&self) -> Result<u64, LedgerError> {
+        Ok(0)
+    }
+}
+
+/// Is this record owned by `node`?
+pub fn owned_by(rec: &TaskRecord, node: NodeId) -> bool {
+    owner_id(rec) == Some(node)
+}

@@ -1,0 +1,414 @@
+//! Cluster mode: this node as a member of a Raft group (openraft) that replicates task
+//! ownership, node liveness and budget/rate leases (see `openclaw_cluster`).
+//!
+//! - [`net`]: Raft RPCs over HTTP on the cluster address, secret in a header, deadlines.
+//! - [`server`]: the cluster listener (Raft, forwarded writes, join, leave).
+//! - [`proposer`]: batches commands into Raft entries; followers forward to the leader.
+//! - [`ledger`]: the task [`crate::ledger::Ledger`] backed by the replicated state.
+//! - [`watcher`]: follows applied events (feeds the scheduler), heartbeats, the leader's sweeps
+//!   (expire, purge, promote learners), work stealing and reconciliation.
+//! - [`quota`]: budget and rate-limit leases on the hot path.
+//! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
+//!
+//! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
+//! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
+//! restarted with its data dir is already a member and needs neither.
+
+pub mod ledger;
+pub mod net;
+pub mod proposer;
+pub mod quota;
+pub mod server;
+pub mod status;
+pub mod watcher;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use openclaw_cluster::store::{self, StateMachineStore};
+use openclaw_cluster::{Member, NodeId, Raft};
+use openraft::ChangeMembers;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClusterConfig, Config, Secret};
+use net::{Network, PeerClient};
+use proposer::{Proposer, ProposerConfig};
+use server::{JoinRequest, MembershipReply};
+
+/// How long start-up keeps trying to join through the seeds.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// This node's part of the cluster.
+pub struct Cluster {
+    pub id: NodeId,
+    pub member: Member,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub proposer: Proposer,
+    pub client: PeerClient,
+    pub secret: Secret,
+    pub cfg: ClusterConfig,
+    pub started: Instant,
+    /// The mesh address other nodes' actor systems connect to.
+    pub mesh_addr: SocketAddr,
+    pub mesh: std::sync::Mutex<Option<openclaw_cluster::mesh::Mesh>>,
+}
+
+/// The cluster address: `--cluster` / `cluster.listen`.
+pub fn cluster_listen(cfg: &Config) -> Option<anyhow::Result<SocketAddr>> {
+    cfg.cluster.listen.as_ref().map(|a| {
+        a.parse()
+            .with_context(|| format!("cluster.listen `{a}` is not an address like 10.0.0.5:7000"))
+    })
+}
+
+fn node_id(db: &sled::Db, fixed: Option<u64>) -> anyhow::Result<NodeId> {
+    let stored = store::node_id(db).context("reading the node id")?;
+    match (stored, fixed) {
+        (Some(s), Some(f)) if s != f => anyhow::bail!(
+            "this data dir belongs to node {s}, but --node-id / cluster.node_id says {f}; \
+             use a fresh data dir for a new node"
+        ),
+        (Some(s), _) => Ok(s),
+        (None, f) => {
+            // Small enough to print and type, large enough not to collide in practice.
+            let id = f.unwrap_or_else(|| rand::random_range(1..=u32::MAX as u64));
+            store::set_node_id(db, id).context("storing the node id")?;
+            Ok(id)
+        }
+    }
+}
+
+impl Cluster {
+    /// Start Raft and the cluster listener, then bootstrap or join.
+    pub async fn start(
+        cfg: &Config,
+        data_dir: &Path,
+        http_addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let c = &cfg.cluster;
+        let listen = match cluster_listen(cfg) {
+            Some(a) => a?,
+            None => anyhow::bail!("cluster mode needs --cluster ADDR"),
+        };
+        let secret = std::env::var(&c.secret_env)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .with_context(|| {
+                format!(
+                    "cluster mode needs a shared cluster secret: set {} to the same value on \
+                     every node",
+                    c.secret_env
+                )
+            })?;
+        let mesh_addr: SocketAddr = match &c.mesh_listen {
+            Some(a) => a
+                .parse()
+                .with_context(|| format!("cluster.mesh_listen `{a}` is not an address"))?,
+            None => SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)),
+        };
+        let db = sled::open(data_dir.join("raft")).with_context(|| {
+            format!(
+                "opening the Raft store in {} (is another node using this data dir?)",
+                data_dir.join("raft").display()
+            )
+        })?;
+        let id = node_id(&db, c.node_id)?;
+        let (log, sm) = store::open(&db, store::event_channel()).context("opening the Raft store")?;
+        let raft_cfg = openraft::Config {
+            cluster_name: "openclaw".into(),
+            heartbeat_interval: c.raft_heartbeat_ms,
+            election_timeout_min: c.election_timeout_min_ms,
+            election_timeout_max: c.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .context("cluster timing settings")?;
+        let client = PeerClient::new(
+            Some(listen.ip()),
+            secret.clone(),
+            Duration::from_millis(c.rpc_timeout_ms),
+        )?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_cfg),
+            Network {
+                client: client.clone(),
+            },
+            log,
+            sm.clone(),
+        )
+        .await
+        .context("starting Raft")?;
+        let member = Member {
+            cluster_addr: listen.to_string(),
+            http_addr: http_addr.to_string(),
+            mesh_addr: mesh_addr.to_string(),
+        };
+        let proposer = Proposer::start(
+            raft.clone(),
+            id,
+            client.clone(),
+            ProposerConfig {
+                batch_max: c.batch_max,
+                proposals_max: c.proposals_max,
+                writes_in_flight: c.writes_in_flight,
+                deadline: Duration::from_millis(c.rpc_timeout_ms * 2),
+            },
+            shutdown.clone(),
+        );
+        let cluster = Arc::new(Cluster {
+            id,
+            member: member.clone(),
+            raft: raft.clone(),
+            sm,
+            proposer,
+            client,
+            secret,
+            cfg: c.clone(),
+            started: Instant::now(),
+            mesh_addr,
+            mesh: std::sync::Mutex::new(None),
+        });
+
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the cluster address {listen}"))?;
+        let app = server::router(cluster.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        {
+            let token = shutdown.clone();
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                let res = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "cluster listener failed");
+                }
+                let _ = raft.shutdown().await;
+            });
+        }
+
+        let initialized = raft.is_initialized().await.context("reading Raft state")?;
+        if initialized {
+            tracing::info!(node_id = id, "rejoining the cluster with the membership in the data dir");
+            cluster.update_address_if_moved().await;
+        } else if c.join.is_empty() {
+            let mut nodes = BTreeMap::new();
+            nodes.insert(id, member.clone());
+            raft.initialize(nodes)
+                .await
+                .context("bootstrapping a new cluster")?;
+            tracing::info!(node_id = id, cluster = %listen, "bootstrapped a new cluster (no --join given)");
+        } else {
+            cluster.join(&c.join).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Ask the seeds, in turn, to add this node; retried until [`JOIN_DEADLINE`].
+    async fn join(&self, seeds: &[String]) -> anyhow::Result<()> {
+        let until = Instant::now() + JOIN_DEADLINE;
+        let req = JoinRequest {
+            id: self.id,
+            member: self.member.clone(),
+        };
+        let mut last = String::new();
+        loop {
+            for seed in seeds {
+                match self
+                    .client
+                    .post::<_, MembershipReply>(seed, "/cluster/join", &req, Duration::from_secs(30))
+                    .await
+                {
+                    Ok(MembershipReply::Done { voter }) => {
+                        tracing::info!(node_id = self.id, seed = %seed, voter, "joined the cluster");
+                        return Ok(());
+                    }
+                    Ok(MembershipReply::NotLeader(_)) => last = format!("{seed}: no leader yet"),
+                    Ok(MembershipReply::Failed(e)) => last = format!("{seed}: {e}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if Instant::now() > until {
+                anyhow::bail!(
+                    "could not join the cluster through {} within {} s: {last}",
+                    seeds.join(", "),
+                    JOIN_DEADLINE.as_secs()
+                );
+            }
+            tracing::warn!(reason = %last, "join attempt failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A restarted node whose addresses changed tells the leader (best effort).
+    async fn update_address_if_moved(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().get_node(&self.id) == Some(&self.member) {
+            return;
+        }
+        let me = self.member.clone();
+        let id = self.id;
+        let client = self.client.clone();
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(leader) = leader_member(&raft) else {
+                    continue;
+                };
+                let req = JoinRequest {
+                    id,
+                    member: me.clone(),
+                };
+                if let Ok(MembershipReply::Done { .. }) = client
+                    .post::<_, MembershipReply>(&leader.1.cluster_addr, "/cluster/join", &req, Duration::from_secs(10))
+                    .await
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        leader_member(&self.raft)
+    }
+
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// On the leader: add a node as learner (caught up), then as voter while there are fewer
+    /// than `cluster.max_voters`. Elsewhere: forwarded to the leader.
+    pub async fn admit_member(&self, req: JoinRequest) -> MembershipReply {
+        if !self.is_leader() {
+            return match self.leader() {
+                Some((_, m)) if m.cluster_addr != self.member.cluster_addr => self
+                    .client
+                    .post(&m.cluster_addr, "/cluster/join", &req, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|e| MembershipReply::Failed(e.to_string())),
+                other => MembershipReply::NotLeader(other),
+            };
+        }
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&req.id)
+            .cloned();
+        if known.as_ref() != Some(&req.member) {
+            let change = if known.is_some() {
+                let mut m = BTreeMap::new();
+                m.insert(req.id, req.member.clone());
+                self.raft.change_membership(ChangeMembers::SetNodes(m), true).await
+            } else {
+                self.raft.add_learner(req.id, req.member.clone(), true).await
+            };
+            if let Err(e) = change {
+                return MembershipReply::Failed(format!("adding node {}: {e}", req.id));
+            }
+        }
+        let voters = self.voters();
+        if voters.contains(&req.id) {
+            return MembershipReply::Done { voter: true };
+        }
+        if voters.len() >= self.cfg.max_voters {
+            tracing::info!(node_id = req.id, "node joined as a learner ({} voters already)", voters.len());
+            return MembershipReply::Done { voter: false };
+        }
+        let mut add = BTreeSet::new();
+        add.insert(req.id);
+        match self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(add), false)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node_id = req.id, "node joined as a voter");
+                MembershipReply::Done { voter: true }
+            }
+            Err(e) => MembershipReply::Failed(format!("promoting node {}: {e}", req.id)),
+        }
+    }
+
+    /// On the leader: remove a node from the membership and move its tasks. Elsewhere:
+    /// forwarded to the leader.
+    pub async fn remove_member(&self, id: NodeId) -> MembershipReply {
+        if !self.is_leader() {
+            return match self.leader() {
+                Some((_, m)) if m.cluster_addr != self.member.cluster_addr => self
+                    .client
+                    .post(&m.cluster_addr, "/cluster/leave", &id, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|e| MembershipReply::Failed(e.to_string())),
+                other => MembershipReply::NotLeader(other),
+            };
+        }
+        let mut set = BTreeSet::new();
+        set.insert(id);
+        if self.voters().contains(&id) {
+            if self.voters().len() <= 1 {
+                return MembershipReply::Failed("the last voter cannot leave".into());
+            }
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(set.clone()), false)
+                .await
+            {
+                return MembershipReply::Failed(format!("removing voter {id}: {e}"));
+            }
+        }
+        if let Err(e) = self
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(set), false)
+            .await
+        {
+            return MembershipReply::Failed(format!("removing node {id}: {e}"));
+        }
+        if let Err(e) = self
+            .proposer
+            .propose(openclaw_cluster::Command::Leave { node: id })
+            .await
+        {
+            return MembershipReply::Failed(format!("moving node {id}'s tasks: {e}"));
+        }
+        tracing::info!(node_id = id, "node left the cluster");
+        MembershipReply::Done { voter: false }
+    }
+}
+
+/// The current leader and its addresses, as this node's Raft sees it.
+pub fn leader_member(raft: &Raft) -> Option<(NodeId, Member)> {
+    let m = raft.metrics().borrow().clone();
+    m.current_leader.and_then(|id| {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| (id, n.clone()))
+    })
+}

@@ -1,0 +1,200 @@
+//! The cluster listener: Raft RPCs, forwarded writes, join and leave, on the cluster address.
+//!
+//! Every route needs the cluster secret (header [`SECRET_HEADER`], compared in constant time);
+//! a wrong or missing secret gets 401 and one warning line naming the peer — never the secret.
+//! Bodies are postcard (`openclaw_proto::codec`), bounded by [`CLUSTER_BODY_MAX`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use openclaw_cluster::{Command, Member, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::net::SECRET_HEADER;
+use super::proposer::{apply_locally, WriteReply};
+use super::Cluster;
+
+/// Largest cluster request body (snapshot chunks, batches of admitted tasks).
+pub const CLUSTER_BODY_MAX: usize = 64 * 1024 * 1024;
+
+/// A node asking to join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: NodeId,
+    pub member: Member,
+}
+
+/// The answer to a join or leave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipReply {
+    Done { voter: bool },
+    NotLeader(Option<(NodeId, Member)>),
+    Failed(String),
+}
+
+pub fn router(cluster: Arc<Cluster>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/cluster/write", post(write))
+        .route("/cluster/join", post(join))
+        .route("/cluster/leave", post(leave))
+        .route("/cluster/ping", get(|| async { "pong" }))
+        .layer(DefaultBodyLimit::max(CLUSTER_BODY_MAX))
+        .with_state(cluster)
+}
+
+/// Constant-time comparison, so timing does not reveal how much of a guess was right.
+fn same_secret(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn authorize(c: &Cluster, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if same_secret(given, c.secret.expose().as_bytes()) {
+        return Ok(());
+    }
+    tracing::warn!(
+        %peer,
+        "refused cluster request from {peer}: wrong or missing cluster secret (check {} on that node)",
+        c.cfg.secret_env
+    );
+    Err((StatusCode::UNAUTHORIZED, "wrong cluster secret").into_response())
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    openclaw_proto::codec::decode(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(v: &T) -> Response {
+    match openclaw_proto::codec::encode(v) {
+        Ok(b) => (StatusCode::OK, b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+
+async fn append(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    encode(&c.raft.append_entries(req).await)
+}
+
+async fn vote(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    encode(&c.raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let req = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    encode(&c.raft.install_snapshot(req).await)
+}
+
+async fn write(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let cmds: Vec<Command> = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let reply: WriteReply = apply_locally(&c.raft, cmds).await;
+    encode(&reply)
+}
+
+async fn join(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let req: JoinRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    encode(&c.admit_member(req).await)
+}
+
+async fn leave(
+    State(c): State<Arc<Cluster>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&c, &headers, peer) {
+        return r;
+    }
+    let id: NodeId = match decode(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    encode(&c.remove_member(id).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
+    }
+}

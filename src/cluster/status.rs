@@ -1,0 +1,157 @@
+//! `GET /api/cluster`: the cluster as this node sees it — members and roles, leader and term,
+//! liveness and replication lag, tasks per node and level, budgets and leases, rate-limit
+//! headroom. `openclaw-node status` renders it.
+
+use std::collections::BTreeMap;
+
+use openclaw_cluster::placement::LEVELS;
+use openclaw_proto::{Priority, TaskStatus};
+use serde_json::{json, Value};
+
+use super::Cluster;
+use crate::runtime::now_ms;
+
+fn levels(counts: &[u32; LEVELS]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (i, n) in counts.iter().enumerate() {
+        if let Some(p) = Priority::from_level(i as u8) {
+            m.insert(p.as_str().to_string(), json!(n));
+        }
+    }
+    Value::Object(m)
+}
+
+pub fn status(c: &Cluster) -> Value {
+    let m = c.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let matched = m.replication.clone().unwrap_or_default();
+    let leader_last = m.last_log_index.unwrap_or(0);
+    let peers: BTreeMap<u64, openclaw_cluster::mesh::PeerView> = c
+        .mesh
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().map(|mesh| mesh.peers()))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    let now = now_ms();
+    c.sm.read(|s| {
+        let nodes: Vec<Value> = membership
+            .nodes()
+            .map(|(id, member)| {
+                let ns = s.nodes.get(id);
+                let role = if m.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let lag = if m.current_leader == Some(c.id) {
+                    matched
+                        .get(id)
+                        .map(|l| leader_last.saturating_sub(l.map(|l| l.index).unwrap_or(0)))
+                } else {
+                    None
+                };
+                let workers = ns.map(|n| n.workers).unwrap_or(0);
+                let load = s.load_of(*id, workers);
+                let last_contact_ms = if *id == c.id {
+                    Some(0)
+                } else {
+                    peers
+                        .get(id)
+                        .and_then(|p| p.last_contact_ms_ago)
+                        .or_else(|| ns.map(|n| now.saturating_sub(n.last_heartbeat_ms)))
+                };
+                json!({
+                    "id": id,
+                    "address": member.cluster_addr,
+                    "http": member.http_addr,
+                    "mesh": member.mesh_addr,
+                    "role": role,
+                    "voter": voters.contains(id),
+                    "alive": s.is_live(*id) && ns.is_some_and(|n| n.lease_until_ms > now),
+                    "mesh_connected": peers.get(id).map(|p| p.connected),
+                    "last_heartbeat_ms": ns.map(|n| n.last_heartbeat_ms),
+                    "last_contact_ms": last_contact_ms,
+                    "lag": lag,
+                    "workers": workers,
+                    "tasks": {"queued": levels(&load.queued), "running": levels(&load.running)},
+                })
+            })
+            .collect();
+        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        for st in ["queued", "running", "succeeded", "failed", "cancelled"] {
+            totals.insert(st, 0);
+        }
+        for r in s.tasks.values() {
+            *totals.entry(r.status.as_str()).or_default() += 1;
+        }
+        let budgets: Vec<Value> = s
+            .budget
+            .iter()
+            .map(|(scope, b)| {
+                let held_t: u64 = b.slices.values().map(|x| x.tokens).sum();
+                let held_c: f64 = b.slices.values().map(|x| x.cost_usd).sum();
+                json!({
+                    "scope": scope,
+                    "period": s.budget_period,
+                    "spent_tokens": b.spent_tokens,
+                    "spent_cost_usd": b.spent_cost_usd,
+                    "limit_tokens": b.limit.tokens,
+                    "limit_cost_usd": b.limit.cost_usd,
+                    "leased_tokens": held_t,
+                    "leased_cost_usd": held_c,
+                    "leases": b.slices.iter().map(|(n, x)| json!({"node": n, "tokens": x.tokens, "cost_usd": x.cost_usd})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let this_minute = now / 60_000;
+        let rate_limits: Vec<Value> = s
+            .rate
+            .iter()
+            .map(|(scope, w)| {
+                let current = w.minute == this_minute;
+                let (gr, gt) = if current {
+                    (w.granted_requests, w.granted_tokens)
+                } else {
+                    (0, 0)
+                };
+                json!({
+                    "scope": scope,
+                    "minute": w.minute,
+                    "limit_requests": w.limit.requests,
+                    "limit_tokens": w.limit.tokens,
+                    "granted_requests": gr,
+                    "granted_tokens": gt,
+                    "headroom_requests": w.limit.requests.map(|l| l.saturating_sub(gr)),
+                    "headroom_tokens": w.limit.tokens.map(|l| l.saturating_sub(gt)),
+                    "per_node": if current { w.per_node.iter().map(|(n, (r, t))| json!({"node": n, "requests": r, "tokens": t})).collect::<Vec<_>>() } else { Vec::new() },
+                })
+            })
+            .collect();
+        json!({
+            "node_id": c.id,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "role": format!("{:?}", m.state).to_lowercase(),
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "nodes": nodes,
+            "tasks": totals,
+            "queued_by_level": {
+                let mut q = [0u32; LEVELS];
+                for r in s.tasks.values().filter(|r| r.status == TaskStatus::Queued) {
+                    q[(r.priority.level() as usize).min(LEVELS - 1)] += 1;
+                }
+                levels(&q)
+            },
+            "budgets": budgets,
+            "rate_limits": rate_limits,
+            "proposals_waiting": c.proposer.waiting(),
+        })
+    })
+}
