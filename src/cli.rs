@@ -117,6 +117,18 @@ pub enum Command {
     /// Read, change or check the config file (a running node picks up changes by itself).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The cluster as a node sees it: nodes (role, alive, last contact, lag), leader and term,
+    /// tasks per node and level, budgets and leases, rate-limit headroom.
+    #[command(after_help = "Examples:\n  openclaw-node status\n  \
+                            openclaw-node status --node http://10.0.0.5:3000 --json")]
+    Status(StatusArgs),
+    /// Remove a node from the cluster cleanly (default: the node asked); its tasks move to the
+    /// others and it stops.
+    #[command(
+        after_help = "Examples:\n  openclaw-node leave --node http://10.0.0.7:3000\n  \
+                            openclaw-node leave --node http://10.0.0.5:3000 --id 1234"
+    )]
+    Leave(LeaveArgs),
     /// Inspect or empty a running node's request cache.
     #[command(after_help = "Examples:\n  openclaw-node cache stats\n  \
                             openclaw-node cache prune --node http://127.0.0.1:3100\n  \
@@ -192,6 +204,23 @@ pub struct QueueArgs {
     pub failed: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// The node id to remove (default: the node at --node).
+    #[arg(long)]
+    pub id: Option<u64>,
 }
 
 #[derive(Debug, Args)]

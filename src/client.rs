@@ -74,6 +74,33 @@ impl Client {
 
 impl Client {
     /// `GET /api/queue`.
+    /// `GET /api/cluster`.
+    pub async fn cluster(&self) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .req(reqwest::Method::GET, "/api/cluster")
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
+    /// `POST /api/cluster/leave`.
+    pub async fn leave(&self, node: Option<u64>) -> anyhow::Result<serde_json::Value> {
+        let body = match node {
+            Some(n) => serde_json::json!({ "node": n }),
+            None => serde_json::json!({}),
+        };
+        let resp = self
+            .req(reqwest::Method::POST, "/api/cluster/leave")
+            .json(&body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
     pub async fn queue(&self) -> anyhow::Result<openclaw_proto::api::QueueView> {
         let resp = self
             .req(reqwest::Method::GET, "/api/queue")

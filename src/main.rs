@@ -9,8 +9,9 @@ use openclaw_node::cli::{Cli, Command, LogFormat, NodeArgs};
 use openclaw_node::{config, node, sim, util};
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,ractor_cluster=warn,ractor=warn,openraft=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -71,7 +72,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         })?);
     }
     if !cfg.cluster.join.is_empty() && cfg.cluster.listen.is_none() {
-        anyhow::bail!("--join needs --cluster ADDR: the address this node listens on for the cluster");
+        anyhow::bail!(
+            "--join needs --cluster ADDR: the address this node listens on for the cluster"
+        );
     }
     let cfg = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = node::NodeOptions {
@@ -97,6 +100,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
         Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
         Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
+        Some(Command::Status(a)) => openclaw_node::ops::status::run(a).await,
+        Some(Command::Leave(a)) => openclaw_node::ops::status::leave(a).await,
         Some(
             cmd @ (Command::Tokens(_)
             | Command::Cost(_)

@@ -129,9 +129,10 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let http_addr = listener.local_addr()?;
     let cluster = match crate::cluster::cluster_listen(&cfg) {
         Some(_) => {
-            let c = crate::cluster::Cluster::start(&cfg, &opts.data_dir, http_addr, shutdown.clone())
-                .await
-                .context("starting cluster mode")?;
+            let c =
+                crate::cluster::Cluster::start(&cfg, &opts.data_dir, http_addr, shutdown.clone())
+                    .await
+                    .context("starting cluster mode")?;
             // Task owners are node ids in a cluster.
             node = openclaw_cluster::owner_name(c.id);
             Some(c)
@@ -229,6 +230,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     crate::reload::spawn_watcher(rt.clone());
 
     if let Some(c) = &cluster {
+        crate::cluster::start_mesh(rt.clone(), c.clone()).await?;
         crate::cluster::watcher::spawn(rt.clone(), c.clone());
     }
     let state = AppState {

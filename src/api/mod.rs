@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod cluster;
 pub mod error;
 pub mod limits;
 pub mod openai;
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
         .route("/api/budget", get(budget::budget))
+        .route("/api/cluster", get(cluster::status))
+        .route("/api/cluster/leave", post(cluster::leave))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
         .route("/health", get(ops::health))

@@ -224,7 +224,9 @@ pub async fn submit(
     };
     let (rec, duplicate) = match rt.ledger.admit(rec).await? {
         Admission::Accepted(r) => {
-            if let Some(s) = rt.handles.scheduler() {
+            // In a cluster the owner's watcher enqueues it (it may be another node).
+            let mine = r.owner.is_none() || r.owner.as_deref() == Some(rt.node.as_str());
+            if let (true, Some(s)) = (mine, rt.handles.scheduler()) {
                 let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&r, rt.mono_ms())));
             }
             tracing::info!(task = %r.id, priority = %r.priority, agent = %r.agent, "task accepted");
@@ -241,6 +243,10 @@ pub async fn submit(
         }),
     ))
 }
+
+/// How many 50 ms polls `GET /api/tasks/{id}` waits for this replica to apply a task committed
+/// elsewhere before answering 404.
+pub const REPLICA_CATCH_UP_POLLS: usize = 30;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,7 +281,22 @@ pub async fn get_task(
             .get(&id)?
             .ok_or_else(|| ApiError::not_found("task_not_found", format!("no task with id {id}")))
     };
-    let mut rec = find()?;
+    let mut rec = match find() {
+        Ok(r) => r,
+        // A task committed through another node may not be applied on this replica yet.
+        Err(e) if rt.cluster.is_some() => {
+            let mut found = None;
+            for _ in 0..REPLICA_CATCH_UP_POLLS {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Ok(r) = find() {
+                    found = Some(r);
+                    break;
+                }
+            }
+            found.ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
     if rec.status.is_final() || wait <= 0.0 {
         return Ok(Json(view_now(rt, &rec)));
     }
@@ -313,17 +334,38 @@ pub async fn cancel(
             format!("task {id} is already {}", rec.status.as_str()),
         ));
     }
-    let outcome = match rt.handles.scheduler() {
-        Some(s) => ractor::call_t!(
-            s,
-            |reply| SchedulerMsg::Cancel {
-                id: id.clone(),
-                reply
-            },
-            2_000
-        )
-        .unwrap_or(CancelOutcome::Unknown),
-        None => CancelOutcome::Unknown,
+    // Running on another node: ask that node, over the actor mesh, to stop it.
+    let remote_owner = match (&rt.cluster, rec.status) {
+        (Some(c), TaskStatus::Running) => openclaw_cluster::owner_id(&rec)
+            .filter(|o| *o != c.id)
+            .map(|o| (c.clone(), o)),
+        _ => None,
+    };
+    let outcome = if let Some((c, owner)) = remote_owner {
+        match c.cancel_remote(owner, &id).await {
+            Ok(crate::cluster::MeshReply::Cancelled) => CancelOutcome::WasRunning,
+            Ok(_) => CancelOutcome::Unknown,
+            Err(e) => {
+                return Err(ApiError::unavailable(
+                    "owner_unreachable",
+                    format!("task {id} runs on node {owner}, which did not answer ({e}); retry"),
+                    1,
+                ))
+            }
+        }
+    } else {
+        match rt.handles.scheduler() {
+            Some(s) => ractor::call_t!(
+                s,
+                |reply| SchedulerMsg::Cancel {
+                    id: id.clone(),
+                    reply
+                },
+                2_000
+            )
+            .unwrap_or(CancelOutcome::Unknown),
+            None => CancelOutcome::Unknown,
+        }
     };
     match outcome {
         CancelOutcome::WasRunning => {

@@ -55,7 +55,7 @@ pub struct Cluster {
     pub started: Instant,
     /// The mesh address other nodes' actor systems connect to.
     pub mesh_addr: SocketAddr,
-    pub mesh: std::sync::Mutex<Option<openclaw_cluster::mesh::Mesh>>,
+    pub mesh: std::sync::Mutex<Option<Arc<openclaw_cluster::mesh::Mesh>>>,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -120,7 +120,8 @@ impl Cluster {
             )
         })?;
         let id = node_id(&db, c.node_id)?;
-        let (log, sm) = store::open(&db, store::event_channel()).context("opening the Raft store")?;
+        let (log, sm) =
+            store::open(&db, store::event_channel()).context("opening the Raft store")?;
         let raft_cfg = openraft::Config {
             cluster_name: "openclaw".into(),
             heartbeat_interval: c.raft_heartbeat_ms,
@@ -183,8 +184,8 @@ impl Cluster {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the cluster address {listen}"))?;
-        let app = server::router(cluster.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app =
+            server::router(cluster.clone()).into_make_service_with_connect_info::<SocketAddr>();
         {
             let token = shutdown.clone();
             let raft = raft.clone();
@@ -201,7 +202,10 @@ impl Cluster {
 
         let initialized = raft.is_initialized().await.context("reading Raft state")?;
         if initialized {
-            tracing::info!(node_id = id, "rejoining the cluster with the membership in the data dir");
+            tracing::info!(
+                node_id = id,
+                "rejoining the cluster with the membership in the data dir"
+            );
             cluster.update_address_if_moved().await;
         } else if c.join.is_empty() {
             let mut nodes = BTreeMap::new();
@@ -228,7 +232,12 @@ impl Cluster {
             for seed in seeds {
                 match self
                     .client
-                    .post::<_, MembershipReply>(seed, "/cluster/join", &req, Duration::from_secs(30))
+                    .post::<_, MembershipReply>(
+                        seed,
+                        "/cluster/join",
+                        &req,
+                        Duration::from_secs(30),
+                    )
                     .await
                 {
                     Ok(MembershipReply::Done { voter }) => {
@@ -237,6 +246,11 @@ impl Cluster {
                     }
                     Ok(MembershipReply::NotLeader(_)) => last = format!("{seed}: no leader yet"),
                     Ok(MembershipReply::Failed(e)) => last = format!("{seed}: {e}"),
+                    Err(e) if e.to_string().contains("401") => anyhow::bail!(
+                        "{seed} refused this node: wrong cluster secret (set {} to the value \
+                         the other nodes use)",
+                        self.cfg.secret_env
+                    ),
                     Err(e) => last = e.to_string(),
                 }
             }
@@ -273,7 +287,12 @@ impl Cluster {
                     member: me.clone(),
                 };
                 if let Ok(MembershipReply::Done { .. }) = client
-                    .post::<_, MembershipReply>(&leader.1.cluster_addr, "/cluster/join", &req, Duration::from_secs(10))
+                    .post::<_, MembershipReply>(
+                        &leader.1.cluster_addr,
+                        "/cluster/join",
+                        &req,
+                        Duration::from_secs(10),
+                    )
                     .await
                 {
                     return;
@@ -307,7 +326,12 @@ impl Cluster {
             return match self.leader() {
                 Some((_, m)) if m.cluster_addr != self.member.cluster_addr => self
                     .client
-                    .post(&m.cluster_addr, "/cluster/join", &req, Duration::from_secs(30))
+                    .post(
+                        &m.cluster_addr,
+                        "/cluster/join",
+                        &req,
+                        Duration::from_secs(30),
+                    )
                     .await
                     .unwrap_or_else(|e| MembershipReply::Failed(e.to_string())),
                 other => MembershipReply::NotLeader(other),
@@ -325,9 +349,13 @@ impl Cluster {
             let change = if known.is_some() {
                 let mut m = BTreeMap::new();
                 m.insert(req.id, req.member.clone());
-                self.raft.change_membership(ChangeMembers::SetNodes(m), true).await
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes(m), true)
+                    .await
             } else {
-                self.raft.add_learner(req.id, req.member.clone(), true).await
+                self.raft
+                    .add_learner(req.id, req.member.clone(), true)
+                    .await
             };
             if let Err(e) = change {
                 return MembershipReply::Failed(format!("adding node {}: {e}", req.id));
@@ -338,7 +366,11 @@ impl Cluster {
             return MembershipReply::Done { voter: true };
         }
         if voters.len() >= self.cfg.max_voters {
-            tracing::info!(node_id = req.id, "node joined as a learner ({} voters already)", voters.len());
+            tracing::info!(
+                node_id = req.id,
+                "node joined as a learner ({} voters already)",
+                voters.len()
+            );
             return MembershipReply::Done { voter: false };
         }
         let mut add = BTreeSet::new();
@@ -363,7 +395,12 @@ impl Cluster {
             return match self.leader() {
                 Some((_, m)) if m.cluster_addr != self.member.cluster_addr => self
                     .client
-                    .post(&m.cluster_addr, "/cluster/leave", &id, Duration::from_secs(30))
+                    .post(
+                        &m.cluster_addr,
+                        "/cluster/leave",
+                        &id,
+                        Duration::from_secs(30),
+                    )
                     .await
                     .unwrap_or_else(|e| MembershipReply::Failed(e.to_string())),
                 other => MembershipReply::NotLeader(other),
@@ -411,4 +448,94 @@ pub fn leader_member(raft: &Raft) -> Option<(NodeId, Member)> {
             .get_node(&id)
             .map(|n| (id, n.clone()))
     })
+}
+
+/// A request one node's watcher sends another over the actor mesh.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum MeshRequest {
+    /// Stop the named task if it runs on the receiving node (a `DELETE` that reached another
+    /// node).
+    Cancel { id: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum MeshReply {
+    Cancelled,
+    NotRunningHere,
+    Failed(String),
+}
+
+/// Start the actor mesh (ractor_cluster, cookie = the cluster secret) and its request handler.
+pub async fn start_mesh(rt: Arc<crate::runtime::Runtime>, c: Arc<Cluster>) -> anyhow::Result<()> {
+    let mesh = openclaw_cluster::mesh::Mesh::start(openclaw_cluster::mesh::MeshConfig {
+        node_id: c.id,
+        listen: c.mesh_addr,
+        secret: c.secret.expose().to_string(),
+        heartbeat: Duration::from_millis(c.cfg.heartbeat_ms),
+    })
+    .await
+    .with_context(|| format!("starting the actor mesh on {}", c.mesh_addr))?;
+    let weak = Arc::downgrade(&rt);
+    mesh.set_handler(move |from, body| {
+        let rt = weak.upgrade();
+        async move {
+            let reply = match (rt, openclaw_proto::codec::decode::<MeshRequest>(&body)) {
+                (None, _) => MeshReply::Failed("node shutting down".into()),
+                (_, Err(e)) => MeshReply::Failed(format!("undecodable request: {e}")),
+                (Some(rt), Ok(MeshRequest::Cancel { id })) => {
+                    tracing::info!(task = %id, from, "cancel requested by another node");
+                    match rt.running.get(&id) {
+                        Some(slot) => {
+                            slot.request_stop(crate::runtime::StopReason::Cancelled);
+                            MeshReply::Cancelled
+                        }
+                        None => MeshReply::NotRunningHere,
+                    }
+                }
+            };
+            openclaw_proto::codec::encode(&reply).unwrap_or_default()
+        }
+    });
+    if let Ok(mut g) = c.mesh.lock() {
+        *g = Some(Arc::new(mesh));
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// Keep the mesh's wanted peers and reported load current.
+    pub fn refresh_mesh(&self, load: openclaw_cluster::mesh::LoadReport) {
+        let peers: Vec<(NodeId, SocketAddr)> = {
+            let m = self.raft.metrics().borrow().clone();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .filter_map(|(id, n)| n.mesh_addr.parse().ok().map(|a| (*id, a)))
+                .collect()
+        };
+        if let Ok(g) = self.mesh.lock() {
+            if let Some(mesh) = g.as_ref() {
+                mesh.set_peers(peers);
+                mesh.set_load(load);
+            }
+        }
+    }
+
+    /// Ask `node` over the mesh to stop a task it runs.
+    pub async fn cancel_remote(&self, node: NodeId, id: &str) -> Result<MeshReply, String> {
+        let body = openclaw_proto::codec::encode(&MeshRequest::Cancel { id: id.to_string() })
+            .map_err(|e| e.to_string())?;
+        let mesh = self
+            .mesh
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().cloned())
+            .ok_or_else(|| "the actor mesh is not running".to_string())?;
+        let out = mesh
+            .call(node, body, Duration::from_millis(self.cfg.rpc_timeout_ms))
+            .await
+            .map_err(|e| e.to_string())?;
+        openclaw_proto::codec::decode(&out).map_err(|e| e.to_string())
+    }
 }

@@ -98,7 +98,10 @@ impl PeerClient {
             let text = String::from_utf8_lossy(&body);
             return Err(PeerError::Failed(
                 url,
-                format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+                format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
             ));
         }
         openclaw_proto::codec::decode(&body)

@@ -94,7 +94,9 @@ impl Proposer {
                         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
                     let n = cmds.len();
                     let res = write(&raft, me, &client, cmds, deadline).await;
-                    crate::metrics::metrics().cluster_batch_size.observe(n as f64);
+                    crate::metrics::metrics()
+                        .cluster_batch_size
+                        .observe(n as f64);
                     match res {
                         Ok(resp) if resp.replies.len() == n => {
                             for (tx, r) in replies.into_iter().zip(resp.replies) {
@@ -181,7 +183,9 @@ async fn write(
                     Ok(WriteReply::Done(r)) => return Ok(r),
                     Ok(WriteReply::NotLeader(_)) => last = format!("node {id} is no longer leader"),
                     Ok(WriteReply::Failed(e)) => return Err(ClusterError::Unavailable(e)),
-                    Err(PeerError::Unreachable(_, e)) => last = format!("leader {id} unreachable: {e}"),
+                    Err(PeerError::Unreachable(_, e)) => {
+                        last = format!("leader {id} unreachable: {e}")
+                    }
                     Err(PeerError::Failed(_, e)) => {
                         return Err(ClusterError::Unavailable(format!(
                             "forwarding to leader {id} failed: {e}"

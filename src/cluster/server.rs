@@ -57,7 +57,11 @@ fn same_secret(given: &[u8], want: &[u8]) -> bool {
     if given.len() != want.len() {
         return false;
     }
-    given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 fn authorize(c: &Cluster, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
@@ -87,7 +91,6 @@ fn encode<T: Serialize>(v: &T) -> Response {
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
-
 
 async fn append(
     State(c): State<Arc<Cluster>>,

@@ -133,6 +133,10 @@ pub fn status(c: &Cluster) -> Value {
                 })
             })
             .collect();
+        let mut queued_by_level = [0u32; LEVELS];
+        for r in s.tasks.values().filter(|r| r.status == TaskStatus::Queued) {
+            queued_by_level[(r.priority.level() as usize).min(LEVELS - 1)] += 1;
+        }
         json!({
             "node_id": c.id,
             "leader": m.current_leader,
@@ -142,13 +146,7 @@ pub fn status(c: &Cluster) -> Value {
             "last_applied": m.last_applied.map(|l| l.index),
             "nodes": nodes,
             "tasks": totals,
-            "queued_by_level": {
-                let mut q = [0u32; LEVELS];
-                for r in s.tasks.values().filter(|r| r.status == TaskStatus::Queued) {
-                    q[(r.priority.level() as usize).min(LEVELS - 1)] += 1;
-                }
-                levels(&q)
-            },
+            "queued_by_level": levels(&queued_by_level),
             "budgets": budgets,
             "rate_limits": rate_limits,
             "proposals_waiting": c.proposer.waiting(),

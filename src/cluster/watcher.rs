@@ -76,7 +76,10 @@ async fn events(rt: Arc<Runtime>, c: Arc<Cluster>) {
                 }
             }
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "cluster events lagged; reconciling from the state");
+                tracing::warn!(
+                    missed = n,
+                    "cluster events lagged; reconciling from the state"
+                );
                 reconcile(&rt, &c, false).await;
             }
             Err(RecvError::Closed) => return,
@@ -100,14 +103,16 @@ async fn heartbeat(rt: Arc<Runtime>, c: Arc<Cluster>) {
         };
         if let Err(e) = c
             .proposer
-            .propose(Command::Heartbeat {
-                node: c.id,
-                report,
-            })
+            .propose(Command::Heartbeat { node: c.id, report })
             .await
         {
             tracing::debug!(error = %e, "heartbeat not committed");
         }
+        c.refresh_mesh(openclaw_cluster::mesh::LoadReport {
+            queued: rt.queued.load(std::sync::atomic::Ordering::Relaxed) as u32,
+            running: rt.running.len() as u32,
+            workers: rt.cfg().server.workers as u32,
+        });
         let m = c.raft.metrics().borrow().clone();
         let metrics = crate::metrics::metrics();
         metrics
@@ -133,20 +138,19 @@ async fn leader_duties(rt: Arc<Runtime>, c: Arc<Cluster>) {
         }
         let now = now_ms();
         let needs_expire = c.sm.read(|s| {
-            let lapsed = s
-                .nodes
-                .values()
-                .any(|n| !n.dead && n.lease_until_ms <= now);
+            let lapsed = s.nodes.values().any(|n| !n.dead && n.lease_until_ms <= now);
             let orphans = s.tasks.values().any(|r| {
-                !r.status.is_final()
-                    && openclaw_cluster::owner_id(r).is_some_and(|o| !s.is_live(o))
+                !r.status.is_final() && openclaw_cluster::owner_id(r).is_some_and(|o| !s.is_live(o))
             }) && !s.live_loads().is_empty();
             lapsed || orphans
         });
         if needs_expire {
             match c.proposer.propose(Command::Expire).await {
                 Ok(Reply::Expired(nodes)) => {
-                    tracing::warn!(?nodes, "nodes missed their lease; their tasks move to live nodes")
+                    tracing::warn!(
+                        ?nodes,
+                        "nodes missed their lease; their tasks move to live nodes"
+                    )
                 }
                 Ok(Reply::Moved(ids)) if !ids.is_empty() => {
                     crate::metrics::metrics()
@@ -204,11 +208,7 @@ async fn steal(rt: Arc<Runtime>, c: Arc<Cluster>) {
         if max == 0 {
             continue;
         }
-        match c
-            .proposer
-            .propose(Command::Steal { node: c.id, max })
-            .await
-        {
+        match c.proposer.propose(Command::Steal { node: c.id, max }).await {
             Ok(Reply::Moved(ids)) if !ids.is_empty() => {
                 crate::metrics::metrics()
                     .cluster_tasks_moved_total

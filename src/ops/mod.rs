@@ -11,6 +11,7 @@ pub mod config_cmd;
 pub mod cost;
 pub mod doctor;
 pub mod queue;
+pub mod status;
 pub mod tokens;
 
 use std::path::PathBuf;
