@@ -201,7 +201,8 @@ pub fn schedule(seed: u64, rounds: u32, nodes: usize, round: Duration) -> Vec<Ro
                     minority: rng.between(1, minority_max) as u32,
                     with_leader: rng.percent(50),
                     pick: rng.next_u64(),
-                    hold: ms(rng.between(round_ms / 4, round_ms / 2)),
+                    // Long enough for the majority to elect (several election timeouts).
+                    hold: ms(rng.between(round_ms * 3 / 10, round_ms * 6 / 10)),
                 },
             };
             Round { index, fault }
@@ -271,7 +272,7 @@ mod tests {
                 }
                 Fault::Partition { minority, hold, .. } => {
                     assert!((1..=2).contains(&minority), "minority of 5 is 1 or 2");
-                    assert!(hold <= ROUND / 2);
+                    assert!(hold <= ROUND * 6 / 10 && hold >= ROUND * 3 / 10);
                 }
                 Fault::Restart { .. } => {}
             }

@@ -754,6 +754,8 @@ impl Cluster {
         cmd.args(&args)
             .env("OPENCLAW_CLUSTER_SECRET", &self.secret)
             .env("RUST_LOG", &self.spec.rust_log)
+            // Plain text in the log files (tracing-subscriber honours NO_COLOR).
+            .env("NO_COLOR", "1")
             .envs(self.spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(clone_file(&log, &node.log_path)?)

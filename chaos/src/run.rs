@@ -112,6 +112,8 @@ pub struct RoundRecord {
     pub round: Round,
     /// The node(s) hit, resolved at the start of the round.
     pub targets: Vec<usize>,
+    /// The leader (node index) when the round started.
+    pub leader_before: Option<usize>,
     pub start_ms: u64,
     pub end_ms: u64,
     /// Why the fault was not injected.
@@ -370,7 +372,13 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
 fn describe(rec: &RoundRecord) -> String {
     match &rec.skipped {
         Some(why) => format!("{} — SKIPPED ({why})", rec.round.fault),
-        None => format!("{} on node(s) {:?}", rec.round.fault, rec.targets),
+        None => format!(
+            "{} on node(s) {:?} (leader was {})",
+            rec.round.fault,
+            rec.targets,
+            rec.leader_before
+                .map_or("unknown".to_string(), |l| format!("node {l}"))
+        ),
     }
 }
 
@@ -386,6 +394,7 @@ async fn play(
     let mut rec = RoundRecord {
         round,
         targets: Vec::new(),
+        leader_before: None,
         start_ms: ms(t0),
         end_ms: 0,
         skipped: None,
@@ -394,6 +403,7 @@ async fn play(
     };
     let n = cluster.len();
     let leader = cluster.leader().await;
+    rec.leader_before = leader;
     match round.fault {
         Fault::Kill { target, down } => match target.resolve(leader, n) {
             None => rec.skipped = Some("no leader known".into()),
