@@ -1,0 +1,189 @@
+//! What the suite reads from nodes and from the simulator, parsed leniently.
+//!
+//! The suite checks the cluster from outside, so these are its own views of the JSON, not the
+//! node's types: a field the suite does not need may change without breaking it, and node ids
+//! are accepted as strings or numbers (both are normalised to strings).
+
+use std::collections::BTreeMap;
+
+use openclaw_proto::TaskStatus;
+use serde::{Deserialize, Deserializer};
+
+/// A node id as text, whether the node sends `"n1"` or `1`.
+fn id_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        N(u64),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::S(s) => s,
+        Raw::N(n) => n.to_string(),
+    })
+}
+
+fn opt_id_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        N(u64),
+    }
+    Ok(match Option::<Raw>::deserialize(d)? {
+        Some(Raw::S(s)) => Some(s),
+        Some(Raw::N(n)) => Some(n.to_string()),
+        None => None,
+    })
+}
+
+/// `GET /api/cluster` as one node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ClusterStatus {
+    #[serde(deserialize_with = "id_string")]
+    pub node_id: String,
+    #[serde(default, deserialize_with = "opt_id_string")]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+    /// Cluster-wide task counts by status (`queued`, `running`, `succeeded`, ...).
+    #[serde(default)]
+    pub tasks: BTreeMap<String, u64>,
+}
+
+impl ClusterStatus {
+    /// The leader this node believes in: its `leader`, or itself when its role says so.
+    pub fn believed_leader(&self) -> Option<&str> {
+        match &self.leader {
+            Some(l) => Some(l.as_str()),
+            None if self.role == "leader" => Some(self.node_id.as_str()),
+            None => None,
+        }
+    }
+}
+
+/// One member in `GET /api/cluster`'s `nodes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NodeStatus {
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub http: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub voter: bool,
+    #[serde(default)]
+    pub alive: bool,
+}
+
+/// The parts of `GET /api/tasks/{id}` the checks compare across nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TaskSnapshot {
+    pub id: String,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, deserialize_with = "opt_id_string")]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    #[serde(default)]
+    pub error: Option<TaskError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TaskError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl TaskSnapshot {
+    /// The fields that must be equal on every node once the task is final.
+    pub fn final_key(&self) -> (TaskStatus, u32, Option<&str>, Option<u64>) {
+        (self.status, self.attempts, self.node.as_deref(), self.epoch)
+    }
+}
+
+/// `GET /sim/calls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SimCalls {
+    /// Calls served since the simulator started (more than `calls.len()` when the log wrapped).
+    #[serde(default)]
+    pub count: u64,
+    #[serde(default)]
+    pub calls: Vec<SimCall>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SimCall {
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub status: u16,
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+impl SimCalls {
+    /// Calls per task id (calls without a task id are not counted).
+    pub fn per_task(&self) -> BTreeMap<String, u32> {
+        let mut m = BTreeMap::new();
+        for c in &self.calls {
+            if let Some(t) = &c.task_id {
+                *m.entry(t.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Did the simulator's bounded log drop calls (so counts per task are a lower bound)?
+    pub fn truncated(&self) -> bool {
+        self.count > self.calls.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_may_be_numbers_or_strings() {
+        let s: ClusterStatus = serde_json::from_value(serde_json::json!({
+            "node_id": 2, "leader": 1, "term": 4, "role": "follower",
+            "nodes": [{"id": 1, "address": "127.0.0.2:7000", "http": "127.0.0.2:3000", "role": "leader",
+                       "voter": true, "alive": true, "last_contact_ms": 3, "lag": 0, "workers": 4}],
+            "tasks": {"queued": 1, "succeeded": 5}, "budgets": [], "rate_limits": []
+        }))
+        .unwrap();
+        assert_eq!(s.node_id, "2");
+        assert_eq!(s.leader.as_deref(), Some("1"));
+        assert_eq!(s.nodes[0].id, "1");
+        assert_eq!(s.tasks["succeeded"], 5);
+        let t: ClusterStatus = serde_json::from_value(
+            serde_json::json!({"node_id": "a", "leader": null, "term": 1, "role": "leader"}),
+        )
+        .unwrap();
+        assert_eq!(t.believed_leader(), Some("a"));
+    }
+
+    #[test]
+    fn calls_are_counted_per_task() {
+        let c: SimCalls = serde_json::from_value(serde_json::json!({"count": 4, "calls": [
+            {"seq": 1, "task_id": "t1", "status": 200},
+            {"seq": 2, "task_id": "t1", "status": 200},
+            {"seq": 3, "task_id": null, "status": 200}
+        ]}))
+        .unwrap();
+        assert_eq!(c.per_task().get("t1"), Some(&2));
+        assert!(c.truncated());
+    }
+}
