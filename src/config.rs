@@ -189,6 +189,9 @@ pub struct ClusterConfig {
     /// The cluster address (Raft and membership over HTTP); `--cluster` overrides. Unset: the
     /// node runs alone.
     pub listen: Option<String>,
+    /// The address other nodes reach this node's cluster port at, `host:port` (default: the
+    /// listen address). Needed when listening on 0.0.0.0, e.g. `gateway-1:7000` in Docker.
+    pub advertise: Option<String>,
     /// Cluster addresses of nodes to join (`--join`, repeatable, overrides).
     pub join: Vec<String>,
     /// The actor-mesh address (ractor_cluster); default: the cluster port + 1.
@@ -222,6 +225,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             listen: None,
+            advertise: None,
             join: Vec::new(),
             mesh_listen: None,
             secret_env: "OPENCLAW_CLUSTER_SECRET".into(),
@@ -979,6 +983,14 @@ impl Config {
                             format!("`{a}` is not an address like 10.0.0.5:7000"),
                         ));
                     }
+                }
+            }
+            if let Some(a) = &c.advertise {
+                if a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(bad("cluster.advertise", format!("`{a}` is not host:port")));
                 }
             }
             for (i, j) in c.join.iter().enumerate() {

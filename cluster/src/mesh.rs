@@ -89,6 +89,9 @@ pub struct MeshConfig {
     pub secret: String,
     /// Interval between heartbeats to each peer.
     pub heartbeat: Duration,
+    /// The host other nodes know this one by (default: the listen ip). Needed when listening
+    /// on 0.0.0.0: ractor_cluster takes a peer advertising our own address for ourselves.
+    pub advertise_host: Option<String>,
 }
 
 impl fmt::Debug for MeshConfig {
@@ -210,7 +213,9 @@ impl Mesh {
             cfg.listen.port(),
             cfg.secret.clone(),
             wire::node_name(me),
-            cfg.listen.ip().to_string(),
+            cfg.advertise_host
+                .clone()
+                .unwrap_or_else(|| cfg.listen.ip().to_string()),
             None,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )

@@ -318,6 +318,25 @@ impl ClusterState {
         }
     }
 
+    /// Does any unfinished task sit on a node that is not live (while some node is)? The
+    /// leader's sweep proposes `Expire` when this holds.
+    pub fn has_orphans(&self) -> bool {
+        let owners: Vec<NodeId> = if self.loads_valid {
+            self.loads
+                .iter()
+                .filter(|(_, (q, r))| q.iter().chain(r.iter()).any(|n| *n > 0))
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            self.tasks
+                .values()
+                .filter(|r| !r.status.is_final())
+                .filter_map(owner_id)
+                .collect()
+        };
+        owners.iter().any(|o| !self.is_live(*o)) && self.nodes.keys().any(|n| self.is_live(*n))
+    }
+
     /// Queued tasks owned by `node`, in admission order.
     pub fn queued_on(&self, node: NodeId) -> Vec<&TaskRecord> {
         let mut v: Vec<&TaskRecord> = self
@@ -763,8 +782,10 @@ mod tests {
         let old_epoch = task(&r[0]).epoch;
         // Node 1 keeps heartbeating, node 2 goes silent.
         run(&mut s, 900, vec![hb(1, 1)]);
+        assert!(!s.has_orphans(), "node 2 is still within its lease at 900");
         let (r, ev) = run(&mut s, 1500, vec![Command::Expire]);
         assert_eq!(r[0], Reply::Expired(vec![2]));
+        assert!(!s.has_orphans(), "everything moved to node 1");
         assert!(ev.contains(&Event::Revoked {
             id: "b".into(),
             from: 2

@@ -152,10 +152,24 @@ impl Cluster {
         )
         .await
         .context("starting Raft")?;
+        // What other nodes use to reach this one: the advertised host (Docker service names)
+        // when the listeners are on 0.0.0.0.
+        let advertise = c.advertise.clone().unwrap_or_else(|| listen.to_string());
+        let host = advertise
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| listen.ip().to_string());
+        let reachable = |a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                format!("{host}:{}", a.port())
+            } else {
+                a.to_string()
+            }
+        };
         let member = Member {
-            cluster_addr: listen.to_string(),
-            http_addr: http_addr.to_string(),
-            mesh_addr: mesh_addr.to_string(),
+            cluster_addr: advertise.clone(),
+            http_addr: reachable(http_addr),
+            mesh_addr: reachable(mesh_addr),
         };
         let proposer = Proposer::start(
             raft.clone(),
@@ -475,6 +489,11 @@ pub async fn start_mesh(rt: Arc<crate::runtime::Runtime>, c: Arc<Cluster>) -> an
         listen: c.mesh_addr,
         secret: c.secret.expose().to_string(),
         heartbeat: Duration::from_millis(c.cfg.heartbeat_ms),
+        advertise_host: c
+            .member
+            .mesh_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string()),
     })
     .await
     .with_context(|| format!("starting the actor mesh on {}", c.mesh_addr))?;
@@ -506,17 +525,35 @@ pub async fn start_mesh(rt: Arc<crate::runtime::Runtime>, c: Arc<Cluster>) -> an
 }
 
 impl Cluster {
-    /// Keep the mesh's wanted peers and reported load current.
-    pub fn refresh_mesh(&self, load: openclaw_cluster::mesh::LoadReport) {
-        let peers: Vec<(NodeId, SocketAddr)> = {
+    /// Keep the mesh's wanted peers (host names resolved) and reported load current.
+    pub async fn refresh_mesh(&self, load: openclaw_cluster::mesh::LoadReport) {
+        let wanted: Vec<(NodeId, String)> = {
             let m = self.raft.metrics().borrow().clone();
             m.membership_config
                 .membership()
                 .nodes()
                 .filter(|(id, _)| **id != self.id)
-                .filter_map(|(id, n)| n.mesh_addr.parse().ok().map(|a| (*id, a)))
+                .map(|(id, n)| (*id, n.mesh_addr.clone()))
                 .collect()
         };
+        let mut peers: Vec<(NodeId, SocketAddr)> = Vec::new();
+        for (id, addr) in wanted {
+            match addr.parse::<SocketAddr>() {
+                Ok(a) => peers.push((id, a)),
+                Err(_) => {
+                    if let Ok(Ok(mut it)) = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::lookup_host(addr.as_str()),
+                    )
+                    .await
+                    {
+                        if let Some(a) = it.next() {
+                            peers.push((id, a));
+                        }
+                    }
+                }
+            }
+        }
         if let Ok(g) = self.mesh.lock() {
             if let Some(mesh) = g.as_ref() {
                 mesh.set_peers(peers);

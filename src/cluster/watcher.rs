@@ -112,7 +112,8 @@ async fn heartbeat(rt: Arc<Runtime>, c: Arc<Cluster>) {
             queued: rt.queued.load(std::sync::atomic::Ordering::Relaxed) as u32,
             running: rt.running.len() as u32,
             workers: rt.cfg().server.workers as u32,
-        });
+        })
+        .await;
         let m = c.raft.metrics().borrow().clone();
         let metrics = crate::metrics::metrics();
         metrics

@@ -23,6 +23,7 @@ fn cfg(node_id: NodeId, listen: SocketAddr, secret: &str) -> MeshConfig {
         listen,
         secret: secret.to_string(),
         heartbeat: HB,
+        advertise_host: None,
     }
 }
 
