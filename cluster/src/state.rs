@@ -51,8 +51,8 @@ pub struct RateWindow {
     pub per_node: BTreeMap<NodeId, (u64, u64)>,
 }
 
-/// The whole replicated state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The whole replicated state. (Equality ignores the derived load index.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterState {
     pub tasks: BTreeMap<String, TaskRecord>,
     pub idempotency: BTreeMap<String, String>,
@@ -72,6 +72,21 @@ pub struct ClusterState {
     loads: BTreeMap<NodeId, ([u32; LEVELS], [u32; LEVELS])>,
     #[serde(skip)]
     loads_valid: bool,
+}
+
+impl PartialEq for ClusterState {
+    fn eq(&self, o: &Self) -> bool {
+        self.tasks == o.tasks
+            && self.idempotency == o.idempotency
+            && self.seq == o.seq
+            && self.nodes == o.nodes
+            && self.budget_period == o.budget_period
+            && self.budget == o.budget
+            && self.model_spend == o.model_spend
+            && self.thresholds == o.thresholds
+            && self.rate == o.rate
+            && self.now_ms == o.now_ms
+    }
 }
 
 impl ClusterState {
