@@ -445,3 +445,88 @@ async fn rate_limits_and_budgets_hold_across_the_cluster() {
         "budget-held tasks wait: {st}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_task_preempts_when_every_worker_in_the_cluster_is_busy() {
+    let c = TestCluster::start(json!({})).await;
+    // 3 nodes × 2 workers: six long low-priority tasks fill every worker.
+    let mut low = Vec::new();
+    for i in 0..6 {
+        low.push(
+            c.nodes[i % 3]
+                .submit_ok(json!({"input": format!("[sim:slow:6000] low {i}"), "priority": "low"}))
+                .await,
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = c.status(0).await.unwrap();
+        if st["tasks"]["running"].as_u64() == Some(6) {
+            break;
+        }
+        assert!(Instant::now() < end, "six tasks never ran at once: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let critical = c.nodes[1]
+        .submit_ok(json!({"input": "page the on-call", "priority": "critical"}))
+        .await;
+    let done = c.nodes[2]
+        .wait_final(&critical, Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // It ran while the low tasks were still running: one of them was preempted and requeued.
+    let mut preempted = 0;
+    for id in &low {
+        let t = c.nodes[0].wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        preempted += t["preemptions"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        preempted >= 1,
+        "a low task was preempted for the critical one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_steals_queued_work_from_busy_ones() {
+    let mut c = TestCluster::start(json!({})).await;
+    let ids = c.node_ids().await;
+    // Node 2 goes away; its share of the work lands on nodes 0 and 1 (2 workers each).
+    c.nodes[2].kill();
+    c.wait_agreed(&[0, 1], 2).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        tasks.push(
+            c.nodes[i % 2]
+                .submit_ok(json!({"input": format!("[sim:slow:1500] backlog {i}")}))
+                .await,
+        );
+    }
+    // Node 2 comes back idle while the others have a backlog: it takes some of it.
+    let cfg = cluster_config(&c.sim, &c.addrs[2], None, json!({}));
+    std::fs::write(
+        c.nodes[2].data_dir.join("openclaw.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    c.nodes[2].spawn_ready().await;
+    let mut on_returned = 0;
+    for id in &tasks {
+        let t = c.nodes[0].wait_final(id, Duration::from_secs(90)).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        if t["node"].as_str() == Some(ids[2].to_string().as_str()) {
+            on_returned += 1;
+        }
+    }
+    assert!(
+        on_returned > 0,
+        "the returning node ran some of the backlog"
+    );
+    let text = c.nodes[2].metrics().await;
+    let stolen: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("openclaw_cluster_tasks_moved_total{reason=\"steal\"}"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    assert!(stolen >= 1.0, "moved by stealing: {stolen}\n{text}");
+}
