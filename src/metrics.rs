@@ -28,6 +28,11 @@
 //! | `openclaw_rate_limit_rejections_total` | counter | `model`: acquisitions refused with `rate_limited` |
 //! | `openclaw_rate_limit_wait_seconds` | histogram, 1 ms … 300 s | `model`: time from asking to grant |
 //! | `openclaw_budget_used_ratio` | gauge | `scope` (`total` or `agent:<agent named in budget.limits.per_agent>`) |
+//! | `openclaw_cluster_batch_commands` | histogram, 1 … 512 | — commands per Raft entry this node wrote |
+//! | `openclaw_cluster_is_leader` | gauge | — 1 on the Raft leader |
+//! | `openclaw_cluster_term` | gauge | — this node's Raft term |
+//! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
+//! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
 //!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
