@@ -126,15 +126,29 @@ async fn heartbeat(rt: Arc<Runtime>, c: Arc<Cluster>) {
     }
 }
 
+/// How long a new leader waits before declaring nodes dead: during an election no heartbeat can
+/// commit, so every lease may look lapsed; live nodes get this long to renew through the new
+/// leader first.
+pub fn expire_grace(heartbeat_ms: u64) -> Duration {
+    Duration::from_millis((3 * heartbeat_ms).max(1000))
+}
+
 async fn leader_duties(rt: Arc<Runtime>, c: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_millis(c.cfg.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let grace = expire_grace(c.cfg.heartbeat_ms);
+    let mut leader_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = rt.shutdown.cancelled() => return,
         }
         if !c.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < grace {
             continue;
         }
         let now = now_ms();
