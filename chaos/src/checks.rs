@@ -6,6 +6,10 @@
 //!   reason) with the same final view on every node.
 //! - [`check_calls`]: provider calls per task; a task called more often than it was attempted
 //!   ran more than its attempts explain.
+//! - [`check_spend`]: the replicated budget spend is what the simulator served, less calls cut
+//!   off by a fault (or a superseded attempt) before they settled, and within the limit plus
+//!   one reservation per node.
+//! - [`check_rate`]: calls the simulator saw per rate window stay within the cluster-wide limit.
 //! - [`agreement`]: live nodes agree on leader, term, membership (and task counts).
 //! - [`longest_gap`]: the longest time without an acknowledged write.
 
@@ -14,7 +18,7 @@ use std::fmt;
 
 use openclaw_proto::{Priority, TaskStatus};
 
-use crate::status::{ClusterStatus, TaskSnapshot};
+use crate::status::{ClusterStatus, SimCall, TaskSnapshot};
 
 /// Terms the leader log remembers; beyond that new terms are counted but not checked.
 pub const TERMS_MAX: usize = 100_000;
@@ -72,6 +76,36 @@ pub enum Violation {
         round: u32,
         detail: String,
     },
+    /// The live nodes report different replicated spends (or none at all).
+    SpendDisagrees {
+        detail: String,
+    },
+    /// The cluster counted more tokens than the provider served: a spend applied twice.
+    SpendOverServed {
+        spent: u64,
+        served: u64,
+    },
+    /// More served tokens never reached the replicated spend than faults can explain.
+    UnsettledSpend {
+        served: u64,
+        spent: u64,
+        bound: u64,
+        detail: String,
+    },
+    /// Spend passed the limit by more than one reservation per node.
+    OverBudget {
+        spent: u64,
+        limit: u64,
+        bound: u64,
+    },
+    /// The provider saw more calls of a limited model in one rate window than the cluster may
+    /// grant.
+    RateExceeded {
+        model: String,
+        window: u64,
+        calls: u64,
+        bound: u64,
+    },
 }
 
 impl Violation {
@@ -88,6 +122,11 @@ impl Violation {
             Violation::UnexplainedCalls { .. } => "unexplained-provider-calls",
             Violation::NotConverged { .. } => "not-converged",
             Violation::NotRecovered { .. } => "not-recovered",
+            Violation::SpendDisagrees { .. } => "divergent-spend",
+            Violation::SpendOverServed { .. } => "spend-over-served",
+            Violation::UnsettledSpend { .. } => "unexplained-unsettled-spend",
+            Violation::OverBudget { .. } => "over-budget",
+            Violation::RateExceeded { .. } => "rate-limit-exceeded",
         }
     }
 }
@@ -125,6 +164,34 @@ impl fmt::Display for Violation {
             Violation::NotRecovered { round, detail } => {
                 write!(f, "after round {round}: {detail}")
             }
+            Violation::SpendDisagrees { detail } => write!(f, "{detail}"),
+            Violation::SpendOverServed { spent, served } => write!(
+                f,
+                "the cluster spent {spent} tokens but the simulator served only {served}: a spend was counted twice"
+            ),
+            Violation::UnsettledSpend {
+                served,
+                spent,
+                bound,
+                detail,
+            } => write!(
+                f,
+                "the simulator served {served} tokens, the cluster spent {spent}: {} unsettled, more than the {bound} that {detail} explain",
+                served - spent
+            ),
+            Violation::OverBudget { spent, limit, bound } => write!(
+                f,
+                "spent {spent} tokens of a {limit} limit, more than the {bound} that one reservation per node allows"
+            ),
+            Violation::RateExceeded {
+                model,
+                window,
+                calls,
+                bound,
+            } => write!(
+                f,
+                "model {model}: {calls} provider calls in rate window {window}, more than {bound}"
+            ),
         }
     }
 }
@@ -380,6 +447,181 @@ pub fn check_calls(
     (tally, violations)
 }
 
+/// What is known about the cluster's budget at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendFacts {
+    /// Each live node's replicated spend of the checked scope (`None`: it lists no such scope).
+    pub views: Vec<(usize, Option<u64>)>,
+    /// Tokens the simulator served (input + output of every call in its log).
+    pub served: u64,
+    /// Whether the simulator's log holds every call (otherwise `served` is a lower bound and the
+    /// comparisons with it are skipped).
+    pub served_complete: bool,
+    /// The largest tokens of one call.
+    pub largest_call: u64,
+    /// Nodes hit by a fault: one per kill, pause or restart, one per node of a partition's
+    /// minority.
+    pub node_faults: u64,
+    /// Workers per node: calls a node can have in flight when a fault hits it.
+    pub workers: u64,
+    /// Calls beyond each task's first: a superseded attempt (preempted, fenced) may be cut off
+    /// after the provider saw it and before it settled.
+    pub repeated_calls: u64,
+    pub nodes: u64,
+    /// The scope's token limit.
+    pub limit: u64,
+    /// The most one reservation can hold.
+    pub reservation: u64,
+}
+
+/// The budget check's figures, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendTally {
+    /// The spend every live node agrees on (`None` when they do not).
+    pub spent: Option<u64>,
+    pub served: u64,
+    /// The most `served − spent` may be: (node faults × workers + repeated calls) × the largest
+    /// call.
+    pub unsettled_max: u64,
+    pub limit: u64,
+    /// The most `spent` may be: the limit plus one reservation per node.
+    pub spent_max: u64,
+}
+
+/// The budget invariants: (1) every live node reports the same replicated spend; (2) it is at
+/// most what the simulator served, and short of it by no more than faults explain — a call in
+/// flight on a node that is killed, paused or cut off may reach the provider and never settle,
+/// and so may a superseded attempt; (3) it is within the limit plus one reservation per node.
+pub fn check_spend(f: &SpendFacts) -> (SpendTally, Vec<Violation>) {
+    let unsettled_max = (f.node_faults * f.workers + f.repeated_calls) * f.largest_call;
+    let mut tally = SpendTally {
+        spent: None,
+        served: f.served,
+        unsettled_max,
+        limit: f.limit,
+        spent_max: f.limit.saturating_add(f.nodes * f.reservation),
+    };
+    let mut violations = Vec::new();
+    let distinct: BTreeSet<Option<u64>> = f.views.iter().map(|(_, s)| *s).collect();
+    let spent = match distinct.into_iter().collect::<Vec<_>>().as_slice() {
+        [] => {
+            violations.push(Violation::SpendDisagrees {
+                detail: "no live node answered for the budget".into(),
+            });
+            return (tally, violations);
+        }
+        // Nothing leased or spent yet is a spend of 0 (a run without calls).
+        [None] if f.served == 0 => 0,
+        [None] => {
+            violations.push(Violation::SpendDisagrees {
+                detail: format!(
+                    "the simulator served {} tokens but no node reports a budget spend",
+                    f.served
+                ),
+            });
+            return (tally, violations);
+        }
+        [Some(s)] => *s,
+        _ => {
+            let each: Vec<String> = f
+                .views
+                .iter()
+                .map(|(i, s)| match s {
+                    Some(s) => format!("node {i} {s}"),
+                    None => format!("node {i} none"),
+                })
+                .collect();
+            violations.push(Violation::SpendDisagrees {
+                detail: format!("nodes report different spends: {}", each.join(", ")),
+            });
+            return (tally, violations);
+        }
+    };
+    tally.spent = Some(spent);
+    if f.served_complete {
+        if spent > f.served {
+            violations.push(Violation::SpendOverServed {
+                spent,
+                served: f.served,
+            });
+        } else if f.served - spent > unsettled_max {
+            violations.push(Violation::UnsettledSpend {
+                served: f.served,
+                spent,
+                bound: unsettled_max,
+                detail: format!(
+                    "({} node faults × {} workers + {} repeated calls) × {} tokens",
+                    f.node_faults, f.workers, f.repeated_calls, f.largest_call
+                ),
+            });
+        }
+    }
+    if spent > tally.spent_max {
+        violations.push(Violation::OverBudget {
+            spent,
+            limit: f.limit,
+            bound: tally.spent_max,
+        });
+    }
+    (tally, violations)
+}
+
+/// A cluster-wide rate limit the run set: `requests` calls of `model` per window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateSpec {
+    pub model: String,
+    pub window_ms: u64,
+    pub requests: u64,
+}
+
+/// The rate check's figures, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateTally {
+    /// Calls of the limited model.
+    pub calls: u64,
+    /// Windows with at least one call.
+    pub windows: usize,
+    /// (window, calls) of the busiest window.
+    pub busiest: Option<(u64, u64)>,
+    /// Windows in which the limit was reached (the limit bound).
+    pub at_limit: usize,
+    /// The most calls a window may have: the limit plus one per node (a grant made at the end
+    /// of a window may reach the provider in the next one).
+    pub bound: u64,
+}
+
+/// Calls the simulator saw per window (`floor(at_ms / window_ms)`, the nodes' own window
+/// arithmetic) for the limited model, against the limit plus one per node.
+pub fn check_rate(calls: &[SimCall], spec: &RateSpec, nodes: u64) -> (RateTally, Vec<Violation>) {
+    let window_ms = spec.window_ms.max(1);
+    let mut per_window: BTreeMap<u64, u64> = BTreeMap::new();
+    for c in calls.iter().filter(|c| c.model == spec.model) {
+        *per_window.entry(c.at_ms / window_ms).or_default() += 1;
+    }
+    let bound = spec.requests + nodes;
+    let tally = RateTally {
+        calls: per_window.values().sum(),
+        windows: per_window.len(),
+        busiest: per_window
+            .iter()
+            .max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)))
+            .map(|(w, n)| (*w, *n)),
+        at_limit: per_window.values().filter(|n| **n >= spec.requests).count(),
+        bound,
+    };
+    let violations = per_window
+        .into_iter()
+        .filter(|(_, n)| *n > bound)
+        .map(|(window, calls)| Violation::RateExceeded {
+            model: spec.model.clone(),
+            window,
+            calls,
+            bound,
+        })
+        .collect();
+    (tally, violations)
+}
+
 /// What the live nodes agreed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {
@@ -479,6 +721,7 @@ mod tests {
                 })
                 .collect(),
             tasks: BTreeMap::from([("succeeded".to_string(), 3)]),
+            budgets: Vec::new(),
         }
     }
 
@@ -702,5 +945,198 @@ mod tests {
         assert_eq!(longest_gap(&[10, 20, 70, 80], 0, 100), (20, 50));
         assert_eq!(longest_gap(&[50, 5], 0, 60), (5, 45));
         assert_eq!(longest_gap(&[500], 0, 100), (0, 100));
+    }
+
+    fn facts(views: &[(usize, Option<u64>)], served: u64) -> SpendFacts {
+        SpendFacts {
+            views: views.to_vec(),
+            served,
+            served_complete: true,
+            largest_call: 100,
+            node_faults: 2,
+            workers: 4,
+            repeated_calls: 1,
+            nodes: 3,
+            limit: 10_000,
+            reservation: 150,
+        }
+    }
+
+    #[test]
+    fn spend_table() {
+        // unsettled_max = (2 faults × 4 workers + 1 repeated call) × 100 = 900;
+        // spent_max = 10 000 + 3 × 150 = 10 450.
+        let all = |s: u64| vec![(0, Some(s)), (1, Some(s)), (2, Some(s))];
+        let incomplete = SpendFacts {
+            served_complete: false,
+            ..facts(&all(100), 5_000)
+        };
+        let tight = SpendFacts {
+            limit: 1_000,
+            ..facts(&all(2_000), 2_000)
+        };
+        // (case, facts, spent agreed, violation kinds)
+        let cases: Vec<(&str, SpendFacts, Option<u64>, Vec<&str>)> = vec![
+            (
+                "all settled",
+                facts(&all(5_000), 5_000),
+                Some(5_000),
+                vec![],
+            ),
+            (
+                "faults explain the gap",
+                facts(&all(4_100), 5_000),
+                Some(4_100),
+                vec![],
+            ),
+            (
+                "gap beyond the faults",
+                facts(&all(4_099), 5_000),
+                Some(4_099),
+                vec!["unexplained-unsettled-spend"],
+            ),
+            (
+                "spend counted twice",
+                facts(&all(5_001), 5_000),
+                Some(5_001),
+                vec!["spend-over-served"],
+            ),
+            (
+                "nodes disagree",
+                facts(&[(0, Some(5_000)), (2, Some(4_900))], 5_000),
+                None,
+                vec!["divergent-spend"],
+            ),
+            (
+                "one node lists no budget",
+                facts(&[(0, Some(5_000)), (1, None)], 5_000),
+                None,
+                vec!["divergent-spend"],
+            ),
+            (
+                "no budget anywhere, tokens served",
+                facts(&[(0, None), (1, None)], 10),
+                None,
+                vec!["divergent-spend"],
+            ),
+            (
+                "no budget anywhere, nothing served",
+                facts(&[(0, None)], 0),
+                Some(0),
+                vec![],
+            ),
+            (
+                "nobody answered",
+                facts(&[], 10),
+                None,
+                vec!["divergent-spend"],
+            ),
+            ("log wrapped: served unknown", incomplete, Some(100), vec![]),
+            (
+                "within one reservation per node",
+                SpendFacts {
+                    limit: 1_600,
+                    ..tight.clone()
+                },
+                Some(2_000),
+                vec![],
+            ),
+            ("over the limit", tight, Some(2_000), vec!["over-budget"]),
+        ];
+        for (case, f, spent, kinds) in cases {
+            let (tally, v) = check_spend(&f);
+            assert_eq!(tally.spent, spent, "{case}");
+            let got: Vec<&str> = v.iter().map(Violation::kind).collect();
+            assert_eq!(got, kinds, "{case}: {v:?}");
+        }
+        let (tally, _) = check_spend(&facts(&all(1), 1));
+        assert_eq!((tally.unsettled_max, tally.spent_max), (900, 10_450));
+    }
+
+    fn call(model: &str, at_ms: u64) -> SimCall {
+        SimCall {
+            model: model.into(),
+            at_ms,
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rate_table() {
+        let spec = RateSpec {
+            model: "fast".into(),
+            window_ms: 2_000,
+            requests: 3,
+        };
+        /// (case, call times of `fast`, nodes, busiest (window, calls), windows at the limit,
+        /// violations)
+        type Case = (
+            &'static str,
+            Vec<u64>,
+            u64,
+            Option<(u64, u64)>,
+            usize,
+            usize,
+        );
+        let cases: Vec<Case> = vec![
+            ("no calls", vec![], 3, None, 0, 0),
+            (
+                "under the limit",
+                vec![0, 1_999, 2_000],
+                3,
+                Some((0, 2)),
+                0,
+                0,
+            ),
+            (
+                "at the limit",
+                vec![4_000, 4_500, 5_999],
+                3,
+                Some((2, 3)),
+                1,
+                0,
+            ),
+            (
+                "limit plus one per node",
+                vec![0, 1, 2, 3, 4, 5, 2_000],
+                3,
+                Some((0, 6)),
+                1,
+                0,
+            ),
+            (
+                "one more than that",
+                vec![
+                    0, 1, 2, 3, 4, 5, 6, 8_000, 8_001, 8_002, 8_003, 8_004, 8_005, 8_006,
+                ],
+                3,
+                Some((0, 7)),
+                2,
+                2,
+            ),
+            (
+                "fewer nodes, smaller slack",
+                vec![0, 1, 2, 3, 4],
+                1,
+                Some((0, 5)),
+                1,
+                1,
+            ),
+        ];
+        for (case, times, nodes, busiest, at_limit, violations) in cases {
+            let mut calls: Vec<SimCall> = times.iter().map(|&t| call("fast", t)).collect();
+            // Other models never count against the limit of `fast`.
+            calls.extend((0..10).map(|t| call("smart", t)));
+            let (tally, v) = check_rate(&calls, &spec, nodes);
+            assert_eq!(tally.calls, times.len() as u64, "{case}");
+            assert_eq!(tally.busiest, busiest, "{case}");
+            assert_eq!(tally.at_limit, at_limit, "{case}");
+            assert_eq!(v.len(), violations, "{case}: {v:?}");
+            assert!(
+                v.iter().all(|v| v.kind() == "rate-limit-exceeded"),
+                "{case}"
+            );
+        }
     }
 }

@@ -53,9 +53,20 @@ pub struct ClusterStatus {
     /// Cluster-wide task counts by status (`queued`, `running`, `succeeded`, ...).
     #[serde(default)]
     pub tasks: BTreeMap<String, u64>,
+    /// The replicated budget counters, one per limited scope (`total`, `agent:<name>`, ...).
+    #[serde(default)]
+    pub budgets: Vec<BudgetStatus>,
 }
 
 impl ClusterStatus {
+    /// The replicated spend of budget `scope` (`None` before anything leased or spent in it).
+    pub fn spent_tokens(&self, scope: &str) -> Option<u64> {
+        self.budgets
+            .iter()
+            .find(|b| b.scope == scope)
+            .map(|b| b.spent_tokens)
+    }
+
     /// The leader this node believes in: its `leader`, or itself when its role says so.
     pub fn believed_leader(&self) -> Option<&str> {
         match &self.leader {
@@ -81,6 +92,16 @@ pub struct NodeStatus {
     pub voter: bool,
     #[serde(default)]
     pub alive: bool,
+}
+
+/// One entry of `GET /api/cluster`'s `budgets`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct BudgetStatus {
+    pub scope: String,
+    #[serde(default)]
+    pub spent_tokens: u64,
+    #[serde(default)]
+    pub limit_tokens: Option<u64>,
 }
 
 /// The parts of `GET /api/tasks/{id}` the checks compare across nodes.
@@ -128,9 +149,24 @@ pub struct SimCall {
     #[serde(default)]
     pub task_id: Option<String>,
     #[serde(default)]
+    pub model: String,
+    #[serde(default)]
     pub status: u16,
     #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Arrival at the simulator, milliseconds since the Unix epoch (the clock the nodes'
+    /// rate windows use too: same machine).
+    #[serde(default)]
     pub at_ms: u64,
+}
+
+impl SimCall {
+    /// Tokens the simulator served for this call (what a provider would bill).
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
 }
 
 impl SimCalls {
@@ -143,6 +179,24 @@ impl SimCalls {
             }
         }
         m
+    }
+
+    /// Tokens served over every call in the log.
+    pub fn tokens_served(&self) -> u64 {
+        self.calls.iter().map(SimCall::tokens).sum()
+    }
+
+    /// The tokens of the largest call in the log.
+    pub fn largest_call(&self) -> u64 {
+        self.calls.iter().map(SimCall::tokens).max().unwrap_or(0)
+    }
+
+    /// Calls beyond the first of each task id (acknowledged or not).
+    pub fn repeated_calls(&self) -> u64 {
+        self.per_task()
+            .values()
+            .map(|n| u64::from(n.saturating_sub(1)))
+            .sum()
     }
 
     /// Did the simulator's bounded log drop calls (so counts per task are a lower bound)?
@@ -161,9 +215,14 @@ mod tests {
             "node_id": 2, "leader": 1, "term": 4, "role": "follower",
             "nodes": [{"id": 1, "address": "127.0.0.2:7000", "http": "127.0.0.2:3000", "role": "leader",
                        "voter": true, "alive": true, "last_contact_ms": 3, "lag": 0, "workers": 4}],
-            "tasks": {"queued": 1, "succeeded": 5}, "budgets": [], "rate_limits": []
+            "tasks": {"queued": 1, "succeeded": 5}, "rate_limits": [],
+            "budgets": [{"scope": "total", "period": "2025-01", "spent_tokens": 120, "spent_cost_usd": 0.1,
+                         "limit_tokens": 1000, "limit_cost_usd": null, "leased_tokens": 500, "leases": []}]
         }))
         .unwrap();
+        assert_eq!(s.spent_tokens("total"), Some(120));
+        assert_eq!(s.spent_tokens("agent:main"), None);
+        assert_eq!(s.budgets[0].limit_tokens, Some(1000));
         assert_eq!(s.node_id, "2");
         assert_eq!(s.leader.as_deref(), Some("1"));
         assert_eq!(s.nodes[0].id, "1");
@@ -178,12 +237,21 @@ mod tests {
     #[test]
     fn calls_are_counted_per_task() {
         let c: SimCalls = serde_json::from_value(serde_json::json!({"count": 4, "calls": [
-            {"seq": 1, "task_id": "t1", "status": 200},
+            {"seq": 1, "task_id": "t1", "status": 200, "model": "fast", "input_tokens": 30, "output_tokens": 12, "at_ms": 7},
             {"seq": 2, "task_id": "t1", "status": 200},
             {"seq": 3, "task_id": null, "status": 200}
         ]}))
         .unwrap();
         assert_eq!(c.per_task().get("t1"), Some(&2));
+        assert_eq!(
+            (c.calls[0].model.as_str(), c.calls[0].tokens()),
+            ("fast", 42)
+        );
+        assert_eq!(c.calls[1].tokens(), 0);
+        assert_eq!(
+            (c.tokens_served(), c.largest_call(), c.repeated_calls()),
+            (42, 42, 1)
+        );
         assert!(c.truncated());
     }
 }

@@ -23,6 +23,9 @@ use tokio::task::JoinHandle;
 use crate::checks::Acked;
 use crate::rng::Rng;
 
+/// `max_tokens` of every task: the output a node reserves for one call.
+pub const MAX_TOKENS: u64 = 64;
+
 /// How the load looks.
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
@@ -217,7 +220,7 @@ async fn submit(
         "input": format!("chaos task {} of seed {}: summarise the incident", plan.n, spec.seed),
         "priority": plan.priority.as_str(),
         "source": "api_call",
-        "max_tokens": 64,
+        "max_tokens": MAX_TOKENS,
         "idempotency_key": format!("chaos-{}-{}", spec.seed, plan.n),
     });
     let note = |f: &dyn Fn(&mut WorkloadOutcome)| {
