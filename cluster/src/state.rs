@@ -235,9 +235,20 @@ impl ClusterState {
                 m.1 += cost_usd;
                 Reply::Ok
             }
-            Command::ReturnBudget { node, scope } => {
+            Command::ReturnBudget {
+                node,
+                scope,
+                tokens,
+                cost_usd,
+            } => {
                 if let Some(s) = self.budget.get_mut(scope) {
-                    s.slices.remove(node);
+                    if let Some(slice) = s.slices.get_mut(node) {
+                        slice.tokens = slice.tokens.saturating_sub(*tokens);
+                        slice.cost_usd = (slice.cost_usd - cost_usd).max(0.0);
+                        if slice.tokens == 0 && slice.cost_usd <= 0.0 {
+                            s.slices.remove(node);
+                        }
+                    }
                 }
                 Reply::Ok
             }
@@ -892,6 +903,20 @@ mod tests {
         run(&mut s, 1, vec![spend]);
         let t = &s.budget["total"];
         assert_eq!((t.spent_tokens, t.slices[&1].tokens), (250, 300));
+        // An idle node hands part of its slice back.
+        let give_back = |tokens| Command::ReturnBudget {
+            node: 2,
+            scope: "total".into(),
+            tokens,
+            cost_usd: 0.0,
+        };
+        run(&mut s, 1, vec![give_back(100)]);
+        assert_eq!(s.budget["total"].slices[&2].tokens, 300);
+        run(&mut s, 1, vec![give_back(300)]);
+        assert!(!s.budget["total"].slices.contains_key(&2));
+        // Node 2 takes its 400 again, so the free remainder below stays 50.
+        let (r, _) = run(&mut s, 1, vec![lease(2, 400)]);
+        assert_eq!(r[0], Reply::BudgetSlice { tokens: 400, cost_usd: 0.0 });
         // 1000 - 250 spent - 300 - 400 held = 50 free.
         let (r, _) = run(&mut s, 2, vec![lease(3, 600)]);
         assert_eq!(

@@ -175,8 +175,13 @@ pub enum Command {
         reserved_tokens: u64,
         reserved_cost_usd: f64,
     },
-    /// Give a budget slice back (the node is idle or shutting down).
-    ReturnBudget { node: NodeId, scope: String },
+    /// Give (part of) a budget slice back: the node is idle.
+    ReturnBudget {
+        node: NodeId,
+        scope: String,
+        tokens: u64,
+        cost_usd: f64,
+    },
     /// Claim a threshold action for a period: replied `Claimed(true)` exactly once per
     /// (period, scope, percent) in the whole cluster.
     ClaimThreshold {

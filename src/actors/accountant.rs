@@ -143,6 +143,10 @@ pub struct AccountantState {
     /// Scopes that refused non-critical work, with the smallest refused estimate: reopened when
     /// that estimate fits again (or at rollover, or when the limits change).
     refused: BTreeMap<String, Estimate>,
+    /// Scopes the cluster refused a slice for: held until the next tick's sync with the
+    /// replicated counters (local counters may be a second stale), so refused work is retried
+    /// at most once a second instead of spinning.
+    cluster_refused: BTreeSet<String>,
     reservations: HashMap<ReservationId, Reservation>,
     next_id: ReservationId,
     dirty: bool,
@@ -174,6 +178,7 @@ impl Actor for Accountant {
             counters: BTreeMap::new(),
             fired: BTreeMap::new(),
             refused: BTreeMap::new(),
+            cluster_refused: BTreeSet::new(),
             reservations: HashMap::new(),
             next_id: 1,
             dirty: false,
@@ -228,6 +233,7 @@ impl Actor for Accountant {
             }
             AccountantMsg::Tick => on_tick(state),
             AccountantMsg::ClusterRefused { scope, est } => {
+                state.cluster_refused.insert(scope.clone());
                 let r = state.refused.entry(scope).or_insert(est);
                 if est.tokens < r.tokens {
                     r.tokens = est.tokens;
@@ -523,6 +529,7 @@ fn on_tick(state: &mut AccountantState) {
     if state.rt.cluster.is_some() {
         let before = ratios(state, &cfg);
         sync_from_cluster(state);
+        state.cluster_refused.clear();
         fire_thresholds(state, &cfg, &before);
     }
     let limits = budget::all_scopes(&cfg.budget);
@@ -547,10 +554,14 @@ fn recompute(state: &mut AccountantState) {
     // Refusals reopen when the smallest refused estimate fits again (spend settled lower than
     // reserved, or reservations released).
     let scopes = budget::all_scopes(&cfg.budget);
+    let held = &state.cluster_refused;
     state.refused.retain(|scope, est| {
         let Some((_, l)) = scopes.iter().find(|(s, _)| s == scope) else {
             return false;
         };
+        if held.contains(scope) {
+            return true;
+        }
         let c = state.counters.get(scope).copied().unwrap_or_default();
         !budget::fits(&c, l, est)
     });

@@ -40,6 +40,8 @@ struct BudgetPool {
     held: (u64, f64),
     /// Reserved by calls in flight here.
     reserved: (u64, f64),
+    /// Handed back with `ReturnBudget` not yet applied: a grant's reply may still count it.
+    returning: (u64, f64),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -66,12 +68,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Quota {
-    fn take_budget(&self, scope: &str, est: &Estimate) -> bool {
+    /// Take `est` from the slice; only the limited dimensions have to fit (an unlimited one is
+    /// not leased at all).
+    fn take_budget(&self, scope: &str, est: &Estimate, limits: &budget::Limits) -> bool {
         let mut g = lock(&self.budget);
         let p = g.entry(scope.to_string()).or_default();
         let free_t = p.held.0.saturating_sub(p.reserved.0);
         let free_c = p.held.1 - p.reserved.1;
-        if free_t >= est.tokens && free_c + 1e-12 >= est.cost_usd {
+        let tokens_fit = limits.tokens.is_none() || free_t >= est.tokens;
+        let cost_fit = limits.cost_usd.is_none() || free_c + 1e-12 >= est.cost_usd;
+        if tokens_fit && cost_fit {
             p.reserved.0 += est.tokens;
             p.reserved.1 += est.cost_usd;
             true
@@ -101,10 +107,35 @@ impl Quota {
     }
 
     fn set_held(&self, scope: &str, tokens: u64, cost: f64) {
-        lock(&self.budget)
-            .entry(scope.to_string())
-            .or_default()
-            .held = (tokens, cost);
+        let mut g = lock(&self.budget);
+        let p = g.entry(scope.to_string()).or_default();
+        p.held = (
+            tokens.saturating_sub(p.returning.0),
+            (cost - p.returning.1).max(0.0),
+        );
+    }
+
+    fn returned(&self, scope: &str, tokens: u64, cost: f64) {
+        if let Some(p) = lock(&self.budget).get_mut(scope) {
+            p.returning.0 = p.returning.0.saturating_sub(tokens);
+            p.returning.1 = (p.returning.1 - cost).max(0.0);
+        }
+    }
+
+    /// Slices this node holds with nothing reserved against them: given up locally at once (so
+    /// no new reservation uses them) and returned to the cluster by the caller.
+    pub fn take_idle_slices(&self) -> Vec<(String, u64, f64)> {
+        let mut g = lock(&self.budget);
+        let mut out = Vec::new();
+        for (scope, p) in g.iter_mut() {
+            if p.reserved.0 == 0 && p.reserved.1 <= 0.0 && (p.held.0 > 0 || p.held.1 > 0.0) {
+                out.push((scope.clone(), p.held.0, p.held.1));
+                p.returning.0 += p.held.0;
+                p.returning.1 += p.held.1;
+                p.held = (0, 0.0);
+            }
+        }
+        out
     }
 
     /// What `status` and tests see: (scope, held tokens, reserved tokens).
@@ -138,7 +169,7 @@ pub async fn reserve_budget(
         if limits.is_unlimited() {
             continue;
         }
-        let mut ok = c.quota.take_budget(scope, &est);
+        let mut ok = c.quota.take_budget(scope, &est, limits);
         if !ok {
             let n = live_nodes(c) as u64;
             let want_tokens = match limits.tokens {
@@ -163,9 +194,10 @@ pub async fn reserve_budget(
                 want_cost_usd: want_cost,
             };
             if let Ok(Reply::BudgetSlice { tokens, cost_usd }) = c.proposer.propose(cmd).await {
+                // The state's whole slice for this node, minus returns still in flight.
                 c.quota.set_held(scope, tokens, cost_usd);
             }
-            ok = c.quota.take_budget(scope, &est);
+            ok = c.quota.take_budget(scope, &est, limits);
         }
         if !ok {
             if critical {
@@ -241,6 +273,26 @@ impl Drop for LeaseHold {
         if !self.settled {
             tracing::debug!("lease hold dropped unsettled");
         }
+    }
+}
+
+/// Return idle budget slices to the cluster, so a node that stopped working does not sit on
+/// allowance others need.
+pub async fn return_idle_slices(c: &Cluster) {
+    for (scope, tokens, cost_usd) in c.quota.take_idle_slices() {
+        if let Err(e) = c
+            .proposer
+            .propose(Command::ReturnBudget {
+                node: c.id,
+                scope: scope.clone(),
+                tokens,
+                cost_usd,
+            })
+            .await
+        {
+            tracing::debug!(error = %e, %scope, "budget slice not returned; it expires with this node");
+        }
+        c.quota.returned(&scope, tokens, cost_usd);
     }
 }
 

@@ -246,6 +246,7 @@ async fn reconcile_loop(rt: Arc<Runtime>, c: Arc<Cluster>) {
             _ = rt.shutdown.cancelled() => return,
         }
         reconcile(&rt, &c, true).await;
+        super::quota::return_idle_slices(&c).await;
     }
 }
 

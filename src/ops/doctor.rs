@@ -396,10 +396,79 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
         };
         checks.push(c);
     }
+    // Cluster health, when the node is in a cluster (404 `not_clustered` otherwise).
+    let mut req = http.get(format!("{base}/api/cluster")).timeout(PROBE_TIMEOUT);
+    if let Some(t) = &token {
+        req = req.bearer_auth(t);
+    }
+    if let Ok(resp) = req.send().await {
+        if resp.status().is_success() {
+            if let Ok(v) = resp.json::<serde_json::Value>().await {
+                checks.push(cluster_check(&v));
+            }
+        }
+    }
     checks.push(clock_check(
         date.and_then(|(d, against)| skew_against(&d).map(|s| (s, against))),
     ));
     checks
+}
+
+/// Replication lag (entries) beyond which a node is reported as behind.
+pub const LAG_WARN: u64 = 1000;
+
+/// The cluster as `GET /api/cluster` shows it: a leader, every member alive, nobody far behind.
+pub fn cluster_check(st: &serde_json::Value) -> Check {
+    let nodes = st["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let name = "cluster";
+    if st["leader"].is_null() {
+        return Check::new(name, Status::Fail, format!("no leader ({} members known)", nodes.len()))
+            .fix("a majority of voters must be up and reach each other on the cluster port; check `openclaw-node status` on each node and the firewall");
+    }
+    let down: Vec<String> = nodes
+        .iter()
+        .filter(|n| n["alive"] != serde_json::Value::Bool(true))
+        .map(|n| format!("{} ({})", n["id"], n["address"].as_str().unwrap_or("?")))
+        .collect();
+    let voters = nodes.iter().filter(|n| n["voter"] == serde_json::Value::Bool(true)).count();
+    let down_voters = nodes
+        .iter()
+        .filter(|n| n["voter"] == serde_json::Value::Bool(true) && n["alive"] != serde_json::Value::Bool(true))
+        .count();
+    if !down.is_empty() {
+        let status = if (voters - down_voters) * 2 > voters && down_voters * 2 + 1 < voters {
+            Status::Warn
+        } else if (voters - down_voters) * 2 > voters {
+            Status::Warn
+        } else {
+            Status::Fail
+        };
+        return Check::new(
+            name,
+            status,
+            format!("leader {}; not alive: {}", st["leader"], down.join(", ")),
+        )
+        .fix("restart those nodes with their data dirs (they rejoin by themselves), or remove them with `openclaw-node leave --id N`");
+    }
+    let behind: Vec<String> = nodes
+        .iter()
+        .filter(|n| n["lag"].as_u64().is_some_and(|l| l > LAG_WARN))
+        .map(|n| format!("{} ({} entries)", n["id"], n["lag"]))
+        .collect();
+    if !behind.is_empty() {
+        return Check::new(name, Status::Warn, format!("behind the leader: {}", behind.join(", ")))
+            .fix("a lagging node catches up by itself; if it does not, check its disk and network");
+    }
+    Check::new(
+        name,
+        Status::Ok,
+        format!(
+            "leader {}, term {}, {} nodes alive ({voters} voters)",
+            st["leader"],
+            st["term"],
+            nodes.len()
+        ),
+    )
 }
 
 pub fn render(checks: &[Check]) -> String {
@@ -461,6 +530,26 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cluster_health_table() {
+        use serde_json::json;
+        let node = |id: u64, alive: bool, voter: bool, lag: Option<u64>| {
+            json!({"id": id, "address": format!("10.0.0.{id}:7000"), "alive": alive, "voter": voter, "lag": lag})
+        };
+        let cases = [
+            ("healthy", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(3)), node(3, true, true, None)]}), Status::Ok),
+            ("no leader", json!({"leader": null, "term": 2, "nodes": [node(1, true, true, None)]}), Status::Fail),
+            ("one of three down", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, true, true, None)]}), Status::Warn),
+            ("two of three down", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, false, true, None)]}), Status::Fail),
+            ("lagging", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(5000))]}), Status::Warn),
+        ];
+        for (name, st, want) in cases {
+            let c = cluster_check(&st);
+            assert_eq!(c.status, want, "{name}: {c:?}");
+            assert_eq!(c.fix.is_some(), want != Status::Ok, "{name}");
+        }
+    }
 
     #[test]
     fn df_output_parses() {
