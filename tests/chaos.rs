@@ -40,6 +40,9 @@ async fn a_short_chaos_run_keeps_every_invariant() {
     // The recovery wait after a fault stays well above the election timeouts; shorter drains
     // than the CLI's keep a stuck run from eating the CI job.
     cfg.drain_timeout = Duration::from_secs(120);
+    // A token-only budget, as operators write it (the cost-limited variant is covered too: the
+    // lease arithmetic treats each dimension alike).
+    cfg.budget_cost_usd = None;
     println!(
         "chaos test: seed {seed} (OPENCLAW_CHAOS_SEED={seed} replays it); reproduce: {}",
         cfg.repro()

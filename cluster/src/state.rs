@@ -916,7 +916,13 @@ mod tests {
         assert!(!s.budget["total"].slices.contains_key(&2));
         // Node 2 takes its 400 again, so the free remainder below stays 50.
         let (r, _) = run(&mut s, 1, vec![lease(2, 400)]);
-        assert_eq!(r[0], Reply::BudgetSlice { tokens: 400, cost_usd: 0.0 });
+        assert_eq!(
+            r[0],
+            Reply::BudgetSlice {
+                tokens: 400,
+                cost_usd: 0.0
+            }
+        );
         // 1000 - 250 spent - 300 - 400 held = 50 free.
         let (r, _) = run(&mut s, 2, vec![lease(3, 600)]);
         assert_eq!(

@@ -397,7 +397,9 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
         checks.push(c);
     }
     // Cluster health, when the node is in a cluster (404 `not_clustered` otherwise).
-    let mut req = http.get(format!("{base}/api/cluster")).timeout(PROBE_TIMEOUT);
+    let mut req = http
+        .get(format!("{base}/api/cluster"))
+        .timeout(PROBE_TIMEOUT);
     if let Some(t) = &token {
         req = req.bearer_auth(t);
     }
@@ -419,7 +421,10 @@ pub const LAG_WARN: u64 = 1000;
 
 /// The cluster as `GET /api/cluster` shows it: a leader, every member alive, nobody far behind.
 pub fn cluster_check(st: &serde_json::Value) -> Check {
-    let nodes = st["nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let nodes = st["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let name = "cluster";
     if st["leader"].is_null() {
         return Check::new(name, Status::Fail, format!("no leader ({} members known)", nodes.len()))
@@ -430,10 +435,16 @@ pub fn cluster_check(st: &serde_json::Value) -> Check {
         .filter(|n| n["alive"] != serde_json::Value::Bool(true))
         .map(|n| format!("{} ({})", n["id"], n["address"].as_str().unwrap_or("?")))
         .collect();
-    let voters = nodes.iter().filter(|n| n["voter"] == serde_json::Value::Bool(true)).count();
+    let voters = nodes
+        .iter()
+        .filter(|n| n["voter"] == serde_json::Value::Bool(true))
+        .count();
     let down_voters = nodes
         .iter()
-        .filter(|n| n["voter"] == serde_json::Value::Bool(true) && n["alive"] != serde_json::Value::Bool(true))
+        .filter(|n| {
+            n["voter"] == serde_json::Value::Bool(true)
+                && n["alive"] != serde_json::Value::Bool(true)
+        })
         .count();
     if !down.is_empty() {
         let status = if (voters - down_voters) * 2 > voters && down_voters * 2 + 1 < voters {
@@ -456,8 +467,12 @@ pub fn cluster_check(st: &serde_json::Value) -> Check {
         .map(|n| format!("{} ({} entries)", n["id"], n["lag"]))
         .collect();
     if !behind.is_empty() {
-        return Check::new(name, Status::Warn, format!("behind the leader: {}", behind.join(", ")))
-            .fix("a lagging node catches up by itself; if it does not, check its disk and network");
+        return Check::new(
+            name,
+            Status::Warn,
+            format!("behind the leader: {}", behind.join(", ")),
+        )
+        .fix("a lagging node catches up by itself; if it does not, check its disk and network");
     }
     Check::new(
         name,
@@ -534,15 +549,33 @@ mod tests {
     #[test]
     fn cluster_health_table() {
         use serde_json::json;
-        let node = |id: u64, alive: bool, voter: bool, lag: Option<u64>| {
-            json!({"id": id, "address": format!("10.0.0.{id}:7000"), "alive": alive, "voter": voter, "lag": lag})
-        };
+        let node = |id: u64, alive: bool, voter: bool, lag: Option<u64>| json!({"id": id, "address": format!("10.0.0.{id}:7000"), "alive": alive, "voter": voter, "lag": lag});
         let cases = [
-            ("healthy", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(3)), node(3, true, true, None)]}), Status::Ok),
-            ("no leader", json!({"leader": null, "term": 2, "nodes": [node(1, true, true, None)]}), Status::Fail),
-            ("one of three down", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, true, true, None)]}), Status::Warn),
-            ("two of three down", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, false, true, None)]}), Status::Fail),
-            ("lagging", json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(5000))]}), Status::Warn),
+            (
+                "healthy",
+                json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(3)), node(3, true, true, None)]}),
+                Status::Ok,
+            ),
+            (
+                "no leader",
+                json!({"leader": null, "term": 2, "nodes": [node(1, true, true, None)]}),
+                Status::Fail,
+            ),
+            (
+                "one of three down",
+                json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, true, true, None)]}),
+                Status::Warn,
+            ),
+            (
+                "two of three down",
+                json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, None), node(2, false, true, None), node(3, false, true, None)]}),
+                Status::Fail,
+            ),
+            (
+                "lagging",
+                json!({"leader": 1, "term": 2, "nodes": [node(1, true, true, Some(0)), node(2, true, true, Some(5000))]}),
+                Status::Warn,
+            ),
         ];
         for (name, st, want) in cases {
             let c = cluster_check(&st);
