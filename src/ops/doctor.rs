@@ -447,9 +447,8 @@ pub fn cluster_check(st: &serde_json::Value) -> Check {
         })
         .count();
     if !down.is_empty() {
-        let status = if (voters - down_voters) * 2 > voters && down_voters * 2 + 1 < voters {
-            Status::Warn
-        } else if (voters - down_voters) * 2 > voters {
+        // A majority of voters alive still commits: a warning. Without one, writes stop.
+        let status = if (voters - down_voters) * 2 > voters {
             Status::Warn
         } else {
             Status::Fail
