@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, Node, Sim};
+use common::{config, Node, Sim};
 use serde_json::{json, Value};
 
 const SECRET: &str = "test-cluster-secret";
@@ -22,10 +22,25 @@ struct Addrs {
     mesh: String,
 }
 
+/// A free port below Linux's ephemeral range (32768+): a node keeps its cluster and mesh ports
+/// across restarts, and while it is down an outgoing connection must not take them as its
+/// source port.
+fn stable_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2000;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
 fn addrs() -> Addrs {
     Addrs {
-        cluster: format!("127.0.0.1:{}", free_port()),
-        mesh: format!("127.0.0.1:{}", free_port()),
+        cluster: format!("127.0.0.1:{}", stable_port()),
+        mesh: format!("127.0.0.1:{}", stable_port()),
     }
 }
 

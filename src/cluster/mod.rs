@@ -198,7 +198,7 @@ impl Cluster {
             quota: quota::Quota::default(),
         });
 
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = bind_retrying(listen)
             .await
             .with_context(|| format!("binding the cluster address {listen}"))?;
         let app =
@@ -453,6 +453,24 @@ impl Cluster {
         }
         tracing::info!(node_id = id, "node left the cluster");
         MembershipReply::Done { voter: false }
+    }
+}
+
+/// How long start-up retries binding the cluster address (a restart right after a crash may
+/// find it briefly taken).
+pub const BIND_RETRY: Duration = Duration::from_secs(5);
+
+async fn bind_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let until = Instant::now() + BIND_RETRY;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < until => {
+                tracing::warn!(%addr, "cluster address in use; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
