@@ -10,7 +10,9 @@
 //!    (no coordinated omission), direct vs gateway, and the highest rate meeting the SPEC §4
 //!    target (p99 added < 1 ms);
 //! 3. `tasks`: durable `POST /api/tasks` admission (202 only after the sled flush) and the
-//!    end-to-end completion rate.
+//!    end-to-end completion rate;
+//! 4. `policy`: the policy path (routing, limiter, budget, cache) and cache hits;
+//! 5. `cluster` (by name only, not in `all`): three nodes — see `bench_cluster`.
 //!
 //! The children and the load generator share the machine's cores; the figures are ratios
 //! measured in one run, never absolute truths. Nothing here is a test: tests never time things.
@@ -41,7 +43,8 @@ Examples:
   ./target/release/openclaw-node bench --scenario latency --requests 5000
   ./target/release/openclaw-node bench --scenario sweep --duration-secs 3 --rates 500,1000
   ./target/release/openclaw-node bench --scenario tasks --json
-  ./target/release/openclaw-node bench --scenario policy --requests 5000";
+  ./target/release/openclaw-node bench --scenario policy --requests 5000
+  ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -52,6 +55,9 @@ pub enum Scenario {
     Sweep,
     Tasks,
     Policy,
+    /// Three nodes through the chaos harness: commit throughput, leader and owner failover, and
+    /// the cluster port's HTTP round trip (`bench_cluster`). Not part of `all`.
+    Cluster,
 }
 
 /// Options of `openclaw-node bench`.
@@ -83,6 +89,13 @@ pub struct BenchArgs {
     /// Longest any one phase may run, in seconds (it stops early and says so).
     #[arg(long, default_value_t = 60)]
     pub phase_cap_secs: u64,
+    /// Submitters in flight in the cluster scenario's commit-throughput phases (each runs
+    /// --duration-secs).
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    pub cluster_concurrency: Vec<usize>,
+    /// Kills in each failover phase of the cluster scenario (leader kills, then owner kills).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub failovers: u64,
     /// Also print the results as one JSON document at the end.
     #[arg(long)]
     pub json: bool,
@@ -181,7 +194,7 @@ pub fn highest_meeting_target(rows: &[(u32, i64)], target_us: i64) -> Option<u32
 }
 
 /// Microseconds of a duration, saturating at `u32::MAX` (~71 minutes).
-fn micros(d: Duration) -> u32 {
+pub(crate) fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
@@ -959,7 +972,7 @@ fn report_problems(phase: &str, s: &Samples) {
 // Output
 // ---------------------------------------------------------------------------------------------
 
-fn build_profile() -> &'static str {
+pub(crate) fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -1117,7 +1130,7 @@ fn print_tasks(rows: &[TaskRow]) {
 // Entry point
 // ---------------------------------------------------------------------------------------------
 
-fn load_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn load_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENT_POOL_MAX)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -1134,7 +1147,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .unwrap_or(1);
     print_machine(cores, &args);
     let client = load_client()?;
-    let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    // `all` is the single-node scenarios; the cluster one is asked for by name.
+    let wants = |s: Scenario| {
+        args.scenario == s || (args.scenario == Scenario::All && s != Scenario::Cluster)
+    };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
     let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
         Some(Fixture::start(&client, args.sim_latency_ms).await?)
@@ -1175,6 +1191,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let rows = scenario_policy(&client, &args).await?;
         print_policy(&rows);
         out["policy"] = serde_json::to_value(&rows)?;
+    }
+    if wants(Scenario::Cluster) {
+        let report = crate::bench_cluster::run(&args, cores).await?;
+        crate::bench_cluster::print(&report);
+        out["cluster"] = serde_json::to_value(&report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

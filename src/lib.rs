@@ -8,6 +8,7 @@ pub mod actors;
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod bench_cluster;
 pub mod breaker;
 pub mod budget;
 pub mod cache;

@@ -102,6 +102,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
         Some(Command::Status(a)) => openclaw_node::ops::status::run(a).await,
         Some(Command::Leave(a)) => openclaw_node::ops::status::leave(a).await,
+        Some(Command::Demo(a)) => openclaw_node::ops::demo::run(a).await,
         Some(
             cmd @ (Command::Tokens(_)
             | Command::Cost(_)

@@ -1,0 +1,865 @@
+//! `openclaw-node bench --scenario cluster`: three real nodes (through the chaos harness, with
+//! this binary as the node and the simulator) and four figures.
+//!
+//! a. **Commit throughput.** Closed loops of `--cluster-concurrency` submitters POST
+//!    `/api/tasks` round-robin to the three nodes for `--duration-secs`; a 202 means the task was
+//!    committed by Raft (followers forward to the leader). Every task asks the simulator for a
+//!    10-minute answer and each node has one worker, so workers never compete with admission:
+//!    tasks pile up and only commits are measured. Latency is split by the node asked (leader or
+//!    follower, i.e. with or without the forwarding hop). Its own cluster, dropped afterwards.
+//! b. **Leader failover.** Eight submitters write continuously to the two followers; the
+//!    leader is SIGKILLed; the figure is the time from the SIGKILL to the first 202 of a request
+//!    sent after it, plus when the survivors were seen to name a new leader. Repeated
+//!    `--failovers` times, restarting the killed node in between.
+//! c. **Owner failover.** Six `[sim:slow:5000]` tasks (4 workers per node, so the survivors have
+//!    free workers and the figure is the failover, not a wait for a worker); a follower running
+//!    some of them is SIGKILLed; for each of its tasks, the time until another node runs it
+//!    (`GET /api/tasks/{id}`: `running` with a different `node`) and until it succeeds.
+//! d. **Transport.** Sequential keep-alive HTTP round trips on a node's cluster port
+//!    (`GET /cluster/ping` with the cluster secret and a 200-byte header, from the next node's
+//!    address), to compare with the actor mesh's `mesh_call_rtt` (run by `cargo test`).
+//!
+//! Every wait has a deadline; the harness kills every process when a cluster is dropped, on
+//! error too. Invariant: like `bench`, this talks to nodes only over HTTP and signals.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use openclaw_chaos::{Cluster, ClusterSpec};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::bench::{micros, percentile, summarize, BenchArgs, Summary};
+
+/// Nodes in every cluster of this scenario.
+pub const NODES: usize = 3;
+/// Warm-up before the throughput phases.
+pub const WARMUP: Duration = Duration::from_secs(1);
+/// Deadline of one submit in the throughput phases.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Submitters writing through a leader failover.
+pub const FAILOVER_SUBMITTERS: usize = 8;
+/// Deadline of one submit during a failover (short, so a stuck request is replaced soon).
+pub const FAILOVER_SUBMIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Continuous writing before the kill.
+pub const BEFORE_KILL: Duration = Duration::from_millis(500);
+/// Longest wait for writes to resume / a new leader / a task to move.
+pub const FAILOVER_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Longest wait for the cluster to agree after a (re)start.
+pub const AGREE_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Slow tasks per owner-failover round, how slow, and workers per node in that cluster.
+pub const SLOW_TASKS: usize = 6;
+pub const SLOW_TASK_MS: u64 = 5_000;
+pub const FAILOVER_WORKERS: usize = 4;
+/// Longest wait for a moved task to succeed.
+pub const MOVED_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Poll interval while timing a moved task.
+pub const TASK_POLL: Duration = Duration::from_millis(50);
+/// Round trips of the transport measurement (after `PING_WARMUP`).
+pub const PING_CALLS: usize = 1000;
+pub const PING_WARMUP: usize = 50;
+/// Padding header of each ping, to match the mesh measurement's 200-byte body.
+pub const PING_PAD_BYTES: usize = 200;
+
+/// One throughput phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputRow {
+    pub concurrency: usize,
+    /// 202s and their latency (µs) over the phase.
+    pub committed: Summary,
+    pub busy: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub via_leader_p50_us: u32,
+    pub via_follower_p50_us: u32,
+}
+
+/// One leader kill.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderFailover {
+    pub round: usize,
+    pub killed: usize,
+    pub term_before: u64,
+    pub term_after: Option<u64>,
+    /// SIGKILL → first 202 of a request sent after it.
+    pub resumed_ms: Option<f64>,
+    /// SIGKILL → the survivors' status first names another leader (polled every 50 ms).
+    pub leader_seen_ms: Option<f64>,
+    /// Submits sent after the kill that failed before writes resumed.
+    pub failed_submits: usize,
+}
+
+/// One task of a killed owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct MovedTask {
+    pub round: usize,
+    pub killed: usize,
+    pub task: String,
+    /// SIGKILL → seen `running` on another node.
+    pub running_again_ms: Option<f64>,
+    /// SIGKILL → seen `succeeded`.
+    pub succeeded_ms: Option<f64>,
+    pub attempts: u64,
+    pub final_node: Option<String>,
+    /// `succeeded`, `failed`, or the last status seen when the wait ended.
+    pub status: String,
+}
+
+/// The cluster port's HTTP round trip.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transport {
+    pub calls: usize,
+    pub mean_us: u32,
+    pub rtt: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    pub nodes: usize,
+    pub cores: usize,
+    pub throughput: Vec<ThroughputRow>,
+    /// Tasks the cluster reports after the throughput phases, and the 202s counted (warm-up
+    /// included): equal when every acknowledged task is in the state machine.
+    pub tasks_in_cluster: u64,
+    pub acknowledged_total: usize,
+    pub leader_failovers: Vec<LeaderFailover>,
+    pub resumed_median_ms: Option<f64>,
+    pub moved_tasks: Vec<MovedTask>,
+    pub running_again_median_ms: Option<f64>,
+    pub running_again_max_ms: Option<f64>,
+    pub succeeded_median_ms: Option<f64>,
+    pub transport: Option<Transport>,
+}
+
+/// Median of some values (the lower middle for an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 2])
+}
+
+fn ms_since(t: Instant, now: Instant) -> f64 {
+    now.saturating_duration_since(t).as_secs_f64() * 1000.0
+}
+
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn spec(workers: usize, secret: &str, extra: Value) -> anyhow::Result<ClusterSpec> {
+    let bin = std::env::current_exe().context("finding this program's path")?;
+    let mut s = ClusterSpec::new(bin, NODES);
+    s.workers = workers;
+    s.sim_args = vec!["--latency-ms".into(), "0".into()];
+    s.rust_log = "warn".into();
+    s.extra_config = extra;
+    // The harness sets its own secret first; ours overrides it so the transport probe knows it.
+    s.env = vec![("OPENCLAW_CLUSTER_SECRET".into(), secret.into())];
+    Ok(s)
+}
+
+/// Run the scenario.
+pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport> {
+    let client = crate::bench::load_client()?;
+    println!("5. Cluster: {NODES} nodes + simulator + this generator on the same {cores} cores");
+    let (throughput, tasks_in_cluster, acknowledged_total) = throughput(&client, args)
+        .await
+        .context("commit throughput")?;
+    print_throughput(&throughput, tasks_in_cluster, acknowledged_total);
+
+    let secret = secret();
+    let mut c = Cluster::start(spec(FAILOVER_WORKERS, &secret, json!({}))?)
+        .await
+        .context("starting the failover cluster")?;
+    let rounds = usize::try_from(args.failovers).unwrap_or(1);
+    let mut leader_failovers = Vec::new();
+    print_leader_header();
+    for round in 1..=rounds {
+        let f = leader_failover(&mut c, round).await?;
+        print_leader_failover_row(&f);
+        leader_failovers.push(f);
+    }
+    let mut moved_tasks = Vec::new();
+    print_moved_header();
+    for round in 1..=rounds {
+        let rows = owner_failover(&mut c, round).await?;
+        for r in &rows {
+            print_moved_row(r);
+        }
+        moved_tasks.extend(rows);
+    }
+    let transport = match transport(&c, &secret).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("  warning: transport measurement failed: {e:#}");
+            None
+        }
+    };
+    drop(c);
+
+    let resumed: Vec<f64> = leader_failovers
+        .iter()
+        .filter_map(|f| f.resumed_ms)
+        .collect();
+    let again: Vec<f64> = moved_tasks
+        .iter()
+        .filter_map(|t| t.running_again_ms)
+        .collect();
+    let succeeded: Vec<f64> = moved_tasks.iter().filter_map(|t| t.succeeded_ms).collect();
+    Ok(ClusterReport {
+        nodes: NODES,
+        cores,
+        throughput,
+        tasks_in_cluster,
+        acknowledged_total,
+        resumed_median_ms: median(&resumed),
+        leader_failovers,
+        running_again_median_ms: median(&again),
+        running_again_max_ms: again.iter().copied().reduce(f64::max),
+        succeeded_median_ms: median(&succeeded),
+        moved_tasks,
+        transport,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// a. Commit throughput
+// ---------------------------------------------------------------------------------------------
+
+/// What one submitter saw.
+#[derive(Default)]
+struct Seen {
+    /// (node asked, µs) of each 202.
+    ok: Vec<(usize, u32)>,
+    busy: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+async fn throughput(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+) -> anyhow::Result<(Vec<ThroughputRow>, u64, usize)> {
+    let extra = json!({
+        "server": {"queue_max": 1_000_000, "max_in_flight_requests": 100_000},
+        "model_fallback": {"timeout_ms": 3_600_000, "max_retries": 0},
+    });
+    let c = Cluster::start(spec(1, &secret(), extra)?)
+        .await
+        .context("starting the throughput cluster")?;
+    let leader = c.wait_for_leader(AGREE_WAIT_MAX).await?;
+    let urls = Arc::new(c.http_urls());
+    let body = bytes::Bytes::from(
+        json!({
+            "input": "[sim:slow:600000] cluster bench task: held at the simulator",
+            "priority": "normal",
+            "max_tokens": 16
+        })
+        .to_string(),
+    );
+    let duration = Duration::from_secs(args.duration_secs.max(1));
+    let first = args.cluster_concurrency.first().copied().unwrap_or(64);
+    let warm = closed_loop(client, &urls, &body, first, WARMUP).await;
+    let mut acknowledged = warm.0.iter().map(|s| s.ok.len()).sum::<usize>();
+    let mut rows = Vec::new();
+    for &conc in &args.cluster_concurrency {
+        let (seen, elapsed) = closed_loop(client, &urls, &body, conc.max(1), duration).await;
+        let mut all: Vec<u32> = Vec::new();
+        let (mut via_leader, mut via_follower) = (Vec::new(), Vec::new());
+        let (mut busy, mut errors, mut first_error) = (0, 0, None);
+        for s in seen {
+            for (node, us) in s.ok {
+                all.push(us);
+                if node == leader {
+                    via_leader.push(us);
+                } else {
+                    via_follower.push(us);
+                }
+            }
+            busy += s.busy;
+            errors += s.errors;
+            first_error = first_error.or(s.first_error);
+        }
+        acknowledged += all.len();
+        via_leader.sort_unstable();
+        via_follower.sort_unstable();
+        rows.push(ThroughputRow {
+            concurrency: conc,
+            committed: summarize(&mut all, errors + busy, elapsed),
+            busy,
+            errors,
+            first_error,
+            via_leader_p50_us: percentile(&via_leader, 50.0),
+            via_follower_p50_us: percentile(&via_follower, 50.0),
+        });
+    }
+    // Every 202 must be a task in the replicated state.
+    let st = c.status(leader).await?;
+    let in_cluster: u64 = st.tasks.values().sum();
+    Ok((rows, in_cluster, acknowledged))
+}
+
+/// `workers` submitters, round-robin over `urls`, for `duration`.
+async fn closed_loop(
+    client: &reqwest::Client,
+    urls: &Arc<Vec<String>>,
+    body: &bytes::Bytes,
+    workers: usize,
+    duration: Duration,
+) -> (Vec<Seen>, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let end = started + duration;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (client, urls, body, next) = (client.clone(), urls.clone(), body.clone(), next.clone());
+        set.spawn(async move {
+            let mut s = Seen::default();
+            while Instant::now() < end {
+                let node = next.fetch_add(1, Ordering::Relaxed) % urls.len().max(1);
+                let Some(url) = urls.get(node) else { break };
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{url}/api/tasks"))
+                    .timeout(SUBMIT_TIMEOUT)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        let _ = r.bytes().await;
+                        s.ok.push((node, micros(t.elapsed())));
+                    }
+                    Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
+                        s.busy += 1;
+                        let _ = r.bytes().await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(r) => {
+                        s.errors += 1;
+                        let st = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        s.first_error.get_or_insert(format!("{st} {text}"));
+                    }
+                    Err(e) => {
+                        s.errors += 1;
+                        s.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            s
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(s) = r {
+            out.push(s);
+        }
+    }
+    (out, started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. Leader failover
+// ---------------------------------------------------------------------------------------------
+
+/// One submit during a failover: when it left, when it ended, whether it was a 202.
+struct Attempt {
+    sent: Instant,
+    done: Instant,
+    ok: bool,
+}
+
+async fn leader_failover(c: &mut Cluster, round: usize) -> anyhow::Result<LeaderFailover> {
+    let leader = c.wait_for_leader(AGREE_WAIT_MAX).await?;
+    let term_before = c.status(leader).await?.term;
+    let survivors: Arc<Vec<String>> = Arc::new(
+        (0..c.len())
+            .filter(|&i| i != leader)
+            .map(|i| c.node(i).http_url())
+            .collect(),
+    );
+    let http = c.http().clone();
+    let published: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hard_end = Instant::now() + BEFORE_KILL + FAILOVER_WAIT_MAX;
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..FAILOVER_SUBMITTERS {
+        let (http, urls, published, stop) = (
+            http.clone(),
+            survivors.clone(),
+            published.clone(),
+            stop.clone(),
+        );
+        set.spawn(async move {
+            let mut log = Vec::new();
+            let mut n = k;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < hard_end {
+                let Some(url) = urls.get(n % urls.len().max(1)) else {
+                    break;
+                };
+                n += 1;
+                let sent = Instant::now();
+                let r = http
+                    .post(format!("{url}/api/tasks"))
+                    .timeout(FAILOVER_SUBMIT_TIMEOUT)
+                    .json(&json!({"input": format!("failover probe {k}-{n}"), "max_tokens": 8}))
+                    .send()
+                    .await;
+                let ok = matches!(&r, Ok(r) if r.status().as_u16() == 202);
+                let done = Instant::now();
+                log.push(Attempt { sent, done, ok });
+                if ok && published.get().is_some_and(|&p| sent >= p) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            log
+        });
+    }
+    tokio::time::sleep(BEFORE_KILL).await;
+    let t_kill = Instant::now();
+    c.kill(leader)?;
+    // Only requests sent after the process is gone count as evidence of a new leader.
+    let after = Instant::now();
+    let _ = published.set(after);
+    let old_id = c.node(leader).id().map(str::to_string);
+    let mut leader_seen = None;
+    while t_kill.elapsed() < FAILOVER_WAIT_MAX {
+        let views = c.statuses().await;
+        let seen = views.iter().any(|(_, v)| {
+            v.as_ref()
+                .and_then(|v| v.believed_leader())
+                .is_some_and(|l| Some(l) != old_id.as_deref())
+        });
+        if seen {
+            leader_seen = Some(ms_since(t_kill, Instant::now()));
+            break;
+        }
+        tokio::time::sleep(TASK_POLL).await;
+    }
+    let mut attempts = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(log) = r {
+            attempts.extend(log);
+        }
+    }
+    let first_ok = attempts
+        .iter()
+        .filter(|a| a.ok && a.sent >= after)
+        .map(|a| a.done)
+        .min();
+    let failed_submits = attempts
+        .iter()
+        .filter(|a| !a.ok && a.sent >= after && first_ok.is_none_or(|f| a.sent < f))
+        .count();
+    let term_after = match c.wait_for_leader(AGREE_WAIT_MAX).await {
+        Ok(l) => c.status(l).await.ok().map(|s| s.term),
+        Err(_) => None,
+    };
+    c.restart(leader)
+        .await
+        .with_context(|| format!("restarting node {leader}"))?;
+    c.wait_for_leader(AGREE_WAIT_MAX).await?;
+    Ok(LeaderFailover {
+        round,
+        killed: leader,
+        term_before,
+        term_after,
+        resumed_ms: first_ok.map(|d| ms_since(t_kill, d)),
+        leader_seen_ms: leader_seen,
+        failed_submits,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// c. Owner failover
+// ---------------------------------------------------------------------------------------------
+
+async fn task_json(http: &reqwest::Client, urls: &[String], id: &str) -> Option<Value> {
+    for url in urls {
+        if let Ok(r) = http.get(format!("{url}/api/tasks/{id}")).send().await {
+            if r.status().is_success() {
+                if let Ok(v) = r.json::<Value>().await {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn node_of(v: &Value) -> Option<String> {
+    match &v["node"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+async fn owner_failover(c: &mut Cluster, round: usize) -> anyhow::Result<Vec<MovedTask>> {
+    let leader = c.wait_for_leader(AGREE_WAIT_MAX).await?;
+    let http = c.http().clone();
+    let urls = c.http_urls();
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..SLOW_TASKS {
+        let url = &urls[i % urls.len()];
+        let body = json!({
+            "input": format!("[sim:slow:{SLOW_TASK_MS}] owner failover round {round} task {i}"),
+            "priority": "high",
+            "max_tokens": 16,
+        });
+        let end = Instant::now() + AGREE_WAIT_MAX;
+        loop {
+            let r = http
+                .post(format!("{url}/api/tasks"))
+                .json(&body)
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status().as_u16() == 202 {
+                    if let Some(id) = r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_string))
+                    {
+                        ids.push(id);
+                        break;
+                    }
+                }
+            }
+            anyhow::ensure!(Instant::now() < end, "could not submit slow task {i}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Wait until a follower runs some of them.
+    let leader_url = urls[leader].clone();
+    let end = Instant::now() + FAILOVER_WAIT_MAX;
+    let (victim, victim_id, moved) = loop {
+        let mut per_node: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for id in &ids {
+            if let Some(v) = task_json(&http, std::slice::from_ref(&leader_url), id).await {
+                if v["status"] == "running" {
+                    if let Some(n) = node_of(&v) {
+                        per_node.entry(n).or_default().push(id.clone());
+                    }
+                }
+            }
+        }
+        let best = (0..c.len())
+            .filter(|&i| i != leader)
+            .filter_map(|i| {
+                let id = c.node(i).id()?.to_string();
+                let tasks = per_node.get(&id)?.clone();
+                Some((i, id, tasks))
+            })
+            .max_by_key(|(_, _, t)| t.len());
+        if let Some(b) = best {
+            break b;
+        }
+        anyhow::ensure!(
+            Instant::now() < end,
+            "no follower ran a slow task within {FAILOVER_WAIT_MAX:?}"
+        );
+        tokio::time::sleep(TASK_POLL).await;
+    };
+    let t_kill = Instant::now();
+    c.kill(victim)?;
+    let survivors: Vec<String> = c.live().iter().map(|&i| c.node(i).http_url()).collect();
+    let mut rows: Vec<MovedTask> = moved
+        .iter()
+        .map(|id| MovedTask {
+            round,
+            killed: victim,
+            task: id.clone(),
+            running_again_ms: None,
+            succeeded_ms: None,
+            attempts: 0,
+            final_node: None,
+            status: "running".into(),
+        })
+        .collect();
+    let is_final = |r: &MovedTask| matches!(r.status.as_str(), "succeeded" | "failed");
+    while t_kill.elapsed() < MOVED_WAIT_MAX && !rows.iter().all(is_final) {
+        for r in rows.iter_mut().filter(|r| !is_final(r)) {
+            let Some(v) = task_json(&http, &survivors, &r.task).await else {
+                continue;
+            };
+            let now = Instant::now();
+            let node = node_of(&v);
+            let elsewhere = node.is_some() && node.as_deref() != Some(victim_id.as_str());
+            if v["status"] == "running" && elsewhere && r.running_again_ms.is_none() {
+                r.running_again_ms = Some(ms_since(t_kill, now));
+            }
+            r.status = v["status"].as_str().unwrap_or("unknown").to_string();
+            r.attempts = v["attempts"].as_u64().unwrap_or(0);
+            r.final_node = node;
+            if r.status == "succeeded" {
+                r.succeeded_ms = Some(ms_since(t_kill, now));
+            }
+        }
+        tokio::time::sleep(TASK_POLL).await;
+    }
+    c.restart(victim)
+        .await
+        .with_context(|| format!("restarting node {victim}"))?;
+    c.wait_for_leader(AGREE_WAIT_MAX).await?;
+    // Let the round's other tasks finish, so the next round starts with idle workers.
+    let all_urls = c.http_urls();
+    let end = Instant::now() + MOVED_WAIT_MAX;
+    for id in &ids {
+        while Instant::now() < end {
+            match task_json(&http, &all_urls, id).await {
+                Some(v) if matches!(v["status"].as_str(), Some("succeeded" | "failed")) => break,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// d. Transport
+// ---------------------------------------------------------------------------------------------
+
+async fn transport(c: &Cluster, secret: &str) -> anyhow::Result<Transport> {
+    let (from, to) = (c.node(1), c.node(0));
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(from.ip()))
+        .tcp_nodelay(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the ping client")?;
+    let url = format!("http://{}/cluster/ping", to.cluster_addr());
+    let pad = "p".repeat(PING_PAD_BYTES);
+    let call = || async {
+        let r = http
+            .get(&url)
+            .header("x-openclaw-cluster-secret", secret)
+            .header("x-pad", &pad)
+            .send()
+            .await?;
+        let st = r.status();
+        let body = r.bytes().await?;
+        anyhow::ensure!(st.is_success(), "GET {url}: {st}");
+        Ok::<_, anyhow::Error>(body.len())
+    };
+    for _ in 0..PING_WARMUP {
+        call().await?;
+    }
+    let mut rtts = Vec::with_capacity(PING_CALLS);
+    let started = Instant::now();
+    for _ in 0..PING_CALLS {
+        let t = Instant::now();
+        call().await?;
+        rtts.push(micros(t.elapsed()));
+    }
+    let total = started.elapsed();
+    Ok(Transport {
+        calls: PING_CALLS,
+        mean_us: micros(total / PING_CALLS as u32),
+        rtt: summarize(&mut rtts, 0, total),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+fn ms(us: u32) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn secs(ms: Option<f64>) -> String {
+    ms.map(|m| format!("{:.2}", m / 1000.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
+    println!(
+        " a) Commit throughput: POST /api/tasks round-robin to {NODES} nodes, 202 = committed \
+         by Raft (1 worker per node, tasks held at the simulator; latencies in ms)"
+    );
+    println!(
+        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6}",
+        "conc",
+        "committed",
+        "commits/s",
+        "p50",
+        "p99",
+        "max",
+        "leader p50",
+        "follower p50",
+        "busy",
+        "errors"
+    );
+    for r in rows {
+        println!(
+            "{:>5} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6}",
+            r.concurrency,
+            r.committed.ok,
+            r.committed.throughput_rps,
+            ms(r.committed.p50_us),
+            ms(r.committed.p99_us),
+            ms(r.committed.max_us),
+            ms(r.via_leader_p50_us),
+            ms(r.via_follower_p50_us),
+            r.busy,
+            r.errors
+        );
+        if let Some(e) = &r.first_error {
+            eprintln!("  warning: c={}: first error: {e}", r.concurrency);
+        }
+    }
+    println!(
+        "    the cluster holds {in_cluster} tasks; the generator counted {acked} 202s (warm-up \
+         included){}",
+        if in_cluster as usize == acked {
+            ""
+        } else {
+            " — MISMATCH"
+        }
+    );
+}
+
+fn print_leader_header() {
+    println!(
+        " b) Leader failover: SIGKILL the leader while {FAILOVER_SUBMITTERS} submitters write to \
+         the followers (seconds after the SIGKILL)"
+    );
+    println!(
+        "{:>5} {:>6} {:>11} {:>14} {:>16} {:>14}",
+        "round", "killed", "term", "writes resumed", "new leader seen", "failed submits"
+    );
+}
+
+fn print_leader_failover_row(f: &LeaderFailover) {
+    println!(
+        "{:>5} {:>6} {:>11} {:>14} {:>16} {:>14}",
+        f.round,
+        format!("node {}", f.killed),
+        format!(
+            "{} -> {}",
+            f.term_before,
+            f.term_after.map_or("-".into(), |t| t.to_string())
+        ),
+        secs(f.resumed_ms),
+        secs(f.leader_seen_ms),
+        f.failed_submits
+    );
+}
+
+fn print_moved_header() {
+    println!(
+        " c) Owner failover: SIGKILL a follower running [sim:slow:{SLOW_TASK_MS}] tasks \
+         ({FAILOVER_WORKERS} workers per node; seconds after the SIGKILL)"
+    );
+    println!(
+        "{:>5} {:>6} {:<38} {:>14} {:>10} {:>8} {:>10}",
+        "round", "killed", "task", "running again", "succeeded", "attempts", "ran on"
+    );
+}
+
+fn print_moved_row(r: &MovedTask) {
+    println!(
+        "{:>5} {:>6} {:<38} {:>14} {:>10} {:>8} {:>10}{}",
+        r.round,
+        format!("node {}", r.killed),
+        r.task,
+        secs(r.running_again_ms),
+        secs(r.succeeded_ms),
+        r.attempts,
+        r.final_node.as_deref().unwrap_or("-"),
+        if r.status == "succeeded" {
+            String::new()
+        } else {
+            format!("  ({})", r.status)
+        }
+    );
+}
+
+/// The summary lines of the scenario (the tables were printed as they were measured).
+pub fn print(r: &ClusterReport) {
+    println!(
+        "    leader failover: writes resumed after {} s (median of {}; each: {})",
+        secs(r.resumed_median_ms),
+        r.leader_failovers.len(),
+        r.leader_failovers
+            .iter()
+            .map(|f| secs(f.resumed_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "    owner failover: {} tasks moved; running elsewhere after {} s median ({} s max), \
+         succeeded after {} s median",
+        r.moved_tasks.len(),
+        secs(r.running_again_median_ms),
+        secs(r.running_again_max_ms),
+        secs(r.succeeded_median_ms)
+    );
+    match &r.transport {
+        Some(t) => {
+            println!(
+                " d) Transport: sequential keep-alive HTTP round trips on the cluster port \
+                 (GET /cluster/ping + secret + {PING_PAD_BYTES}-byte header; ms)"
+            );
+            println!(
+                "{:>6} {:>8} {:>8} {:>8} {:>8}",
+                "calls", "mean", "p50", "p99", "max"
+            );
+            println!(
+                "{:>6} {:>8} {:>8} {:>8} {:>8}",
+                t.calls,
+                ms(t.mean_us),
+                ms(t.rtt.p50_us),
+                ms(t.rtt.p99_us),
+                ms(t.rtt.max_us)
+            );
+            println!(
+                "    compare: cargo test --release -p openclaw-cluster mesh_call_rtt -- --ignored \
+                 --nocapture"
+            );
+        }
+        None => println!(" d) Transport: not measured"),
+    }
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        for (values, want) in [
+            (vec![], None),
+            (vec![3.0], Some(3.0)),
+            (vec![3.0, 1.0, 2.0], Some(2.0)),
+            (vec![4.0, 1.0, 3.0, 2.0], Some(2.0)),
+            (vec![f64::NAN, 5.0], Some(5.0)),
+        ] {
+            assert_eq!(median(&values), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn milliseconds_between_instants_never_go_negative() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(1500);
+        assert_eq!(ms_since(t, later), 1500.0);
+        assert_eq!(ms_since(later, t), 0.0);
+        assert_eq!(secs(Some(1500.0)), "1.50");
+        assert_eq!(secs(None), "-");
+    }
+}
