@@ -95,101 +95,57 @@ fn encode<T: Serialize>(v: &T) -> Response {
     }
 }
 
-async fn append(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
+/// A cluster request: the secret checked, the postcard body decoded. Rejected with 401 (wrong
+/// secret), 400 (undecodable) or the body limit's 413 before any handler runs.
+struct Peer<T>(T);
+
+impl<T: DeserializeOwned> axum::extract::FromRequest<Arc<Cluster>> for Peer<T> {
+    type Rejection = Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        c: &Arc<Cluster>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        authorize(c, req.headers(), peer).map_err(|r| *r)?;
+        let body = Bytes::from_request(req, c)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        decode(&body).map(Peer).map_err(|r| *r)
     }
-    let req = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+}
+
+type AppendRequest = openraft::raft::AppendEntriesRequest<openclaw_cluster::TypeConfig>;
+type VoteRequest = openraft::raft::VoteRequest<NodeId>;
+type SnapshotRequest = openraft::raft::InstallSnapshotRequest<openclaw_cluster::TypeConfig>;
+
+async fn append(State(c): State<Arc<Cluster>>, Peer(req): Peer<AppendRequest>) -> Response {
     encode(&c.raft.append_entries(req).await)
 }
 
-async fn vote(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
-    }
-    let req = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn vote(State(c): State<Arc<Cluster>>, Peer(req): Peer<VoteRequest>) -> Response {
     encode(&c.raft.vote(req).await)
 }
 
-async fn snapshot(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
-    }
-    let req = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn snapshot(State(c): State<Arc<Cluster>>, Peer(req): Peer<SnapshotRequest>) -> Response {
     encode(&c.raft.install_snapshot(req).await)
 }
 
-async fn write(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
-    }
-    let cmds: Vec<Command> = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn write(State(c): State<Arc<Cluster>>, Peer(cmds): Peer<Vec<Command>>) -> Response {
     let within = std::time::Duration::from_millis(c.cfg.rpc_timeout_ms * 2);
     let reply: WriteReply = apply_locally(&c.raft, cmds, within).await;
     encode(&reply)
 }
 
-async fn join(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
-    }
-    let req: JoinRequest = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn join(State(c): State<Arc<Cluster>>, Peer(req): Peer<JoinRequest>) -> Response {
     encode(&c.admit_member(req).await)
 }
 
-async fn leave(
-    State(c): State<Arc<Cluster>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&c, &headers, peer) {
-        return *r;
-    }
-    let id: NodeId = match decode(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
+async fn leave(State(c): State<Arc<Cluster>>, Peer(id): Peer<NodeId>) -> Response {
     encode(&c.remove_member(id).await)
 }
 
