@@ -13,6 +13,10 @@ use crate::placement::{self, NodeLoad, LEVELS};
 use crate::transition;
 use crate::types::*;
 
+/// How long applied `Spend` ids are remembered (pruned by `Purge`); a node retries a settlement
+/// for well under a minute.
+pub const SPEND_IDS_KEEP_MS: u64 = 10 * 60 * 1000;
+
 /// What the cluster knows of one node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeState {
@@ -62,6 +66,9 @@ pub struct ClusterState {
     pub budget: BTreeMap<String, BudgetScope>,
     /// Spend per model in the current period: (tokens, cost).
     pub model_spend: BTreeMap<String, (u64, f64)>,
+    /// Ids of applied `Spend`s (→ time applied), kept [`SPEND_IDS_KEEP_MS`] so a retried
+    /// settlement is not counted twice.
+    pub spends: BTreeMap<String, u64>,
     /// Threshold actions claimed: (period, scope, percent).
     pub thresholds: BTreeSet<(String, String, u32)>,
     pub rate: BTreeMap<String, RateWindow>,
@@ -83,6 +90,7 @@ impl PartialEq for ClusterState {
             && self.budget_period == o.budget_period
             && self.budget == o.budget
             && self.model_spend == o.model_spend
+            && self.spends == o.spends
             && self.thresholds == o.thresholds
             && self.rate == o.rate
             && self.now_ms == o.now_ms
@@ -175,6 +183,8 @@ impl ClusterState {
                         }
                     }
                 }
+                let keep_from = now.saturating_sub(SPEND_IDS_KEEP_MS);
+                self.spends.retain(|_, at| *at >= keep_from);
                 Reply::Purged(old.len() as u64)
             }
             Command::LeaseBudget {
@@ -209,6 +219,7 @@ impl ClusterState {
                 }
             }
             Command::Spend {
+                id,
                 node,
                 period,
                 scopes,
@@ -219,6 +230,10 @@ impl ClusterState {
                 reserved_cost_usd,
             } => {
                 if !self.roll_period(period) {
+                    return Reply::Ok;
+                }
+                if self.spends.insert(id.clone(), now).is_some() {
+                    // Already counted: a retry of a settlement whose first answer was lost.
                     return Reply::Ok;
                 }
                 for scope in scopes {
@@ -891,6 +906,7 @@ mod tests {
             .collect();
         assert_eq!(granted, vec![600, 400, 0]);
         let spend = Command::Spend {
+            id: "s1".into(),
             node: 1,
             period: "2026-11".into(),
             scopes: vec!["total".into()],
@@ -900,7 +916,7 @@ mod tests {
             reserved_tokens: 300,
             reserved_cost_usd: 0.0,
         };
-        run(&mut s, 1, vec![spend]);
+        run(&mut s, 1, vec![spend.clone(), spend]);
         let t = &s.budget["total"];
         assert_eq!((t.spent_tokens, t.slices[&1].tokens), (250, 300));
         // An idle node hands part of its slice back.

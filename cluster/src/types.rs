@@ -166,6 +166,8 @@ pub enum Command {
     /// Settle one call: real usage is added to the scopes' spend, the reservation leaves the
     /// node's slices.
     Spend {
+        /// Unique per settlement: a `Spend` retried after an ambiguous failure counts once.
+        id: String,
         node: NodeId,
         period: String,
         scopes: Vec<String>,

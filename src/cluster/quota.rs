@@ -232,6 +232,7 @@ impl LeaseHold {
             c.quota.give_back(s, &self.est, true);
         }
         let cmd = Command::Spend {
+            id: format!("{}-{}", c.id, uuid::Uuid::new_v4()),
             node: c.id,
             period: self.period.clone(),
             scopes: self.scopes.clone(),
