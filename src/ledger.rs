@@ -310,45 +310,12 @@ impl Ledger for LocalLedger {
 #[cfg(test)]
 pub(crate) mod tests_support {
     use super::*;
-    use openclaw_proto::api::{PromptBreakdown, TokenCounts};
     use openclaw_proto::Priority;
 
     pub(crate) fn record(id: &str) -> TaskRecord {
         TaskRecord {
-            id: id.into(),
             seq: 1,
-            agent: "main".into(),
-            input: "hi".into(),
-            session_id: None,
-            source: "api_call".into(),
-            priority: Priority::Normal,
-            task_type: None,
-            complexity: None,
-            language: None,
-            requested_model: None,
-            model: None,
-            route: None,
-            fallbacks: Vec::new(),
-            callback_url: None,
-            idempotency_key: None,
-            max_tokens: None,
-            cache: true,
-            template_id: None,
-            template_params: None,
-            status: TaskStatus::Queued,
-            output: None,
-            tokens: TokenCounts::default(),
-            cost_usd: 0.0,
-            attempts: 0,
-            preemptions: 0,
-            owner: None,
-            epoch: 0,
-            error: None,
-            cache_hit: false,
-            prompt: PromptBreakdown::default(),
-            created_at_ms: 0,
-            started_at_ms: None,
-            finished_at_ms: None,
+            ..TaskRecord::queued(id, "main", "hi", Priority::Normal)
         }
     }
 }

@@ -637,42 +637,7 @@ mod tests {
     use openclaw_proto::Priority;
 
     fn rec(id: &str, p: Priority) -> TaskRecord {
-        TaskRecord {
-            id: id.into(),
-            seq: 0,
-            agent: "main".into(),
-            input: "hi".into(),
-            session_id: None,
-            source: "api_call".into(),
-            priority: p,
-            task_type: None,
-            complexity: None,
-            language: None,
-            requested_model: None,
-            model: None,
-            route: None,
-            fallbacks: Vec::new(),
-            callback_url: None,
-            idempotency_key: None,
-            max_tokens: None,
-            cache: true,
-            template_id: None,
-            template_params: None,
-            status: TaskStatus::Queued,
-            output: None,
-            tokens: Default::default(),
-            cost_usd: 0.0,
-            attempts: 0,
-            preemptions: 0,
-            owner: None,
-            epoch: 0,
-            error: None,
-            cache_hit: false,
-            prompt: Default::default(),
-            created_at_ms: 0,
-            started_at_ms: None,
-            finished_at_ms: None,
-        }
+        TaskRecord::queued(id, "main", "hi", p)
     }
 
     fn hb(node: NodeId, workers: u32) -> Command {

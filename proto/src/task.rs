@@ -85,6 +85,49 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<u64>,
 }
 
+impl TaskRecord {
+    /// A new queued task with nothing but its id, agent, input and priority set: no owner, epoch
+    /// 0, sequence 0 (the ledger or the Raft `apply` assigns it), source `api_call`, cache on.
+    pub fn queued(id: &str, agent: &str, input: &str, priority: Priority) -> TaskRecord {
+        TaskRecord {
+            id: id.to_string(),
+            seq: 0,
+            agent: agent.to_string(),
+            input: input.to_string(),
+            session_id: None,
+            source: "api_call".into(),
+            priority,
+            task_type: None,
+            complexity: None,
+            language: None,
+            requested_model: None,
+            model: None,
+            route: None,
+            fallbacks: Vec::new(),
+            callback_url: None,
+            idempotency_key: None,
+            max_tokens: None,
+            cache: true,
+            template_id: None,
+            template_params: None,
+            status: TaskStatus::Queued,
+            output: None,
+            tokens: TokenCounts::default(),
+            cost_usd: 0.0,
+            attempts: 0,
+            preemptions: 0,
+            owner: None,
+            epoch: 0,
+            error: None,
+            cache_hit: false,
+            prompt: PromptBreakdown::default(),
+            created_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
