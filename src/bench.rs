@@ -12,7 +12,13 @@
 //! 3. `tasks`: durable `POST /api/tasks` admission (202 only after the sled flush) and the
 //!    end-to-end completion rate;
 //! 4. `policy`: the policy path (routing, limiter, budget, cache) and cache hits;
-//! 5. `cluster` (by name only, not in `all`): three nodes — see `bench_cluster`.
+//! 5. `cluster` (by name only, not in `all`): three nodes — see `bench_cluster`;
+//! 6. `soak` (by name only): constant task and chat load for `--minutes`, sampling the node's
+//!    RSS, descriptors, threads, queue depth, p99 latency and log bytes every
+//!    [`SOAK_SAMPLE_EVERY`], then the growth per hour — see [`scenario_soak`].
+//!
+//! The node children log at the default level (`info`), as an operator runs them: a defect that
+//! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
 //!
 //! The children and the load generator share the machine's cores; the figures are ratios
 //! measured in one run, never absolute truths. Nothing here is a test: tests never time things.
@@ -44,7 +50,8 @@ Examples:
   ./target/release/openclaw-node bench --scenario sweep --duration-secs 3 --rates 500,1000
   ./target/release/openclaw-node bench --scenario tasks --json
   ./target/release/openclaw-node bench --scenario policy --requests 5000
-  ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3";
+  ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3
+  ./target/release/openclaw-node bench --scenario soak --minutes 30 --task-rate 200 --chat-rate 200";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -58,6 +65,9 @@ pub enum Scenario {
     /// Three nodes through the chaos harness: commit throughput, leader and owner failover, and
     /// the cluster port's HTTP round trip (`bench_cluster`). Not part of `all`.
     Cluster,
+    /// Constant task + chat load for `--minutes`, sampling RSS, fds, threads, queue depth, p99
+    /// and log bytes (`scenario_soak`). Not part of `all`.
+    Soak,
 }
 
 /// Options of `openclaw-node bench`.
@@ -96,6 +106,18 @@ pub struct BenchArgs {
     /// Kills in each failover phase of the cluster scenario (leader kills, then owner kills).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub failovers: u64,
+    /// Soak: how long the constant load runs, in minutes (fractions allowed).
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Soak: tasks submitted per second (open loop).
+    #[arg(long, default_value_t = 200)]
+    pub task_rate: u32,
+    /// Soak: chat completions per second (open loop).
+    #[arg(long, default_value_t = 200)]
+    pub chat_rate: u32,
+    /// Soak: seconds between two samples.
+    #[arg(long, default_value_t = SOAK_SAMPLE_EVERY.as_secs())]
+    pub sample_secs: u64,
     /// Also print the results as one JSON document at the end.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +142,14 @@ pub const CLIENT_POOL_MAX: usize = 2048;
 pub const TARGET_ADDED_P99_US: i64 = 1_000;
 /// Closed-loop phases alternate direct/gateway this many times (each with its share of requests).
 pub const ROUNDS: usize = 2;
+/// Soak: the default time between two samples.
+pub const SOAK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+/// Soak: samples before this share of the run are warm-up (caches filling) and left out of the
+/// growth figures.
+pub const SOAK_WARMUP_SHARE: f64 = 0.2;
+/// Soak goals (issue 8): RSS flat within 10 % after warm-up, and under 300 log bytes per task.
+pub const SOAK_RSS_GROWTH_GOAL: f64 = 0.10;
+pub const SOAK_LOG_BYTES_PER_TASK_GOAL: f64 = 300.0;
 
 // ---------------------------------------------------------------------------------------------
 // Pure helpers: percentiles, summaries, the open-loop schedule
@@ -203,15 +233,15 @@ pub(crate) fn micros(d: Duration) -> u32 {
 // ---------------------------------------------------------------------------------------------
 
 /// A child process killed (and reaped) on drop, so an error path leaves nothing running.
-struct ChildGuard {
+pub(crate) struct ChildGuard {
     name: &'static str,
-    child: Child,
-    log: PathBuf,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 impl ChildGuard {
     /// Fail with the tail of the child's log if it has exited.
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
             anyhow::bail!(
                 "the {} child exited ({status}); its log {}:\n{}",
@@ -232,10 +262,10 @@ impl Drop for ChildGuard {
 }
 
 /// A scratch directory removed on drop.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(pub(crate) PathBuf);
 
 impl ScratchDir {
-    fn create() -> anyhow::Result<ScratchDir> {
+    pub(crate) fn create() -> anyhow::Result<ScratchDir> {
         let dir = std::env::temp_dir().join(format!(
             "openclaw-bench-{}-{}",
             std::process::id(),
@@ -259,18 +289,23 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// A free loopback port (bound then released; a tiny race with other programs is accepted).
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?)
 }
 
-fn spawn_child(name: &'static str, args: &[String], log: PathBuf) -> anyhow::Result<ChildGuard> {
+/// A child of this binary at the default log level (`RUST_LOG` removed), stderr to `log`.
+pub(crate) fn spawn_child(
+    name: &'static str,
+    args: &[String],
+    log: PathBuf,
+) -> anyhow::Result<ChildGuard> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let stderr =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(exe)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .env_remove("OPENCLAW_API_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -306,7 +341,7 @@ fn policy_config(sim: SocketAddr) -> Value {
     cfg
 }
 
-fn node_config(sim: SocketAddr) -> Value {
+pub(crate) fn node_config(sim: SocketAddr) -> Value {
     json!({
         "server": {"workers": 64, "queue_max": 1_000_000, "max_in_flight_requests": 100_000},
         "models": {"bench": {
@@ -386,7 +421,7 @@ impl Fixture {
     }
 }
 
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     client: &reqwest::Client,
     url: &str,
     child: &mut ChildGuard,
@@ -880,7 +915,7 @@ async fn scenario_tasks(
 /// How a wait for an empty queue ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Drain {
+pub(crate) enum Drain {
     Drained,
     /// Nothing queued or running changed for [`STALL_TIMEOUT`].
     Stalled {
@@ -892,7 +927,7 @@ enum Drain {
 
 /// Poll `GET /api/queue` until nothing is queued or running, the queue stops moving, or
 /// `timeout` passes.
-async fn wait_drained(
+pub(crate) async fn wait_drained(
     client: &reqwest::Client,
     node: &str,
     timeout: Duration,
@@ -1149,7 +1184,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let client = load_client()?;
     // `all` is the single-node scenarios; the cluster one is asked for by name.
     let wants = |s: Scenario| {
-        args.scenario == s || (args.scenario == Scenario::All && s != Scenario::Cluster)
+        args.scenario == s
+            || (args.scenario == Scenario::All && !matches!(s, Scenario::Cluster | Scenario::Soak))
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
     let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
@@ -1191,6 +1227,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let rows = scenario_policy(&client, &args).await?;
         print_policy(&rows);
         out["policy"] = serde_json::to_value(&rows)?;
+    }
+    if wants(Scenario::Soak) {
+        let report = crate::bench_soak::run(&client, &args).await?;
+        crate::bench_soak::print(&report);
+        out["soak"] = serde_json::to_value(&report)?;
     }
     if wants(Scenario::Cluster) {
         let report = crate::bench_cluster::run(&args, cores).await?;

@@ -294,7 +294,9 @@ async fn account(
             m.model_errors_total
                 .with_label_values(&[model, e.code()])
                 .inc();
-            tracing::warn!(model, error = %e, attempt = meta.attempt, "model call failed");
+            if let Some(suppressed) = crate::throttled!(model) {
+                tracing::warn!(model, error = %e, attempt = meta.attempt, suppressed, "model call failed");
+            }
             (0, 0, e.code().to_string())
         }
     };

@@ -121,7 +121,15 @@ fn note_fallback(steps: &mut Vec<FallbackStep>, from: &str, to: &str, reason: &s
         .fallbacks_total
         .with_label_values(&[from, to, reason])
         .inc();
-    tracing::info!(from, to, reason, "falling back to the next model");
+    if let Some(suppressed) = crate::throttled!(&format!("{from}>{to}")) {
+        tracing::info!(
+            from,
+            to,
+            reason,
+            suppressed,
+            "falling back to the next model"
+        );
+    }
     steps.push(FallbackStep {
         from: from.to_string(),
         to: to.to_string(),
@@ -238,24 +246,27 @@ async fn run<'a, T>(
                 &model_req.messages,
                 model_req.max_tokens.or(model_req.max_completion_tokens),
             );
-            let permit =
-                match limits::acquire(rt, model, meta.priority, estimate, wait_deadline_ms).await {
-                    Ok(p) => p,
-                    Err(le) => {
-                        tracing::info!(model, error = %le, "rate limit refused the attempt");
-                        last = Some((
-                            model.clone(),
-                            ProviderError::RateLimited {
-                                retry_after: Some(le.retry_after()),
-                            },
-                        ));
-                        limited = Some(le);
-                        if let Some(to) = next_model {
-                            note_fallback(&mut steps, model, to, "rate_limited");
-                        }
-                        break;
+            let permit = match limits::acquire(rt, model, meta.priority, estimate, wait_deadline_ms)
+                .await
+            {
+                Ok(p) => p,
+                Err(le) => {
+                    if let Some(suppressed) = crate::throttled!(model) {
+                        tracing::info!(model, error = %le, suppressed, "rate limit refused the attempt");
                     }
-                };
+                    last = Some((
+                        model.clone(),
+                        ProviderError::RateLimited {
+                            retry_after: Some(le.retry_after()),
+                        },
+                    ));
+                    limited = Some(le);
+                    if let Some(to) = next_model {
+                        note_fallback(&mut steps, model, to, "rate_limited");
+                    }
+                    break;
+                }
+            };
             match call(model_req.clone(), m, timeout).await {
                 Ok(value) => {
                     rt.breakers.record(model, true, now_ms(), &policy);
@@ -285,13 +296,16 @@ async fn run<'a, T>(
                     last = Some((model.clone(), e));
                     match decision {
                         Next::RetryAfter(d) => {
-                            tracing::info!(
-                                model,
-                                attempt,
-                                delay_ms = d.as_millis() as u64,
-                                reason = code,
-                                "retrying model"
-                            );
+                            if let Some(suppressed) = crate::throttled!(model) {
+                                tracing::info!(
+                                    model,
+                                    attempt,
+                                    delay_ms = d.as_millis() as u64,
+                                    reason = code,
+                                    suppressed,
+                                    "retrying model"
+                                );
+                            }
                             tokio::time::sleep(d).await;
                         }
                         Next::NextModel => {

@@ -4,11 +4,13 @@
 //! [`node::run`]. Tests start real nodes with the same function. See `ARCHITECTURE.md` for the
 //! map and the invariants.
 
+pub mod activity;
 pub mod actors;
 pub mod api;
 pub mod audit;
 pub mod bench;
 pub mod bench_cluster;
+pub mod bench_soak;
 pub mod breaker;
 pub mod budget;
 pub mod cache;

@@ -228,6 +228,19 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     }
 
     crate::reload::spawn_watcher(rt.clone());
+    {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let depth_of = rt.clone();
+            crate::activity::log_summaries(rt.shutdown.clone(), move || {
+                (
+                    depth_of.queued.load(std::sync::atomic::Ordering::Relaxed),
+                    depth_of.running.len(),
+                )
+            })
+            .await
+        });
+    }
 
     if let Some(c) = &cluster {
         crate::cluster::start_mesh(rt.clone(), c.clone()).await?;

@@ -24,6 +24,7 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 use ractor::ActorRef;
 use tracing::Instrument;
 
+use crate::activity;
 use crate::actors::accountant::{AccountantMsg, ReservationId};
 use crate::actors::agent::{AgentMsg, BuiltPrompt};
 use crate::actors::delivery::DeliveryMsg;
@@ -72,7 +73,9 @@ pub fn spawn(
     slot: RunningSlot,
     _scheduler: ActorRef<SchedulerMsg>,
 ) {
-    let span = tracing::info_span!("task", id = %entry.id, agent = %entry.agent, priority = %entry.priority);
+    // A root span (`parent: None`): the worker is spawned from the scheduler's handler, and a task
+    // must never become the parent of the next task it happens to make room for.
+    let span = tracing::info_span!(parent: None, "task", id = %entry.id, agent = %entry.agent, priority = %entry.priority);
     tokio::spawn(
         async move {
             let requeued = run(&rt, &entry, &slot).await;
@@ -106,7 +109,7 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         }
     };
     let epoch = rec.epoch;
-    tracing::info!(attempt = rec.attempts, epoch, "task started");
+    tracing::debug!(attempt = rec.attempts, epoch, "task started");
     let outcome = tokio::select! {
         biased;
         _ = slot.cancel.cancelled() => None,
@@ -118,7 +121,8 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
             // Not failed: back to the queue; the scheduler holds it while the budget is paused.
             return match rt.ledger.requeue(&rec.id, epoch, false).await {
                 Ok(r) => {
-                    tracing::info!(%scope, "budget exhausted; task waits in the queue");
+                    activity::bump(&activity::activity().budget_held);
+                    tracing::debug!(%scope, "budget exhausted; task waits in the queue");
                     Some(r)
                 }
                 Err(e) => {
@@ -130,7 +134,8 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         (None, Some(StopReason::Preempted)) => {
             return match rt.ledger.requeue(&rec.id, epoch, true).await {
                 Ok(r) => {
-                    tracing::info!("task preempted and requeued");
+                    activity::bump(&activity::activity().preempted);
+                    tracing::debug!("task preempted and requeued");
                     Some(r)
                 }
                 Err(e) => {
@@ -152,7 +157,7 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
     let status = outcome.status;
     match rt.ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
         Ok(done) => {
-            tracing::info!(status = status.as_str(), "task finished");
+            note_finished(&done);
             metrics()
                 .tasks_total
                 .with_label_values(&[done.priority.as_str(), status.as_str()])
@@ -165,6 +170,25 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         Err(e) => tracing::warn!(error = %e, "task outcome refused (fenced)"),
     }
     None
+}
+
+/// Count a finished task; only a failure gets its own line at `info` (throttled per error code,
+/// so a dead provider does not write one line per task).
+fn note_finished(done: &TaskRecord) {
+    let a = activity::activity();
+    match done.status {
+        TaskStatus::Succeeded => activity::bump(&a.succeeded),
+        TaskStatus::Cancelled => activity::bump(&a.cancelled),
+        _ => activity::bump(&a.failed),
+    }
+    match (&done.status, &done.error) {
+        (TaskStatus::Failed, Some(e)) => {
+            if let Some(suppressed) = crate::throttled!(&e.code) {
+                tracing::info!(code = %e.code, suppressed, "task failed");
+            }
+        }
+        (status, _) => tracing::debug!(status = status.as_str(), "task finished"),
+    }
 }
 
 async fn queue_callback(rt: &Runtime, task_id: &str, url: String) {
@@ -394,7 +418,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
             route.reason = RouteReason::BudgetDowngrade;
         }
     }
-    tracing::info!(
+    tracing::debug!(
         model = %route.model,
         route = %route.reason.label(),
         complexity = route.complexity.as_str(),
@@ -423,7 +447,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
     let cache_key = request_cache_key(&rt.cfg(), rec, &route.model, &req);
     if let Some(key) = &cache_key {
         if let Some(hit) = crate::actors::cache::lookup(rt, key).await {
-            tracing::info!(model = %hit.model, "answer served from the request cache");
+            tracing::debug!(model = %hit.model, "answer served from the request cache");
             calls::account_cache_hit(rt, &meta, &hit.model).await;
             append_session(rt, rec, &hit.text);
             let mut breakdown = prompt.breakdown;

@@ -336,7 +336,9 @@ fn on_reserve(
             Ok(id)
         }
         Err(e) => {
-            tracing::info!(scope = %e.scope, est_tokens, "budget reservation refused; non-critical work waits");
+            if let Some(suppressed) = crate::throttled!(&e.scope) {
+                tracing::info!(scope = %e.scope, est_tokens, suppressed, "budget reservation refused; non-critical work waits");
+            }
             let r = state.refused.entry(e.scope.clone()).or_insert(est);
             if est.tokens < r.tokens {
                 r.tokens = est.tokens;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::metrics::metrics;
 use crate::runtime::{now_ms, Runtime};
@@ -122,11 +123,16 @@ fn pump(myself: &ActorRef<DeliveryMsg>, state: &mut DeliveryState) {
         state.in_flight += 1;
         let rt = state.rt.clone();
         let me = myself.clone();
-        tokio::spawn(async move {
-            let task_id = d.task_id.clone();
-            deliver(&rt, d).await;
-            let _ = me.cast(DeliveryMsg::Finished { task_id });
-        });
+        // A root span: a delivery belongs to no request and to no other task.
+        let span = tracing::info_span!(parent: None, "callback", task = %d.task_id);
+        tokio::spawn(
+            async move {
+                let task_id = d.task_id.clone();
+                deliver(&rt, d).await;
+                let _ = me.cast(DeliveryMsg::Finished { task_id });
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -141,8 +147,6 @@ pub fn backoff_before(attempt: u32, initial: Duration) -> Duration {
 async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
     let all = rt.cfg();
     let cfg = &all.server;
-    let span = tracing::info_span!("callback", task = %d.task_id);
-    let _e = span.enter();
     let body = match rt.ledger.get(&d.task_id) {
         Ok(Some(rec)) => crate::api::tasks::view_of(&rec),
         Ok(None) => {
@@ -176,7 +180,7 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
             .await;
         match res {
             Ok(r) if r.status().is_success() => {
-                tracing::info!(attempt = d.attempts, "callback delivered");
+                tracing::debug!(attempt = d.attempts, "callback delivered");
                 metrics()
                     .callback_deliveries_total
                     .with_label_values(&["delivered"])
@@ -201,7 +205,9 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
             .callback_deliveries_total
             .with_label_values(&["retried"])
             .inc();
-        tracing::warn!(attempt = d.attempts, error = %last_error, "callback attempt failed");
+        if let Some(suppressed) = crate::throttled!("callback") {
+            tracing::warn!(attempt = d.attempts, error = %last_error, suppressed, "callback attempt failed");
+        }
         let _ = rt.store.put_delivery(&d);
     }
     metrics()

@@ -179,7 +179,9 @@ impl LimiterState {
                 m.rate_limit_rejections_total
                     .with_label_values(&[&self.scope])
                     .inc();
-                tracing::info!(scope = %self.scope, retry_after_ms, "rate-limit wait reached its deadline");
+                if let Some(suppressed) = crate::throttled!(&self.scope) {
+                    tracing::info!(scope = %self.scope, retry_after_ms, suppressed, "rate-limit wait reached its deadline");
+                }
                 let _ = w.reply.send(Err(Refused {
                     why: RefusedWhy::Deadline,
                     retry_after_ms,
@@ -258,7 +260,9 @@ impl LimiterState {
             m.rate_limit_rejections_total
                 .with_label_values(&[&self.scope])
                 .inc();
-            tracing::info!(scope = %self.scope, why = ?r.why, retry_after_ms = r.retry_after_ms, "rate limit refused");
+            if let Some(suppressed) = crate::throttled!(&self.scope) {
+                tracing::info!(scope = %self.scope, why = ?r.why, retry_after_ms = r.retry_after_ms, suppressed, "rate limit refused");
+            }
             let _ = reply.send(Err(r));
             return;
         }
@@ -374,12 +378,15 @@ impl Actor for Limiter {
                 let until = now + delay.as_millis() as u64;
                 st.window.block_until(until);
                 st.rt.handles.set_backoff_until(&st.scope, until);
-                tracing::warn!(
-                    scope = %st.scope,
-                    consecutive = st.consecutive_429s,
-                    delay_ms = delay.as_millis() as u64,
-                    "provider rate limited; backing off"
-                );
+                if let Some(suppressed) = crate::throttled!(&st.scope) {
+                    tracing::warn!(
+                        scope = %st.scope,
+                        consecutive = st.consecutive_429s,
+                        delay_ms = delay.as_millis() as u64,
+                        suppressed,
+                        "provider rate limited; backing off"
+                    );
+                }
             }
             LimiterMsg::Tick => {
                 if !st.waiters.is_empty() {

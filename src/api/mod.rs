@@ -105,11 +105,22 @@ fn status_class(s: axum::http::StatusCode) -> &'static str {
     }
 }
 
+/// Probes answer from memory and must keep answering while the node is saturated, so they do not
+/// take an in-flight slot.
+fn is_probe(endpoint: &str) -> bool {
+    matches!(endpoint, "health" | "ready" | "metrics")
+}
+
 /// Bound requests in flight, and count/time every request.
 async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = endpoint_label(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
     let m = metrics();
-    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+    let _permit = if is_probe(endpoint) {
+        None
+    } else if let Ok(p) = st.in_flight.clone().try_acquire_owned() {
+        Some(p)
+    } else {
+        crate::activity::bump(&crate::activity::activity().rejected_overloaded);
         m.requests_total.with_label_values(&[endpoint, "5xx"]).inc();
         return ApiError::unavailable(
             "overloaded",

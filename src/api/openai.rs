@@ -127,6 +127,7 @@ pub async fn chat_completions(
         (rc.enabled && !cache_opt_out(&headers))
             .then(|| cache::key_for(cache::Strategy::of(rc), &req.model, &req, None))
     };
+    crate::activity::bump(&crate::activity::activity().chat_calls);
     let span = tracing::info_span!("chat", request = %meta.request_id, model = %req.model, stream = req.stream);
     serve_chat(rt, meta, req, cache_key).instrument(span).await
 }

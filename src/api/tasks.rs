@@ -173,6 +173,7 @@ pub async fn submit(
     validate(&rt.cfg(), &sub)?;
     let queue_max = rt.cfg().server.queue_max;
     if rt.queued.load(Ordering::Relaxed) >= queue_max {
+        crate::activity::bump(&crate::activity::activity().rejected_queue_full);
         return Err(ApiError::unavailable(
             "queue_full",
             format!("the task queue is full ({queue_max} waiting); retry later"),
@@ -229,7 +230,8 @@ pub async fn submit(
             if let (true, Some(s)) = (mine, rt.handles.scheduler()) {
                 let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&r, rt.mono_ms())));
             }
-            tracing::info!(task = %r.id, priority = %r.priority, agent = %r.agent, "task accepted");
+            crate::activity::bump(&crate::activity::activity().accepted);
+            tracing::debug!(task = %r.id, priority = %r.priority, agent = %r.agent, "task accepted");
             (r, false)
         }
         Admission::Duplicate(r) => (r, true),

@@ -206,7 +206,9 @@ pub async fn reserve_budget(
                 for s in &taken {
                     c.quota.give_back(s, &est, false);
                 }
-                tracing::info!(%scope, est_tokens = est.tokens, "cluster budget slice refused; non-critical work waits");
+                if let Some(suppressed) = crate::throttled!(scope) {
+                    tracing::info!(%scope, est_tokens = est.tokens, suppressed, "cluster budget slice refused; non-critical work waits");
+                }
                 return Err(Exhausted {
                     scope: scope.clone(),
                 });

@@ -225,6 +225,8 @@ pub struct Node {
     env: Vec<(String, String)>,
     token: Option<String>,
     pub http: reqwest::Client,
+    /// Run at the node's default log level (no `RUST_LOG`), as an operator does.
+    pub default_log_level: bool,
 }
 
 impl Node {
@@ -262,6 +264,7 @@ impl Node {
                 .collect(),
             token: None,
             http: client(),
+            default_log_level: false,
         }
     }
 
@@ -297,8 +300,11 @@ impl Node {
             .arg(self.data_dir.join("openclaw.json"))
             .arg("--http")
             .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info");
+        if self.default_log_level {
+            cmd.env_remove("RUST_LOG");
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -1,0 +1,368 @@
+//! Log volume bounded per unit of work.
+//!
+//! At the default level (`info`) a node writes no line per task or per request: per-task lines
+//! (`task accepted`, `task started`, `model chosen`, a success) are `debug`. Instead it counts what
+//! happened in [`Activity`] and logs one `activity` summary every [`ACTIVITY_LOG_EVERY`] while
+//! there is anything to report (throughput, outcomes, rejections, queue depth).
+//!
+//! Conditions that repeat per request or per heartbeat (a refused rate-limit grant, a budget
+//! hold, a failing model, an unreachable peer) go through [`Throttle`]: the first occurrence of a
+//! key is logged, then at most one line per [`THROTTLE_EVERY`] carrying how many were suppressed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often the activity summary is logged (when there was activity).
+pub const ACTIVITY_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The least time between two lines for one throttled key.
+pub const THROTTLE_EVERY: Duration = Duration::from_secs(10);
+/// Keys tracked by one [`Throttle`]; beyond it the stalest key is forgotten (keys are bounded
+/// names — scopes, models, peers — so this is only a guard).
+pub const THROTTLE_KEYS_MAX: usize = 256;
+
+/// Counters of work since start; the summary logs their differences.
+#[derive(Default)]
+pub struct Activity {
+    pub accepted: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub preempted: AtomicU64,
+    pub budget_held: AtomicU64,
+    pub rejected_queue_full: AtomicU64,
+    pub rejected_overloaded: AtomicU64,
+    pub chat_calls: AtomicU64,
+}
+
+/// The process-wide counters.
+pub fn activity() -> &'static Activity {
+    static A: OnceLock<Activity> = OnceLock::new();
+    A.get_or_init(Activity::default)
+}
+
+/// Add one to a counter.
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub preempted: u64,
+    pub budget_held: u64,
+    pub rejected_queue_full: u64,
+    pub rejected_overloaded: u64,
+    pub chat_calls: u64,
+}
+
+impl Activity {
+    pub fn counts(&self) -> Counts {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            accepted: r(&self.accepted),
+            succeeded: r(&self.succeeded),
+            failed: r(&self.failed),
+            cancelled: r(&self.cancelled),
+            preempted: r(&self.preempted),
+            budget_held: r(&self.budget_held),
+            rejected_queue_full: r(&self.rejected_queue_full),
+            rejected_overloaded: r(&self.rejected_overloaded),
+            chat_calls: r(&self.chat_calls),
+        }
+    }
+}
+
+impl Counts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            failed: self.failed.saturating_sub(earlier.failed),
+            cancelled: self.cancelled.saturating_sub(earlier.cancelled),
+            preempted: self.preempted.saturating_sub(earlier.preempted),
+            budget_held: self.budget_held.saturating_sub(earlier.budget_held),
+            rejected_queue_full: self
+                .rejected_queue_full
+                .saturating_sub(earlier.rejected_queue_full),
+            rejected_overloaded: self
+                .rejected_overloaded
+                .saturating_sub(earlier.rejected_overloaded),
+            chat_calls: self.chat_calls.saturating_sub(earlier.chat_calls),
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+}
+
+/// Should a summary be logged? Only when something happened, or when work is still waiting
+/// (a stuck queue must stay visible).
+pub fn summary_due(delta: &Counts, queued: usize, running: usize) -> bool {
+    !delta.is_zero() || queued > 0 || running > 0
+}
+
+/// Log the summary every [`ACTIVITY_LOG_EVERY`] until `shutdown`; `depth` gives (queued, running).
+pub async fn log_summaries(
+    shutdown: tokio_util::sync::CancellationToken,
+    depth: impl Fn() -> (usize, usize),
+) {
+    let mut tick = tokio::time::interval(ACTIVITY_LOG_EVERY);
+    tick.tick().await;
+    let mut last = activity().counts();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = activity().counts();
+        let d = now.since(&last);
+        last = now;
+        let (queued, running) = depth();
+        if !summary_due(&d, queued, running) {
+            continue;
+        }
+        let secs = ACTIVITY_LOG_EVERY.as_secs_f64();
+        tracing::info!(
+            accepted = d.accepted,
+            succeeded = d.succeeded,
+            failed = d.failed,
+            cancelled = d.cancelled,
+            preempted = d.preempted,
+            budget_held = d.budget_held,
+            rejected_queue_full = d.rejected_queue_full,
+            rejected_overloaded = d.rejected_overloaded,
+            chat_calls = d.chat_calls,
+            finished_per_s = format_args!(
+                "{:.1}",
+                (d.succeeded + d.failed + d.cancelled) as f64 / secs
+            ),
+            queued,
+            running,
+            "activity in the last {}s",
+            ACTIVITY_LOG_EVERY.as_secs()
+        );
+    }
+}
+
+/// Per-key state of a [`Throttle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyState {
+    /// When the key was last logged (ms on the caller's clock).
+    pub last_ms: u64,
+    /// Occurrences not logged since then.
+    pub suppressed: u64,
+}
+
+/// Pure decision: given the key's state (None: never seen) and now, log or not. Returns the new
+/// state and, when logging, how many occurrences were suppressed before this one.
+pub fn throttle_step(
+    state: Option<KeyState>,
+    now_ms: u64,
+    every_ms: u64,
+) -> (KeyState, Option<u64>) {
+    match state {
+        None => (
+            KeyState {
+                last_ms: now_ms,
+                suppressed: 0,
+            },
+            Some(0),
+        ),
+        Some(s) if now_ms.saturating_sub(s.last_ms) >= every_ms => (
+            KeyState {
+                last_ms: now_ms,
+                suppressed: 0,
+            },
+            Some(s.suppressed),
+        ),
+        Some(s) => (
+            KeyState {
+                last_ms: s.last_ms,
+                suppressed: s.suppressed + 1,
+            },
+            None,
+        ),
+    }
+}
+
+/// Rate limit for a repeated log line, keyed by a bounded name (scope, model, peer).
+pub struct Throttle {
+    every_ms: u64,
+    keys: Mutex<BTreeMap<String, KeyState>>,
+    epoch: std::time::Instant,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every_ms: every.as_millis() as u64,
+            keys: Mutex::new(BTreeMap::new()),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// `Some(suppressed)` when this occurrence should be logged.
+    pub fn check(&self, key: &str) -> Option<u64> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, out) = throttle_step(keys.get(key).copied(), now, self.every_ms);
+        if !keys.contains_key(key) && keys.len() >= THROTTLE_KEYS_MAX {
+            if let Some(stalest) = keys
+                .iter()
+                .min_by_key(|(_, s)| s.last_ms)
+                .map(|(k, _)| k.clone())
+            {
+                keys.remove(&stalest);
+            }
+        }
+        keys.insert(key.to_string(), next);
+        out
+    }
+
+    /// Forget a key (the condition ended), so its next occurrence is logged at once.
+    pub fn clear(&self, key: &str) -> Option<u64> {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.remove(key).map(|s| s.suppressed)
+    }
+}
+
+/// A process-wide throttle per call site: `throttled!("site", key)` → `Option<suppressed>`.
+#[macro_export]
+macro_rules! throttled {
+    ($key:expr) => {{
+        static T: std::sync::OnceLock<$crate::activity::Throttle> = std::sync::OnceLock::new();
+        T.get_or_init(|| $crate::activity::Throttle::new($crate::activity::THROTTLE_EVERY))
+            .check($key)
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_table() {
+        // (state before, now, expected logged?, expected suppressed count reported)
+        let s = |last_ms, suppressed| {
+            Some(KeyState {
+                last_ms,
+                suppressed,
+            })
+        };
+        let cases: Vec<(Option<KeyState>, u64, Option<u64>, KeyState)> = vec![
+            (
+                None,
+                5,
+                Some(0),
+                KeyState {
+                    last_ms: 5,
+                    suppressed: 0,
+                },
+            ),
+            (
+                s(0, 0),
+                999,
+                None,
+                KeyState {
+                    last_ms: 0,
+                    suppressed: 1,
+                },
+            ),
+            (
+                s(0, 41),
+                999,
+                None,
+                KeyState {
+                    last_ms: 0,
+                    suppressed: 42,
+                },
+            ),
+            (
+                s(0, 42),
+                1000,
+                Some(42),
+                KeyState {
+                    last_ms: 1000,
+                    suppressed: 0,
+                },
+            ),
+            (
+                s(0, 0),
+                5000,
+                Some(0),
+                KeyState {
+                    last_ms: 5000,
+                    suppressed: 0,
+                },
+            ),
+        ];
+        for (before, now, want_out, want_state) in cases {
+            let (st, out) = throttle_step(before, now, 1000);
+            assert_eq!(
+                (out, st),
+                (want_out, want_state),
+                "before {before:?} at {now}"
+            );
+        }
+    }
+
+    #[test]
+    fn throttle_logs_first_then_one_per_period() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(t.check("a"), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(t.check("a"), None);
+        }
+        assert_eq!(t.check("b"), Some(0), "keys are independent");
+        assert_eq!(t.clear("a"), Some(1000));
+        assert_eq!(t.check("a"), Some(0), "a cleared key logs at once");
+    }
+
+    #[test]
+    fn throttle_keys_are_bounded() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        for i in 0..(THROTTLE_KEYS_MAX * 3) {
+            t.check(&format!("k{i}"));
+        }
+        let n = t.keys.lock().map(|k| k.len()).unwrap_or(0);
+        assert_eq!(n, THROTTLE_KEYS_MAX);
+    }
+
+    #[test]
+    fn summary_only_with_activity_or_waiting_work() {
+        let zero = Counts::default();
+        assert!(!summary_due(&zero, 0, 0));
+        assert!(summary_due(&zero, 3, 0), "a stuck queue stays visible");
+        assert!(summary_due(&zero, 0, 1));
+        let one = Counts {
+            rejected_queue_full: 1,
+            ..zero
+        };
+        assert!(summary_due(&one, 0, 0));
+        let later = Counts {
+            accepted: 10,
+            succeeded: 7,
+            ..zero
+        };
+        let earlier = Counts {
+            accepted: 4,
+            succeeded: 7,
+            ..zero
+        };
+        assert_eq!(
+            later.since(&earlier),
+            Counts {
+                accepted: 6,
+                ..zero
+            }
+        );
+    }
+}

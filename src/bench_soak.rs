@@ -1,0 +1,492 @@
+//! `openclaw-node bench --scenario soak`: does anything grow with work?
+//!
+//! A simulator and a node (children of this binary, the node at the default log level) take a
+//! constant open-loop load — `--task-rate` tasks and `--chat-rate` chat completions per second —
+//! for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
+//! descriptors, threads from `/proc`), the queue (`GET /api/queue`), the p99 latency of the
+//! submissions and chat calls in that interval, and the size of the node's log. At the end it
+//! prints the table, the growth per hour of RSS after the warm-up ([`SOAK_WARMUP_SHARE`] of the
+//! run), the log bytes per task and the longest log line, against the goals of issue 8.
+//!
+//! A program that prints figures, never a test (the CI's short run asserts only bounds that do
+//! not depend on time: bytes per task, the longest line, descriptors).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use openclaw_proto::api::QueueView;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::bench::{
+    free_port, micros, node_config, percentile, spawn_child, wait_drained, wait_ready, BenchArgs,
+    ChildGuard, ScratchDir, DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL,
+    SOAK_RSS_GROWTH_GOAL, SOAK_WARMUP_SHARE,
+};
+
+/// One row of the soak table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakSample {
+    pub t_s: u64,
+    pub rss_kb: u64,
+    pub fds: u64,
+    pub threads: u64,
+    pub queued: u64,
+    pub running: u64,
+    /// Accepted tasks and answered chats in this interval.
+    pub tasks: u64,
+    pub chats: u64,
+    /// Submissions refused with 503 (queue full, overloaded) and other errors in this interval.
+    pub rejected: u64,
+    pub errors: u64,
+    pub task_p99_us: u32,
+    pub chat_p99_us: u32,
+    /// The node's log size at the sample.
+    pub log_bytes: u64,
+}
+
+/// What the soak measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakReport {
+    pub minutes: f64,
+    pub task_rate: u32,
+    pub chat_rate: u32,
+    pub samples: Vec<SoakSample>,
+    pub tasks: u64,
+    pub chats: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    /// RSS growth from the first to the last sample after the warm-up, as a fraction.
+    pub rss_growth: f64,
+    /// Least-squares slope of RSS after the warm-up, KiB per hour.
+    pub rss_kb_per_hour: f64,
+    pub fds_growth: i64,
+    pub threads_growth: i64,
+    /// Log bytes written during the load per accepted task, and per unit of work (task or chat).
+    pub log_bytes_per_task: f64,
+    pub log_bytes_per_unit: f64,
+    pub longest_log_line: usize,
+    pub drained: bool,
+    pub node_alive: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Least-squares slope of `(x, y)` points (0 with fewer than two distinct x).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return 0.0;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    sxy / sxx
+}
+
+/// The samples after the warm-up share of the run (at least the last one).
+pub fn after_warmup(samples: &[SoakSample], share: f64) -> &[SoakSample] {
+    if samples.is_empty() {
+        return samples;
+    }
+    let skip = ((samples.len() as f64) * share).floor() as usize;
+    &samples[skip.min(samples.len() - 1)..]
+}
+
+/// Relative change from the first to the last value (0 when the first is 0).
+pub fn growth(first: u64, last: u64) -> f64 {
+    if first == 0 {
+        return 0.0;
+    }
+    (last as f64 - first as f64) / first as f64
+}
+
+/// The longest line of a text, in bytes.
+pub fn longest_line(text: &[u8]) -> usize {
+    text.split(|b| *b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `VmRSS` (KiB) and `Threads` from the text of `/proc/<pid>/status`.
+pub fn parse_proc_status(text: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------
+
+/// Latencies and counts of the current interval, swapped out at each sample.
+#[derive(Default)]
+struct Interval {
+    task_us: Vec<u32>,
+    chat_us: Vec<u32>,
+    rejected: u64,
+    errors: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Task,
+    Chat,
+}
+
+fn soak_config(sim: SocketAddr) -> serde_json::Value {
+    let mut cfg = node_config(sim);
+    // The node's own defaults for what bounds it: an operator's node, not a bench-tuned one.
+    cfg["server"] = json!({});
+    cfg
+}
+
+/// Send at `rate` per second until `stop`, each request timed from its scheduled instant.
+async fn generate(
+    client: reqwest::Client,
+    url: String,
+    kind: Kind,
+    rate: u32,
+    stop: Instant,
+    acc: Arc<Mutex<Interval>>,
+) {
+    if rate == 0 {
+        return;
+    }
+    let gate = Arc::new(Semaphore::new(OPEN_LOOP_IN_FLIGHT_MAX));
+    let started = tokio::time::Instant::now();
+    let mut i: u64 = 0;
+    loop {
+        let due = started + Duration::from_nanos(i * 1_000_000_000 / rate as u64);
+        tokio::time::sleep_until(due).await;
+        if Instant::now() >= stop {
+            break;
+        }
+        let body = match kind {
+            Kind::Task => {
+                json!({"input": format!("Summarise soak item {i}: the alerts of today."), "max_tokens": 32})
+            }
+            Kind::Chat => json!({"model": "bench", "max_tokens": 32,
+                "messages": [{"role": "user", "content": format!("Say hello to soak call {i}.")}]}),
+        };
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, url, acc) = (client.clone(), url.clone(), acc.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let res = client.post(&url).json(&body).send().await;
+            let us = micros(due.elapsed());
+            let mut a = acc.lock().unwrap_or_else(|p| p.into_inner());
+            match res {
+                Ok(r) if r.status().is_success() => match kind {
+                    Kind::Task => a.task_us.push(us),
+                    Kind::Chat => a.chat_us.push(us),
+                },
+                Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => {
+                    a.rejected += 1
+                }
+                _ => a.errors += 1,
+            }
+        });
+        i += 1;
+    }
+}
+
+fn proc_stats(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let (rss, threads) = parse_proc_status(&status);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    (rss, fds, threads)
+}
+
+/// Run the soak; prints a row per sample as it goes.
+pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<SoakReport> {
+    let dir = ScratchDir::create()?;
+    let sim_addr = free_port()?;
+    let node_addr = free_port()?;
+    let cfg_path = dir.0.join("soak.json");
+    std::fs::write(
+        &cfg_path,
+        serde_json::to_vec_pretty(&soak_config(sim_addr))?,
+    )
+    .with_context(|| format!("writing {}", cfg_path.display()))?;
+    let mut sim = spawn_child(
+        "sim-provider",
+        &[
+            "sim-provider".into(),
+            "--listen".into(),
+            sim_addr.to_string(),
+            "--latency-ms".into(),
+            args.sim_latency_ms.to_string(),
+        ],
+        dir.0.join("sim.log"),
+    )?;
+    wait_ready(client, &format!("http://{sim_addr}/health"), &mut sim).await?;
+    let mut node: ChildGuard = spawn_child(
+        "node",
+        &[
+            "--data-dir".into(),
+            dir.0.join("data").display().to_string(),
+            "--http".into(),
+            node_addr.to_string(),
+            "--config".into(),
+            cfg_path.display().to_string(),
+        ],
+        dir.0.join("node.log"),
+    )?;
+    let base = format!("http://{node_addr}");
+    wait_ready(client, &format!("{base}/ready"), &mut node).await?;
+    let pid = node.child.id();
+    let log_size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let log_at_start = log_size(&node.log);
+
+    let run_for = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
+    let every = Duration::from_secs(args.sample_secs.max(1));
+    let started = Instant::now();
+    let stop = started + run_for;
+    let acc = Arc::new(Mutex::new(Interval::default()));
+    let gens = [
+        tokio::spawn(generate(
+            client.clone(),
+            format!("{base}/api/tasks"),
+            Kind::Task,
+            args.task_rate,
+            stop,
+            acc.clone(),
+        )),
+        tokio::spawn(generate(
+            client.clone(),
+            format!("{base}/v1/chat/completions"),
+            Kind::Chat,
+            args.chat_rate,
+            stop,
+            acc.clone(),
+        )),
+    ];
+    print_header();
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    while Instant::now() < stop {
+        tick.tick().await;
+        if node.check_alive().is_err() {
+            break;
+        }
+        let mut iv = std::mem::take(&mut *acc.lock().unwrap_or_else(|p| p.into_inner()));
+        iv.task_us.sort_unstable();
+        iv.chat_us.sort_unstable();
+        let (rss_kb, fds, threads) = proc_stats(pid);
+        let q: Option<QueueView> = async {
+            client
+                .get(format!("{base}/api/queue"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        let s = SoakSample {
+            t_s: started.elapsed().as_secs(),
+            rss_kb,
+            fds,
+            threads,
+            queued: q.as_ref().map_or(0, |q| q.queued),
+            running: q.as_ref().map_or(0, |q| q.running),
+            tasks: iv.task_us.len() as u64,
+            chats: iv.chat_us.len() as u64,
+            rejected: iv.rejected,
+            errors: iv.errors,
+            task_p99_us: percentile(&iv.task_us, 99.0),
+            chat_p99_us: percentile(&iv.chat_us, 99.0),
+            log_bytes: log_size(&node.log).saturating_sub(log_at_start),
+        };
+        print_row(&s);
+        samples.push(s);
+    }
+    for g in gens {
+        let _ = g.await;
+    }
+    let node_alive = node.check_alive().is_ok();
+    let drained = node_alive
+        && matches!(
+            wait_drained(client, &base, DRAIN_TIMEOUT).await,
+            Ok(crate::bench::Drain::Drained)
+        );
+    // What completed after the last sample still counts.
+    let tail = std::mem::take(&mut *acc.lock().unwrap_or_else(|p| p.into_inner()));
+    let log_text = std::fs::read(&node.log).unwrap_or_default();
+    let log_bytes = (log_text.len() as u64).saturating_sub(log_at_start);
+    let sum = |f: fn(&SoakSample) -> u64| samples.iter().map(f).sum::<u64>();
+    let tasks = sum(|s| s.tasks) + tail.task_us.len() as u64;
+    let chats = sum(|s| s.chats) + tail.chat_us.len() as u64;
+    let warm = after_warmup(&samples, SOAK_WARMUP_SHARE);
+    let points: Vec<(f64, f64)> = warm
+        .iter()
+        .map(|s| (s.t_s as f64 / 3600.0, s.rss_kb as f64))
+        .collect();
+    let (first, last) = (warm.first().cloned(), warm.last().cloned());
+    let d = |f: fn(&SoakSample) -> u64| match (&first, &last) {
+        (Some(a), Some(b)) => f(b) as i64 - f(a) as i64,
+        _ => 0,
+    };
+    Ok(SoakReport {
+        minutes: args.minutes,
+        task_rate: args.task_rate,
+        chat_rate: args.chat_rate,
+        tasks,
+        chats,
+        rejected: sum(|s| s.rejected) + tail.rejected,
+        errors: sum(|s| s.errors) + tail.errors,
+        rss_growth: match (&first, &last) {
+            (Some(a), Some(b)) => growth(a.rss_kb, b.rss_kb),
+            _ => 0.0,
+        },
+        rss_kb_per_hour: slope(&points),
+        fds_growth: d(|s| s.fds),
+        threads_growth: d(|s| s.threads),
+        log_bytes_per_task: log_bytes as f64 / tasks.max(1) as f64,
+        log_bytes_per_unit: log_bytes as f64 / (tasks + chats).max(1) as f64,
+        longest_log_line: longest_line(&log_text),
+        drained,
+        node_alive,
+        samples,
+    })
+}
+
+fn print_header() {
+    println!("6. Soak: constant load, sampled (latencies in ms, RSS in MiB)");
+    println!(
+        "{:>6} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>9} {:>10}",
+        "t(s)",
+        "rss",
+        "fds",
+        "threads",
+        "queued",
+        "running",
+        "tasks",
+        "chats",
+        "rejected",
+        "errors",
+        "task p99",
+        "chat p99",
+        "log bytes"
+    );
+}
+
+fn print_row(s: &SoakSample) {
+    println!(
+        "{:>6} {:>8.1} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9.2} {:>9.2} {:>10}",
+        s.t_s,
+        s.rss_kb as f64 / 1024.0,
+        s.fds,
+        s.threads,
+        s.queued,
+        s.running,
+        s.tasks,
+        s.chats,
+        s.rejected,
+        s.errors,
+        s.task_p99_us as f64 / 1000.0,
+        s.chat_p99_us as f64 / 1000.0,
+        s.log_bytes
+    );
+}
+
+/// The summary under the table.
+pub fn print(r: &SoakReport) {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "load: {} tasks/s + {} chats/s for {} min; {} tasks accepted, {} chats answered, {} rejected (503/429), {} errors",
+        r.task_rate, r.chat_rate, r.minutes, r.tasks, r.chats, r.rejected, r.errors
+    );
+    println!(
+        "RSS after warm-up ({:.0}% of the run): {:+.1}% first to last, {:+.1} MiB per hour (goal: flat within {:.0}%: {})",
+        SOAK_WARMUP_SHARE * 100.0,
+        r.rss_growth * 100.0,
+        r.rss_kb_per_hour / 1024.0,
+        SOAK_RSS_GROWTH_GOAL * 100.0,
+        verdict(r.rss_growth.abs() <= SOAK_RSS_GROWTH_GOAL)
+    );
+    println!(
+        "descriptors {:+}, threads {:+} after warm-up",
+        r.fds_growth, r.threads_growth
+    );
+    println!(
+        "log: {:.1} bytes per task, {:.1} per task or chat, longest line {} bytes (goal: < {:.0} per task: {})",
+        r.log_bytes_per_task,
+        r.log_bytes_per_unit,
+        r.longest_log_line,
+        SOAK_LOG_BYTES_PER_TASK_GOAL,
+        verdict(r.log_bytes_per_task < SOAK_LOG_BYTES_PER_TASK_GOAL)
+    );
+    println!(
+        "node alive at the end: {}; queue drained: {}",
+        r.node_alive, r.drained
+    );
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_table() {
+        let cases: Vec<(Vec<(f64, f64)>, f64)> = vec![
+            (vec![], 0.0),
+            (vec![(1.0, 5.0)], 0.0),
+            (vec![(0.0, 1.0), (1.0, 3.0)], 2.0),
+            (vec![(0.0, 10.0), (1.0, 10.0), (2.0, 10.0)], 0.0),
+            (vec![(0.0, 0.0), (1.0, -1.0), (2.0, -2.0)], -1.0),
+            (vec![(2.0, 1.0), (2.0, 9.0)], 0.0),
+        ];
+        for (pts, want) in cases {
+            assert!((slope(&pts) - want).abs() < 1e-9, "{pts:?}");
+        }
+    }
+
+    #[test]
+    fn warmup_and_growth() {
+        let s = |t| SoakSample {
+            t_s: t,
+            ..Default::default()
+        };
+        let v: Vec<SoakSample> = (0..10).map(s).collect();
+        assert_eq!(after_warmup(&v, 0.2).first().map(|s| s.t_s), Some(2));
+        assert_eq!(after_warmup(&v[..1], 0.2).len(), 1);
+        assert_eq!(after_warmup(&v, 1.0).len(), 1, "always the last sample");
+        assert!(after_warmup(&[], 0.2).is_empty());
+        assert_eq!(growth(100, 110), 0.1);
+        assert_eq!(growth(100, 90), -0.1);
+        assert_eq!(growth(0, 90), 0.0);
+    }
+
+    #[test]
+    fn proc_status_and_lines() {
+        let text = "Name:\topenclaw-node\nVmRSS:\t   20480 kB\nThreads:\t17\n";
+        assert_eq!(parse_proc_status(text), (20480, 17));
+        assert_eq!(parse_proc_status(""), (0, 0));
+        assert_eq!(longest_line(b"ab\nabcd\n\nx"), 4);
+        assert_eq!(longest_line(b""), 0);
+    }
+}
