@@ -1326,7 +1326,7 @@ mod tests {
     #[test]
     fn the_node_config_is_valid() {
         let sim: SocketAddr = "127.0.0.1:9".parse().expect("literal address");
-        let cfg: crate::config::Config =
+        let cfg: openclaw_server::config::Config =
             serde_json::from_value(node_config(sim)).expect("the bench config deserializes");
         let cfg = cfg.validate().expect("the bench config validates");
         assert_eq!(cfg.model_fallback.max_retries, 0);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::sim::SimOptions;
+use openclaw_server::sim::SimOptions;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -1,12 +1,23 @@
 //! `openclaw-node`: parse the command line, set up logging, load the config, run.
+//!
+//! The binary is the server crate (`openclaw-server`, the node as a library) plus the tools
+//! that use it: the client (`submit`, `cache`), the operator commands (`ops/`), `bench` and
+//! `demo`. The server never depends on these.
+
+mod bench;
+mod bench_cluster;
+mod bench_soak;
+mod cli;
+mod client;
+mod ops;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use openclaw_node::cli::{Cli, Command, LogFormat, NodeArgs};
-use openclaw_node::{config, node, sim, util};
+use crate::cli::{Cli, Command, LogFormat, NodeArgs};
+use openclaw_server::{config, node, sim, util};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -58,7 +69,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         None => (data_dir.join("openclaw.json"), false),
     };
     // Before loading, so an edit during start-up is reloaded.
-    let source = openclaw_node::reload::ConfigSource::new(path.clone(), required);
+    let source = openclaw_server::reload::ConfigSource::new(path.clone(), required);
     let mut cfg = config::load(Some(&path), required)?;
     if let Some(addr) = args.cluster {
         cfg.cluster.listen = Some(addr);
@@ -97,12 +108,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 .await?;
             Ok(0)
         }
-        Some(Command::Submit(a)) => openclaw_node::client::submit(a).await,
-        Some(Command::Bench(a)) => openclaw_node::bench::run(a).await,
-        Some(Command::Cache(a)) => openclaw_node::client::cache(a).await,
-        Some(Command::Status(a)) => openclaw_node::ops::status::run(a).await,
-        Some(Command::Leave(a)) => openclaw_node::ops::status::leave(a).await,
-        Some(Command::Demo(a)) => openclaw_node::ops::demo::run(a).await,
+        Some(Command::Submit(a)) => crate::client::submit(a).await,
+        Some(Command::Bench(a)) => crate::bench::run(a).await,
+        Some(Command::Cache(a)) => crate::client::cache(a).await,
+        Some(Command::Status(a)) => crate::ops::status::run(a).await,
+        Some(Command::Leave(a)) => crate::ops::status::leave(a).await,
+        Some(Command::Demo(a)) => crate::ops::demo::run(a).await,
         Some(
             cmd @ (Command::Tokens(_)
             | Command::Cost(_)
@@ -116,8 +127,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
 /// The operator's commands (`tokens`, `cost`, `queue`, `doctor`, `config`). Flags given before
 /// the command (`openclaw-node --data-dir X tokens`) count too.
 async fn run_ops(cmd: Command, node: &NodeArgs) -> anyhow::Result<i32> {
-    use openclaw_node::cli::ConfigLocation;
-    use openclaw_node::ops;
+    use crate::cli::ConfigLocation;
+    use crate::ops;
     let outer = ConfigLocation {
         config: node.config.clone(),
         data_dir: node.data_dir.clone(),

@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 
-use openclaw_node::audit::{self, AuditEntry, AuditLog, CacheOutcome};
-use openclaw_node::config::{default_models, AuditConfig};
 use openclaw_proto::api::TokenCounts;
 use openclaw_proto::Priority;
+use openclaw_server::audit::{self, AuditEntry, AuditLog, CacheOutcome};
+use openclaw_server::config::{default_models, AuditConfig};
 
 /// The chapter's five models (`PRICING` in openclaw-cost-tracker.py).
 const CHAPTER_MODELS: [&str; 5] = [
@@ -471,14 +471,14 @@ fn dashboard_is_valid_json_with_the_chapter_panels() {
 #[test]
 fn monitoring_uses_only_metrics_we_export() {
     // Every openclaw_* name in monitoring/ must be one the node renders.
-    let m = openclaw_node::metrics::metrics();
+    let m = openclaw_server::metrics::metrics();
     m.observe_request("tasks", 200, 0.01);
     m.observe_model_call("gpt-4o", 1, 1, 0.0, 0.1);
     m.observe_model_error("gpt-4o", "timeout");
     m.task_queue_wait_seconds
         .with_label_values(&["normal"])
         .observe(0.1);
-    let exported = openclaw_node::metrics::render();
+    let exported = openclaw_server::metrics::render();
     for rel in [
         "monitoring/alert_rules.yml",
         "monitoring/grafana/dashboards/openclaw.json",

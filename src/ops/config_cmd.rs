@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::cli::ConfigCmd;
-use crate::config::{self, Config, ConfigError};
+use openclaw_server::config::{self, Config, ConfigError};
 
 use super::Resolved;
 

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
-use crate::audit::{AuditEntry, STATUS_OK};
 use crate::cli::CostArgs;
-use crate::config::Config;
+use openclaw_server::audit::{AuditEntry, STATUS_OK};
+use openclaw_server::config::Config;
 
 use super::{render_table, thousands, Align};
 
@@ -191,14 +191,14 @@ pub fn render(r: &CostReport) -> String {
 pub fn run(args: CostArgs) -> anyhow::Result<i32> {
     let loc = super::Resolved::of(&args.location);
     let cfg = loc.load()?;
-    let today = crate::audit::local_now().date();
+    let today = openclaw_server::audit::local_now().date();
     let month = match &args.month {
         Some(m) => parse_month(m)
             .ok_or_else(|| anyhow::anyhow!("--month `{m}`: expected YYYY-MM, e.g. 2026-11"))?,
         None => today.with_day(1).unwrap_or(today),
     };
-    let logs = crate::audit::logs_dir(&loc.data_dir);
-    let entries = crate::audit::read_entries(&logs)
+    let logs = openclaw_server::audit::logs_dir(&loc.data_dir);
+    let entries = openclaw_server::audit::read_entries(&logs)
         .map_err(|e| anyhow::anyhow!("reading the audit log in {}: {e}", logs.display()))?;
     let r = report(&entries, &cfg, month, today);
     if args.json {

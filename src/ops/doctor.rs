@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cli::DoctorArgs;
-use crate::config::{Config, ProviderKind};
+use openclaw_server::config::{Config, ProviderKind};
 
 use super::{render_table, Align, Resolved};
 
@@ -130,8 +130,12 @@ pub enum Plan {
 
 /// The probe plan of every configured model, decided the way the node builds its providers.
 pub fn plans(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, Plan)> {
-    let set =
-        crate::providers::ProviderSet::build(cfg, reqwest::Client::new(), EMBEDDED_MARKER, env);
+    let set = openclaw_server::providers::ProviderSet::build(
+        cfg,
+        reqwest::Client::new(),
+        EMBEDDED_MARKER,
+        env,
+    );
     set.resolved()
         .iter()
         .map(|r| {
@@ -610,7 +614,7 @@ mod tests {
 
     #[test]
     fn plans_follow_the_node_and_never_leak_keys() {
-        let cfg = crate::config::from_value(
+        let cfg = openclaw_server::config::from_value(
             "t",
             json!({
                 "models": {

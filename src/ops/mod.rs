@@ -34,7 +34,7 @@ impl Resolved {
         let data_dir = loc
             .data_dir
             .clone()
-            .unwrap_or_else(crate::util::default_data_dir);
+            .unwrap_or_else(openclaw_server::util::default_data_dir);
         match &loc.config {
             Some(p) => Resolved {
                 config_path: p.clone(),
@@ -50,8 +50,10 @@ impl Resolved {
     }
 
     /// The effective configuration (defaults + file + env), as the node loads it.
-    pub fn load(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
-        crate::config::load(Some(&self.config_path), self.required)
+    pub fn load(
+        &self,
+    ) -> Result<openclaw_server::config::Config, openclaw_server::config::ConfigError> {
+        openclaw_server::config::load(Some(&self.config_path), self.required)
     }
 }
 

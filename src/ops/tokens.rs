@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use chrono::{Duration, NaiveDate};
 use serde::Serialize;
 
-use crate::audit::{AuditEntry, CacheOutcome, STATUS_OK};
 use crate::cli::TokensArgs;
+use openclaw_server::audit::{AuditEntry, CacheOutcome, STATUS_OK};
 
 use super::{render_table, thousands, Align};
 
@@ -149,10 +149,14 @@ pub fn render(r: &TokenReport) -> String {
 
 pub fn run(args: TokensArgs) -> anyhow::Result<i32> {
     let loc = super::Resolved::of(&args.location);
-    let logs = crate::audit::logs_dir(&loc.data_dir);
-    let entries = crate::audit::read_entries(&logs)
+    let logs = openclaw_server::audit::logs_dir(&loc.data_dir);
+    let entries = openclaw_server::audit::read_entries(&logs)
         .map_err(|e| anyhow::anyhow!("reading the audit log in {}: {e}", logs.display()))?;
-    let r = report(&entries, crate::audit::local_now().date(), args.days);
+    let r = report(
+        &entries,
+        openclaw_server::audit::local_now().date(),
+        args.days,
+    );
     if args.json {
         super::print_json(&r)?;
     } else {
