@@ -69,7 +69,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         None => (data_dir.join("openclaw.json"), false),
     };
     // Before loading, so an edit during start-up is reloaded.
-    let source = openclaw_server::reload::ConfigSource::new(path.clone(), required);
+    let source = openclaw_server::config::reload::ConfigSource::new(path.clone(), required);
     let mut cfg = config::load(Some(&path), required)?;
     if let Some(addr) = args.cluster {
         cfg.cluster.listen = Some(addr);

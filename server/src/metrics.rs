@@ -397,7 +397,7 @@ impl Metrics {
             }
             self.cost_usd_total.with_label_values(&[model]);
             self.model_breaker_state.with_label_values(&[model]).set(0);
-            for reason in crate::providers::ERROR_CODES {
+            for reason in crate::calls::providers::ERROR_CODES {
                 self.model_errors_total.with_label_values(&[model, reason]);
             }
         }

@@ -13,16 +13,16 @@ use ractor::ActorRef;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::accountant::{AccountantMsg, BudgetGate};
-use crate::actors::agent::AgentMsg;
-use crate::actors::cache::CacheMsg;
-use crate::actors::delivery::DeliveryMsg;
-use crate::actors::scheduler::SchedulerMsg;
+use crate::agents::agent::AgentMsg;
 use crate::audit::AuditLog;
+use crate::budget::accountant::{AccountantMsg, BudgetGate};
+use crate::cache::store::CacheMsg;
+use crate::calls::providers::ProviderSet;
 use crate::config::Config;
-use crate::ledger::Ledger;
-use crate::providers::ProviderSet;
 use crate::storage::Store;
+use crate::tasks::delivery::DeliveryMsg;
+use crate::tasks::ledger::Ledger;
+use crate::tasks::scheduler::SchedulerMsg;
 
 /// Capacity of the task-finished broadcast that wakes long-polls. A waiter that lags re-reads
 /// the store, so nothing is missed.
@@ -109,7 +109,7 @@ pub struct ActorHandles {
     /// its own through its limiter while it is backed off.
     backoff_until: std::sync::Mutex<HashMap<String, u64>>,
     /// Rate limiters by scope (a model name or `global`).
-    limiters: RwLock<HashMap<String, ActorRef<crate::actors::limiter::LimiterMsg>>>,
+    limiters: RwLock<HashMap<String, ActorRef<crate::limits::limiter::LimiterMsg>>>,
     accountant: RwLock<Option<ActorRef<AccountantMsg>>>,
 }
 
@@ -138,10 +138,10 @@ impl ActorHandles {
     pub fn set_cache(&self, r: ActorRef<CacheMsg>) {
         *write(&self.cache) = Some(r);
     }
-    pub fn limiter(&self, scope: &str) -> Option<ActorRef<crate::actors::limiter::LimiterMsg>> {
+    pub fn limiter(&self, scope: &str) -> Option<ActorRef<crate::limits::limiter::LimiterMsg>> {
         read(&self.limiters).get(scope).cloned()
     }
-    pub fn set_limiter(&self, scope: &str, r: ActorRef<crate::actors::limiter::LimiterMsg>) {
+    pub fn set_limiter(&self, scope: &str, r: ActorRef<crate::limits::limiter::LimiterMsg>) {
         write(&self.limiters).insert(scope.to_string(), r);
     }
     pub fn set_backoff_until(&self, scope: &str, until_mono_ms: u64) {
@@ -236,7 +236,7 @@ pub struct Runtime {
     pub handles: ActorHandles,
     pub health: Health,
     /// Circuit breaker per model.
-    pub breakers: crate::breaker::Breakers,
+    pub breakers: crate::calls::breaker::Breakers,
     /// The budget gate (paused / downgraded scopes), written by the accountant actor.
     pub budget: BudgetGate,
     /// Waiting tasks (kept by the scheduler), checked by admission against `server.queue_max`.
@@ -246,7 +246,7 @@ pub struct Runtime {
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
     /// The config file to hot-reload from (None: the config came from code, nothing to watch).
-    pub config_source: Option<crate::reload::ConfigSource>,
+    pub config_source: Option<crate::config::reload::ConfigSource>,
     /// This node's part of the cluster (cluster mode only).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

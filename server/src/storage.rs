@@ -25,7 +25,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use openclaw_proto::codec::{self, CodecError};
 use openclaw_proto::TaskRecord;
 
-use crate::cache::CacheEntry;
+use crate::cache::keys::CacheEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

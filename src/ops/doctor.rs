@@ -130,7 +130,7 @@ pub enum Plan {
 
 /// The probe plan of every configured model, decided the way the node builds its providers.
 pub fn plans(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, Plan)> {
-    let set = openclaw_server::providers::ProviderSet::build(
+    let set = openclaw_server::calls::providers::ProviderSet::build(
         cfg,
         reqwest::Client::new(),
         EMBEDDED_MARKER,

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 
 use super::{ApiError, AppState};
-use crate::actors::accountant::{AccountantMsg, BudgetView};
+use crate::budget::accountant::{AccountantMsg, BudgetView};
 
 pub async fn budget(State(st): State<AppState>) -> Result<Json<BudgetView>, ApiError> {
     let view = match st.rt.handles.accountant() {

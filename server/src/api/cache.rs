@@ -7,7 +7,7 @@ use axum::Json;
 use openclaw_proto::api::{CacheRemoved, CacheStats};
 
 use super::{ApiError, AppState};
-use crate::actors::cache::{CacheMsg, CACHE_CALL_TIMEOUT_MS};
+use crate::cache::store::{CacheMsg, CACHE_CALL_TIMEOUT_MS};
 
 fn unavailable() -> ApiError {
     ApiError::unavailable(

@@ -75,9 +75,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::ledger::LedgerError> for ApiError {
-    fn from(e: crate::ledger::LedgerError) -> ApiError {
-        use crate::ledger::LedgerError::*;
+impl From<crate::tasks::ledger::LedgerError> for ApiError {
+    fn from(e: crate::tasks::ledger::LedgerError) -> ApiError {
+        use crate::tasks::ledger::LedgerError::*;
         match e {
             NotFound(id) => ApiError::not_found("task_not_found", format!("no task with id {id}")),
             WrongState { id, status } => {

@@ -25,11 +25,11 @@ use openclaw_proto::openai::{
 use tracing::Instrument;
 
 use super::{ApiError, ApiJson, AppState};
-use crate::actors::cache as actor_cache;
-use crate::cache::{self, CacheEntry};
+use crate::cache::keys::{self as cache, CacheEntry};
+use crate::cache::store as actor_cache;
+use crate::calls::fallback;
+use crate::calls::providers::{ChunkStream, ProviderError};
 use crate::calls::{self, CallMeta};
-use crate::fallback;
-use crate::providers::{ChunkStream, ProviderError};
 
 /// Header naming the agent a direct chat call is accounted to (default `api`).
 pub const AGENT_HEADER: &str = "x-openclaw-agent";
@@ -179,7 +179,7 @@ async fn serve_chat(
     // Budget: reserve like a non-critical task; refused → 429 until the period rolls over or
     // the limit is raised.
     let prompt_tokens = u64::from(crate::tokens::count_messages(&req.messages));
-    let held = crate::worker::reserve(
+    let held = crate::tasks::worker::reserve(
         &rt,
         &meta.agent,
         false,
@@ -188,7 +188,7 @@ async fn serve_chat(
         req.output_cap(),
     )
     .await
-    .map_err(|crate::worker::BudgetWait(scope)| {
+    .map_err(|crate::tasks::worker::BudgetWait(scope)| {
         ApiError::too_many(
             "budget_exhausted",
             format!(

@@ -39,7 +39,7 @@ pub async fn reload_config(State(st): State<AppState>) -> Result<impl IntoRespon
             "this node was started without a config file to reload",
         ));
     }
-    match crate::reload::reload_now(&st.rt).await {
+    match crate::config::reload::reload_now(&st.rt).await {
         Ok(r) => Ok(Json(json!({
             "result": if r.changed.is_empty() { "unchanged" } else { "reloaded" },
             "changed": r.changed,

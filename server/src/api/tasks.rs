@@ -13,10 +13,10 @@ use openclaw_proto::{TaskRecord, TaskStatus, TaskSubmit, TaskView};
 use serde::Deserialize;
 
 use super::{ApiError, ApiJson, AppState};
-use crate::actors::scheduler::{entry_of, CancelOutcome, QueueSnapshot, SchedulerMsg};
 use crate::config::Config;
-use crate::ledger::Admission;
 use crate::runtime::now_ms;
+use crate::tasks::ledger::Admission;
+use crate::tasks::scheduler::{entry_of, CancelOutcome, QueueSnapshot, SchedulerMsg};
 
 /// Longest accepted idempotency key.
 pub const IDEMPOTENCY_KEY_MAX: usize = 256;
@@ -206,7 +206,7 @@ pub async fn submit(
         template_params: sub
             .template_params
             .as_ref()
-            .map(|p| crate::cache::canonical_json(&serde_json::Value::Object(p.clone()))),
+            .map(|p| crate::cache::keys::canonical_json(&serde_json::Value::Object(p.clone()))),
         template_id: sub.template_id,
         status: TaskStatus::Queued,
         output: None,
@@ -433,7 +433,7 @@ pub async fn queue(State(st): State<AppState>) -> Result<Json<QueueView>, ApiErr
     let failed_deliveries = rt
         .store
         .failed_deliveries()
-        .map_err(crate::ledger::LedgerError::from)?
+        .map_err(crate::tasks::ledger::LedgerError::from)?
         .into_iter()
         .map(|d| FailedDelivery {
             task_id: d.task_id,

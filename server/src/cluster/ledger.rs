@@ -12,7 +12,7 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 
 use super::proposer::ClusterError;
 use super::Cluster;
-use crate::ledger::{Admission, Ledger, LedgerError, Outcome};
+use crate::tasks::ledger::{Admission, Ledger, LedgerError, Outcome};
 
 pub struct RaftLedger {
     cluster: Arc<Cluster>,

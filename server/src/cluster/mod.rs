@@ -4,7 +4,7 @@
 //! - [`net`]: Raft RPCs over HTTP on the cluster address, secret in a header, deadlines.
 //! - [`server`]: the cluster listener (Raft, forwarded writes, join, leave).
 //! - [`proposer`]: batches commands into Raft entries; followers forward to the leader.
-//! - [`ledger`]: the task [`crate::ledger::Ledger`] backed by the replicated state.
+//! - [`ledger`]: the task [`crate::tasks::ledger::Ledger`] backed by the replicated state.
 //! - [`watcher`]: follows applied events (feeds the scheduler), heartbeats, the leader's sweeps
 //!   (expire, purge, promote learners), work stealing and reconciliation.
 //! - [`quota`]: budget and rate-limit leases on the hot path.

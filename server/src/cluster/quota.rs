@@ -23,7 +23,7 @@ use openclaw_cluster::lease::slice_size;
 use openclaw_cluster::{BudgetLimit, Command, RateLimit, Reply};
 
 use super::Cluster;
-use crate::budget::{self, Estimate, Exhausted};
+use crate::budget::rules::{self as budget, Estimate, Exhausted};
 use crate::limits::LimitError;
 use crate::runtime::{now_ms, Runtime};
 
@@ -161,7 +161,7 @@ pub async fn reserve_budget(
     est: Estimate,
 ) -> Result<LeaseHold, Exhausted> {
     let cfg = rt.cfg();
-    let period = crate::actors::accountant::current_period(&cfg);
+    let period = crate::budget::accountant::current_period(&cfg);
     let scopes = budget::scopes_for(&cfg.budget, agent);
     drop(cfg);
     let mut taken: Vec<String> = Vec::new();
@@ -309,7 +309,7 @@ pub async fn acquire_rate(
     deadline: tokio::time::Instant,
 ) -> Result<(), LimitError> {
     for scope in scopes {
-        let limits = crate::actors::limiter::scope_limits(&rt.cfg(), scope);
+        let limits = crate::limits::limiter::scope_limits(&rt.cfg(), scope);
         if limits.requests.is_none() && limits.tokens.is_none() {
             continue;
         }
@@ -375,7 +375,7 @@ fn take_rate(
     scope: &str,
     window: u64,
     tokens: u64,
-    limits: &crate::ratelimit::Limits,
+    limits: &crate::limits::window::Limits,
 ) -> bool {
     let mut g = lock(&c.quota.rate);
     let p = g.entry(scope.to_string()).or_default();

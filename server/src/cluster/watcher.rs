@@ -23,8 +23,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::ledger::owned_by;
 use super::Cluster;
-use crate::actors::scheduler::{entry_of, SchedulerMsg};
 use crate::runtime::{now_ms, Runtime};
+use crate::tasks::scheduler::{entry_of, SchedulerMsg};
 
 /// How often the reconcile loop compares the state with the scheduler.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);

@@ -53,7 +53,7 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::providers::TASK_ID_HEADER;
+use crate::calls::providers::TASK_ID_HEADER;
 use calls::{CallLog, CallRecord, CallsView, STATUS_NO_ANSWER};
 use faults::{Dice, Directive, FaultSettings, Faults, Outcome, Plan};
 use gen::Generated;

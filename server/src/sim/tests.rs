@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::calls::CallsView;
 use super::{Sim, SimOptions};
+use crate::calls::providers::anthropic::AnthropicProvider;
+use crate::calls::providers::openai::OpenAiProvider;
+use crate::calls::providers::{CallContext, ChunkStream, Provider, ProviderError};
 use crate::config::{ProviderKind, Secret};
-use crate::providers::anthropic::AnthropicProvider;
-use crate::providers::openai::OpenAiProvider;
-use crate::providers::{CallContext, ChunkStream, Provider, ProviderError};
 use crate::tokens;
 
 struct Running {

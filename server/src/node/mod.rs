@@ -6,6 +6,8 @@
 //! Shutdown (the token is cancelled): stop accepting HTTP, leave running tasks to recovery
 //! (they run again at the next start), stop the actors, flush the audit log and the store.
 
+pub mod tree;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -18,14 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
+use crate::calls::providers::{self, ProviderSet};
 use crate::config::{Config, Secret};
-use crate::ledger::{Ledger, LocalLedger};
-use crate::providers::{self, ProviderSet};
 use crate::runtime::{
     now_ms, ActorHandles, Health, RunningSet, Runtime, StopReason, TASK_EVENTS_MAX,
 };
 use crate::sim::{Sim, SimOptions};
 use crate::storage::Store;
+use crate::tasks::ledger::{Ledger, LocalLedger};
 
 /// How often finished tasks past `server.result_ttl_seconds` are purged.
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -38,7 +40,7 @@ pub struct NodeOptions {
     /// Overrides `server.listen`.
     pub http: Option<SocketAddr>,
     /// The file `config` was loaded from; watched and reloaded while the node runs.
-    pub config_source: Option<crate::reload::ConfigSource>,
+    pub config_source: Option<crate::config::reload::ConfigSource>,
 }
 
 /// A started node.
@@ -49,7 +51,7 @@ pub struct RunningNode {
     pub runtime: Arc<Runtime>,
     server: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
-    supervisor: ractor::ActorRef<crate::actors::supervisor::SupervisorMsg>,
+    supervisor: ractor::ActorRef<crate::supervisor::SupervisorMsg>,
     audit_writer: tokio::task::JoinHandle<()>,
 }
 
@@ -200,7 +202,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         config_source: opts.config_source.clone(),
         cluster: cluster.clone(),
     });
-    let supervisor = crate::actors::start_tree(rt.clone())
+    let supervisor = crate::node::tree::start_tree(rt.clone())
         .await
         .context("starting the actors")?;
 
@@ -227,7 +229,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         });
     }
 
-    crate::reload::spawn_watcher(rt.clone());
+    crate::config::reload::spawn_watcher(rt.clone());
     {
         let rt = rt.clone();
         tokio::spawn(async move {
@@ -290,7 +292,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::scheduler::SchedulerMsg;
+    use crate::tasks::scheduler::SchedulerMsg;
     use openclaw_proto::TaskStatus;
 
     async fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {

@@ -1,6 +1,6 @@
 //! One rate-limiter actor per scope that has limits: each configured model in
 //! `rate_limiting.per_model`, plus `global`. It owns the scope's sliding window
-//! ([`crate::ratelimit::Window`]) and the queue of waiters.
+//! ([`crate::limits::window::Window`]) and the queue of waiters.
 //!
 //! Over the limit, work *waits*: waiters are granted in priority order (FIFO within a level) as
 //! the window frees room — on every `Release`/`Settle` and on a timer tick every
@@ -22,8 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::limits::window::{backoff_delay, Denied, Limits, Window};
 use crate::metrics::metrics;
-use crate::ratelimit::{backoff_delay, Denied, Limits, Window};
 use crate::runtime::Runtime;
 
 /// The scope name of `rate_limiting.global`.

@@ -19,20 +19,17 @@
 //! deliveries live in the store. Handlers reach actors through `Runtime::handles`, which the
 //! supervisor updates on every (re)start.
 
-pub mod accountant;
-pub mod agent;
-pub mod cache;
-pub mod delivery;
-pub mod limiter;
-pub mod scheduler;
-pub mod supervisor;
-
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
+use crate::agents::agent;
+use crate::budget::accountant;
+use crate::cache::store as cache;
+use crate::limits::limiter;
 use crate::runtime::Runtime;
-use supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{self, ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::tasks::{delivery, scheduler};
 
 /// Names of the supervised children.
 pub const SCHEDULER: &str = "scheduler";

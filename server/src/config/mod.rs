@@ -11,6 +11,8 @@
 //! `auth`, `audit`. Secrets never live here: API keys are named by `api_key_env` and read from the
 //! environment into a [`Secret`], whose `Debug`/`Display` print `***`.
 
+pub mod reload;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -25,20 +25,20 @@ use ractor::ActorRef;
 use tracing::Instrument;
 
 use crate::activity;
-use crate::actors::accountant::{AccountantMsg, ReservationId};
-use crate::actors::agent::{AgentMsg, BuiltPrompt};
-use crate::actors::delivery::DeliveryMsg;
-use crate::actors::scheduler::{entry_of, SchedulerMsg};
-use crate::cache;
+use crate::agents::agent::{AgentMsg, BuiltPrompt};
+use crate::budget::accountant::{AccountantMsg, ReservationId};
+use crate::cache::keys as cache;
+use crate::calls::fallback;
+use crate::calls::routing::{self, RouteDecision, RouteInput, RouteReason};
 use crate::calls::{self, CallMeta};
 use crate::config::Config;
-use crate::fallback;
-use crate::ledger::{LedgerError, Outcome};
 use crate::metrics::metrics;
-use crate::routing::{self, RouteDecision, RouteInput, RouteReason};
 use crate::runtime::{now_ms, RunningSlot, Runtime, StopReason};
-use crate::scheduler::QueueEntry;
 use crate::storage::{PendingDelivery, TranscriptMessage};
+use crate::tasks::delivery::DeliveryMsg;
+use crate::tasks::ledger::{LedgerError, Outcome};
+use crate::tasks::queue::QueueEntry;
+use crate::tasks::scheduler::{entry_of, SchedulerMsg};
 
 /// How long a worker waits for its agent actor (it may be restarting).
 pub const AGENT_CALL_TIMEOUT_MS: u64 = 5_000;
@@ -350,7 +350,7 @@ pub async fn reserve(
                     // In a cluster the limits are shared: the call must also fit this node's
                     // lease of the cluster's remaining budget.
                     if let Some(c) = &rt.cluster {
-                        let est = crate::budget::Estimate {
+                        let est = crate::budget::rules::Estimate {
                             tokens: prompt_tokens + est_out,
                             cost_usd: est_cost,
                         };
@@ -413,7 +413,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
     );
     let mut route = route_task(&rt.cfg(), rec, prompt_tokens);
     if route.reason != RouteReason::Explicit && rt.budget.downgrade_for(&rec.agent) {
-        if let Some(cheapest) = crate::budget::cheapest_model(&rt.cfg()) {
+        if let Some(cheapest) = crate::budget::rules::cheapest_model(&rt.cfg()) {
             route.model = cheapest;
             route.reason = RouteReason::BudgetDowngrade;
         }
@@ -446,7 +446,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
     };
     let cache_key = request_cache_key(&rt.cfg(), rec, &route.model, &req);
     if let Some(key) = &cache_key {
-        if let Some(hit) = crate::actors::cache::lookup(rt, key).await {
+        if let Some(hit) = crate::cache::store::lookup(rt, key).await {
             tracing::debug!(model = %hit.model, "answer served from the request cache");
             calls::account_cache_hit(rt, &meta, &hit.model).await;
             append_session(rt, rec, &hit.text);
@@ -485,10 +485,10 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
                     .first()
                     .and_then(|c| c.finish_reason.clone());
                 if cache::cacheable(&output, finish.as_deref()) {
-                    crate::actors::cache::store(
+                    crate::cache::store::store(
                         rt,
                         key,
-                        crate::actors::cache::entry_now(
+                        crate::cache::store::entry_now(
                             &answer.model,
                             output.clone(),
                             finish,
@@ -589,7 +589,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let mut rec = crate::ledger::tests_support::record("t");
+        let mut rec = crate::tasks::ledger::tests_support::record("t");
         let cases = [
             (Some("gpt-4o"), "main", "gpt-4o", "explicit"),
             (None, "main", "gpt-4o-mini", "default"),
@@ -617,7 +617,7 @@ mod tests {
     #[test]
     fn request_cache_key_table() {
         let mut cfg = Config::default();
-        let mut rec = crate::ledger::tests_support::record("t");
+        let mut rec = crate::tasks::ledger::tests_support::record("t");
         let req = ChatCompletionRequest {
             model: "gpt-4o-mini".into(),
             messages: vec![ChatMessage::new("user", "hi")],

@@ -11,8 +11,8 @@ use openclaw_proto::api::PromptBreakdown;
 use openclaw_proto::openai::ChatMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::agents::prompt::Workspace;
 use crate::metrics::metrics;
-use crate::prompt::Workspace;
 use crate::runtime::Runtime;
 
 /// Where an agent's workspace lives: configured, else `<data-dir>/workspace` for `main` and

@@ -10,6 +10,9 @@
 //! model's grant is cancelled (undone, not released), `global` is waited for, and the model's
 //! taken without waiting — repeated until both hold at the same moment or the deadline passes.
 
+pub mod limiter;
+pub mod window;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +21,10 @@ use openclaw_proto::Priority;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 
-use crate::actors::limiter::{
+use crate::api::ApiError;
+use crate::limits::limiter::{
     scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL,
 };
-use crate::api::ApiError;
 use crate::runtime::Runtime;
 
 /// Output tokens reserved for a call without `max_tokens` (settled to the real count after).

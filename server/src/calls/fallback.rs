@@ -20,12 +20,12 @@ use std::time::Duration;
 use openclaw_proto::api::FallbackStep;
 use openclaw_proto::openai::ChatCompletionRequest;
 
-use crate::breaker::{Admit, BreakerPolicy};
+use crate::calls::breaker::{Admit, BreakerPolicy};
+use crate::calls::providers::{ChunkStream, ProviderError};
 use crate::calls::{self, CallMeta, Completed};
 use crate::config::Config;
 use crate::limits::{self, LimitError, Permit};
 use crate::metrics::metrics;
-use crate::providers::{ChunkStream, ProviderError};
 use crate::runtime::{now_ms, Runtime};
 
 /// The models to try, in order: `first`, then the chain (when enabled), without repeats.
@@ -286,7 +286,7 @@ async fn run<'a, T>(
                     let open = if counts_against_breaker(&e) {
                         matches!(
                             rt.breakers.record(model, false, now_ms(), &policy),
-                            crate::breaker::State::Open { .. }
+                            crate::calls::breaker::State::Open { .. }
                         )
                     } else {
                         false

@@ -1,6 +1,6 @@
 //! The budget accountant actor (§18.7): owns the current period's budget counters per scope
 //! (`total`, `agent:<name>`), the reservations in flight, the fired-threshold marks and the
-//! resulting gate (paused / downgraded). Decisions are the pure functions of `crate::budget`.
+//! resulting gate (paused / downgraded). Decisions are the pure functions of `crate::budget::rules`.
 //!
 //! - Workers `Reserve` before a model call and `Settle` (or `Release`) after it. A refused
 //!   reservation closes the gate for that scope, so the scheduler holds non-critical work
@@ -26,7 +26,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use crate::budget::{self, Counters, Estimate, Exhausted, Limits, ScopeState};
+use crate::budget::rules::{self as budget, Counters, Estimate, Exhausted, Limits, ScopeState};
 use crate::config::{BudgetAction, Config};
 use crate::metrics::metrics;
 use crate::runtime::{now_ms, Runtime};
@@ -605,7 +605,7 @@ fn recompute(state: &mut AccountantState) {
     if released {
         tracing::info!("budget pause lifted; held tasks may start");
         if let Some(s) = state.rt.handles.scheduler() {
-            let _ = s.cast(crate::actors::scheduler::SchedulerMsg::Wake);
+            let _ = s.cast(crate::tasks::scheduler::SchedulerMsg::Wake);
         }
     }
 }
@@ -741,7 +741,7 @@ fn send_notice(rt: Arc<Runtime>, n: Notice) {
         let percent = n.percent;
         tokio::spawn(async move {
             for attempt in 1..=NOTIFY_MAX_ATTEMPTS {
-                tokio::time::sleep(crate::actors::delivery::backoff_before(
+                tokio::time::sleep(crate::tasks::delivery::backoff_before(
                     attempt,
                     NOTIFY_INITIAL_DELAY,
                 ))

@@ -3,7 +3,7 @@
 //! Admission happens in the HTTP handler (durable in the ledger first), which then casts
 //! `Enqueue`. The scheduler starts a worker task per free slot (`server.workers`), in strict
 //! priority order, and preempts when a task at an allowed level waits with every slot busy
-//! (see `crate::scheduler::choose_victim`). Workers report `Done`; a preempted worker requeues
+//! (see `crate::tasks::queue::choose_victim`). Workers report `Done`; a preempted worker requeues
 //! its task in the ledger first and then casts `Enqueue` again.
 //!
 //! On (re)start the queue is rebuilt from the ledger (queued tasks not already running), so a
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::metrics;
 use crate::runtime::{RunningSlot, Runtime, StopReason};
-use crate::scheduler::{choose_victim, may_preempt, QueueEntry, ReadyQueue, RunningInfo};
+use crate::tasks::queue::{choose_victim, may_preempt, QueueEntry, ReadyQueue, RunningInfo};
 
 pub enum SchedulerMsg {
     /// A task (new, or requeued) is ready to run.
@@ -182,7 +182,7 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
             .task_queue_wait_seconds
             .with_label_values(&[e.priority.as_str()])
             .observe(wait_s);
-        crate::worker::spawn(rt.clone(), e, slot, myself.clone());
+        crate::tasks::worker::spawn(rt.clone(), e, slot, myself.clone());
     }
     if rt.running.len() >= workers {
         preempt_if_needed(state);

@@ -1,7 +1,7 @@
 //! The cache actor: owns the request cache (`cache.request_cache`) — the sled `cache` tree and
 //! an in-memory index (key → size, created, last used) rebuilt from the tree at start, so size
 //! and LRU decisions never scan sled. The decisions themselves are the pure functions of
-//! `crate::cache`.
+//! `crate::cache::keys`.
 //!
 //! Messages: `Get` (a hit refreshes last-used; a stale entry is dropped and is a miss), `Put`
 //! (entries over 1/16 of the bound are refused; then least recently used entries are evicted
@@ -22,7 +22,7 @@ use std::time::Duration;
 use openclaw_proto::api::CacheStats;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::cache::{self, CacheEntry, IndexEntry, Strategy};
+use crate::cache::keys::{self as cache, CacheEntry, IndexEntry, Strategy};
 use crate::metrics::metrics;
 use crate::runtime::{now_ms, Runtime};
 use crate::storage::Store;

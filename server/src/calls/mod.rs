@@ -4,14 +4,19 @@
 //!
 //! Invariant: this module decides nothing about which model or whether to retry.
 
+pub mod breaker;
+pub mod fallback;
+pub mod providers;
+pub mod routing;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openclaw_proto::openai::{ChatCompletionRequest, ChatCompletionResponse, Usage};
 
 use crate::audit::AuditEntry;
+use crate::calls::providers::{CallContext, ChunkStream, ProviderError};
 use crate::metrics::metrics;
-use crate::providers::{CallContext, ChunkStream, ProviderError};
 use crate::runtime::Runtime;
 
 /// Who a call is for (audit fields).
@@ -51,7 +56,7 @@ fn provider_for(
     model: &str,
     request_id: &str,
     timeout: Duration,
-) -> Result<(Arc<dyn crate::providers::Provider>, CallContext), ProviderError> {
+) -> Result<(Arc<dyn crate::calls::providers::Provider>, CallContext), ProviderError> {
     let provider = rt
         .providers
         .get(model)
