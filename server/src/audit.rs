@@ -434,8 +434,9 @@ fn read_file_into(path: &Path, entries: &mut Vec<AuditEntry>) -> std::io::Result
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use serde_json::Value;
     use std::collections::BTreeSet;

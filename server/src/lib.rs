@@ -22,7 +22,6 @@ pub mod config;
 pub mod limits;
 pub mod metrics;
 pub mod node;
-pub mod runtime;
 pub mod sim;
 pub mod storage;
 pub mod supervisor;

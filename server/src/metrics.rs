@@ -387,9 +387,9 @@ impl Metrics {
         m
     }
 
-    /// Create the per-model series at zero (call once with the configured model names), so a
-    /// model that has not been used yet shows 0 rather than no data.
-    pub fn init_models<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
+    /// Create the per-model series at zero (call once with the configured model names and the
+    /// providers' error codes), so a model that has not been used yet shows 0 rather than no data.
+    pub fn init_models<'a>(&self, models: impl IntoIterator<Item = &'a str>, error_codes: &[&str]) {
         for model in models {
             for direction in [DIRECTION_INPUT, DIRECTION_OUTPUT] {
                 self.tokens_consumed_total
@@ -397,7 +397,7 @@ impl Metrics {
             }
             self.cost_usd_total.with_label_values(&[model]);
             self.model_breaker_state.with_label_values(&[model]).set(0);
-            for reason in crate::calls::providers::ERROR_CODES {
+            for reason in error_codes {
                 self.model_errors_total.with_label_values(&[model, reason]);
             }
         }
@@ -474,8 +474,9 @@ impl Metrics {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     /// The chapter's metric names (§18.6), which `monitoring/` relies on.
@@ -507,7 +508,7 @@ mod tests {
     fn every_metric_renders() {
         let m = metrics();
         // Vec metrics appear once a series exists.
-        m.init_models(["gpt-4o-mini"]);
+        m.init_models(["gpt-4o-mini"], &crate::calls::providers::ERROR_CODES);
         m.observe_request("tasks", 202, 0.002);
         m.observe_model_call("gpt-4o-mini", 120, 30, 0.0001, 0.8);
         m.observe_model_error("gpt-4o-mini", "timeout");

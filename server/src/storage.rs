@@ -2,7 +2,7 @@
 //!
 //! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `sessions`
 //! (session id → transcript), `deliveries` (task id → pending callback), `failed_deliveries`
-//! (task id → FailedDelivery), `cache` (request-cache key → `cache::CacheEntry`), `budget`
+//! (task id → FailedDelivery), `cache` (request-cache key → the cache's entry, whose type the cache feature owns), `budget`
 //! (period key → BudgetRecord). Values go through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
@@ -24,8 +24,6 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use openclaw_proto::codec::{self, CodecError};
 use openclaw_proto::TaskRecord;
-
-use crate::cache::keys::CacheEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -254,12 +252,15 @@ impl Store {
 /// The request cache's tree (owned by the cache actor; not flushed on write: a cache entry lost
 /// in a crash is only a miss).
 impl Store {
-    pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>, StorageError> {
+    pub fn cache_get<E: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<E>, StorageError> {
         get(&self.cache, "cache", key.as_bytes())
     }
 
     /// Store an entry; returns its size in bytes (key + encoded value).
-    pub fn cache_put(&self, key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
+    pub fn cache_put<E: serde::Serialize>(&self, key: &str, e: &E) -> Result<u64, StorageError> {
         let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
             tree: "cache",
             source,
@@ -270,7 +271,7 @@ impl Store {
     }
 
     /// The size an entry would take (for the "too large to cache" check).
-    pub fn cache_entry_size(key: &str, e: &CacheEntry) -> Result<u64, StorageError> {
+    pub fn cache_entry_size<E: serde::Serialize>(key: &str, e: &E) -> Result<u64, StorageError> {
         let bytes = codec::encode(e).map_err(|source| StorageError::Codec {
             tree: "cache",
             source,
@@ -290,15 +291,15 @@ impl Store {
 
     /// Every entry as (key, entry, size); unreadable entries are returned as keys to drop.
     #[allow(clippy::type_complexity)]
-    pub fn cache_scan(
+    pub fn cache_scan<E: serde::de::DeserializeOwned>(
         &self,
-    ) -> Result<(Vec<(String, CacheEntry, u64)>, Vec<String>), StorageError> {
+    ) -> Result<(Vec<(String, E, u64)>, Vec<String>), StorageError> {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for kv in self.cache.iter() {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            match codec::decode::<CacheEntry>(&v) {
+            match codec::decode::<E>(&v) {
                 Ok(e) => ok.push((key, e, (k.len() + v.len()) as u64)),
                 Err(_) => bad.push(key),
             }

@@ -17,7 +17,6 @@ use ractor::{
 
 use crate::config::ServerConfig;
 use crate::metrics::metrics;
-use crate::runtime::Runtime;
 
 type StartFn = dyn Fn(ActorCell) -> Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>
     + Send
@@ -97,12 +96,81 @@ pub trait HealthSink: Send + Sync + 'static {
     fn child_running(&self, name: &str);
 }
 
-impl HealthSink for Runtime {
-    fn child_failed(&self, name: &str) {
-        self.health.mark_failed(name);
+/// The current incarnation of a supervised actor: set by the child's start function at every
+/// (re)start, read by the handles that send to it. Cheap to clone (shared cell).
+pub struct Current<M: ractor::Message> {
+    cell: Arc<std::sync::RwLock<Option<ActorRef<M>>>>,
+}
+
+impl<M: ractor::Message> Clone for Current<M> {
+    fn clone(&self) -> Self {
+        Current {
+            cell: self.cell.clone(),
+        }
     }
-    fn child_running(&self, name: &str) {
-        self.health.clear_failed(name);
+}
+
+impl<M: ractor::Message> Default for Current<M> {
+    fn default() -> Self {
+        Current {
+            cell: Arc::new(std::sync::RwLock::new(None)),
+        }
+    }
+}
+
+impl<M: ractor::Message> Current<M> {
+    /// The running actor, if any (None while it restarts, or after the supervisor gave up).
+    pub fn get(&self) -> Option<ActorRef<M>> {
+        self.cell.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn set(&self, r: ActorRef<M>) {
+        *self.cell.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+}
+
+/// The current incarnations of a family of supervised actors, by name (agents, limiters).
+pub struct CurrentMap<M: ractor::Message> {
+    cells: Arc<std::sync::RwLock<std::collections::BTreeMap<String, ActorRef<M>>>>,
+}
+
+impl<M: ractor::Message> Clone for CurrentMap<M> {
+    fn clone(&self) -> Self {
+        CurrentMap {
+            cells: self.cells.clone(),
+        }
+    }
+}
+
+impl<M: ractor::Message> Default for CurrentMap<M> {
+    fn default() -> Self {
+        CurrentMap {
+            cells: Arc::new(std::sync::RwLock::new(Default::default())),
+        }
+    }
+}
+
+impl<M: ractor::Message> CurrentMap<M> {
+    pub fn get(&self, name: &str) -> Option<ActorRef<M>> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+    pub fn set(&self, name: &str, r: ActorRef<M>) {
+        self.cells
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), r);
+    }
+    /// Every name that was started, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.cells
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 

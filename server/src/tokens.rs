@@ -112,8 +112,9 @@ pub fn count_messages(msgs: &[ChatMessage]) -> u32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

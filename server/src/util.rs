@@ -1,6 +1,39 @@
-//! Small helpers with no better home: default paths and the host name.
+//! Small helpers with no better home: default paths, the host name, the two clocks (wall-clock
+//! Unix milliseconds and the node's monotonic milliseconds) and the doubling back-off.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Wall-clock Unix milliseconds (stamped into records by the node that changes them).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The node's monotonic clock: milliseconds since the node started. Copied into every part
+/// that times waits, so they all count from the same instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Mono(Instant);
+
+impl Mono {
+    pub fn start() -> Mono {
+        Mono(Instant::now())
+    }
+    /// Monotonic milliseconds since the node started.
+    pub fn ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// Back-off before attempt `n` (1-based; attempt 1 has none): `initial × 2^(n-2)`.
+pub fn backoff_before(attempt: u32, initial: Duration) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    initial.saturating_mul(1u32 << (attempt - 2).min(16))
+}
 
 /// `~/.openclaw` (or `./.openclaw` when HOME is unset).
 pub fn default_data_dir() -> PathBuf {
@@ -22,4 +55,16 @@ pub fn hostname() -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "openclaw-node".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_second_attempt() {
+        let i = Duration::from_millis(100);
+        let got: Vec<u128> = (1..=5).map(|n| backoff_before(n, i).as_millis()).collect();
+        assert_eq!(got, vec![0, 100, 200, 400, 800]);
+    }
 }

@@ -12,19 +12,20 @@ use openclaw_proto::openai::ChatMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::agents::prompt::Workspace;
+use crate::config::Config;
 use crate::metrics::metrics;
-use crate::runtime::Runtime;
 
 /// Where an agent's workspace lives: configured, else `<data-dir>/workspace` for `main` and
 /// `<data-dir>/workspace-<name>` for the others.
-pub fn workspace_dir(rt: &Runtime, name: &str) -> PathBuf {
-    match rt.cfg().agents.get(name).and_then(|a| a.workspace.clone()) {
+pub fn workspace_dir(cfg: &Config, data_dir: &std::path::Path, name: &str) -> PathBuf {
+    match cfg.agents.get(name).and_then(|a| a.workspace.clone()) {
         Some(p) => p,
-        None if name == "main" => rt.data_dir.join("workspace"),
-        None => rt.data_dir.join(format!("workspace-{name}")),
+        None if name == "main" => data_dir.join("workspace"),
+        None => data_dir.join(format!("workspace-{name}")),
     }
 }
 
+#[derive(Clone)]
 pub struct AgentArgs {
     pub name: String,
     pub workspace: PathBuf,
@@ -54,6 +55,7 @@ pub struct AgentState {
     workspace: Arc<Workspace>,
 }
 
+#[derive(Clone)]
 pub struct Agent;
 
 impl Actor for Agent {

@@ -1,4 +1,68 @@
-//! Agents: a workspace turned into a prompt (pure), and one actor per agent.
+//! Agents: a workspace turned into a prompt (pure, [`prompt`]), and one actor per agent
+//! ([`agent`]) that holds its workspace. [`Agents`] is the handle the rest of the node uses.
 
 pub mod agent;
 pub mod prompt;
+
+use std::time::Duration;
+
+use openclaw_proto::openai::ChatMessage;
+
+use crate::config::Config;
+use crate::supervisor::CurrentMap;
+use agent::{AgentMsg, BuiltPrompt};
+
+/// How long a caller waits for an agent actor to build a prompt (it may be restarting).
+pub const AGENT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Attempts to reach an agent that is restarting, [`AGENT_RETRY_PAUSE`] apart.
+pub const AGENT_ATTEMPTS: u32 = 3;
+pub const AGENT_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// The agents this node runs: `main` always, plus every configured one.
+pub fn agent_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = cfg.agents.keys().cloned().collect();
+    if !names.iter().any(|n| n == "main") {
+        names.insert(0, "main".to_string());
+    }
+    names
+}
+
+/// The supervised child name of an agent's actor.
+pub fn child_name(agent: &str) -> String {
+    format!("agent:{agent}")
+}
+
+/// The agent actors, by name.
+#[derive(Clone, Default)]
+pub struct Agents {
+    pub actors: CurrentMap<AgentMsg>,
+}
+
+impl Agents {
+    /// Build `agent`'s prompt for `input` after `history`.
+    pub async fn build_prompt(
+        &self,
+        agent: &str,
+        history: Vec<ChatMessage>,
+        input: &str,
+    ) -> Result<BuiltPrompt, String> {
+        for _ in 0..AGENT_ATTEMPTS {
+            if let Some(a) = self.actors.get(agent) {
+                let res = ractor::call_t!(
+                    a,
+                    |reply| AgentMsg::BuildPrompt {
+                        history: history.clone(),
+                        input: input.to_string(),
+                        reply,
+                    },
+                    AGENT_CALL_TIMEOUT_MS
+                );
+                if let Ok(p) = res {
+                    return Ok(p);
+                }
+            }
+            tokio::time::sleep(AGENT_RETRY_PAUSE).await;
+        }
+        Err(format!("agent `{agent}` is not available"))
+    }
+}

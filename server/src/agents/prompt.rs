@@ -259,8 +259,9 @@ fn is_absent(e: &std::io::Error) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn write(dir: &Path, rel: &str, body: &str) {

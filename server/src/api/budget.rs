@@ -5,18 +5,8 @@ use axum::extract::State;
 use axum::Json;
 
 use super::{ApiError, AppState};
-use crate::budget::accountant::{AccountantMsg, BudgetView};
+use crate::budget::accountant::BudgetView;
 
 pub async fn budget(State(st): State<AppState>) -> Result<Json<BudgetView>, ApiError> {
-    let view = match st.rt.handles.accountant() {
-        Some(a) => ractor::call_t!(a, AccountantMsg::Snapshot, 2_000).ok(),
-        None => None,
-    };
-    view.map(Json).ok_or_else(|| {
-        ApiError::unavailable(
-            "accountant_unavailable",
-            "the budget accountant is restarting; retry",
-            1,
-        )
-    })
+    Ok(Json(st.app.budget.view().await?))
 }

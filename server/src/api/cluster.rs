@@ -8,18 +8,19 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::Code;
 use super::{ApiError, AppState};
 use crate::cluster::server::MembershipReply;
 
 fn not_clustered() -> ApiError {
     ApiError::not_found(
-        "not_clustered",
+        Code::NotClustered,
         "this node runs alone (start it with --cluster ADDR to form or join a cluster)",
     )
 }
 
 pub async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let c = st.rt.cluster.as_ref().ok_or_else(not_clustered)?;
+    let c = st.app.cluster.as_ref().ok_or_else(not_clustered)?;
     Ok(Json(crate::cluster::status::status(c)))
 }
 
@@ -34,12 +35,15 @@ pub async fn leave(
     State(st): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let c = st.rt.cluster.as_ref().ok_or_else(not_clustered)?;
+    let c = st.app.cluster.as_ref().ok_or_else(not_clustered)?;
     let req: LeaveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LeaveRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("expected {{\"node\": <id>}}: {e}"))
+            ApiError::bad_request(
+                Code::InvalidBody,
+                format!("expected {{\"node\": <id>}}: {e}"),
+            )
         })?
     };
     let node = req.node.unwrap_or(c.id);
@@ -47,7 +51,7 @@ pub async fn leave(
         MembershipReply::Done { .. } => {
             if node == c.id {
                 // Out of the membership: stop taking work and exit cleanly.
-                let token = st.rt.shutdown.clone();
+                let token = st.app.shutdown.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     token.cancel();
@@ -56,10 +60,10 @@ pub async fn leave(
             Ok(Json(json!({"left": node})))
         }
         MembershipReply::NotLeader(_) => Err(ApiError::unavailable(
-            "no_leader",
+            Code::NoLeader,
             "the cluster has no leader right now; retry",
             1,
         )),
-        MembershipReply::Failed(e) => Err(ApiError::unavailable("leave_failed", e, 1)),
+        MembershipReply::Failed(e) => Err(ApiError::unavailable(Code::LeaveFailed, e, 1)),
     }
 }

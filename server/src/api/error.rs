@@ -1,5 +1,7 @@
-//! `ApiError`: every failure the API reports, as status + stable code + human message, and the
-//! JSON extractor that turns body rejections into the same shape.
+//! `ApiError`: every failure the API reports, as status + stable code + human message; the
+//! closed list of codes ([`Code`]); the mapping of every feature's error to them (one
+//! `From<FeatureError> for ApiError` each, here and nowhere else); and the JSON extractor that
+//! turns body rejections into the same shape.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -7,58 +9,174 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openclaw_proto::ErrorBody;
 
+use crate::budget::{AccountantUnavailable, BudgetWait};
+use crate::cache::CacheUnavailable;
+use crate::calls::providers::ProviderError;
+use crate::limits::LimitError;
+use crate::tasks::admit::{Field, Invalid};
+use crate::tasks::ledger::LedgerError;
+use crate::tasks::TaskError;
+
+/// Every error code the API answers with: the contract clients match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    // The request itself.
+    InvalidJson,
+    InvalidField,
+    InvalidBody,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    InvalidQuery,
+    InvalidWait,
+    InvalidRequest,
+    InvalidInput,
+    UnknownAgent,
+    UnknownModel,
+    InvalidCallbackUrl,
+    InvalidMaxTokens,
+    InvalidTemplate,
+    InvalidIdempotencyKey,
+    ModelNotFound,
+    NotFound,
+    MethodNotAllowed,
+    Unauthorized,
+    // Tasks.
+    TaskNotFound,
+    TaskState,
+    AlreadyFinished,
+    QueueFull,
+    // Capacity and availability.
+    Overloaded,
+    NotReady,
+    SchedulerUnavailable,
+    OwnerUnreachable,
+    ClusterUnavailable,
+    StorageUnavailable,
+    CacheUnavailable,
+    AccountantUnavailable,
+    // Limits and budgets.
+    RateLimited,
+    BudgetExhausted,
+    // Providers.
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamInvalid,
+    // Cluster and operations.
+    NotClustered,
+    NoLeader,
+    LeaveFailed,
+    NoConfigFile,
+    InvalidConfig,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            InvalidJson => "invalid_json",
+            InvalidField => "invalid_field",
+            InvalidBody => "invalid_body",
+            UnsupportedMediaType => "unsupported_media_type",
+            BodyTooLarge => "body_too_large",
+            InvalidQuery => "invalid_query",
+            InvalidWait => "invalid_wait",
+            InvalidRequest => "invalid_request",
+            InvalidInput => "invalid_input",
+            UnknownAgent => "unknown_agent",
+            UnknownModel => "unknown_model",
+            InvalidCallbackUrl => "invalid_callback_url",
+            InvalidMaxTokens => "invalid_max_tokens",
+            InvalidTemplate => "invalid_template",
+            InvalidIdempotencyKey => "invalid_idempotency_key",
+            ModelNotFound => "model_not_found",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            Unauthorized => "unauthorized",
+            TaskNotFound => "task_not_found",
+            TaskState => "task_state",
+            AlreadyFinished => "already_finished",
+            QueueFull => "queue_full",
+            Overloaded => "overloaded",
+            NotReady => "not_ready",
+            SchedulerUnavailable => "scheduler_unavailable",
+            OwnerUnreachable => "owner_unreachable",
+            ClusterUnavailable => "cluster_unavailable",
+            StorageUnavailable => "storage_unavailable",
+            CacheUnavailable => "cache_unavailable",
+            AccountantUnavailable => "accountant_unavailable",
+            RateLimited => "rate_limited",
+            BudgetExhausted => "budget_exhausted",
+            UpstreamTimeout => "upstream_timeout",
+            UpstreamUnavailable => "upstream_unavailable",
+            UpstreamError => "upstream_error",
+            UpstreamRejected => "upstream_rejected",
+            UpstreamInvalid => "upstream_invalid",
+            NotClustered => "not_clustered",
+            NoLeader => "no_leader",
+            LeaveFailed => "leave_failed",
+            NoConfigFile => "no_config_file",
+            InvalidConfig => "invalid_config",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: String,
+    pub code: Code,
     pub message: String,
     pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            code: code.to_string(),
+            code,
             message: message.into(),
             retry_after_s: None,
         }
     }
-    pub fn bad_request(code: &str, m: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: Code, m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, m)
     }
-    pub fn unprocessable(code: &str, m: impl Into<String>) -> ApiError {
+    pub fn unprocessable(code: Code, m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, m)
     }
-    pub fn not_found(code: &str, m: impl Into<String>) -> ApiError {
+    pub fn not_found(code: Code, m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, code, m)
     }
-    pub fn conflict(code: &str, m: impl Into<String>) -> ApiError {
+    pub fn conflict(code: Code, m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::CONFLICT, code, m)
     }
     pub fn unauthorized(m: impl Into<String>) -> ApiError {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+        Self::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, m)
     }
-    pub fn unavailable(code: &str, m: impl Into<String>, retry_after_s: u64) -> ApiError {
+    pub fn unavailable(code: Code, m: impl Into<String>, retry_after_s: u64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, m)
         }
     }
-    pub fn too_many(code: &str, m: impl Into<String>, retry_after_s: u64) -> ApiError {
+    pub fn too_many(code: Code, m: impl Into<String>, retry_after_s: u64) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, m)
         }
     }
-    pub fn internal(code: &str, m: impl Into<String>) -> ApiError {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, m)
-    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody::new(self.code, self.message);
+        let body = ErrorBody::new(self.code.as_str(), self.message);
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is never read, so the connection cannot be reused: say so,
@@ -75,27 +193,142 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::tasks::ledger::LedgerError> for ApiError {
-    fn from(e: crate::tasks::ledger::LedgerError) -> ApiError {
-        use crate::tasks::ledger::LedgerError::*;
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        use LedgerError::*;
         match e {
-            NotFound(id) => ApiError::not_found("task_not_found", format!("no task with id {id}")),
+            NotFound(id) => {
+                ApiError::not_found(Code::TaskNotFound, format!("no task with id {id}"))
+            }
             WrongState { id, status } => {
-                ApiError::conflict("task_state", format!("task {id} is already {status}"))
+                ApiError::conflict(Code::TaskState, format!("task {id} is already {status}"))
             }
             Fenced { id, .. } | NotOwner { id, .. } => {
-                ApiError::conflict("task_state", format!("task {id} changed owner"))
+                ApiError::conflict(Code::TaskState, format!("task {id} changed owner"))
             }
             Unavailable(why) => ApiError::unavailable(
-                "cluster_unavailable",
+                Code::ClusterUnavailable,
                 format!("the cluster cannot commit right now ({why}); retry"),
                 1,
             ),
             Storage(e) => {
                 tracing::error!(error = %e, "storage error");
-                ApiError::unavailable("storage_unavailable", "the node's store failed; retry", 1)
+                ApiError::unavailable(
+                    Code::StorageUnavailable,
+                    "the node's store failed; retry",
+                    1,
+                )
             }
         }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        let code = match e.field {
+            Field::Input => Code::InvalidInput,
+            Field::Agent => Code::UnknownAgent,
+            Field::Model => Code::UnknownModel,
+            Field::CallbackUrl => Code::InvalidCallbackUrl,
+            Field::MaxTokens => Code::InvalidMaxTokens,
+            Field::Template => Code::InvalidTemplate,
+            Field::IdempotencyKey => Code::InvalidIdempotencyKey,
+        };
+        ApiError::unprocessable(code, e.message)
+    }
+}
+
+/// How long a client should wait before retrying a full queue.
+pub const QUEUE_FULL_RETRY_S: u64 = 5;
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            TaskError::Invalid(i) => i.into(),
+            TaskError::QueueFull { .. } => {
+                ApiError::unavailable(Code::QueueFull, message, QUEUE_FULL_RETRY_S)
+            }
+            TaskError::NotFound(_) => ApiError::not_found(Code::TaskNotFound, message),
+            TaskError::AlreadyFinished { .. } => ApiError::conflict(Code::AlreadyFinished, message),
+            TaskError::OwnerUnreachable { .. } => {
+                ApiError::unavailable(Code::OwnerUnreachable, message, 1)
+            }
+            TaskError::SchedulerUnavailable => {
+                ApiError::unavailable(Code::SchedulerUnavailable, message, 1)
+            }
+            TaskError::Ledger(l) => l.into(),
+        }
+    }
+}
+
+impl From<LimitError> for ApiError {
+    /// 429 `rate_limited` + `Retry-After`.
+    fn from(e: LimitError) -> ApiError {
+        ApiError::too_many(Code::RateLimited, e.to_string(), e.retry_after_secs())
+    }
+}
+
+/// How long a client should wait before retrying a call the budget refused.
+pub const BUDGET_RETRY_S: u64 = 60;
+
+impl From<BudgetWait> for ApiError {
+    fn from(BudgetWait(scope): BudgetWait) -> ApiError {
+        ApiError::too_many(
+            Code::BudgetExhausted,
+            format!(
+                "the budget of scope `{scope}` is used up for this period; see GET /api/budget"
+            ),
+            BUDGET_RETRY_S,
+        )
+    }
+}
+
+impl From<CacheUnavailable> for ApiError {
+    fn from(e: CacheUnavailable) -> ApiError {
+        ApiError::unavailable(Code::CacheUnavailable, e.to_string(), 1)
+    }
+}
+
+impl From<AccountantUnavailable> for ApiError {
+    fn from(e: AccountantUnavailable) -> ApiError {
+        ApiError::unavailable(Code::AccountantUnavailable, e.to_string(), 1)
+    }
+}
+
+/// Map a provider failure of `model` to the API error an OpenAI SDK understands.
+pub fn provider_error(model: &str, e: &ProviderError) -> ApiError {
+    match e {
+        ProviderError::Timeout(d) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::UpstreamTimeout,
+            format!("model {model} did not answer within {} ms", d.as_millis()),
+        ),
+        ProviderError::Connect(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamUnavailable,
+            format!("cannot reach the provider of model {model}"),
+        ),
+        ProviderError::RateLimited { retry_after } => ApiError::too_many(
+            Code::RateLimited,
+            format!("the provider of model {model} is rate limiting; retry later"),
+            retry_after.map(|d| d.as_secs().max(1)).unwrap_or(1),
+        ),
+        ProviderError::Server { status, .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamError,
+            format!("the provider of model {model} failed with status {status}"),
+        ),
+        ProviderError::BadRequest { status, message } => ApiError::new(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            Code::UpstreamRejected,
+            format!("model {model}: {message}"),
+        ),
+        ProviderError::Decode(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            Code::UpstreamInvalid,
+            format!("the provider of model {model} sent an unreadable answer"),
+        ),
     }
 }
 
@@ -121,18 +354,18 @@ where
 fn rejection(r: JsonRejection) -> ApiError {
     let text = r.body_text();
     match r {
-        JsonRejection::JsonDataError(_) => ApiError::unprocessable("invalid_field", text),
-        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("invalid_json", text),
+        JsonRejection::JsonDataError(_) => ApiError::unprocessable(Code::InvalidField, text),
+        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request(Code::InvalidJson, text),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send the body as JSON with `Content-Type: application/json`",
         ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            Code::BodyTooLarge,
             "the request body is larger than server.max_body_mb allows",
         ),
-        other => ApiError::new(other.status(), "invalid_body", text),
+        other => ApiError::new(other.status(), Code::InvalidBody, text),
     }
 }

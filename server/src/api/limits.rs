@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use super::AppState;
 
 pub async fn limits(State(st): State<AppState>) -> Json<Value> {
-    let scopes = crate::limits::snapshot(&st.rt).await;
-    let cfg = st.rt.cfg();
+    let scopes = st.app.limits.snapshot().await;
+    let cfg = st.app.cfg.get();
     Json(json!({
-        "node": st.rt.node,
+        "node": st.app.node,
         "window_seconds": cfg.rate_limiting.window_seconds,
         "max_wait_ms": cfg.rate_limiting.max_wait_ms,
         "scopes": scopes,

@@ -1,5 +1,6 @@
-//! The HTTP API (axum). Handlers are thin: they validate, call the ledger / actors / `calls`,
-//! and map results to JSON. Every error is `{"error":{"code","message"}}` with the right status
+//! The HTTP API (axum), and nothing else: handlers read requests, call a feature's handle
+//! (through the [`App`]) and write responses. Every error is mapped in [`error`] (one
+//! `From<FeatureError>` each) to a code of one closed list ([`error::Code`]). Every error is `{"error":{"code","message"}}` with the right status
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
@@ -34,18 +35,19 @@ pub use error::{ApiError, ApiJson};
 
 use crate::config::Secret;
 use crate::metrics::metrics;
-use crate::runtime::Runtime;
+use crate::node::App;
+use error::Code;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub rt: Arc<Runtime>,
+    pub app: Arc<App>,
     pub token: Option<Secret>,
     pub in_flight: Arc<Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let max_body = (state.rt.cfg().server.max_body_mb as usize).saturating_mul(1024 * 1024);
+    let max_body = (state.app.cfg.get().server.max_body_mb as usize).saturating_mul(1024 * 1024);
     Router::new()
         .route("/api/tasks", post(tasks::submit))
         .route(
@@ -123,7 +125,7 @@ async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next)
         crate::activity::bump(&crate::activity::activity().rejected_overloaded);
         m.requests_total.with_label_values(&[endpoint, "5xx"]).inc();
         return ApiError::unavailable(
-            "overloaded",
+            Code::Overloaded,
             "too many requests in flight on this node; retry shortly",
             1,
         )

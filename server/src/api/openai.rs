@@ -24,59 +24,25 @@ use openclaw_proto::openai::{
 };
 use tracing::Instrument;
 
+use super::error::{provider_error, Code};
 use super::{ApiError, ApiJson, AppState};
 use crate::cache::keys::{self as cache, CacheEntry};
-use crate::cache::store as actor_cache;
+use crate::cache::store::entry_now;
+use crate::cache::RequestCache;
 use crate::calls::fallback;
-use crate::calls::providers::{ChunkStream, ProviderError};
+use crate::calls::providers::ChunkStream;
 use crate::calls::{self, CallMeta};
+use crate::node::App;
 
 /// Header naming the agent a direct chat call is accounted to (default `api`).
 pub const AGENT_HEADER: &str = "x-openclaw-agent";
 /// Request: `off` skips the request cache. Response: `hit` or `miss` when the cache was used.
 pub const CACHE_HEADER: &str = "x-openclaw-cache";
 
-/// Map a provider failure to the API error an OpenAI SDK understands.
-pub fn provider_error(model: &str, e: &ProviderError) -> ApiError {
-    use axum::http::StatusCode;
-    match e {
-        ProviderError::Timeout(d) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            format!("model {model} did not answer within {} ms", d.as_millis()),
-        ),
-        ProviderError::Connect(_) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            format!("cannot reach the provider of model {model}"),
-        ),
-        ProviderError::RateLimited { retry_after } => ApiError::too_many(
-            "rate_limited",
-            format!("the provider of model {model} is rate limiting; retry later"),
-            retry_after.map(|d| d.as_secs().max(1)).unwrap_or(1),
-        ),
-        ProviderError::Server { status, .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("the provider of model {model} failed with status {status}"),
-        ),
-        ProviderError::BadRequest { status, message } => ApiError::new(
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-            "upstream_rejected",
-            format!("model {model}: {message}"),
-        ),
-        ProviderError::Decode(_) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_invalid",
-            format!("the provider of model {model} sent an unreadable answer"),
-        ),
-    }
-}
-
 /// A failed call: the gateway's own rate limit (429 + Retry-After), else the provider's error.
 fn failure_error(f: &fallback::Failure) -> ApiError {
     match &f.limited {
-        Some(le) => le.api_error(),
+        Some(le) => le.clone().into(),
         None => provider_error(&f.model, &f.error),
     }
 }
@@ -86,18 +52,18 @@ pub async fn chat_completions(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let rt = st.rt.clone();
+    let app = st.app.clone();
     if req.messages.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            Code::InvalidRequest,
             "`messages` must contain at least one message",
         ));
     }
-    if !rt.cfg().models.contains_key(&req.model) {
-        let cfg = rt.cfg();
+    if !app.cfg.get().models.contains_key(&req.model) {
+        let cfg = app.cfg.get();
         let known: Vec<&str> = cfg.models.keys().map(String::as_str).collect();
         return Err(ApiError::not_found(
-            "model_not_found",
+            Code::ModelNotFound,
             format!(
                 "the model `{}` does not exist on this gateway; models: {}",
                 req.model,
@@ -108,7 +74,7 @@ pub async fn chat_completions(
     let agent = headers
         .get(AGENT_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|a| *a == "main" || rt.cfg().agents.contains_key(*a))
+        .filter(|a| *a == "main" || app.cfg.get().agents.contains_key(*a))
         .unwrap_or("api")
         .to_string();
     let meta = CallMeta {
@@ -122,14 +88,14 @@ pub async fn chat_completions(
         fallback_from: None,
     };
     let cache_key = {
-        let cfg = rt.cfg();
+        let cfg = app.cfg.get();
         let rc = &cfg.cache.request_cache;
         (rc.enabled && !cache_opt_out(&headers))
             .then(|| cache::key_for(cache::Strategy::of(rc), &req.model, &req, None))
     };
     crate::activity::bump(&crate::activity::activity().chat_calls);
     let span = tracing::info_span!("chat", request = %meta.request_id, model = %req.model, stream = req.stream);
-    serve_chat(rt, meta, req, cache_key).instrument(span).await
+    serve_chat(app, meta, req, cache_key).instrument(span).await
 }
 
 /// `Cache-Control: no-cache` / `no-store` or `X-OpenClaw-Cache: off` skip the request cache.
@@ -157,15 +123,15 @@ pub fn cache_opt_out(headers: &HeaderMap) -> bool {
 }
 
 async fn serve_chat(
-    rt: std::sync::Arc<crate::runtime::Runtime>,
+    app: std::sync::Arc<App>,
     meta: CallMeta,
     req: ChatCompletionRequest,
     cache_key: Option<String>,
 ) -> Result<Response, ApiError> {
     let first = req.model.clone();
     if let Some(key) = &cache_key {
-        if let Some(hit) = actor_cache::lookup(&rt, key).await {
-            calls::account_cache_hit(&rt, &meta, &hit.model).await;
+        if let Some(hit) = app.cache.lookup(key).await {
+            calls::account_cache_hit(&app.calls, &meta, &hit.model).await;
             let mut http = if req.stream {
                 replay(&meta.request_id, hit.clone())
             } else {
@@ -179,26 +145,12 @@ async fn serve_chat(
     // Budget: reserve like a non-critical task; refused → 429 until the period rolls over or
     // the limit is raised.
     let prompt_tokens = u64::from(crate::tokens::count_messages(&req.messages));
-    let held = crate::tasks::worker::reserve(
-        &rt,
-        &meta.agent,
-        false,
-        &first,
-        prompt_tokens,
-        req.output_cap(),
-    )
-    .await
-    .map_err(|crate::tasks::worker::BudgetWait(scope)| {
-        ApiError::too_many(
-            "budget_exhausted",
-            format!(
-                "the budget of scope `{scope}` is used up for this period; see GET /api/budget"
-            ),
-            BUDGET_RETRY_AFTER_S,
-        )
-    })?;
+    let held = app
+        .budget
+        .reserve(&meta.agent, false, &first, prompt_tokens, req.output_cap())
+        .await?;
     if !req.stream {
-        let answer = fallback::chat(&rt, &meta, &req, &first)
+        let answer = fallback::chat(&app.calls, &meta, &req, &first)
             .await
             .map_err(|f| failure_error(&f))?;
         let used = answer.value.usage;
@@ -212,8 +164,8 @@ async fn serve_chat(
             let text = resp.text();
             let finish = resp.choices.first().and_then(|c| c.finish_reason.clone());
             if resp.choices.len() == 1 && cache::cacheable(&text, finish.as_deref()) {
-                let entry = actor_cache::entry_now(&answer.model, text, finish, answer.value.usage);
-                actor_cache::store(&rt, key, entry);
+                let entry = entry_now(&answer.model, text, finish, answer.value.usage);
+                app.cache.store(key, entry);
             }
         }
         let mut http = Json(resp).into_response();
@@ -223,19 +175,19 @@ async fn serve_chat(
         }
         return Ok(http);
     }
-    let answer = fallback::chat_stream(rt.clone(), &meta, &req, &first)
+    let answer = fallback::chat_stream(app.calls.clone(), &meta, &req, &first)
         .await
         .map_err(|f| failure_error(&f))?;
     let (stream, model, fallbacks) = (answer.value, answer.model, answer.fallbacks);
     let served = model.clone();
     let stream = match cache_key.clone() {
-        Some(key) => record_stream(rt.clone(), key, model.clone(), &req, stream),
+        Some(key) => record_stream(app.cache.clone(), key, model.clone(), &req, stream),
         None => stream,
     };
     // The reservation is settled by the chunk that carries the usage (providers are asked for
     // it); a stream that ends without one releases it.
     let mut held = Some(held);
-    let price = rt.cfg().models.get(&served).map(|m| m.price.clone());
+    let price = app.cfg.get().models.get(&served).map(|m| m.price.clone());
     let events = stream
         .map(move |item| -> Result<Event, Infallible> {
             Ok(match item {
@@ -253,7 +205,7 @@ async fn serve_chat(
                 }
                 Err(e) => {
                     let err = provider_error(&model, &e);
-                    let body = openclaw_proto::ErrorBody::new(err.code, err.message);
+                    let body = openclaw_proto::ErrorBody::new(err.code.as_str(), err.message);
                     Event::default().data(serde_json::to_string(&body).unwrap_or_default())
                 }
             })
@@ -269,9 +221,6 @@ async fn serve_chat(
     Ok(http)
 }
 
-/// `Retry-After` of a chat call refused by the budget.
-pub const BUDGET_RETRY_AFTER_S: u64 = 60;
-
 /// `X-OpenClaw-Cache: hit|miss` (only when the cache was looked in).
 fn set_cache_header(resp: &mut Response, hit: bool) {
     resp.headers_mut().insert(
@@ -281,7 +230,7 @@ fn set_cache_header(resp: &mut Response, hit: bool) {
 }
 
 fn unix_now() -> i64 {
-    (crate::runtime::now_ms() / 1000) as i64
+    (crate::util::now_ms() / 1000) as i64
 }
 
 /// A JSON answer from a cached entry (with the original call's usage).
@@ -363,7 +312,7 @@ struct Recorded {
 /// Pass a stream through, and cache its answer when it ends cleanly (not when the client went
 /// away or the provider failed mid-way).
 fn record_stream(
-    rt: std::sync::Arc<crate::runtime::Runtime>,
+    cache_store: RequestCache,
     key: String,
     model: String,
     req: &ChatCompletionRequest,
@@ -405,11 +354,7 @@ fn record_stream(
             let usage = r.usage.unwrap_or_else(|| {
                 Usage::new(prompt_estimate, crate::tokens::count(&r.text) as u64)
             });
-            actor_cache::store(
-                &rt,
-                key,
-                actor_cache::entry_now(&model, r.text, r.finish, usage),
-            );
+            cache_store.store(key, entry_now(&model, r.text, r.finish, usage));
         }
     })
     .filter_map(|()| async { None });
@@ -433,7 +378,8 @@ fn set_model_headers(
 
 pub async fn models(State(st): State<AppState>) -> Json<ModelList> {
     let data = st
-        .rt
+        .app
+        .calls
         .providers
         .resolved()
         .iter()

@@ -7,16 +7,17 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+use super::error::Code;
 use super::{ApiError, AppState};
 
 pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
-    Json(json!({"status": "ok", "node": st.rt.node}))
+    Json(json!({"status": "ok", "node": st.app.node}))
 }
 
 pub async fn ready(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    match st.rt.health.ready() {
-        Ok(()) => Ok(Json(json!({"status": "ready", "node": st.rt.node}))),
-        Err(why) => Err(ApiError::unavailable("not_ready", why.join("; "), 1)),
+    match st.app.health.ready() {
+        Ok(()) => Ok(Json(json!({"status": "ready", "node": st.app.node}))),
+        Err(why) => Err(ApiError::unavailable(Code::NotReady, why.join("; "), 1)),
     }
 }
 
@@ -33,30 +34,31 @@ pub async fn metrics_text() -> impl IntoResponse {
 /// `POST /api/config/reload`: load the config file now; answers what changed, or 422 with the
 /// path and reason (the old config stays).
 pub async fn reload_config(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if st.rt.config_source.is_none() {
+    let app = &st.app;
+    if app.config_source.is_none() {
         return Err(ApiError::not_found(
-            "no_config_file",
+            Code::NoConfigFile,
             "this node was started without a config file to reload",
         ));
     }
-    match crate::config::reload::reload_now(&st.rt).await {
+    match crate::config::reload::reload_now(&app.cfg, app.config_source.as_ref()).await {
         Ok(r) => Ok(Json(json!({
             "result": if r.changed.is_empty() { "unchanged" } else { "reloaded" },
             "changed": r.changed,
             "restart_needed": r.restart_needed,
         }))),
-        Err(e) => Err(ApiError::unprocessable("invalid_config", e.to_string())),
+        Err(e) => Err(ApiError::unprocessable(Code::InvalidConfig, e.to_string())),
     }
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found("not_found", format!("no route for {}", uri.path()))
+    ApiError::not_found(Code::NotFound, format!("no route for {}", uri.path()))
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "this route does not accept that method",
     )
 }

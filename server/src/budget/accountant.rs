@@ -26,20 +26,16 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
+use crate::budget::notify::{send_notice, Notice};
 use crate::budget::rules::{self as budget, Counters, Estimate, Exhausted, Limits, ScopeState};
-use crate::config::{BudgetAction, Config};
+use crate::budget::SharedBudget;
+use crate::config::{BudgetAction, Config, ConfigCell};
 use crate::metrics::metrics;
-use crate::runtime::{now_ms, Runtime};
-use crate::storage::{BudgetRecord, BudgetScopeRecord};
+use crate::storage::{BudgetRecord, BudgetScopeRecord, Store};
+use crate::util::now_ms;
 
 /// How often the accountant checks the period, re-evaluates the gate and flushes.
 pub const TICK_EVERY: Duration = Duration::from_secs(1);
-/// Attempts of one webhook POST.
-pub const NOTIFY_MAX_ATTEMPTS: u32 = 5;
-/// First back-off between webhook attempts (doubles).
-pub const NOTIFY_INITIAL_DELAY: Duration = Duration::from_millis(500);
-/// Timeout of one webhook POST.
-pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Id of a reservation (0 = none: budgets disabled).
 pub type ReservationId = u64;
@@ -135,8 +131,22 @@ struct Reservation {
     est: Estimate,
 }
 
+/// What the accountant needs: its config section, the store for its counters, the node's name
+/// and HTTP client (notices), the gate it writes, the cluster's shared budget (cluster mode),
+/// and what to call when held work may start again (the scheduler's wake-up).
+#[derive(Clone)]
+pub struct AccountantArgs {
+    pub cfg: ConfigCell,
+    pub store: Store,
+    pub node: String,
+    pub http: reqwest::Client,
+    pub gate: Arc<BudgetGate>,
+    pub shared: Option<Arc<dyn SharedBudget>>,
+    pub on_open: Arc<dyn Fn() + Send + Sync>,
+}
+
 pub struct AccountantState {
-    rt: Arc<Runtime>,
+    args: AccountantArgs,
     period: String,
     counters: BTreeMap<String, Counters>,
     fired: BTreeMap<String, Vec<u32>>,
@@ -153,6 +163,7 @@ pub struct AccountantState {
     limits_seen: Vec<(String, Limits)>,
 }
 
+#[derive(Clone)]
 pub struct Accountant;
 
 /// The current period key (the one place the clock is read, local date).
@@ -163,17 +174,17 @@ pub fn current_period(cfg: &Config) -> String {
 impl Actor for Accountant {
     type Msg = AccountantMsg;
     type State = AccountantState;
-    type Arguments = Arc<Runtime>;
+    type Arguments = AccountantArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        rt: Arc<Runtime>,
+        args: AccountantArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let cfg = rt.cfg();
+        let cfg = args.cfg.get();
         let period = current_period(&cfg);
         let mut state = AccountantState {
-            rt: rt.clone(),
+            args: args.clone(),
             period: period.clone(),
             counters: BTreeMap::new(),
             fired: BTreeMap::new(),
@@ -234,10 +245,7 @@ impl Actor for Accountant {
             AccountantMsg::Tick => on_tick(state),
             AccountantMsg::ClusterRefused { scope, est } => {
                 state.cluster_refused.insert(scope.clone());
-                let r = state.refused.entry(scope).or_insert(est);
-                if est.tokens < r.tokens {
-                    r.tokens = est.tokens;
-                }
+                note_refused(state, scope, est);
                 recompute(state);
             }
         }
@@ -246,7 +254,7 @@ impl Actor for Accountant {
 }
 
 fn load(state: &mut AccountantState) {
-    match state.rt.store.budget(&state.period) {
+    match state.args.store.budget(&state.period) {
         Ok(Some(rec)) => {
             for (scope, s) in rec.scopes {
                 state.counters.insert(
@@ -283,7 +291,7 @@ fn persist(state: &AccountantState) {
             })
             .collect(),
     };
-    if let Err(e) = state.rt.store.put_budget(&rec) {
+    if let Err(e) = state.args.store.put_budget(&rec) {
         tracing::error!(error = %e, "cannot store budget counters");
     }
 }
@@ -295,7 +303,7 @@ fn on_reserve(
     est_tokens: u64,
     est_cost: f64,
 ) -> Result<ReservationId, Exhausted> {
-    let cfg = state.rt.cfg();
+    let cfg = state.args.cfg.get();
     if !cfg.budget.enabled {
         return Ok(0);
     }
@@ -339,24 +347,26 @@ fn on_reserve(
             if let Some(suppressed) = crate::throttled!(&e.scope) {
                 tracing::info!(scope = %e.scope, est_tokens, suppressed, "budget reservation refused; non-critical work waits");
             }
-            let r = state.refused.entry(e.scope.clone()).or_insert(est);
-            if est.tokens < r.tokens {
-                r.tokens = est.tokens;
-            }
-            if est.cost_usd < r.cost_usd {
-                r.cost_usd = est.cost_usd;
-            }
+            note_refused(state, e.scope.clone(), est);
             recompute(state);
             Err(e)
         }
     }
 }
 
+/// Remember that `scope` refused `est`: the scope reopens when the smallest refused estimate
+/// (tokens and cost each) fits again.
+fn note_refused(state: &mut AccountantState, scope: String, est: Estimate) {
+    let r = state.refused.entry(scope).or_insert(est);
+    r.tokens = r.tokens.min(est.tokens);
+    r.cost_usd = r.cost_usd.min(est.cost_usd);
+}
+
 fn on_settle(state: &mut AccountantState, id: ReservationId, actual: Option<Estimate>) {
     let Some(res) = state.reservations.remove(&id) else {
         return;
     };
-    let cfg = state.rt.cfg();
+    let cfg = state.args.cfg.get();
     let before: BTreeMap<String, f64> = budget::all_scopes(&cfg.budget)
         .into_iter()
         .map(|(s, l)| {
@@ -402,23 +412,18 @@ fn fire_thresholds(state: &mut AccountantState, cfg: &Config, before: &BTreeMap<
                 period: state.period.clone(),
                 counters: c,
                 limits,
-                node: state.rt.node.clone(),
+                node: state.args.node.clone(),
                 at_ms: now_ms(),
             };
-            match state.rt.cluster.clone() {
+            match state.args.shared.clone() {
                 // Once per period for the whole cluster: the node whose claim commits first
                 // sends the notice.
-                Some(c) => {
-                    let rt = state.rt.clone();
+                Some(shared) => {
+                    let (http, cfg) = (state.args.http.clone(), state.args.cfg.clone());
                     tokio::spawn(async move {
-                        let claim = openclaw_cluster::Command::ClaimThreshold {
-                            period: n.period.clone(),
-                            scope: n.scope.clone(),
-                            percent: n.percent,
-                        };
-                        match c.proposer.propose(claim).await {
-                            Ok(openclaw_cluster::Reply::Claimed(true)) => send_notice(rt, n),
-                            Ok(_) => {
+                        match shared.claim_threshold(&n.period, &n.scope, n.percent).await {
+                            Ok(true) => send_notice(&http, &cfg.get(), n),
+                            Ok(false) => {
                                 tracing::debug!(scope = %n.scope, percent = n.percent, "another node sends this threshold's notice")
                             }
                             Err(e) => {
@@ -427,7 +432,7 @@ fn fire_thresholds(state: &mut AccountantState, cfg: &Config, before: &BTreeMap<
                         }
                     });
                 }
-                None => send_notice(state.rt.clone(), n),
+                None => send_notice(&state.args.http, cfg, n),
             }
         }
     }
@@ -452,29 +457,22 @@ fn ratios(state: &AccountantState, cfg: &Config) -> BTreeMap<String, f64> {
 /// "reserved" this node's reservations plus the slices other nodes hold (what they may still
 /// spend). A reservation then fits here exactly when the cluster could lease it.
 fn sync_from_cluster(state: &mut AccountantState) {
-    let Some(c) = state.rt.cluster.clone() else {
+    let Some(shared) = state.args.shared.clone() else {
         return;
     };
-    let me = c.id;
-    let period = state.period.clone();
-    let cluster: Vec<(String, u64, f64, u64, f64)> = c.sm.read(|s| {
-        if s.budget_period != period {
-            return Vec::new();
-        }
-        s.budget
-            .iter()
-            .map(|(scope, b)| {
-                let (ot, oc) = b
-                    .slices
-                    .iter()
-                    .filter(|(n, _)| **n != me)
-                    .fold((0u64, 0f64), |(t, c), (_, x)| {
-                        (t + x.tokens, c + x.cost_usd)
-                    });
-                (scope.clone(), b.spent_tokens, b.spent_cost_usd, ot, oc)
-            })
-            .collect()
-    });
+    let cluster: Vec<(String, u64, f64, u64, f64)> = shared
+        .counters(&state.period)
+        .into_iter()
+        .map(|s| {
+            (
+                s.scope,
+                s.spent_tokens,
+                s.spent_cost_usd,
+                s.others_tokens,
+                s.others_cost_usd,
+            )
+        })
+        .collect();
     let mut local: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
     for r in state.reservations.values() {
         for s in &r.scopes {
@@ -507,7 +505,7 @@ fn sync_from_cluster(state: &mut AccountantState) {
 }
 
 fn on_tick(state: &mut AccountantState) {
-    let cfg = state.rt.cfg();
+    let cfg = state.args.cfg.get();
     let period = current_period(&cfg);
     if period != state.period {
         persist(state);
@@ -528,7 +526,7 @@ fn on_tick(state: &mut AccountantState) {
         load(state);
         state.dirty = true;
     }
-    if state.rt.cluster.is_some() {
+    if state.args.shared.is_some() {
         let before = ratios(state, &cfg);
         sync_from_cluster(state);
         state.cluster_refused.clear();
@@ -552,7 +550,7 @@ fn on_tick(state: &mut AccountantState) {
 
 /// Recompute the gate and the gauges from the counters; wake the scheduler when work may start.
 fn recompute(state: &mut AccountantState) {
-    let cfg = state.rt.cfg();
+    let cfg = state.args.cfg.get();
     // Refusals reopen when the smallest refused estimate fits again (spend settled lower than
     // reserved, or reservations released).
     let scopes = budget::all_scopes(&cfg.budget);
@@ -596,7 +594,7 @@ fn recompute(state: &mut AccountantState) {
             }
         }
     }
-    let old = state.rt.budget.set(gate.clone());
+    let old = state.args.gate.set(gate.clone());
     let released = (old.paused_all && !gate.paused_all)
         || old
             .paused_agents
@@ -604,14 +602,12 @@ fn recompute(state: &mut AccountantState) {
             .any(|a| !gate.paused_agents.contains(a));
     if released {
         tracing::info!("budget pause lifted; held tasks may start");
-        if let Some(s) = state.rt.handles.scheduler() {
-            let _ = s.cast(crate::tasks::scheduler::SchedulerMsg::Wake);
-        }
+        (state.args.on_open)();
     }
 }
 
 fn view(state: &AccountantState) -> BudgetView {
-    let cfg = state.rt.cfg();
+    let cfg = state.args.cfg.get();
     let acts = budget::thresholds(&cfg.budget);
     let scopes = budget::all_scopes(&cfg.budget)
         .into_iter()
@@ -642,167 +638,5 @@ fn view(state: &AccountantState) -> BudgetView {
         enabled: cfg.budget.enabled,
         period: state.period.clone(),
         scopes,
-    }
-}
-
-/// One threshold that fired, to be told to the webhooks.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    pub scope: String,
-    pub percent: u32,
-    pub action: BudgetAction,
-    pub period: String,
-    pub counters: Counters,
-    pub limits: Limits,
-    pub node: String,
-    pub at_ms: u64,
-}
-
-fn action_name(a: BudgetAction) -> &'static str {
-    match a {
-        BudgetAction::Notify => "notify",
-        BudgetAction::DowngradeModel => "downgrade_model",
-        BudgetAction::PauseNonCritical => "pause_non_critical",
-    }
-}
-
-/// The generic JSON webhook body.
-pub fn generic_body(n: &Notice) -> serde_json::Value {
-    serde_json::json!({
-        "event": "budget_threshold",
-        "scope": n.scope,
-        "percent": n.percent,
-        "action": action_name(n.action),
-        "period": n.period,
-        "spent_tokens": n.counters.tokens,
-        "spent_cost_usd": n.counters.cost_usd,
-        "limit_tokens": n.limits.tokens,
-        "limit_cost_usd": n.limits.cost_usd,
-        "node": n.node,
-        "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(n.at_ms as i64)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    })
-}
-
-/// The Feishu bot webhook body (a text message).
-pub fn feishu_body(n: &Notice) -> serde_json::Value {
-    let limit = match (n.limits.tokens, n.limits.cost_usd) {
-        (Some(t), Some(c)) => format!("{t} tokens / ${c:.2}"),
-        (Some(t), None) => format!("{t} tokens"),
-        (None, Some(c)) => format!("${c:.2}"),
-        (None, None) => "unlimited".into(),
-    };
-    let text = format!(
-        "[OpenClaw budget] {scope} reached {p}% of its {period} budget on node {node}: \
-         {tokens} tokens, ${cost:.4} spent (limit {limit}). Action: {action}.",
-        scope = n.scope,
-        p = n.percent,
-        period = n.period,
-        node = n.node,
-        tokens = n.counters.tokens,
-        cost = n.counters.cost_usd,
-        action = action_name(n.action),
-    );
-    serde_json::json!({"msg_type": "text", "content": {"text": text}})
-}
-
-/// Where to send notices: (kind, env var name). `webhook_url_env` follows `channel`.
-fn targets(cfg: &Config) -> Vec<(String, String)> {
-    let n = &cfg.budget.notification;
-    let mut out = Vec::new();
-    if let Some(env) = &n.webhook_url_env {
-        let kind = if n.channel.as_deref() == Some("feishu") {
-            "feishu"
-        } else {
-            "generic"
-        };
-        out.push((kind.to_string(), env.clone()));
-    }
-    for w in &n.webhooks {
-        out.push((w.kind.clone(), w.url_env.clone()));
-    }
-    out
-}
-
-/// POST the notice to every target, each in its own task with retries. URLs are never logged.
-fn send_notice(rt: Arc<Runtime>, n: Notice) {
-    for (kind, env) in targets(&rt.cfg()) {
-        let Ok(url) = std::env::var(&env) else {
-            tracing::warn!(env = %env, "budget webhook variable is not set; notice not sent");
-            continue;
-        };
-        let body = if kind == "feishu" {
-            feishu_body(&n)
-        } else {
-            generic_body(&n)
-        };
-        let http = rt.http.clone();
-        let scope = n.scope.clone();
-        let percent = n.percent;
-        tokio::spawn(async move {
-            for attempt in 1..=NOTIFY_MAX_ATTEMPTS {
-                tokio::time::sleep(crate::tasks::delivery::backoff_before(
-                    attempt,
-                    NOTIFY_INITIAL_DELAY,
-                ))
-                .await;
-                let res = http
-                    .post(&url)
-                    .timeout(NOTIFY_TIMEOUT)
-                    .json(&body)
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status().is_success() => {
-                        tracing::info!(%scope, percent, %kind, env = %env, "budget notice sent");
-                        return;
-                    }
-                    Ok(r) => {
-                        tracing::warn!(%scope, percent, status = r.status().as_u16(), env = %env, attempt, "budget webhook refused the notice")
-                    }
-                    Err(e) => {
-                        tracing::warn!(%scope, percent, env = %env, attempt, error = %e.without_url(), "budget webhook unreachable")
-                    }
-                }
-            }
-            tracing::error!(%scope, percent, env = %env, "budget notice not delivered after retries");
-        });
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_bodies() {
-        let n = Notice {
-            scope: "total".into(),
-            percent: 80,
-            action: BudgetAction::Notify,
-            period: "2026-11-23".into(),
-            counters: Counters {
-                tokens: 800,
-                cost_usd: 0.5,
-                ..Default::default()
-            },
-            limits: Limits {
-                tokens: Some(1000),
-                cost_usd: None,
-            },
-            node: "n1".into(),
-            at_ms: 0,
-        };
-        let f = feishu_body(&n);
-        assert_eq!(f["msg_type"], "text");
-        let text = f["content"]["text"].as_str().unwrap();
-        assert!(text.contains("80%") && text.contains("total"), "{text}");
-        let g = generic_body(&n);
-        assert_eq!(g["event"], "budget_threshold");
-        assert_eq!(g["action"], "notify");
-        assert_eq!(g["limit_tokens"], 1000);
-        assert_eq!(g["limit_cost_usd"], serde_json::Value::Null);
-        assert_eq!(g["at"], "1970-01-01T00:00:00.000Z");
     }
 }

@@ -294,8 +294,9 @@ pub fn cheapest_model(cfg: &Config) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::config::AgentBudget;
 

@@ -16,16 +16,16 @@
 //! `PRUNE_EVERY`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openclaw_proto::api::CacheStats;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cache::keys::{self as cache, CacheEntry, IndexEntry, Strategy};
+use crate::config::ConfigCell;
 use crate::metrics::metrics;
-use crate::runtime::{now_ms, Runtime};
 use crate::storage::Store;
+use crate::util::now_ms;
 
 /// How long a caller waits for the cache actor before treating the lookup as a miss.
 pub const CACHE_CALL_TIMEOUT_MS: u64 = 2_000;
@@ -51,8 +51,16 @@ pub enum CacheMsg {
 }
 impl ractor::Message for CacheMsg {}
 
+/// What the cache actor needs: the config (its section is read per decision) and the store.
+#[derive(Clone)]
+pub struct CacheArgs {
+    pub cfg: ConfigCell,
+    pub store: Store,
+}
+
 pub struct CacheState {
-    rt: Arc<Runtime>,
+    cfg: ConfigCell,
+    store: Store,
     index: HashMap<String, IndexEntry>,
     bytes: u64,
     hits: u64,
@@ -61,19 +69,20 @@ pub struct CacheState {
     expired: u64,
 }
 
+#[derive(Clone)]
 pub struct Cache;
 
 impl Actor for Cache {
     type Msg = CacheMsg;
     type State = CacheState;
-    type Arguments = Arc<Runtime>;
+    type Arguments = CacheArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        rt: Arc<Runtime>,
+        args: CacheArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let rc = rt.cfg().cache.request_cache.clone();
+        let rc = args.cfg.get().cache.request_cache.clone();
         if rc.enabled && rc.hash_strategy == crate::config::HashStrategy::Semantic {
             tracing::warn!(
                 "semantic cache strategy is not active yet; using exact (similarity_threshold ignored)"
@@ -81,7 +90,8 @@ impl Actor for Cache {
         }
         myself.send_interval(PRUNE_EVERY, || CacheMsg::Tick);
         let mut state = CacheState {
-            rt,
+            cfg: args.cfg,
+            store: args.store,
             index: HashMap::new(),
             bytes: 0,
             hits: 0,
@@ -90,10 +100,10 @@ impl Actor for Cache {
             expired: 0,
         };
         // Start-up read of the tree (the one scan; afterwards the index decides).
-        let (entries, unreadable) = state.rt.store.cache_scan()?;
+        let (entries, unreadable) = state.store.cache_scan::<CacheEntry>()?;
         for k in unreadable {
             tracing::warn!(key = %k, "dropping unreadable cache entry");
-            let _ = state.rt.store.cache_remove(&k);
+            let _ = state.store.cache_remove(&k);
         }
         for (k, e, size) in entries {
             state.bytes += size;
@@ -143,7 +153,7 @@ impl Actor for Cache {
             }
             CacheMsg::Clear(reply) => {
                 let n = state.index.len() as u64;
-                if let Err(e) = state.rt.store.cache_clear() {
+                if let Err(e) = state.store.cache_clear() {
                     tracing::error!(error = %e, "cannot clear the request cache");
                 }
                 state.index.clear();
@@ -163,21 +173,21 @@ fn remove(state: &mut CacheState, key: &str) {
     if let Some(e) = state.index.remove(key) {
         state.bytes = state.bytes.saturating_sub(e.size);
     }
-    if let Err(e) = state.rt.store.cache_remove(key) {
+    if let Err(e) = state.store.cache_remove(key) {
         tracing::warn!(error = %e, "cannot remove a cache entry");
     }
 }
 
 fn get(state: &mut CacheState, key: &str) -> Option<CacheEntry> {
     let now = now_ms();
-    let ttl = state.rt.cfg().cache.request_cache.ttl_seconds;
+    let ttl = state.cfg.get().cache.request_cache.ttl_seconds;
     let ix = *state.index.get(key)?;
     if cache::is_expired(ix.created_at_ms, now, ttl) {
         remove(state, key);
         state.expired += 1;
         return None;
     }
-    let mut entry = match state.rt.store.cache_get(key) {
+    let mut entry = match state.store.cache_get::<CacheEntry>(key) {
         Ok(Some(e)) => e,
         Ok(None) => {
             remove(state, key);
@@ -190,7 +200,7 @@ fn get(state: &mut CacheState, key: &str) -> Option<CacheEntry> {
         }
     };
     entry.last_used_ms = now.max(ix.last_used_ms);
-    match state.rt.store.cache_put(key, &entry) {
+    match state.store.cache_put(key, &entry) {
         Ok(size) => {
             state.bytes = state.bytes.saturating_sub(ix.size) + size;
             state.index.insert(
@@ -208,7 +218,7 @@ fn get(state: &mut CacheState, key: &str) -> Option<CacheEntry> {
 }
 
 fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
-    let max = cache::max_bytes(&state.rt.cfg().cache.request_cache);
+    let max = cache::max_bytes(&state.cfg.get().cache.request_cache);
     let size = match Store::cache_entry_size(&key, &entry) {
         Ok(s) => s,
         Err(e) => {
@@ -227,7 +237,7 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
     if state.index.contains_key(&key) {
         remove(state, &key);
     }
-    match state.rt.store.cache_put(&key, &entry) {
+    match state.store.cache_put(&key, &entry) {
         Ok(size) => {
             state.bytes += size;
             state.index.insert(
@@ -249,7 +259,7 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
 
 /// Drop stale entries; returns how many.
 fn prune(state: &mut CacheState) -> u64 {
-    let ttl = state.rt.cfg().cache.request_cache.ttl_seconds;
+    let ttl = state.cfg.get().cache.request_cache.ttl_seconds;
     let stale = cache::expired(&state.index, now_ms(), ttl);
     for k in &stale {
         remove(state, k);
@@ -263,7 +273,7 @@ fn prune(state: &mut CacheState) -> u64 {
 
 /// Evict least recently used entries until under the bound; returns how many.
 fn enforce_size(state: &mut CacheState) -> u64 {
-    let max = cache::max_bytes(&state.rt.cfg().cache.request_cache);
+    let max = cache::max_bytes(&state.cfg.get().cache.request_cache);
     let victims = cache::evict_for_size(&state.index, state.bytes, max);
     for k in &victims {
         remove(state, k);
@@ -273,7 +283,7 @@ fn enforce_size(state: &mut CacheState) -> u64 {
 }
 
 fn stats(state: &CacheState) -> CacheStats {
-    let rc = state.rt.cfg().cache.request_cache.clone();
+    let rc = state.cfg.get().cache.request_cache.clone();
     let lookups = state.hits + state.misses;
     CacheStats {
         enabled: rc.enabled,
@@ -296,28 +306,6 @@ fn stats(state: &CacheState) -> CacheStats {
         },
         evictions: state.evictions,
         expired: state.expired,
-    }
-}
-
-/// Look `key` up (a miss when the actor is not there or slow).
-pub async fn lookup(rt: &Runtime, key: &str) -> Option<CacheEntry> {
-    let actor = rt.handles.cache()?;
-    ractor::call_t!(
-        actor,
-        |reply| CacheMsg::Get {
-            key: key.to_string(),
-            reply
-        },
-        CACHE_CALL_TIMEOUT_MS
-    )
-    .ok()
-    .flatten()
-}
-
-/// Store an answer (fire and forget).
-pub fn store(rt: &Runtime, key: String, entry: CacheEntry) {
-    if let Some(actor) = rt.handles.cache() {
-        let _ = actor.cast(CacheMsg::Put { key, entry });
     }
 }
 

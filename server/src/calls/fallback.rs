@@ -14,7 +14,6 @@
 //! Every move to the next model is counted (`openclaw_fallbacks_total{from,to,reason}`) and
 //! returned, so the task shows it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openclaw_proto::api::FallbackStep;
@@ -22,11 +21,11 @@ use openclaw_proto::openai::ChatCompletionRequest;
 
 use crate::calls::breaker::{Admit, BreakerPolicy};
 use crate::calls::providers::{ChunkStream, ProviderError};
-use crate::calls::{self, CallMeta, Completed};
+use crate::calls::{self, CallMeta, Calls, Completed};
 use crate::config::Config;
 use crate::limits::{self, LimitError, Permit};
 use crate::metrics::metrics;
-use crate::runtime::{now_ms, Runtime};
+use crate::util::now_ms;
 
 /// The models to try, in order: `first`, then the chain (when enabled), without repeats.
 pub fn candidates(cfg: &Config, first: &str) -> Vec<String> {
@@ -139,18 +138,18 @@ fn note_fallback(steps: &mut Vec<FallbackStep>, from: &str, to: &str, reason: &s
 
 /// Non-streaming call of `req` with `first` as the first model.
 pub async fn chat(
-    rt: &Runtime,
+    cx: &Calls,
     meta: &CallMeta,
     req: &ChatCompletionRequest,
     first: &str,
 ) -> Result<Answer<Completed>, Failure> {
     run(
-        rt,
+        cx,
         meta,
         req,
         first,
         |model_req, meta, timeout| {
-            Box::pin(async move { calls::chat(rt, &meta, &model_req, timeout).await })
+            Box::pin(async move { calls::chat(cx, &meta, &model_req, timeout).await })
         },
         |done: Completed, permit: Permit| {
             permit.settle(done.usage.prompt_tokens + done.usage.completion_tokens);
@@ -162,20 +161,20 @@ pub async fn chat(
 
 /// Streaming call: fails over only until a stream is obtained.
 pub async fn chat_stream(
-    rt: Arc<Runtime>,
+    cx: Calls,
     meta: &CallMeta,
     req: &ChatCompletionRequest,
     first: &str,
 ) -> Result<Answer<ChunkStream>, Failure> {
-    let rt2 = rt.clone();
+    let cx2 = cx.clone();
     run(
-        &rt,
+        &cx,
         meta,
         req,
         first,
         move |model_req, meta, timeout| {
-            let rt = rt2.clone();
-            Box::pin(async move { calls::chat_stream(rt, meta, &model_req, timeout).await })
+            let cx = cx2.clone();
+            Box::pin(async move { calls::chat_stream(cx, meta, &model_req, timeout).await })
         },
         // The stream holds the grants until it ends (concurrency), and settles on its usage.
         |stream: ChunkStream, permit: Permit| -> ChunkStream {
@@ -197,16 +196,16 @@ type Attempt<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
 async fn run<'a, T>(
-    rt: &'a Runtime,
+    cx: &'a Calls,
     meta: &CallMeta,
     req: &ChatCompletionRequest,
     first: &str,
     call: impl Fn(ChatCompletionRequest, CallMeta, Duration) -> Attempt<'a, T>,
     finish: impl Fn(T, Permit) -> T,
 ) -> Result<Answer<T>, Failure> {
-    let cfg = &*rt.cfg();
+    let cfg = &*cx.cfg.get();
     let wait_deadline_ms =
-        rt.mono_ms() + limits::max_wait(cfg, meta.task_id.is_some()).as_millis() as u64;
+        cx.mono.ms() + limits::max_wait(cfg, meta.task_id.is_some()).as_millis() as u64;
     let mut limited: Option<LimitError> = None;
     let policy = breaker_policy(cfg);
     let timeout = Duration::from_millis(cfg.model_fallback.timeout_ms);
@@ -217,7 +216,7 @@ async fn run<'a, T>(
     let mut attempt_no = meta.attempt.saturating_sub(1);
     for (i, model) in models.iter().enumerate() {
         let next_model = models.get(i + 1);
-        if let Admit::No { retry_in_ms } = rt.breakers.admit(model, now_ms()) {
+        if let Admit::No { retry_in_ms } = cx.breakers.admit(model, now_ms()) {
             tracing::debug!(model, retry_in_ms, "breaker open; skipping model");
             if let Some(to) = next_model {
                 note_fallback(&mut steps, model, to, "circuit_open");
@@ -246,7 +245,9 @@ async fn run<'a, T>(
                 &model_req.messages,
                 model_req.max_tokens.or(model_req.max_completion_tokens),
             );
-            let permit = match limits::acquire(rt, model, meta.priority, estimate, wait_deadline_ms)
+            let permit = match cx
+                .limits
+                .acquire(model, meta.priority, estimate, wait_deadline_ms)
                 .await
             {
                 Ok(p) => p,
@@ -269,7 +270,7 @@ async fn run<'a, T>(
             };
             match call(model_req.clone(), m, timeout).await {
                 Ok(value) => {
-                    rt.breakers.record(model, true, now_ms(), &policy);
+                    cx.breakers.record(model, true, now_ms(), &policy);
                     return Ok(Answer {
                         value: finish(value, permit),
                         model: model.clone(),
@@ -279,13 +280,13 @@ async fn run<'a, T>(
                 Err(e) => {
                     // Back off before releasing, so the release cannot grant a waiter first.
                     if let ProviderError::RateLimited { retry_after } = &e {
-                        limits::note_429(rt, model, *retry_after);
+                        cx.limits.note_429(model, *retry_after);
                     }
                     drop(permit);
                     limited = None;
                     let open = if counts_against_breaker(&e) {
                         matches!(
-                            rt.breakers.record(model, false, now_ms(), &policy),
+                            cx.breakers.record(model, false, now_ms(), &policy),
                             crate::calls::breaker::State::Open { .. }
                         )
                     } else {

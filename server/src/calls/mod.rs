@@ -1,8 +1,11 @@
-//! One model call with its accounting: the provider call, then the audit line, token/cost/
-//! latency/error metrics. Used by task workers and by `/v1/chat/completions`, so both account
-//! the same way. Streams are accounted when they end (or are dropped).
+//! Model calls (§18.2): which model ([`routing`], pure), the fallback chain with retries and a
+//! circuit breaker per model ([`fallback`], [`breaker`]), the providers ([`providers`]), and
+//! here one model call with its accounting — the provider call, then the audit line and the
+//! token/cost/latency/error metrics. Task workers and `/v1/chat/completions` both go through
+//! [`Calls`], so both account the same way. Streams are accounted when they end (or are
+//! dropped).
 //!
-//! Invariant: this module decides nothing about which model or whether to retry.
+//! Invariant: this file decides nothing about which model or whether to retry.
 
 pub mod breaker;
 pub mod fallback;
@@ -14,10 +17,27 @@ use std::time::{Duration, Instant};
 
 use openclaw_proto::openai::{ChatCompletionRequest, ChatCompletionResponse, Usage};
 
-use crate::audit::AuditEntry;
-use crate::calls::providers::{CallContext, ChunkStream, ProviderError};
+use crate::audit::{AuditEntry, AuditLog};
+use crate::calls::breaker::Breakers;
+use crate::calls::providers::{CallContext, ChunkStream, ProviderError, ProviderSet};
+use crate::config::ConfigCell;
+use crate::limits::RateLimits;
 use crate::metrics::metrics;
-use crate::runtime::Runtime;
+use crate::util::Mono;
+
+/// Everything one model call needs: the handle task workers and the chat endpoint call through.
+#[derive(Clone)]
+pub struct Calls {
+    pub cfg: ConfigCell,
+    pub providers: Arc<ProviderSet>,
+    pub audit: AuditLog,
+    /// This node's name, written into every audit line.
+    pub node: String,
+    /// Circuit breaker per model.
+    pub breakers: Arc<Breakers>,
+    pub limits: RateLimits,
+    pub mono: Mono,
+}
 
 /// Who a call is for (audit fields).
 #[derive(Debug, Clone)]
@@ -42,8 +62,9 @@ pub struct Completed {
     pub latency: Duration,
 }
 
-fn cost_of(rt: &Runtime, model: &str, u: &Usage) -> f64 {
-    rt.cfg()
+fn cost_of(cx: &Calls, model: &str, u: &Usage) -> f64 {
+    cx.cfg
+        .get()
         .models
         .get(model)
         .map(|m| m.price.cost(u.prompt_tokens, u.completion_tokens))
@@ -52,12 +73,12 @@ fn cost_of(rt: &Runtime, model: &str, u: &Usage) -> f64 {
 
 /// The provider of a configured model and the call's context.
 fn provider_for(
-    rt: &Runtime,
+    cx: &Calls,
     model: &str,
     request_id: &str,
     timeout: Duration,
 ) -> Result<(Arc<dyn crate::calls::providers::Provider>, CallContext), ProviderError> {
-    let provider = rt
+    let provider = cx
         .providers
         .get(model)
         .ok_or_else(|| ProviderError::BadRequest {
@@ -74,13 +95,13 @@ fn provider_for(
 
 /// Non-streaming call of `req.model` (a configured model name).
 pub async fn chat(
-    rt: &Runtime,
+    cx: &Calls,
     meta: &CallMeta,
     req: &ChatCompletionRequest,
     timeout: Duration,
 ) -> Result<Completed, ProviderError> {
     let model = req.model.clone();
-    let (provider, ctx) = provider_for(rt, &model, &meta.request_id, timeout)?;
+    let (provider, ctx) = provider_for(cx, &model, &meta.request_id, timeout)?;
     let started = Instant::now();
     let res = provider.chat(req, &ctx).await;
     let latency = started.elapsed();
@@ -92,9 +113,9 @@ pub async fn chat(
                     crate::tokens::count(&response.text()) as u64,
                 )
             });
-            let cost_usd = cost_of(rt, &model, &usage);
+            let cost_usd = cost_of(cx, &model, &usage);
             account(
-                rt,
+                cx,
                 meta,
                 &model,
                 provider.kind().as_str(),
@@ -112,7 +133,7 @@ pub async fn chat(
         }
         Err(e) => {
             account(
-                rt,
+                cx,
                 meta,
                 &model,
                 provider.kind().as_str(),
@@ -128,25 +149,25 @@ pub async fn chat(
 
 /// Streaming call; the returned stream accounts the call when it ends or is dropped.
 pub async fn chat_stream(
-    rt: Arc<Runtime>,
+    cx: Calls,
     meta: CallMeta,
     req: &ChatCompletionRequest,
     timeout: Duration,
 ) -> Result<ChunkStream, ProviderError> {
     let model = req.model.clone();
-    let (provider, ctx) = provider_for(&rt, &model, &meta.request_id, timeout)?;
+    let (provider, ctx) = provider_for(&cx, &model, &meta.request_id, timeout)?;
     let started = Instant::now();
     let kind = provider.kind().as_str();
     let stream = match provider.chat_stream(req, &ctx).await {
         Ok(s) => s,
         Err(e) => {
-            account(&rt, &meta, &model, kind, Err(&e), 0.0, started.elapsed()).await;
+            account(&cx, &meta, &model, kind, Err(&e), 0.0, started.elapsed()).await;
             return Err(e);
         }
     };
     let prompt_estimate = crate::tokens::count_messages(&req.messages) as u64;
     let tally = StreamTally {
-        rt,
+        cx,
         meta,
         model,
         kind,
@@ -165,7 +186,7 @@ pub async fn chat_stream(
 
 /// Counts a stream as it passes and accounts it once at the end.
 struct StreamTally {
-    rt: Arc<Runtime>,
+    cx: Calls,
     meta: CallMeta,
     model: String,
     kind: &'static str,
@@ -209,8 +230,8 @@ impl StreamTally {
                 crate::tokens::count(&self.text) as u64,
             )
         });
-        let cost = cost_of(&self.rt, &self.model, &usage);
-        let rt = self.rt.clone();
+        let cost = cost_of(&self.cx, &self.model, &usage);
+        let cx = self.cx.clone();
         let meta = self.meta.clone();
         let model = self.model.clone();
         let kind = self.kind;
@@ -222,8 +243,8 @@ impl StreamTally {
         };
         handle.spawn(async move {
             match error {
-                None => account(&rt, &meta, &model, kind, Ok(&usage), cost, latency).await,
-                Some(e) => account(&rt, &meta, &model, kind, Err(&e), 0.0, latency).await,
+                None => account(&cx, &meta, &model, kind, Ok(&usage), cost, latency).await,
+                Some(e) => account(&cx, &meta, &model, kind, Err(&e), 0.0, latency).await,
             }
         });
     }
@@ -266,7 +287,7 @@ impl futures::Stream for Tallied {
 
 /// Audit line + metrics for one call.
 async fn account(
-    rt: &Runtime,
+    cx: &Calls,
     meta: &CallMeta,
     model: &str,
     provider: &str,
@@ -307,7 +328,7 @@ async fn account(
     };
     let entry = AuditEntry {
         timestamp: crate::audit::local_now(),
-        node: rt.node.clone(),
+        node: cx.node.clone(),
         task_id: meta.task_id.clone(),
         request_id: meta.request_id.clone(),
         agent: meta.agent.clone(),
@@ -326,17 +347,17 @@ async fn account(
         attempt: meta.attempt,
         fallback_from: meta.fallback_from.clone(),
     };
-    if rt.audit.record(entry).await.is_err() {
+    if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");
     }
 }
 
 /// Audit line for an answer served from the request cache: no provider call, so no latency or
 /// token metrics; zero tokens, zero cost, `cache: "cache_hit"`, provider `cache`.
-pub async fn account_cache_hit(rt: &Runtime, meta: &CallMeta, model: &str) {
+pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
     let entry = AuditEntry {
         timestamp: crate::audit::local_now(),
-        node: rt.node.clone(),
+        node: cx.node.clone(),
         task_id: meta.task_id.clone(),
         request_id: meta.request_id.clone(),
         agent: meta.agent.clone(),
@@ -352,7 +373,7 @@ pub async fn account_cache_hit(rt: &Runtime, meta: &CallMeta, model: &str) {
         attempt: meta.attempt,
         fallback_from: None,
     };
-    if rt.audit.record(entry).await.is_err() {
+    if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; cache hit not audited");
     }
 }

@@ -35,7 +35,9 @@ use openraft::ChangeMembers;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterConfig, Config, Secret};
+use crate::tasks::{RemoteCancel, RemoteTasks};
 use net::{Network, PeerClient};
+use openclaw_proto::TaskRecord;
 use proposer::{Proposer, ProposerConfig};
 use server::{JoinRequest, MembershipReply};
 
@@ -501,7 +503,10 @@ pub enum MeshReply {
 }
 
 /// Start the actor mesh (ractor_cluster, cookie = the cluster secret) and its request handler.
-pub async fn start_mesh(rt: Arc<crate::runtime::Runtime>, c: Arc<Cluster>) -> anyhow::Result<()> {
+pub async fn start_mesh(
+    running: &Arc<crate::tasks::running::RunningSet>,
+    c: Arc<Cluster>,
+) -> anyhow::Result<()> {
     let mesh = openclaw_cluster::mesh::Mesh::start(openclaw_cluster::mesh::MeshConfig {
         node_id: c.id,
         listen: c.mesh_addr,
@@ -515,18 +520,18 @@ pub async fn start_mesh(rt: Arc<crate::runtime::Runtime>, c: Arc<Cluster>) -> an
     })
     .await
     .with_context(|| format!("starting the actor mesh on {}", c.mesh_addr))?;
-    let weak = Arc::downgrade(&rt);
+    let weak = Arc::downgrade(running);
     mesh.set_handler(move |from, body| {
-        let rt = weak.upgrade();
+        let running = weak.upgrade();
         async move {
-            let reply = match (rt, openclaw_proto::codec::decode::<MeshRequest>(&body)) {
+            let reply = match (running, openclaw_proto::codec::decode::<MeshRequest>(&body)) {
                 (None, _) => MeshReply::Failed("node shutting down".into()),
                 (_, Err(e)) => MeshReply::Failed(format!("undecodable request: {e}")),
-                (Some(rt), Ok(MeshRequest::Cancel { id })) => {
+                (Some(running), Ok(MeshRequest::Cancel { id })) => {
                     tracing::info!(task = %id, from, "cancel requested by another node");
-                    match rt.running.get(&id) {
+                    match running.get(&id) {
                         Some(slot) => {
-                            slot.request_stop(crate::runtime::StopReason::Cancelled);
+                            slot.request_stop(crate::tasks::running::StopReason::Cancelled);
                             MeshReply::Cancelled
                         }
                         None => MeshReply::NotRunningHere,
@@ -595,5 +600,23 @@ impl Cluster {
             .await
             .map_err(|e| e.to_string())?;
         openclaw_proto::codec::decode(&out).map_err(|e| e.to_string())
+    }
+}
+
+/// Tasks owned by other nodes are reached over the mesh.
+#[async_trait::async_trait]
+impl RemoteTasks for Cluster {
+    async fn cancel_elsewhere(&self, rec: &TaskRecord) -> RemoteCancel {
+        let Some(owner) = openclaw_cluster::owner_id(rec).filter(|o| *o != self.id) else {
+            return RemoteCancel::NotRemote;
+        };
+        match self.cancel_remote(owner, &rec.id).await {
+            Ok(MeshReply::Cancelled) => RemoteCancel::Stopped,
+            Ok(_) => RemoteCancel::NotRunning,
+            Err(why) => RemoteCancel::Unreachable {
+                node: owner.to_string(),
+                why,
+            },
+        }
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::net::{PeerClient, PeerError};
-use crate::runtime::now_ms;
+use crate::util::now_ms;
 
 /// Why a proposal was not committed.
 #[derive(Debug, Clone, thiserror::Error)]

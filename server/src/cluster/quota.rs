@@ -16,7 +16,7 @@
 //!   provider sees per window stay within it (tokens: plus what real usage exceeds estimates).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openclaw_cluster::lease::slice_size;
@@ -24,8 +24,104 @@ use openclaw_cluster::{BudgetLimit, Command, RateLimit, Reply};
 
 use super::Cluster;
 use crate::budget::rules::{self as budget, Estimate, Exhausted};
-use crate::limits::LimitError;
-use crate::runtime::{now_ms, Runtime};
+use crate::budget::{SharedBudget, SharedHold, SharedScope};
+use crate::limits::{window, LimitError, SharedRate};
+use crate::util::now_ms;
+
+/// The budget and rate-limit seams ([`SharedBudget`], [`SharedRate`]) over this node's
+/// leases of the replicated state.
+pub struct Leases(pub Arc<Cluster>);
+
+#[async_trait::async_trait]
+impl SharedBudget for Leases {
+    async fn reserve(
+        &self,
+        period: &str,
+        scopes: &[(String, budget::Limits)],
+        critical: bool,
+        model: &str,
+        est: Estimate,
+    ) -> Result<Box<dyn SharedHold>, Exhausted> {
+        let hold = reserve_budget(&self.0, period, scopes, critical, model, est).await?;
+        Ok(Box::new(Held {
+            hold,
+            c: self.0.clone(),
+        }))
+    }
+
+    fn counters(&self, period: &str) -> Vec<SharedScope> {
+        let me = self.0.id;
+        self.0.sm.read(|s| {
+            if s.budget_period != period {
+                return Vec::new();
+            }
+            s.budget
+                .iter()
+                .map(|(scope, b)| {
+                    let (ot, oc) = b
+                        .slices
+                        .iter()
+                        .filter(|(n, _)| **n != me)
+                        .fold((0u64, 0f64), |(t, c), (_, x)| {
+                            (t + x.tokens, c + x.cost_usd)
+                        });
+                    SharedScope {
+                        scope: scope.clone(),
+                        spent_tokens: b.spent_tokens,
+                        spent_cost_usd: b.spent_cost_usd,
+                        others_tokens: ot,
+                        others_cost_usd: oc,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    async fn claim_threshold(
+        &self,
+        period: &str,
+        scope: &str,
+        percent: u32,
+    ) -> Result<bool, String> {
+        let claim = Command::ClaimThreshold {
+            period: period.to_string(),
+            scope: scope.to_string(),
+            percent,
+        };
+        match self.0.proposer.propose(claim).await {
+            Ok(Reply::Claimed(won)) => Ok(won),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedRate for Leases {
+    async fn acquire(
+        &self,
+        scopes: &[(String, window::Limits)],
+        tokens: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), LimitError> {
+        acquire_rate(&self.0, scopes, tokens, deadline).await
+    }
+}
+
+/// A [`LeaseHold`] with the cluster it settles into.
+struct Held {
+    hold: LeaseHold,
+    c: Arc<Cluster>,
+}
+
+impl SharedHold for Held {
+    fn settle(self: Box<Self>, tokens: u64, cost: f64) {
+        self.hold.settle(self.c, tokens, cost);
+    }
+    fn release(self: Box<Self>) {
+        self.hold.release(&self.c);
+    }
+}
 
 /// The node's view of its leases.
 #[derive(Debug, Default)]
@@ -151,21 +247,18 @@ fn live_nodes(c: &Cluster) -> usize {
     c.sm.read(|s| s.live_loads().len()).max(1)
 }
 
-/// Reserve `est` against this node's slices of every limited budget scope of `agent`.
-pub async fn reserve_budget(
-    rt: &Runtime,
+/// Reserve `est` against this node's slices of every limited scope of `scopes`.
+async fn reserve_budget(
     c: &Cluster,
-    agent: &str,
+    period: &str,
+    scopes: &[(String, budget::Limits)],
     critical: bool,
     model: &str,
     est: Estimate,
 ) -> Result<LeaseHold, Exhausted> {
-    let cfg = rt.cfg();
-    let period = crate::budget::accountant::current_period(&cfg);
-    let scopes = budget::scopes_for(&cfg.budget, agent);
-    drop(cfg);
+    let period = period.to_string();
     let mut taken: Vec<String> = Vec::new();
-    for (scope, limits) in &scopes {
+    for (scope, limits) in scopes {
         if limits.is_unlimited() {
             continue;
         }
@@ -217,7 +310,7 @@ pub async fn reserve_budget(
         taken.push(scope.clone());
     }
     Ok(LeaseHold {
-        scopes: scopes.into_iter().map(|(s, _)| s).collect(),
+        scopes: scopes.iter().map(|(s, _)| s.clone()).collect(),
         limited: taken,
         est,
         period,
@@ -228,7 +321,7 @@ pub async fn reserve_budget(
 
 impl LeaseHold {
     /// Commit the real usage (`Spend`) in the background; the reservation leaves the slices.
-    pub fn settle(mut self, c: std::sync::Arc<Cluster>, tokens: u64, cost: f64) {
+    pub fn settle(mut self, c: Arc<Cluster>, tokens: u64, cost: f64) {
         self.settled = true;
         for s in &self.limited {
             c.quota.give_back(s, &self.est, true);
@@ -301,15 +394,14 @@ pub async fn return_idle_slices(c: &Cluster) {
 
 /// Take one request and `tokens` from this node's slice of every rate-limited `scope`'s current
 /// window, asking for more or waiting for the next window until `deadline` passes.
-pub async fn acquire_rate(
-    rt: &Runtime,
+async fn acquire_rate(
     c: &Cluster,
-    scopes: &[String],
+    scopes: &[(String, window::Limits)],
     tokens: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(), LimitError> {
-    for scope in scopes {
-        let limits = crate::limits::limiter::scope_limits(&rt.cfg(), scope);
+    for (scope, limits) in scopes {
+        let limits = *limits;
         if limits.requests.is_none() && limits.tokens.is_none() {
             continue;
         }
@@ -370,13 +462,7 @@ pub async fn acquire_rate(
     Ok(())
 }
 
-fn take_rate(
-    c: &Cluster,
-    scope: &str,
-    window: u64,
-    tokens: u64,
-    limits: &crate::limits::window::Limits,
-) -> bool {
+fn take_rate(c: &Cluster, scope: &str, window: u64, tokens: u64, limits: &window::Limits) -> bool {
     let mut g = lock(&c.quota.rate);
     let p = g.entry(scope.to_string()).or_default();
     if p.window != window {

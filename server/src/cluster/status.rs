@@ -9,7 +9,7 @@ use openclaw_proto::{Priority, TaskStatus};
 use serde_json::{json, Value};
 
 use super::Cluster;
-use crate::runtime::now_ms;
+use crate::util::now_ms;
 
 fn levels(counts: &[u32; LEVELS]) -> Value {
     let mut m = serde_json::Map::new();

@@ -23,53 +23,57 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::ledger::owned_by;
 use super::Cluster;
-use crate::runtime::{now_ms, Runtime};
-use crate::tasks::scheduler::{entry_of, SchedulerMsg};
+use crate::tasks::Tasks;
+use crate::util::now_ms;
+
+/// What the watcher drives on this node: its tasks (scheduler, running set, long-poll
+/// events), until the node shuts down.
+#[derive(Clone)]
+pub struct Local {
+    pub tasks: Tasks,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
 
 /// How often the reconcile loop compares the state with the scheduler.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// A task the state says runs here, with no worker for this long, is requeued.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 
-pub fn spawn(rt: Arc<Runtime>, c: Arc<Cluster>) {
-    tokio::spawn(events(rt.clone(), c.clone()));
-    tokio::spawn(heartbeat(rt.clone(), c.clone()));
-    tokio::spawn(leader_duties(rt.clone(), c.clone()));
-    tokio::spawn(steal(rt.clone(), c.clone()));
-    tokio::spawn(reconcile_loop(rt, c));
+pub fn spawn(local: Local, c: Arc<Cluster>) {
+    tokio::spawn(events(local.clone(), c.clone()));
+    tokio::spawn(heartbeat(local.clone(), c.clone()));
+    tokio::spawn(leader_duties(local.clone(), c.clone()));
+    tokio::spawn(steal(local.clone(), c.clone()));
+    tokio::spawn(reconcile_loop(local, c));
 }
 
-fn enqueue(rt: &Runtime, c: &Cluster, id: &str) {
+fn enqueue(local: &Local, c: &Cluster, id: &str) {
     let Some(rec) = c.sm.read(|s| s.tasks.get(id).cloned()) else {
         return;
     };
     if rec.status != TaskStatus::Queued || !owned_by(&rec, c.id) {
         return;
     }
-    if let Some(s) = rt.handles.scheduler() {
-        let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&rec, rt.mono_ms())));
-    }
+    local.tasks.enqueue(&rec);
 }
 
-async fn events(rt: Arc<Runtime>, c: Arc<Cluster>) {
+async fn events(local: Local, c: Arc<Cluster>) {
     let mut rx = c.sm.subscribe();
     loop {
         let batch = tokio::select! {
             b = rx.recv() => b,
-            _ = rt.shutdown.cancelled() => return,
+            _ = local.shutdown.cancelled() => return,
         };
         match batch {
             Ok(batch) => {
                 for ev in batch.iter() {
                     match ev {
-                        Event::Queued { id, owner } if *owner == c.id => enqueue(&rt, &c, id),
+                        Event::Queued { id, owner } if *owner == c.id => enqueue(&local, &c, id),
                         Event::Revoked { id, from } if *from == c.id => {
-                            if let Some(s) = rt.handles.scheduler() {
-                                let _ = s.cast(SchedulerMsg::Revoke { id: id.clone() });
-                            }
+                            local.tasks.revoke(id);
                         }
                         Event::Finished { id } => {
-                            let _ = rt.events.send(id.clone());
+                            local.tasks.finished(id);
                         }
                         _ => {}
                     }
@@ -80,25 +84,25 @@ async fn events(rt: Arc<Runtime>, c: Arc<Cluster>) {
                     missed = n,
                     "cluster events lagged; reconciling from the state"
                 );
-                reconcile(&rt, &c, false).await;
+                reconcile(&local, &c, false).await;
             }
             Err(RecvError::Closed) => return,
         }
     }
 }
 
-async fn heartbeat(rt: Arc<Runtime>, c: Arc<Cluster>) {
+async fn heartbeat(local: Local, c: Arc<Cluster>) {
     let every = Duration::from_millis(c.cfg.heartbeat_ms);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.shutdown.cancelled() => return,
+            _ = local.shutdown.cancelled() => return,
         }
         let report = NodeReport {
             http_addr: c.member.http_addr.clone(),
-            workers: rt.cfg().server.workers as u32,
+            workers: local.tasks.cfg.get().server.workers as u32,
             lease_ms: c.cfg.node_lease_ms,
         };
         if let Err(e) = c
@@ -109,9 +113,12 @@ async fn heartbeat(rt: Arc<Runtime>, c: Arc<Cluster>) {
             tracing::debug!(error = %e, "heartbeat not committed");
         }
         c.refresh_mesh(openclaw_cluster::mesh::LoadReport {
-            queued: rt.queued.load(std::sync::atomic::Ordering::Relaxed) as u32,
-            running: rt.running.len() as u32,
-            workers: rt.cfg().server.workers as u32,
+            queued: local
+                .tasks
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed) as u32,
+            running: local.tasks.running.len() as u32,
+            workers: local.tasks.cfg.get().server.workers as u32,
         })
         .await;
         let m = c.raft.metrics().borrow().clone();
@@ -133,7 +140,7 @@ pub fn expire_grace(heartbeat_ms: u64) -> Duration {
     Duration::from_millis((3 * heartbeat_ms).max(1000))
 }
 
-async fn leader_duties(rt: Arc<Runtime>, c: Arc<Cluster>) {
+async fn leader_duties(local: Local, c: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_millis(c.cfg.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let grace = expire_grace(c.cfg.heartbeat_ms);
@@ -141,7 +148,7 @@ async fn leader_duties(rt: Arc<Runtime>, c: Arc<Cluster>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.shutdown.cancelled() => return,
+            _ = local.shutdown.cancelled() => return,
         }
         if !c.is_leader() {
             leader_since = None;
@@ -207,13 +214,13 @@ async fn promote_learners(c: &Cluster) {
     }
 }
 
-async fn steal(rt: Arc<Runtime>, c: Arc<Cluster>) {
+async fn steal(local: Local, c: Arc<Cluster>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.shutdown.cancelled() => return,
+            _ = local.shutdown.cancelled() => return,
         }
         let plan = c.sm.read(|s| {
             let live = s.live_loads();
@@ -237,21 +244,21 @@ async fn steal(rt: Arc<Runtime>, c: Arc<Cluster>) {
     }
 }
 
-async fn reconcile_loop(rt: Arc<Runtime>, c: Arc<Cluster>) {
+async fn reconcile_loop(local: Local, c: Arc<Cluster>) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = rt.shutdown.cancelled() => return,
+            _ = local.shutdown.cancelled() => return,
         }
-        reconcile(&rt, &c, true).await;
+        reconcile(&local, &c, true).await;
         super::quota::return_idle_slices(&c).await;
     }
 }
 
 /// Bring the scheduler in line with the state (see the module header).
-async fn reconcile(rt: &Runtime, c: &Cluster, requeue_orphans: bool) {
+async fn reconcile(local: &Local, c: &Cluster, requeue_orphans: bool) {
     let now = now_ms();
     let grace = ORPHAN_GRACE.as_millis() as u64;
     let (queued, stuck): (Vec<String>, Vec<(String, u64)>) = c.sm.read(|s| {
@@ -265,7 +272,7 @@ async fn reconcile(rt: &Runtime, c: &Cluster, requeue_orphans: bool) {
                 TaskStatus::Queued => q.push(rec.id.clone()),
                 TaskStatus::Running
                     if rec.started_at_ms.unwrap_or(0) + grace < now
-                        && rt.running.get(&rec.id).is_none() =>
+                        && local.tasks.running.get(&rec.id).is_none() =>
                 {
                     r.push((rec.id.clone(), rec.epoch))
                 }
@@ -275,14 +282,14 @@ async fn reconcile(rt: &Runtime, c: &Cluster, requeue_orphans: bool) {
         (q, r)
     });
     for id in queued {
-        enqueue(rt, c, &id);
+        enqueue(local, c, &id);
     }
     if !requeue_orphans {
         return;
     }
     for (id, epoch) in stuck {
         // Checked again right before: a worker may have just started it.
-        if rt.running.get(&id).is_some() {
+        if local.tasks.running.get(&id).is_some() {
             continue;
         }
         match c

@@ -944,6 +944,36 @@ pub fn get_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
         .try_fold(root, |cur, key| cur.get(key))
 }
 
+/// The configuration in force, shared by every part of the node and replaced whole on a hot
+/// reload ([`reload`]). Read it with [`ConfigCell::get`] for one decision; never hold the `Arc`
+/// across a wait.
+#[derive(Clone)]
+pub struct ConfigCell {
+    cell: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>,
+}
+
+impl ConfigCell {
+    pub fn new(cfg: Config) -> ConfigCell {
+        ConfigCell {
+            cell: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(cfg))),
+        }
+    }
+    /// The configuration in force now.
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.cell.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// Replace the configuration (hot reload). Callers validate it first.
+    pub fn set(&self, cfg: Config) {
+        *self.cell.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(cfg);
+    }
+}
+
+impl std::fmt::Debug for ConfigCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigCell")
+    }
+}
+
 impl Config {
     /// Check the relations between values; the error names the path and the fix.
     pub fn validate(self) -> Result<Config, ConfigError> {
@@ -1245,8 +1275,9 @@ pub fn threshold_percent(key: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use serde_json::json;
 

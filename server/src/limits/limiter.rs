@@ -14,7 +14,6 @@
 //! Invariant: handlers only touch memory; callers await replies outside the actor.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openclaw_proto::Priority;
@@ -22,9 +21,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::config::ConfigCell;
 use crate::limits::window::{backoff_delay, Denied, Limits, Window};
+use crate::limits::Backoffs;
 use crate::metrics::metrics;
-use crate::runtime::Runtime;
+use crate::util::Mono;
 
 /// The scope name of `rate_limiting.global`.
 pub const GLOBAL: &str = "global";
@@ -127,7 +128,9 @@ struct Waiter {
 }
 
 pub struct LimiterState {
-    rt: Arc<Runtime>,
+    cfg: ConfigCell,
+    mono: Mono,
+    backoffs: Backoffs,
     scope: String,
     window: Window,
     /// By (priority level, arrival seq): the first is the next to grant.
@@ -138,12 +141,12 @@ pub struct LimiterState {
 
 impl LimiterState {
     fn limits(&self) -> Limits {
-        scope_limits(&self.rt.cfg(), &self.scope)
+        scope_limits(&self.cfg.get(), &self.scope)
     }
 
     /// Grant waiters in order while the window allows, then refuse those past their deadline.
     fn pump(&mut self) {
-        let now = self.rt.mono_ms();
+        let now = self.mono.ms();
         let l = self.limits();
         let m = metrics();
         self.waiters.retain(|_, w| !w.reply.is_closed());
@@ -198,7 +201,7 @@ impl LimiterState {
         wait: bool,
         reply: oneshot::Sender<Result<u64, Refused>>,
     ) {
-        let now = self.rt.mono_ms();
+        let now = self.mono.ms();
         let l = self.limits();
         let m = metrics();
         let ahead = self
@@ -283,7 +286,7 @@ impl LimiterState {
     }
 
     fn snapshot(&mut self) -> ScopeSnapshot {
-        let now = self.rt.mono_ms();
+        let now = self.mono.ms();
         let l = self.limits();
         let h = self.window.headroom(now, &l);
         ScopeSnapshot {
@@ -304,11 +307,16 @@ impl LimiterState {
     }
 }
 
+#[derive(Clone)]
 pub struct LimiterArgs {
-    pub rt: Arc<Runtime>,
+    pub cfg: ConfigCell,
+    pub mono: Mono,
+    /// Where this limiter publishes its back-off, read by callers of models without limits.
+    pub backoffs: Backoffs,
     pub scope: String,
 }
 
+#[derive(Clone)]
 pub struct Limiter;
 
 impl Actor for Limiter {
@@ -328,7 +336,9 @@ impl Actor for Limiter {
         m.rate_limit_rejections_total
             .with_label_values(&[&args.scope]);
         Ok(LimiterState {
-            rt: args.rt,
+            cfg: args.cfg,
+            mono: args.mono,
+            backoffs: args.backoffs,
             scope: args.scope,
             window: Window::new(),
             waiters: BTreeMap::new(),
@@ -370,14 +380,14 @@ impl Actor for Limiter {
                 let jitter: f64 = rand::random_range(-1.0..=1.0);
                 let delay = backoff_delay(
                     st.consecutive_429s,
-                    &st.rt.cfg().rate_limiting.backoff,
+                    &st.cfg.get().rate_limiting.backoff,
                     retry_after,
                     jitter,
                 );
-                let now = st.rt.mono_ms();
+                let now = st.mono.ms();
                 let until = now + delay.as_millis() as u64;
                 st.window.block_until(until);
-                st.rt.handles.set_backoff_until(&st.scope, until);
+                st.backoffs.set_until(&st.scope, until);
                 if let Some(suppressed) = crate::throttled!(&st.scope) {
                     tracing::warn!(
                         scope = %st.scope,

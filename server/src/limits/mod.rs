@@ -1,6 +1,9 @@
-//! The client side of the rate limiters: [`acquire`] a [`Permit`] for one model call (the
-//! model's scope and `global`), [`Permit::settle`] it with the real token count, drop it to
-//! release the concurrency slot; [`note_429`] backs a model off; [`snapshot`] reads headroom.
+//! Rate limits (§18.4): the sliding-window arithmetic (pure, [`window`]), one limiter actor per
+//! scope ([`limiter`]), and [`RateLimits`], the handle callers use: [`RateLimits::acquire`] a
+//! [`Permit`] for one model call (the model's scope and `global`), [`Permit::settle`] it with
+//! the real token count, drop it to release the concurrency slot; [`RateLimits::note_429`]
+//! backs a model off; [`RateLimits::snapshot`] reads headroom. In a cluster the per-window
+//! quotas are shared through the [`SharedRate`] seam, which cluster mode implements.
 //!
 //! Fast path: when neither the model nor `global` has a limit configured, `acquire` returns an
 //! empty permit without any actor round trip.
@@ -13,19 +16,20 @@
 pub mod limiter;
 pub mod window;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openclaw_proto::openai::ChatMessage;
 use openclaw_proto::Priority;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
-use crate::limits::limiter::{
-    scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL,
-};
-use crate::runtime::Runtime;
+use crate::config::ConfigCell;
+use crate::supervisor::CurrentMap;
+use crate::util::Mono;
+use limiter::{scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL};
 
 /// Output tokens reserved for a call without `max_tokens` (settled to the real count after).
 pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 512;
@@ -63,11 +67,6 @@ impl LimitError {
         self.retry_after().as_millis().div_ceil(1000).max(1) as u64
     }
 
-    /// 429 `rate_limited` + `Retry-After`.
-    pub fn api_error(&self) -> ApiError {
-        ApiError::too_many("rate_limited", self.to_string(), self.retry_after_secs())
-    }
-
     fn from_refused(scope: &str, r: Refused) -> LimitError {
         LimitError::RateLimited {
             scope: scope.to_string(),
@@ -79,6 +78,58 @@ impl LimitError {
             retry_after: Duration::from_millis(r.retry_after_ms),
         }
     }
+}
+
+/// Until when (node-monotonic ms) each scope is backed off after a provider 429: written by
+/// the scope's limiter, read by [`RateLimits::acquire`] to send calls of a model that has no
+/// limits of its own through its limiter while it is backed off. Keys are configured scopes.
+#[derive(Clone, Default)]
+pub struct Backoffs {
+    until: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Backoffs {
+    pub fn set_until(&self, scope: &str, until_mono_ms: u64) {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scope.to_string(), until_mono_ms);
+    }
+    /// Is `scope` backed off at `now_mono_ms`?
+    pub fn backed_off(&self, scope: &str, now_mono_ms: u64) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .is_some_and(|until| now_mono_ms < *until)
+    }
+}
+
+/// The seam to cluster-wide quotas: in a cluster every call also takes one request and its
+/// estimated tokens from this node's share of each limited scope's window. Cluster mode
+/// implements it; a node alone has none.
+#[async_trait::async_trait]
+pub trait SharedRate: Send + Sync {
+    /// Take one request and `tokens` from every limited scope of `scopes`, waiting (for more
+    /// quota) until `deadline` at the latest.
+    async fn acquire(
+        &self,
+        scopes: &[(String, window::Limits)],
+        tokens: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), LimitError>;
+}
+
+/// The handle to the rate limiters.
+#[derive(Clone)]
+pub struct RateLimits {
+    pub cfg: ConfigCell,
+    pub mono: Mono,
+    pub limiters: CurrentMap<LimiterMsg>,
+    pub backoffs: Backoffs,
+    pub shutdown: CancellationToken,
+    /// Cluster-wide quotas (cluster mode only).
+    pub shared: Option<Arc<dyn SharedRate>>,
 }
 
 /// Grants held for one call. Dropping it releases them (concurrency).
@@ -132,47 +183,49 @@ pub fn scopes_for(cfg: &crate::config::Config, model: &str, backed_off: bool) ->
     v
 }
 
-/// One scope's grant: `Ok(None)` when the scope has no running limiter (not limited).
-async fn acquire_one(
-    rt: &Runtime,
-    scope: &str,
-    priority: Priority,
-    tokens: u64,
-    deadline_ms: u64,
-    wait: bool,
-) -> Result<Option<(ActorRef<LimiterMsg>, u64)>, LimitError> {
-    loop {
-        let Some(r) = rt.handles.limiter(scope) else {
-            // Never started (limits added by a reload need a restart): not limited here.
-            return Ok(None);
-        };
-        let (tx, rx) = oneshot::channel();
-        let sent = r.cast(LimiterMsg::Acquire {
-            priority,
-            tokens,
-            deadline_ms,
-            wait,
-            reply: tx,
-        });
-        if sent.is_ok() {
-            let mut pending = PendingGrant {
-                rx: Some(rx),
-                limiter: r.clone(),
+impl RateLimits {
+    /// One scope's grant: `Ok(None)` when the scope has no running limiter (not limited).
+    async fn acquire_one(
+        &self,
+        scope: &str,
+        priority: Priority,
+        tokens: u64,
+        deadline_ms: u64,
+        wait: bool,
+    ) -> Result<Option<(ActorRef<LimiterMsg>, u64)>, LimitError> {
+        loop {
+            let Some(r) = self.limiters.get(scope) else {
+                // Never started (limits added by a reload need a restart): not limited here.
+                return Ok(None);
             };
-            match pending.recv().await {
-                Ok(Ok(id)) => return Ok(Some((r, id))),
-                Ok(Err(refused)) => return Err(LimitError::from_refused(scope, refused)),
-                Err(_) => {} // the limiter stopped while we waited: ask its next incarnation
-            }
-        }
-        if rt.mono_ms() >= deadline_ms || rt.shutdown.is_cancelled() {
-            return Err(LimitError::RateLimited {
-                scope: scope.to_string(),
-                reason: "the limiter is restarting",
-                retry_after: Duration::from_secs(1),
+            let (tx, rx) = oneshot::channel();
+            let sent = r.cast(LimiterMsg::Acquire {
+                priority,
+                tokens,
+                deadline_ms,
+                wait,
+                reply: tx,
             });
+            if sent.is_ok() {
+                let mut pending = PendingGrant {
+                    rx: Some(rx),
+                    limiter: r.clone(),
+                };
+                match pending.recv().await {
+                    Ok(Ok(id)) => return Ok(Some((r, id))),
+                    Ok(Err(refused)) => return Err(LimitError::from_refused(scope, refused)),
+                    Err(_) => {} // the limiter stopped while we waited: ask its next incarnation
+                }
+            }
+            if self.mono.ms() >= deadline_ms || self.shutdown.is_cancelled() {
+                return Err(LimitError::RateLimited {
+                    scope: scope.to_string(),
+                    reason: "the limiter is restarting",
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(LIMITER_ABSENT_RETRY_MS)).await;
         }
-        tokio::time::sleep(Duration::from_millis(LIMITER_ABSENT_RETRY_MS)).await;
     }
 }
 
@@ -209,77 +262,115 @@ impl Drop for PendingGrant {
     }
 }
 
-/// Acquire the grants for one call of `model` reserving `tokens`, waiting (in `priority`
-/// order) until `deadline_ms` (node-monotonic, [`Runtime::mono_ms`]) at the latest.
-pub async fn acquire(
-    rt: &Runtime,
-    model: &str,
-    priority: Priority,
-    tokens: u64,
-    deadline_ms: u64,
-) -> Result<Permit, LimitError> {
-    let permit = acquire_local(rt, model, priority, tokens, deadline_ms).await?;
-    // In a cluster the per-window quotas are shared: take this call from the node's lease
-    // (the local limiter above still paces and bounds concurrency on this node).
-    if let Some(c) = &rt.cluster {
-        let scopes = scopes_for(&rt.cfg(), model, false);
-        if !scopes.is_empty() {
-            let left = Duration::from_millis(deadline_ms.saturating_sub(rt.mono_ms()));
-            let deadline = tokio::time::Instant::now() + left;
-            crate::cluster::quota::acquire_rate(rt, c, &scopes, tokens, deadline).await?;
-        }
-    }
-    Ok(permit)
-}
-
-async fn acquire_local(
-    rt: &Runtime,
-    model: &str,
-    priority: Priority,
-    tokens: u64,
-    deadline_ms: u64,
-) -> Result<Permit, LimitError> {
-    let backed_off = rt.handles.backed_off(model, rt.mono_ms());
-    let scopes = scopes_for(&rt.cfg(), model, backed_off);
-    let mut permit = Permit::default();
-    match scopes.as_slice() {
-        [] => Ok(permit),
-        [one] => {
-            if let Some(g) = acquire_one(rt, one, priority, tokens, deadline_ms, true).await? {
-                permit.grants.push(g);
+impl RateLimits {
+    /// Acquire the grants for one call of `model` reserving `tokens`, waiting (in `priority`
+    /// order) until `deadline_ms` (node-monotonic, [`Mono::ms`]) at the latest.
+    pub async fn acquire(
+        &self,
+        model: &str,
+        priority: Priority,
+        tokens: u64,
+        deadline_ms: u64,
+    ) -> Result<Permit, LimitError> {
+        let permit = self
+            .acquire_local(model, priority, tokens, deadline_ms)
+            .await?;
+        // In a cluster the per-window quotas are shared: take this call from the node's share
+        // (the local limiter above still paces and bounds concurrency on this node).
+        if let Some(shared) = &self.shared {
+            let cfg = self.cfg.get();
+            let scopes: Vec<(String, window::Limits)> = scopes_for(&cfg, model, false)
+                .into_iter()
+                .map(|s| {
+                    let l = scope_limits(&cfg, &s);
+                    (s, l)
+                })
+                .collect();
+            drop(cfg);
+            if !scopes.is_empty() {
+                let left = Duration::from_millis(deadline_ms.saturating_sub(self.mono.ms()));
+                let deadline = tokio::time::Instant::now() + left;
+                shared.acquire(&scopes, tokens, deadline).await?;
             }
-            Ok(permit)
         }
-        [first, second, ..] => {
-            let (mut waited, mut probed) = (first, second);
-            loop {
-                let mut p = Permit::default();
-                if let Some(g) =
-                    acquire_one(rt, waited, priority, tokens, deadline_ms, true).await?
+        Ok(permit)
+    }
+
+    async fn acquire_local(
+        &self,
+        model: &str,
+        priority: Priority,
+        tokens: u64,
+        deadline_ms: u64,
+    ) -> Result<Permit, LimitError> {
+        let backed_off = self.backoffs.backed_off(model, self.mono.ms());
+        let scopes = scopes_for(&self.cfg.get(), model, backed_off);
+        let mut permit = Permit::default();
+        match scopes.as_slice() {
+            [] => Ok(permit),
+            [one] => {
+                if let Some(g) = self
+                    .acquire_one(one, priority, tokens, deadline_ms, true)
+                    .await?
                 {
-                    p.grants.push(g);
+                    permit.grants.push(g);
                 }
-                match acquire_one(rt, probed, priority, tokens, deadline_ms, false).await {
-                    Ok(g) => {
-                        p.grants.extend(g);
-                        return Ok(p);
+                Ok(permit)
+            }
+            [first, second, ..] => {
+                let (mut waited, mut probed) = (first, second);
+                loop {
+                    let mut p = Permit::default();
+                    if let Some(g) = self
+                        .acquire_one(waited, priority, tokens, deadline_ms, true)
+                        .await?
+                    {
+                        p.grants.push(g);
                     }
-                    Err(_) => {
-                        // Do not let `waited`'s window count a call that now waits on `probed`.
-                        p.cancel();
-                        std::mem::swap(&mut waited, &mut probed);
-                        tokio::time::sleep(Duration::from_millis(SWAP_PAUSE_MS)).await;
+                    match self
+                        .acquire_one(probed, priority, tokens, deadline_ms, false)
+                        .await
+                    {
+                        Ok(g) => {
+                            p.grants.extend(g);
+                            return Ok(p);
+                        }
+                        Err(_) => {
+                            // Do not let `waited`'s window count a call that now waits on
+                            // `probed`.
+                            p.cancel();
+                            std::mem::swap(&mut waited, &mut probed);
+                            tokio::time::sleep(Duration::from_millis(SWAP_PAUSE_MS)).await;
+                        }
                     }
                 }
             }
         }
     }
-}
 
-/// A 429 from the provider of `model`: back its limiter off (when it has one).
-pub fn note_429(rt: &Runtime, model: &str, retry_after: Option<Duration>) {
-    if let Some(r) = rt.handles.limiter(model) {
-        let _ = r.cast(LimiterMsg::Backoff { retry_after });
+    /// A 429 from the provider of `model`: back its limiter off (when it has one).
+    pub fn note_429(&self, model: &str, retry_after: Option<Duration>) {
+        if let Some(r) = self.limiters.get(model) {
+            let _ = r.cast(LimiterMsg::Backoff { retry_after });
+        }
+    }
+
+    /// Headroom of every running limiter, sorted by scope (`GET /api/limits`).
+    pub async fn snapshot(&self) -> Vec<ScopeSnapshot> {
+        let mut out = Vec::new();
+        for scope in self.limiters.names() {
+            let Some(r) = self.limiters.get(&scope) else {
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            if r.cast(LimiterMsg::Snapshot { reply: tx }).is_err() {
+                continue;
+            }
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                out.push(s);
+            }
+        }
+        out
     }
 }
 
@@ -292,24 +383,6 @@ pub fn max_wait(cfg: &crate::config::Config, task: bool) -> Duration {
     } else {
         w.min(cfg.model_fallback.timeout_ms)
     })
-}
-
-/// Headroom of every running limiter, sorted by scope (`GET /api/limits`).
-pub async fn snapshot(rt: &Arc<Runtime>) -> Vec<ScopeSnapshot> {
-    let mut out = Vec::new();
-    for scope in rt.handles.limiter_scopes() {
-        let Some(r) = rt.handles.limiter(&scope) else {
-            continue;
-        };
-        let (tx, rx) = oneshot::channel();
-        if r.cast(LimiterMsg::Snapshot { reply: tx }).is_err() {
-            continue;
-        }
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-            out.push(s);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

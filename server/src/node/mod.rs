@@ -1,4 +1,6 @@
-//! A node's start order and shutdown. `main` and the tests call [`start`] (or [`run`]).
+//! A node's start order, its wiring and its shutdown. `main` and the tests call [`start`] (or
+//! [`run`]). This is the one place that builds every feature's handle and hands each actor
+//! exactly what it uses ([`tree`]); the HTTP API gets the [`App`].
 //!
 //! Start: data dir → store (sled) → ledger recovery (tasks left running are requeued) → audit
 //! log → providers (the embedded simulator serves every model without a key) → actors →
@@ -6,6 +8,8 @@
 //! Shutdown (the token is cancelled): stop accepting HTTP, leave running tasks to recovery
 //! (they run again at the next start), stop the actors, flush the audit log and the store.
 
+pub mod app;
+pub mod health;
 pub mod tree;
 
 use std::net::SocketAddr;
@@ -18,16 +22,27 @@ use anyhow::Context;
 use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::Agents;
 use crate::api::{self, AppState};
 use crate::audit::AuditLog;
+use crate::budget::accountant::AccountantArgs;
+use crate::budget::{Budget, SharedBudget};
+use crate::cache::store::CacheArgs;
+use crate::cache::RequestCache;
 use crate::calls::providers::{self, ProviderSet};
-use crate::config::{Config, Secret};
-use crate::runtime::{
-    now_ms, ActorHandles, Health, RunningSet, Runtime, StopReason, TASK_EVENTS_MAX,
-};
+use crate::calls::Calls;
+use crate::config::{Config, ConfigCell, Secret};
+use crate::limits::{RateLimits, SharedRate};
 use crate::sim::{Sim, SimOptions};
 use crate::storage::Store;
+use crate::tasks::delivery::DeliveryArgs;
 use crate::tasks::ledger::{Ledger, LocalLedger};
+use crate::tasks::running::{RunningSet, StopReason};
+use crate::tasks::worker::Runner;
+use crate::tasks::{RemoteTasks, Tasks, TASK_EVENTS_MAX};
+use crate::util::{now_ms, Mono};
+pub use app::App;
+use health::Health;
 
 /// How often finished tasks past `server.result_ttl_seconds` are purged.
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -48,7 +63,10 @@ pub struct RunningNode {
     pub http_addr: SocketAddr,
     /// The embedded simulator's address, when it serves any model.
     pub sim_addr: Option<SocketAddr>,
-    pub runtime: Arc<Runtime>,
+    pub app: Arc<App>,
+    /// The node's store (flushed at shutdown).
+    store: Store,
+    audit: AuditLog,
     server: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
     supervisor: ractor::ActorRef<crate::supervisor::SupervisorMsg>,
@@ -65,16 +83,16 @@ impl RunningNode {
     /// Stop now (the same order as on a signal).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        let rt = self.runtime.clone();
-        for slot in rt.running.snapshot() {
+        let app = self.app.clone();
+        for slot in app.tasks.running.snapshot() {
             slot.request_stop(StopReason::Shutdown);
         }
         let _ = self.server.await;
         self.supervisor.stop(Some("node shutting down".into()));
-        rt.audit.flush().await;
-        rt.store.flush().await.context("flushing the store")?;
+        self.audit.flush().await;
+        self.store.flush().await.context("flushing the store")?;
         drop(self.audit_writer);
-        tracing::info!(node = %rt.node, "node stopped");
+        tracing::info!(node = %app.node, "node stopped");
         Ok(())
     }
 }
@@ -166,7 +184,10 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let sim_base = format!("http://{sim_addr}/v1");
     let env = |var: &str| std::env::var(var).ok();
     let providers = ProviderSet::build(&cfg, http.clone(), &sim_base, &env);
-    crate::metrics::metrics().init_models(cfg.models.keys().map(String::as_str));
+    crate::metrics::metrics().init_models(
+        cfg.models.keys().map(String::as_str),
+        &crate::calls::providers::ERROR_CODES,
+    );
     let sim_addr = if providers.uses_embedded_sim(&sim_base) {
         let sim = Sim::new(SimOptions::default());
         let token = shutdown.clone();
@@ -180,43 +201,130 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         None
     };
 
-    let (events, _) = broadcast::channel(TASK_EVENTS_MAX);
-    let rt = Arc::new(Runtime {
-        config: std::sync::RwLock::new(cfg.clone()),
-        node: node.clone(),
-        data_dir: opts.data_dir.clone(),
-        ledger: ledger.clone(),
-        store: store.clone(),
-        providers,
-        http,
-        audit,
-        events,
-        running: RunningSet::default(),
-        handles: ActorHandles::default(),
-        health: Health::default(),
-        breakers: Default::default(),
-        budget: Default::default(),
-        queued: AtomicUsize::new(0),
-        epoch: Instant::now(),
+    // The wiring: one handle per feature, each built from exactly what it uses.
+    let cfg_cell = ConfigCell::new((*cfg).clone());
+    let mono = Mono::start();
+    let leases = cluster
+        .clone()
+        .map(|c| Arc::new(crate::cluster::quota::Leases(c)));
+    let limits = RateLimits {
+        cfg: cfg_cell.clone(),
+        mono,
+        limiters: Default::default(),
+        backoffs: Default::default(),
         shutdown: shutdown.clone(),
-        config_source: opts.config_source.clone(),
-        cluster: cluster.clone(),
-    });
-    let supervisor = crate::node::tree::start_tree(rt.clone())
+        shared: leases.clone().map(|l| l as Arc<dyn SharedRate>),
+    };
+    let calls = Calls {
+        cfg: cfg_cell.clone(),
+        providers: Arc::new(providers),
+        audit: audit.clone(),
+        node: node.clone(),
+        breakers: Default::default(),
+        limits: limits.clone(),
+        mono,
+    };
+    let budget = Budget {
+        cfg: cfg_cell.clone(),
+        accountant: Default::default(),
+        gate: Default::default(),
+        shared: leases.map(|l| l as Arc<dyn SharedBudget>),
+    };
+    let (events, _) = broadcast::channel(TASK_EVENTS_MAX);
+    let tasks = Tasks {
+        cfg: cfg_cell.clone(),
+        node: node.clone(),
+        ledger: ledger.clone(),
+        scheduler: Default::default(),
+        running: Arc::new(RunningSet::default()),
+        events,
+        queued: Arc::new(AtomicUsize::new(0)),
+        mono,
+        store: store.clone(),
+        remote: cluster.clone().map(|c| c as Arc<dyn RemoteTasks>),
+    };
+    let runner = Runner {
+        tasks: tasks.clone(),
+        agents: Agents::default(),
+        calls: calls.clone(),
+        budget: budget.clone(),
+        cache: RequestCache::default(),
+        delivery: Default::default(),
+    };
+    let health = Arc::new(Health::default());
+    let wake = runner.tasks.scheduler.clone();
+    let tree = tree::TreeArgs {
+        runner: runner.clone(),
+        delivery: DeliveryArgs {
+            cfg: cfg_cell.clone(),
+            ledger: ledger.clone(),
+            store: store.clone(),
+            http: http.clone(),
+            shutdown: shutdown.clone(),
+        },
+        cache: CacheArgs {
+            cfg: cfg_cell.clone(),
+            store: store.clone(),
+        },
+        accountant: AccountantArgs {
+            cfg: cfg_cell.clone(),
+            store: store.clone(),
+            node: node.clone(),
+            http: http.clone(),
+            gate: budget.gate.clone(),
+            shared: budget.shared.clone(),
+            // The budget let held work go: wake the scheduler.
+            on_open: Arc::new(move || {
+                if let Some(s) = wake.get() {
+                    let _ = s.cast(crate::tasks::scheduler::SchedulerMsg::Wake);
+                }
+            }),
+        },
+        agents: crate::agents::agent_names(&cfg)
+            .into_iter()
+            .map(|name| {
+                let dir = crate::agents::agent::workspace_dir(&cfg, &opts.data_dir, &name);
+                (name, dir)
+            })
+            .collect(),
+        limits: limits.clone(),
+        policy: crate::supervisor::RestartPolicy::from_config(&cfg.server),
+        health: health.clone(),
+    };
+    let supervisor = tree::start_tree(tree)
         .await
         .context("starting the actors")?;
+    let app = Arc::new(App {
+        cfg: cfg_cell.clone(),
+        node: node.clone(),
+        tasks: tasks.clone(),
+        calls,
+        budget,
+        limits,
+        cache: runner.cache.clone(),
+        agents: runner.agents.clone(),
+        health: health.clone(),
+        cluster: cluster.clone(),
+        config_source: opts.config_source.clone(),
+        shutdown: shutdown.clone(),
+    });
 
     {
-        let rt = rt.clone();
+        let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = rt.shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return,
                 }
-                let ttl_ms = rt.cfg().server.result_ttl_seconds.saturating_mul(1000);
-                match rt
+                let ttl_ms = tasks
+                    .cfg
+                    .get()
+                    .server
+                    .result_ttl_seconds
+                    .saturating_mul(1000);
+                match tasks
                     .ledger
                     .purge_finished(now_ms().saturating_sub(ttl_ms))
                     .await
@@ -229,15 +337,18 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         });
     }
 
-    crate::config::reload::spawn_watcher(rt.clone());
+    crate::config::reload::spawn_watcher(
+        cfg_cell.clone(),
+        opts.config_source.clone(),
+        shutdown.clone(),
+    );
     {
-        let rt = rt.clone();
+        let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let depth_of = rt.clone();
-            crate::activity::log_summaries(rt.shutdown.clone(), move || {
+            crate::activity::log_summaries(shutdown, move || {
                 (
-                    depth_of.queued.load(std::sync::atomic::Ordering::Relaxed),
-                    depth_of.running.len(),
+                    tasks.queued.load(std::sync::atomic::Ordering::Relaxed),
+                    tasks.running.len(),
                 )
             })
             .await
@@ -245,19 +356,25 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     }
 
     if let Some(c) = &cluster {
-        crate::cluster::start_mesh(rt.clone(), c.clone()).await?;
-        crate::cluster::watcher::spawn(rt.clone(), c.clone());
+        crate::cluster::start_mesh(&tasks.running, c.clone()).await?;
+        crate::cluster::watcher::spawn(
+            crate::cluster::watcher::Local {
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
+            },
+            c.clone(),
+        );
     }
     let state = AppState {
-        rt: rt.clone(),
+        app: app.clone(),
         token,
         in_flight: Arc::new(Semaphore::new(cfg.server.max_in_flight_requests)),
     };
-    let app = api::router(state);
+    let router = api::router(state);
     let server = {
         let token = shutdown.clone();
         tokio::spawn(async move {
-            let res = axum::serve(listener, app)
+            let res = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;
             if let Err(e) = res {
@@ -265,7 +382,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             }
         })
     };
-    rt.health.set_started();
+    health.set_started();
     tracing::info!(
         node = %node,
         http = %http_addr,
@@ -275,13 +392,15 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         startup_ms = started.elapsed().as_millis() as u64,
         "openclaw-node ready"
     );
-    for r in rt.providers.resolved() {
+    for r in app.calls.providers.resolved() {
         tracing::info!(model = %r.model, served_by = r.served_by.as_str(), endpoint = %r.endpoint, reason = %r.reason, "model");
     }
     Ok(RunningNode {
         http_addr,
         sim_addr,
-        runtime: rt,
+        app,
+        store,
+        audit,
         server,
         shutdown,
         supervisor,
@@ -319,20 +438,21 @@ mod tests {
             config_source: None,
         };
         let node = start(opts, CancellationToken::new()).await.unwrap();
-        let rt = node.runtime.clone();
+        let app = node.app.clone();
         assert!(
             node.sim_addr.is_some(),
             "no keys: the embedded simulator serves"
         );
-        let before = rt.handles.scheduler().unwrap();
+        let before = app.tasks.scheduler.get().unwrap();
         before.cast(SchedulerMsg::Crash).unwrap();
         let after = poll(|| {
-            rt.handles
-                .scheduler()
+            app.tasks
+                .scheduler
+                .get()
                 .filter(|s| s.get_id() != before.get_id())
         })
         .await;
-        assert!(rt.health.ready().is_ok());
+        assert!(app.health.ready().is_ok());
 
         let http = reqwest::Client::new();
         let base = format!("http://{}", node.http_addr);
@@ -356,10 +476,59 @@ mod tests {
             .unwrap();
         assert_eq!(view["status"], "succeeded", "{view}");
         assert_eq!(
-            rt.ledger.get(&id).unwrap().unwrap().status,
+            app.tasks.ledger.get(&id).unwrap().unwrap().status,
             TaskStatus::Succeeded
         );
         let _ = after;
+        node.stop().await.unwrap();
+    }
+
+    /// In-process node: `reload_now` applies a valid edit, refuses a broken file and keeps the
+    /// config it had, and reports "unchanged" when nothing changed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_now_applies_valid_and_keeps_old_on_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openclaw.json");
+        let write = |v: serde_json::Value| {
+            std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap()
+        };
+        write(serde_json::json!({"server": {"workers": 2}}));
+        let source = crate::config::reload::ConfigSource::new(file.clone(), true);
+        let opts = NodeOptions {
+            config: crate::config::load(Some(&file), true).unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            config_source: Some(source.clone()),
+        };
+        let node = start(opts, tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+        let cfg = node.app.cfg.clone();
+        let src = Some(&source);
+        assert_eq!(
+            crate::config::reload::reload_now(&cfg, src).await.unwrap(),
+            crate::config::reload::ReloadReport::default()
+        );
+
+        write(
+            serde_json::json!({"server": {"workers": 5}, "model_routing": {"default_model": "gpt-4o"}}),
+        );
+        let r = crate::config::reload::reload_now(&cfg, src).await.unwrap();
+        // The node's own watcher may have applied it a moment before (then: unchanged).
+        assert!(
+            r.changed == ["model_routing", "server"] || r.changed.is_empty(),
+            "{r:?}"
+        );
+        assert_eq!(cfg.get().server.workers, 5);
+        assert_eq!(cfg.get().default_model(), "gpt-4o");
+
+        write(serde_json::json!({"server": {"workers": 0}}));
+        let e = crate::config::reload::reload_now(&cfg, src)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.workers"), "{e}");
+        assert_eq!(cfg.get().server.workers, 5, "old config kept");
         node.stop().await.unwrap();
     }
 }

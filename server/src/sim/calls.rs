@@ -94,8 +94,9 @@ impl CallLog {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn call(task: Option<&str>) -> CallRecord {

@@ -252,8 +252,9 @@ pub fn decide(s: &FaultSettings, directive: Option<Directive>, roll: Roll) -> Pl
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use serde_json::json;
 

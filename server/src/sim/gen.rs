@@ -300,8 +300,9 @@ fn capitalize(w: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn msgs(text: &str) -> Vec<ChatMessage> {

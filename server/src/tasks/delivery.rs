@@ -14,9 +14,12 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
+use crate::config::ConfigCell;
 use crate::metrics::metrics;
-use crate::runtime::{now_ms, Runtime};
-use crate::storage::{FailedDeliveryRecord, PendingDelivery};
+use crate::storage::{FailedDeliveryRecord, PendingDelivery, Store};
+use crate::tasks::ledger::Ledger;
+use crate::tasks::view::view_of;
+use crate::util::{backoff_before, now_ms};
 
 /// Callback POSTs running at once.
 pub const DELIVERIES_IN_FLIGHT_MAX: usize = 64;
@@ -35,29 +38,41 @@ pub enum DeliveryMsg {
 }
 impl ractor::Message for DeliveryMsg {}
 
+/// What deliveries need: the task (read at delivery time), the store of pending and parked
+/// deliveries, an HTTP client, the `server` settings, and the node's shutdown.
+#[derive(Clone)]
+pub struct DeliveryArgs {
+    pub cfg: ConfigCell,
+    pub ledger: Arc<dyn Ledger>,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
 pub struct DeliveryState {
-    rt: Arc<Runtime>,
+    args: Arc<DeliveryArgs>,
     backlog: VecDeque<PendingDelivery>,
     known: HashSet<String>,
     in_flight: usize,
     overflowed: bool,
 }
 
+#[derive(Clone)]
 pub struct Delivery;
 
 impl Actor for Delivery {
     type Msg = DeliveryMsg;
     type State = DeliveryState;
-    type Arguments = Arc<Runtime>;
+    type Arguments = DeliveryArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        rt: Arc<Runtime>,
+        args: DeliveryArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(RESCAN_EVERY, || DeliveryMsg::Rescan);
         let mut state = DeliveryState {
-            rt,
+            args: Arc::new(args),
             backlog: VecDeque::new(),
             known: HashSet::new(),
             in_flight: 0,
@@ -105,7 +120,7 @@ fn push(state: &mut DeliveryState, d: PendingDelivery) {
 
 fn rescan(state: &mut DeliveryState) {
     state.overflowed = false;
-    match state.rt.store.pending_deliveries() {
+    match state.args.store.pending_deliveries() {
         Ok(pending) => {
             for d in pending {
                 push(state, d);
@@ -121,14 +136,14 @@ fn pump(myself: &ActorRef<DeliveryMsg>, state: &mut DeliveryState) {
             break;
         };
         state.in_flight += 1;
-        let rt = state.rt.clone();
+        let args = state.args.clone();
         let me = myself.clone();
         // A root span: a delivery belongs to no request and to no other task.
         let span = tracing::info_span!(parent: None, "callback", task = %d.task_id);
         tokio::spawn(
             async move {
                 let task_id = d.task_id.clone();
-                deliver(&rt, d).await;
+                deliver(&args, d).await;
                 let _ = me.cast(DeliveryMsg::Finished { task_id });
             }
             .instrument(span),
@@ -136,21 +151,13 @@ fn pump(myself: &ActorRef<DeliveryMsg>, state: &mut DeliveryState) {
     }
 }
 
-/// Back-off before attempt `n` (1-based; attempt 1 has none).
-pub fn backoff_before(attempt: u32, initial: Duration) -> Duration {
-    if attempt <= 1 {
-        return Duration::ZERO;
-    }
-    initial.saturating_mul(1u32 << (attempt - 2).min(16))
-}
-
-async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
-    let all = rt.cfg();
+async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
+    let all = cx.cfg.get();
     let cfg = &all.server;
-    let body = match rt.ledger.get(&d.task_id) {
-        Ok(Some(rec)) => crate::api::tasks::view_of(&rec),
+    let body = match cx.ledger.get(&d.task_id) {
+        Ok(Some(rec)) => view_of(&rec),
         Ok(None) => {
-            let _ = rt.store.remove_delivery(&d.task_id);
+            let _ = cx.store.remove_delivery(&d.task_id);
             return;
         }
         Err(e) => {
@@ -168,10 +175,10 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = rt.shutdown.cancelled() => return,
+                _ = cx.shutdown.cancelled() => return,
             }
         }
-        let res = rt
+        let res = cx
             .http
             .post(&d.callback_url)
             .timeout(Duration::from_millis(cfg.callback_timeout_ms))
@@ -185,7 +192,7 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
                     .callback_deliveries_total
                     .with_label_values(&["delivered"])
                     .inc();
-                if let Err(e) = rt.store.remove_delivery(&d.task_id) {
+                if let Err(e) = cx.store.remove_delivery(&d.task_id) {
                     tracing::error!(error = %e, "cannot clear delivered callback");
                 }
                 return;
@@ -208,7 +215,7 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
         if let Some(suppressed) = crate::throttled!("callback") {
             tracing::warn!(attempt = d.attempts, error = %last_error, suppressed, "callback attempt failed");
         }
-        let _ = rt.store.put_delivery(&d);
+        let _ = cx.store.put_delivery(&d);
     }
     metrics()
         .callback_deliveries_total
@@ -222,24 +229,12 @@ async fn deliver(rt: &Runtime, mut d: PendingDelivery) {
         last_error,
         failed_at_ms: now_ms(),
     };
-    let res = rt
+    let res = cx
         .store
         .put_failed_delivery(&failed)
-        .and_then(|_| rt.store.remove_delivery(&d.task_id));
+        .and_then(|_| cx.store.remove_delivery(&d.task_id));
     if let Err(e) = res {
         tracing::error!(error = %e, "cannot park failed callback");
     }
-    let _ = rt.store.flush().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_second_attempt() {
-        let i = Duration::from_millis(100);
-        let got: Vec<u128> = (1..=5).map(|n| backoff_before(n, i).as_millis()).collect();
-        assert_eq!(got, vec![0, 100, 200, 400, 800]);
-    }
+    let _ = cx.store.flush().await;
 }

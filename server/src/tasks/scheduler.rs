@@ -18,8 +18,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::metrics;
-use crate::runtime::{RunningSlot, Runtime, StopReason};
 use crate::tasks::queue::{choose_victim, may_preempt, QueueEntry, ReadyQueue, RunningInfo};
+use crate::tasks::running::{RunningSlot, StopReason};
+use crate::tasks::worker::Runner;
 
 pub enum SchedulerMsg {
     /// A task (new, or requeued) is ready to run.
@@ -61,27 +62,28 @@ pub struct QueueSnapshot {
 }
 
 pub struct SchedulerState {
-    rt: Arc<Runtime>,
+    rt: Runner,
     queue: ReadyQueue,
     started_seq: u64,
 }
 
+#[derive(Clone)]
 pub struct Scheduler;
 
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
-    type Arguments = Arc<Runtime>;
+    type Arguments = Runner;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
-        rt: Arc<Runtime>,
+        _myself: ActorRef<Self::Msg>,
+        rt: Runner,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut queue = ReadyQueue::new();
-        let now = rt.mono_ms();
-        for rec in rt.ledger.queued()? {
-            if rt.running.get(&rec.id).is_none() {
+        let now = rt.tasks.mono.ms();
+        for rec in rt.tasks.ledger.queued()? {
+            if rt.tasks.running.get(&rec.id).is_none() {
                 queue.push(entry_of(&rec, now));
             }
         }
@@ -91,29 +93,29 @@ impl Actor for Scheduler {
             started_seq: 0,
         };
         tracing::info!(queued = state.queue.len(), "scheduler started");
-        dispatch(&myself, &mut state);
+        dispatch(&mut state);
         Ok(state)
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SchedulerMsg::Enqueue(e) => {
-                if state.rt.running.get(&e.id).is_none() {
+                if state.rt.tasks.running.get(&e.id).is_none() {
                     state.queue.push(e);
                 }
             }
             SchedulerMsg::Done { id } => {
-                state.rt.running.remove(&id);
+                state.rt.tasks.running.remove(&id);
             }
             SchedulerMsg::Cancel { id, reply } => {
                 let outcome = if state.queue.remove(&id).is_some() {
                     CancelOutcome::WasQueued
-                } else if let Some(slot) = state.rt.running.get(&id) {
+                } else if let Some(slot) = state.rt.tasks.running.get(&id) {
                     slot.request_stop(StopReason::Cancelled);
                     CancelOutcome::WasRunning
                 } else {
@@ -124,13 +126,13 @@ impl Actor for Scheduler {
             SchedulerMsg::Snapshot(reply) => {
                 let _ = reply.send(QueueSnapshot {
                     depth: state.queue.depth(),
-                    running: state.rt.running.len(),
-                    workers: state.rt.cfg().server.workers,
+                    running: state.rt.tasks.running.len(),
+                    workers: state.rt.tasks.cfg.get().server.workers,
                 });
             }
             SchedulerMsg::Revoke { id } => {
                 if state.queue.remove(&id).is_none() {
-                    if let Some(slot) = state.rt.running.get(&id) {
+                    if let Some(slot) = state.rt.tasks.running.get(&id) {
                         slot.request_stop(StopReason::Revoked);
                     }
                 }
@@ -138,7 +140,7 @@ impl Actor for Scheduler {
             SchedulerMsg::Wake => {}
             SchedulerMsg::Crash => return Err("crash requested".into()),
         }
-        dispatch(&myself, state);
+        dispatch(state);
         Ok(())
     }
 }
@@ -155,10 +157,11 @@ pub fn entry_of(rec: &TaskRecord, now_mono_ms: u64) -> QueueEntry {
 }
 
 /// Start workers for free slots, preempting if an allowed task waits with no slot free.
-fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
+fn dispatch(state: &mut SchedulerState) {
     let rt = state.rt.clone();
-    let workers = rt.cfg().server.workers;
-    while rt.running.len() < workers {
+    let t = &rt.tasks;
+    let workers = t.cfg.get().server.workers;
+    while t.running.len() < workers {
         // While the budget pauses an agent (or everything), only its critical tasks start.
         let Some(e) = state
             .queue
@@ -176,15 +179,15 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
             cancel: CancellationToken::new(),
             stop: Arc::new(Mutex::new(None)),
         };
-        rt.running.insert(slot.clone());
-        let wait_s = rt.mono_ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0;
+        t.running.insert(slot.clone());
+        let wait_s = t.mono.ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0;
         metrics()
             .task_queue_wait_seconds
             .with_label_values(&[e.priority.as_str()])
             .observe(wait_s);
-        crate::tasks::worker::spawn(rt.clone(), e, slot, myself.clone());
+        crate::tasks::worker::spawn(rt.clone(), e, slot);
     }
-    if rt.running.len() >= workers {
+    if t.running.len() >= workers {
         preempt_if_needed(state);
     }
     publish_gauges(state);
@@ -192,7 +195,7 @@ fn dispatch(myself: &ActorRef<SchedulerMsg>, state: &mut SchedulerState) {
 
 fn preempt_if_needed(state: &mut SchedulerState) {
     let rt = &state.rt;
-    let cfg = rt.cfg();
+    let cfg = rt.tasks.cfg.get();
     let policy = &cfg.task_priority.preemption;
     let Some(top) = state.queue.peek_priority() else {
         return;
@@ -211,7 +214,7 @@ fn preempt_if_needed(state: &mut SchedulerState) {
         .filter(|p| may_preempt(**p, policy))
         .map(|p| depth[p.level() as usize])
         .sum();
-    let slots = rt.running.snapshot();
+    let slots = rt.tasks.running.snapshot();
     let stopping = slots
         .iter()
         .filter(|s| s.stop_reason() == Some(StopReason::Preempted))
@@ -253,8 +256,12 @@ fn publish_gauges(state: &SchedulerState) {
             .with_label_values(&[p.as_str()])
             .set(depth[p.level() as usize] as i64);
     }
-    state.rt.queued.store(state.queue.len(), Ordering::Relaxed);
-    let slots = state.rt.running.snapshot();
+    state
+        .rt
+        .tasks
+        .queued
+        .store(state.queue.len(), Ordering::Relaxed);
+    let slots = state.rt.tasks.running.snapshot();
     let mut agents: Vec<&str> = slots.iter().map(|s| s.agent.as_str()).collect();
     agents.sort_unstable();
     agents.dedup();

@@ -15,33 +15,45 @@
 //! (attempts kept) and handed back to the scheduler; a cancelled one is finished as cancelled;
 //! on shutdown the task is left to start-up recovery, which runs it again.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use openclaw_proto::api::TokenCounts;
 use openclaw_proto::openai::{ChatCompletionRequest, ChatMessage};
 use openclaw_proto::{Priority, TaskRecord, TaskStatus};
-use ractor::ActorRef;
 use tracing::Instrument;
 
 use crate::activity;
-use crate::agents::agent::{AgentMsg, BuiltPrompt};
-use crate::budget::accountant::{AccountantMsg, ReservationId};
+use crate::agents::Agents;
+use crate::budget::{Budget, BudgetWait};
 use crate::cache::keys as cache;
+use crate::cache::RequestCache;
 use crate::calls::fallback;
 use crate::calls::routing::{self, RouteDecision, RouteInput, RouteReason};
-use crate::calls::{self, CallMeta};
+use crate::calls::{self, CallMeta, Calls};
 use crate::config::Config;
 use crate::metrics::metrics;
-use crate::runtime::{now_ms, RunningSlot, Runtime, StopReason};
 use crate::storage::{PendingDelivery, TranscriptMessage};
+use crate::supervisor::Current;
 use crate::tasks::delivery::DeliveryMsg;
 use crate::tasks::ledger::{LedgerError, Outcome};
 use crate::tasks::queue::QueueEntry;
-use crate::tasks::scheduler::{entry_of, SchedulerMsg};
+use crate::tasks::running::{RunningSlot, StopReason};
+use crate::tasks::scheduler::SchedulerMsg;
+use crate::tasks::Tasks;
+use crate::util::now_ms;
 
-/// How long a worker waits for its agent actor (it may be restarting).
-pub const AGENT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Everything a worker uses to run a task: the tasks core (ledger, running set, events, the
+/// scheduler), the agents (prompts), the calls (routing, fallback, accounting), the budget,
+/// the request cache and the delivery actor. The scheduler holds one and hands it to each
+/// worker it starts.
+#[derive(Clone)]
+pub struct Runner {
+    pub tasks: Tasks,
+    pub agents: Agents,
+    pub calls: Calls,
+    pub budget: Budget,
+    pub cache: RequestCache,
+    pub delivery: Current<DeliveryMsg>,
+}
+
 /// Messages kept per session transcript.
 pub const SESSION_MESSAGES_MAX: usize = 200;
 
@@ -67,28 +79,25 @@ pub fn route_task(cfg: &Config, rec: &TaskRecord, prompt_tokens: u64) -> RouteDe
     )
 }
 
-pub fn spawn(
-    rt: Arc<Runtime>,
-    entry: QueueEntry,
-    slot: RunningSlot,
-    _scheduler: ActorRef<SchedulerMsg>,
-) {
+/// Run `entry` in its own task (never inside the scheduler's handler), in the slot `slot`.
+pub fn spawn(rt: Runner, entry: QueueEntry, slot: RunningSlot) {
     // A root span (`parent: None`): the worker is spawned from the scheduler's handler, and a task
     // must never become the parent of the next task it happens to make room for.
     let span = tracing::info_span!(parent: None, "task", id = %entry.id, agent = %entry.agent, priority = %entry.priority);
     tokio::spawn(
         async move {
             let requeued = run(&rt, &entry, &slot).await;
+            let t = &rt.tasks;
             // Report to whichever scheduler incarnation is current.
-            if let Some(s) = rt.handles.scheduler() {
+            if let Some(s) = t.scheduler.get() {
                 let _ = s.cast(SchedulerMsg::Done {
                     id: entry.id.clone(),
                 });
                 if let Some(rec) = requeued {
-                    let _ = s.cast(SchedulerMsg::Enqueue(entry_of(&rec, rt.mono_ms())));
+                    t.enqueue(&rec);
                 }
             } else {
-                rt.running.remove(&entry.id);
+                t.running.remove(&entry.id);
             }
         }
         .instrument(span),
@@ -96,8 +105,9 @@ pub fn spawn(
 }
 
 /// Run the task; returns the record when it was requeued (preempted).
-async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Option<TaskRecord> {
-    let rec = match rt.ledger.start(&entry.id, &rt.node, now_ms()).await {
+async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<TaskRecord> {
+    let ledger = &rt.tasks.ledger;
+    let rec = match ledger.start(&entry.id, &rt.tasks.node, now_ms()).await {
         Ok(r) => r,
         Err(LedgerError::WrongState { status, .. }) => {
             tracing::debug!(status, "task no longer queued; skipping");
@@ -119,7 +129,7 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         (Some(Ok(o)), _) => o,
         (Some(Err(BudgetWait(scope))), _) => {
             // Not failed: back to the queue; the scheduler holds it while the budget is paused.
-            return match rt.ledger.requeue(&rec.id, epoch, false).await {
+            return match ledger.requeue(&rec.id, epoch, false).await {
                 Ok(r) => {
                     activity::bump(&activity::activity().budget_held);
                     tracing::debug!(%scope, "budget exhausted; task waits in the queue");
@@ -132,7 +142,7 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
             };
         }
         (None, Some(StopReason::Preempted)) => {
-            return match rt.ledger.requeue(&rec.id, epoch, true).await {
+            return match ledger.requeue(&rec.id, epoch, true).await {
                 Ok(r) => {
                     activity::bump(&activity::activity().preempted);
                     tracing::debug!("task preempted and requeued");
@@ -155,14 +165,14 @@ async fn run(rt: &Arc<Runtime>, entry: &QueueEntry, slot: &RunningSlot) -> Optio
         }
     };
     let status = outcome.status;
-    match rt.ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
+    match ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
         Ok(done) => {
             note_finished(&done);
             metrics()
                 .tasks_total
                 .with_label_values(&[done.priority.as_str(), status.as_str()])
                 .inc();
-            let _ = rt.events.send(done.id.clone());
+            rt.tasks.finished(&done.id);
             if let Some(url) = done.callback_url.clone() {
                 queue_callback(rt, &done.id, url).await;
             }
@@ -191,207 +201,28 @@ fn note_finished(done: &TaskRecord) {
     }
 }
 
-async fn queue_callback(rt: &Runtime, task_id: &str, url: String) {
+async fn queue_callback(rt: &Runner, task_id: &str, url: String) {
     let d = PendingDelivery {
         task_id: task_id.to_string(),
         callback_url: url,
         attempts: 0,
     };
-    let stored = rt.store.put_delivery(&d);
+    let store = &rt.tasks.store;
+    let stored = store.put_delivery(&d);
     if let Err(e) = stored {
         tracing::error!(error = %e, "cannot store callback");
         return;
     }
-    let _ = rt.store.flush().await;
-    if let Some(a) = rt.handles.delivery() {
+    let _ = store.flush().await;
+    if let Some(a) = rt.delivery.get() {
         let _ = a.cast(DeliveryMsg::Deliver(d));
     }
 }
 
-async fn build_prompt(
-    rt: &Runtime,
-    rec: &TaskRecord,
-    history: Vec<ChatMessage>,
-) -> Result<BuiltPrompt, String> {
-    for _ in 0..3 {
-        if let Some(agent) = rt.handles.agent(&rec.agent) {
-            let res = ractor::call_t!(
-                agent,
-                |reply| AgentMsg::BuildPrompt {
-                    history: history.clone(),
-                    input: rec.input.clone(),
-                    reply,
-                },
-                AGENT_CALL_TIMEOUT_MS
-            );
-            if let Ok(p) = res {
-                return Ok(p);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("agent `{}` is not available", rec.agent))
-}
-
-/// Work that may not run now because of the budget (the scope that refused).
-pub struct BudgetWait(pub String);
-
-/// A granted reservation; released when dropped unsettled (failure, preemption, cancel).
-pub struct Held {
-    id: ReservationId,
-    accountant: Option<ActorRef<AccountantMsg>>,
-    /// In a cluster: the reservation against this node's budget leases.
-    lease: Option<(
-        crate::cluster::quota::LeaseHold,
-        Arc<crate::cluster::Cluster>,
-    )>,
-}
-
-impl Held {
-    fn none() -> Held {
-        Held {
-            id: 0,
-            accountant: None,
-            lease: None,
-        }
-    }
-    pub fn settle(mut self, tokens: u64, cost: f64) {
-        if let Some(a) = self.accountant.take() {
-            let _ = a.cast(AccountantMsg::Settle {
-                id: self.id,
-                tokens,
-                cost,
-            });
-        }
-        if let Some((hold, c)) = self.lease.take() {
-            hold.settle(c, tokens, cost);
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(a) = self.accountant.take() {
-            let _ = a.cast(AccountantMsg::Release { id: self.id });
-        }
-        if let Some((hold, c)) = self.lease.take() {
-            hold.release(&c);
-        }
-    }
-}
-
-/// Attempts to reach the accountant (it may be restarting), 200 ms apart.
-const ACCOUNTANT_ATTEMPTS: u32 = 10;
-
-/// Reserve the call's estimate. Critical work is always granted; when the accountant cannot be
-/// reached, critical work runs unreserved and other work waits.
-async fn reserve_budget(
-    rt: &Runtime,
-    rec: &TaskRecord,
-    model: &str,
-    prompt_tokens: u64,
-) -> Result<Held, BudgetWait> {
-    reserve(
-        rt,
-        &rec.agent,
-        rec.priority == Priority::Critical,
-        model,
-        prompt_tokens,
-        rec.max_tokens,
-    )
-    .await
-}
-
-/// Reserve the budget for one call of `model` by `agent` (prompt tokens plus the output cap, or
-/// `budget.default_output_tokens`, at the model's price). Used by task workers and by
-/// `/v1/chat/completions`.
-pub async fn reserve(
-    rt: &Runtime,
-    agent: &str,
-    critical: bool,
-    model: &str,
-    prompt_tokens: u64,
-    max_tokens: Option<u32>,
-) -> Result<Held, BudgetWait> {
-    let cfg = rt.cfg();
-    if !cfg.budget.enabled {
-        return Ok(Held::none());
-    }
-    let est_out = max_tokens
-        .map(u64::from)
-        .unwrap_or(cfg.budget.default_output_tokens);
-    let est_cost = cfg
-        .models
-        .get(model)
-        .map(|m| m.price.cost(prompt_tokens, est_out))
-        .unwrap_or(0.0);
-    drop(cfg);
-    for _ in 0..ACCOUNTANT_ATTEMPTS {
-        if let Some(a) = rt.handles.accountant() {
-            let res = ractor::call_t!(
-                a,
-                |reply| AccountantMsg::Reserve {
-                    agent: agent.to_string(),
-                    critical,
-                    est_tokens: prompt_tokens + est_out,
-                    est_cost,
-                    reply,
-                },
-                AGENT_CALL_TIMEOUT_MS
-            );
-            match res {
-                Ok(Ok(0)) => return Ok(Held::none()),
-                Ok(Ok(id)) => {
-                    let mut held = Held {
-                        id,
-                        accountant: Some(a),
-                        lease: None,
-                    };
-                    // In a cluster the limits are shared: the call must also fit this node's
-                    // lease of the cluster's remaining budget.
-                    if let Some(c) = &rt.cluster {
-                        let est = crate::budget::rules::Estimate {
-                            tokens: prompt_tokens + est_out,
-                            cost_usd: est_cost,
-                        };
-                        match crate::cluster::quota::reserve_budget(
-                            rt, c, agent, critical, model, est,
-                        )
-                        .await
-                        {
-                            Ok(h) => held.lease = Some((h, c.clone())),
-                            Err(e) => {
-                                if let Some(a) = &held.accountant {
-                                    let _ = a.cast(AccountantMsg::ClusterRefused {
-                                        scope: e.scope.clone(),
-                                        est,
-                                    });
-                                }
-                                return Err(BudgetWait(e.scope));
-                            }
-                        }
-                    }
-                    return Ok(held);
-                }
-                Ok(Err(e)) => return Err(BudgetWait(e.scope)),
-                Err(_) => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if critical {
-        tracing::warn!("budget accountant unavailable; critical task runs unreserved");
-        Ok(Held::none())
-    } else {
-        tracing::warn!("budget accountant unavailable; task waits");
-        Err(BudgetWait("accountant_unavailable".into()))
-    }
-}
-
 /// Run the model call(s) for a task.
-async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
+async fn execute(rt: &Runner, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
     let history: Vec<ChatMessage> = match &rec.session_id {
-        Some(s) => match rt.store.transcript(s) {
+        Some(s) => match rt.tasks.store.transcript(s) {
             Ok(t) => t
                 .into_iter()
                 .map(|m| ChatMessage::new(m.role, m.content))
@@ -400,7 +231,11 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
         },
         None => Vec::new(),
     };
-    let prompt = match build_prompt(rt, rec, history).await {
+    let prompt = match rt
+        .agents
+        .build_prompt(&rec.agent, history, &rec.input)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return Ok(Outcome::failed("agent_unavailable", e)),
     };
@@ -411,9 +246,10 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
             + prompt.breakdown.history
             + prompt.breakdown.input,
     );
-    let mut route = route_task(&rt.cfg(), rec, prompt_tokens);
+    let cfg = rt.calls.cfg.get();
+    let mut route = route_task(&cfg, rec, prompt_tokens);
     if route.reason != RouteReason::Explicit && rt.budget.downgrade_for(&rec.agent) {
-        if let Some(cheapest) = crate::budget::rules::cheapest_model(&rt.cfg()) {
+        if let Some(cheapest) = crate::budget::rules::cheapest_model(&cfg) {
             route.model = cheapest;
             route.reason = RouteReason::BudgetDowngrade;
         }
@@ -444,11 +280,12 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
         cache_hit: false,
         fallback_from: None,
     };
-    let cache_key = request_cache_key(&rt.cfg(), rec, &route.model, &req);
+    let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
+    drop(cfg);
     if let Some(key) = &cache_key {
-        if let Some(hit) = crate::cache::store::lookup(rt, key).await {
+        if let Some(hit) = rt.cache.lookup(key).await {
             tracing::debug!(model = %hit.model, "answer served from the request cache");
-            calls::account_cache_hit(rt, &meta, &hit.model).await;
+            calls::account_cache_hit(&rt.calls, &meta, &hit.model).await;
             append_session(rt, rec, &hit.text);
             let mut breakdown = prompt.breakdown;
             breakdown.output = hit.usage.completion_tokens as u32;
@@ -467,8 +304,17 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
         }
     }
     let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
-    let held = reserve_budget(rt, rec, &route.model, est_prompt).await?;
-    let answer = fallback::chat(rt, &meta, &req, &route.model).await;
+    let held = rt
+        .budget
+        .reserve(
+            &rec.agent,
+            rec.priority == Priority::Critical,
+            &route.model,
+            est_prompt,
+            rec.max_tokens,
+        )
+        .await?;
+    let answer = fallback::chat(&rt.calls, &meta, &req, &route.model).await;
     Ok(match answer {
         Ok(answer) => {
             let done = answer.value;
@@ -485,8 +331,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
                     .first()
                     .and_then(|c| c.finish_reason.clone());
                 if cache::cacheable(&output, finish.as_deref()) {
-                    crate::cache::store::store(
-                        rt,
+                    rt.cache.store(
                         key,
                         crate::cache::store::entry_now(
                             &answer.model,
@@ -531,7 +376,7 @@ async fn execute(rt: &Arc<Runtime>, rec: &TaskRecord) -> Result<Outcome, BudgetW
     })
 }
 
-fn append_session(rt: &Runtime, rec: &TaskRecord, output: &str) {
+fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
     if let Some(s) = &rec.session_id {
         let msgs = [
             TranscriptMessage {
@@ -543,7 +388,11 @@ fn append_session(rt: &Runtime, rec: &TaskRecord, output: &str) {
                 content: output.to_string(),
             },
         ];
-        if let Err(e) = rt.store.append_transcript(s, &msgs, SESSION_MESSAGES_MAX) {
+        if let Err(e) = rt
+            .tasks
+            .store
+            .append_transcript(s, &msgs, SESSION_MESSAGES_MAX)
+        {
             tracing::warn!(error = %e, "cannot append to session");
         }
     }

@@ -333,8 +333,9 @@ impl StreamTranslator {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use openclaw_proto::anthropic::{ContentBlock, DeltaUsage, ErrorDetail, MessageDelta};
     use serde_json::json;

@@ -1,0 +1,38 @@
+//! The wired node as the HTTP API sees it: one handle per feature, built once by
+//! [`crate::node::start`]. Features never see `App`; only `api/` and `node/` do.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::Agents;
+use crate::budget::Budget;
+use crate::cache::RequestCache;
+use crate::calls::Calls;
+use crate::cluster::Cluster;
+use crate::config::reload::ConfigSource;
+use crate::config::ConfigCell;
+use crate::limits::RateLimits;
+use crate::node::health::Health;
+use crate::tasks::Tasks;
+
+/// Every feature's handle, and what the node itself owns.
+#[derive(Clone)]
+pub struct App {
+    pub cfg: ConfigCell,
+    /// This node's name (its id in a cluster).
+    pub node: String,
+    pub tasks: Tasks,
+    pub calls: Calls,
+    pub budget: Budget,
+    pub limits: RateLimits,
+    pub cache: RequestCache,
+    pub agents: Agents,
+    pub health: Arc<Health>,
+    /// This node's part of the cluster (cluster mode only).
+    pub cluster: Option<Arc<Cluster>>,
+    /// The config file to hot-reload from (None: the config came from code).
+    pub config_source: Option<ConfigSource>,
+    /// Cancelled when the node shuts down.
+    pub shutdown: CancellationToken,
+}
