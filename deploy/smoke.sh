@@ -54,6 +54,7 @@ stack_up=0
 cleanup() {
   local rc=$?
   trap - EXIT TERM INT
+  set +e  # tear down as much as possible, whatever fails
   [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null
   docker rm -f "$proj-fake503" >/dev/null 2>&1 || true
   if [ "$stack_up" = 1 ]; then
@@ -137,6 +138,11 @@ while :; do
 done
 leader="$(json 'j["leader"]' <<<"$st")"
 step "cluster formed: 3 nodes alive, leader node $leader"
+# The compose file's header command.
+"${dc[@]}" exec -T gateway-1 openclaw-node status > "$tmp/status.txt" 2>&1 \
+  && grep -q "^Cluster: leader $leader " "$tmp/status.txt" \
+  || fail "\`exec gateway-1 openclaw-node status\`: $(cat "$tmp/status.txt")"
+sed 's/^/    /' "$tmp/status.txt" | head -n 8
 
 resp="$(curl -sS -m 20 "${tls[@]}" "${auth[@]}" -w '\n%{http_code} %{http_version}' \
   -D "$tmp/headers" -H 'Content-Type: application/json' -H 'Idempotency-Key: smoke-first' \
