@@ -16,8 +16,9 @@
 #     in openclaw_requests_total;
 #  5. deploy/rolling-update.sh restarts the three gateways one by one; the task is still there;
 #  6. kills one gateway (a follower) with `docker kill`; 60 requests through nginx (48 reads,
-#     12 keyed task submissions) must all succeed, and the 12 tasks must finish; Prometheus must
-#     show the target down and GatewayDown pending or firing;
+#     12 keyed task submissions) must all succeed, and the 12 tasks must finish;
+#     rolling-update.sh must refuse to start (a member is down); Prometheus must show the target
+#     down and GatewayDown pending or firing;
 #  7. tears everything down — containers, network, volumes, image tags, temp files — also on
 #     failure or timeout (trap), after printing the containers' last log lines on failure.
 #
@@ -318,6 +319,11 @@ for t in "${ids[@]}"; do
   done
 done
 step "the ${#ids[@]} tasks submitted after the kill succeeded"
+if COMPOSE_PROJECT_NAME="$proj" OPENCLAW_ENV_FILE="$tmp/env" TIMEOUT=30 deploy/rolling-update.sh >"$tmp/refused.txt" 2>&1; then
+  fail "rolling-update.sh went ahead with $victim down: $(cat "$tmp/refused.txt")"
+fi
+grep -q "not every member is alive" "$tmp/refused.txt" || fail "rolling-update.sh: $(cat "$tmp/refused.txt")"
+step "rolling-update.sh refuses to start with $victim down"
 
 deadline=$(( $(date +%s) + 120 ))
 while :; do
