@@ -5,8 +5,9 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `openclaw_requests_total` | counter | `endpoint` (`tasks`, `chat`, `models`, …), `status` (`2xx`, `4xx`, `5xx`, …) |
-//! | `openclaw_request_duration_seconds` | histogram, 0.5 ms … 120 s | `endpoint` |
+//! | `openclaw_requests_total` | counter | `endpoint` (`tasks`, `chat`, `models`, …), `status` (`2xx`, `4xx`, `5xx`, …); probes not counted |
+//! | `openclaw_request_duration_seconds` | histogram, 0.5 ms … 120 s | `endpoint`; probes not counted |
+//! | `openclaw_probe_requests_total` | counter | `endpoint` (`health`, `ready`, `metrics`) |
 //! | `openclaw_tokens_consumed_total` | counter | `model`, `direction` (`input`, `output`) |
 //! | `openclaw_active_agents` | gauge | — agents running at least one task |
 //! | `openclaw_queue_depth` | gauge | `priority` (`critical` … `background`); alerts use `sum(openclaw_queue_depth)` |
@@ -34,6 +35,14 @@
 //! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
 //! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
 //!
+//! Probes (`/health`, `/ready`, `/metrics`: Prometheus's scrapes, Docker's health checks, load
+//! balancers) are counted apart, in `openclaw_probe_requests_total`: the chapter's QPS panel
+//! (`rate(openclaw_requests_total[5m])`) and HighLatency alert read the request metrics as
+//! written, and on a quiet node probes would be most of what they show ([`is_probe`]).
+//!
+//! Series a dashboard or an alert reads exist from start-up, at zero (see [`Metrics::new`] and
+//! [`Metrics::init_models`]): a `rate()` over them shows 0, not "no data".
+//!
 //! Invariant: labels are bounded. Model names come from the configuration (callers pass only
 //! configured names), endpoints, reasons, outcomes and actor kinds are `&'static str` constants;
 //! no task id, request id, agent input or other free text ever becomes a label value.
@@ -57,6 +66,23 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// (immediate, < 10 s, < 30 s, < 5 min, idle).
 pub const QUEUE_WAIT_BUCKETS: &[f64] = &[0.01, 0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
+/// Endpoint labels of the probe routes, counted in `openclaw_probe_requests_total` only.
+pub const PROBE_ENDPOINTS: [&str; 3] = ["health", "ready", "metrics"];
+
+/// Endpoint labels whose request series exist from start-up (the API's main routes).
+pub const MAIN_ENDPOINTS: [&str; 4] = ["tasks", "task", "chat", "models"];
+
+/// Final task statuses (`openclaw_tasks_total`'s `status`).
+pub const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// `reason` label values of `openclaw_cluster_tasks_moved_total`.
+pub const MOVE_REASONS: [&str; 2] = ["steal", "failover"];
+
+/// Whether an endpoint label is a probe's (health check, readiness, scrape).
+pub fn is_probe(endpoint: &str) -> bool {
+    PROBE_ENDPOINTS.contains(&endpoint)
+}
+
 /// `direction` label values of `openclaw_tokens_consumed_total`.
 pub const DIRECTION_INPUT: &str = "input";
 pub const DIRECTION_OUTPUT: &str = "output";
@@ -66,6 +92,7 @@ pub struct Metrics {
     registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
+    pub probe_requests_total: IntCounterVec,
     pub tokens_consumed_total: IntCounterVec,
     pub active_agents: IntGauge,
     pub queue_depth: IntGaugeVec,
@@ -173,15 +200,21 @@ impl Metrics {
             requests_total: counter_vec(
                 &r,
                 "openclaw_requests_total",
-                "HTTP requests served, by endpoint and status class.",
+                "HTTP requests served, by endpoint and status class (probes not counted).",
                 &["endpoint", "status"],
             ),
             request_duration_seconds: histogram_vec(
                 &r,
                 "openclaw_request_duration_seconds",
-                "HTTP request handling time in seconds, by endpoint.",
+                "HTTP request handling time in seconds, by endpoint (probes not counted).",
                 &["endpoint"],
                 LATENCY_BUCKETS,
+            ),
+            probe_requests_total: counter_vec(
+                &r,
+                "openclaw_probe_requests_total",
+                "Probe requests (/health, /ready, /metrics), by endpoint.",
+                &["endpoint"],
             ),
             tokens_consumed_total: counter_vec(
                 &r,
@@ -375,8 +408,24 @@ impl Metrics {
             registry: r,
         };
         // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
+        for endpoint in MAIN_ENDPOINTS {
+            for status in ["2xx", "4xx", "5xx"] {
+                m.requests_total.with_label_values(&[endpoint, status]);
+            }
+            m.request_duration_seconds.with_label_values(&[endpoint]);
+        }
+        for endpoint in PROBE_ENDPOINTS {
+            m.probe_requests_total.with_label_values(&[endpoint]);
+        }
         for p in Priority::ALL {
             m.queue_depth.with_label_values(&[p.as_str()]).set(0);
+            m.task_queue_wait_seconds.with_label_values(&[p.as_str()]);
+            for status in FINAL_STATUSES {
+                m.tasks_total.with_label_values(&[p.as_str(), status]);
+            }
+        }
+        for reason in MOVE_REASONS {
+            m.cluster_tasks_moved_total.with_label_values(&[reason]);
         }
         for result in ["hit", "miss"] {
             m.cache_requests_total.with_label_values(&[result]);
@@ -403,8 +452,15 @@ impl Metrics {
         }
     }
 
-    /// One HTTP request: its endpoint (a constant), status code and duration.
+    /// One HTTP request: its endpoint (a constant), status code and duration. A probe
+    /// ([`is_probe`]) is only counted in `openclaw_probe_requests_total`.
     pub fn observe_request(&self, endpoint: &'static str, status: u16, seconds: f64) {
+        if is_probe(endpoint) {
+            self.probe_requests_total
+                .with_label_values(&[endpoint])
+                .inc();
+            return;
+        }
         self.requests_total
             .with_label_values(&[endpoint, status_class(status)])
             .inc();
@@ -548,6 +604,79 @@ mod tests {
             .contains("openclaw_tokens_consumed_total{direction=\"input\",model=\"gpt-4o-mini\"}"));
         assert!(text
             .contains("openclaw_task_queue_wait_seconds_bucket{priority=\"normal\",le=\"600\"}"));
+    }
+
+    #[test]
+    fn probes_are_counted_apart() {
+        // A private instance: the global one is shared with other tests.
+        let m = Metrics::new();
+        let requests = |endpoint: &str| {
+            ["2xx", "4xx", "5xx"]
+                .iter()
+                .map(|s| m.requests_total.with_label_values(&[endpoint, s]).get())
+                .sum::<u64>()
+        };
+        // (endpoint, is a probe)
+        let cases = [
+            ("health", true),
+            ("ready", true),
+            ("metrics", true),
+            ("tasks", false),
+            ("chat", false),
+            ("other", false),
+        ];
+        for (endpoint, probe) in cases {
+            assert_eq!(is_probe(endpoint), probe, "{endpoint}");
+            m.observe_request(endpoint, 200, 0.001);
+            let probes = m.probe_requests_total.with_label_values(&[endpoint]).get();
+            let durations = m
+                .request_duration_seconds
+                .with_label_values(&[endpoint])
+                .get_sample_count();
+            // (probe counter, request counter, duration samples)
+            let want = if probe { (1, 0, 0) } else { (0, 1, 1) };
+            assert_eq!((probes, requests(endpoint), durations), want, "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn read_series_exist_at_zero_from_start() {
+        let text = Metrics::new().render();
+        let mut want: Vec<String> = Vec::new();
+        for e in MAIN_ENDPOINTS {
+            want.push(format!(
+                "openclaw_requests_total{{endpoint=\"{e}\",status=\"2xx\"}} 0"
+            ));
+            want.push(format!(
+                "openclaw_request_duration_seconds_count{{endpoint=\"{e}\"}} 0"
+            ));
+        }
+        for e in PROBE_ENDPOINTS {
+            want.push(format!(
+                "openclaw_probe_requests_total{{endpoint=\"{e}\"}} 0"
+            ));
+        }
+        for p in Priority::ALL {
+            want.push(format!(
+                "openclaw_task_queue_wait_seconds_count{{priority=\"{p}\"}} 0"
+            ));
+            want.push(format!(
+                "openclaw_tasks_total{{priority=\"{p}\",status=\"failed\"}} 0"
+            ));
+        }
+        for r in MOVE_REASONS {
+            want.push(format!(
+                "openclaw_cluster_tasks_moved_total{{reason=\"{r}\"}} 0"
+            ));
+        }
+        want.push("openclaw_cluster_nodes_alive 0".into());
+        want.push("openclaw_cluster_is_leader 0".into());
+        for line in want {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -97,23 +97,13 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
     }
 }
 
-fn status_class(s: axum::http::StatusCode) -> &'static str {
-    match s.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// Probes answer from memory and must keep answering while the node is saturated, so they do not
-/// take an in-flight slot.
+/// take an in-flight slot (nor count as requests: [`crate::metrics::is_probe`]).
 fn is_probe(endpoint: &str) -> bool {
-    matches!(endpoint, "health" | "ready" | "metrics")
+    crate::metrics::is_probe(endpoint)
 }
 
-/// Bound requests in flight, and count/time every request.
+/// Bound requests in flight, and count/time every request (probes apart).
 async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let endpoint = endpoint_label(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
     let m = metrics();
@@ -135,12 +125,11 @@ async fn admit_and_measure(State(st): State<AppState>, req: Request, next: Next)
     let started = Instant::now();
     let span = tracing::info_span!("http", method = %req.method(), endpoint);
     let resp = next.run(req).instrument(span).await;
-    m.requests_total
-        .with_label_values(&[endpoint, status_class(resp.status())])
-        .inc();
-    m.request_duration_seconds
-        .with_label_values(&[endpoint])
-        .observe(started.elapsed().as_secs_f64());
+    m.observe_request(
+        endpoint,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     resp
 }
 
