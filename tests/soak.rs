@@ -66,4 +66,3 @@ fn log_volume_is_bounded_under_sustained_load() {
     let fds = soak["fds_growth"].as_i64().unwrap();
     assert!(fds < 64, "open descriptors grew by {fds} after the warm-up");
 }
-

@@ -3,6 +3,8 @@
 //! - [`api`]: the task API (`/api/tasks`) request and response shapes, the error body.
 //! - [`openai`]: OpenAI-compatible chat-completion DTOs (`/v1/chat/completions`, `/v1/models`).
 //! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
+//! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`).
+//! - [`cluster`]: the cluster status (`/api/cluster`, `openclaw-node status --json`).
 //! - [`task`]: the stored task envelope ([`task::TaskRecord`]) and its status.
 //! - [`codec`]: the one place that turns stored/sent envelopes into bytes (postcard + version byte).
 //!
@@ -10,8 +12,10 @@
 
 pub mod anthropic;
 pub mod api;
+pub mod cluster;
 pub mod codec;
 pub mod openai;
+pub mod ops;
 pub mod task;
 
 pub use api::{Complexity, ErrorBody, Priority, TaskSubmit, TaskView};

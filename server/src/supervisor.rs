@@ -185,7 +185,13 @@ pub enum SupervisorMsg {
     Restart(String),
     /// Names of running children and of children given up on.
     Status(RpcReplyPort<SupervisorStatus>),
+    /// The node shuts down: stop every child (their `post_stop` runs: the accountant persists
+    /// its counters) and wait for them, restarting none; replies when they are gone.
+    Shutdown(RpcReplyPort<()>),
 }
+
+/// How long a shutdown waits for the children to stop.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 impl ractor::Message for SupervisorMsg {}
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -204,6 +210,8 @@ struct Child {
 
 pub struct SupervisorState<H: HealthSink> {
     children: Vec<Child>,
+    /// Set by `Shutdown`: children that exit now are not restarted.
+    shutting_down: bool,
     policy: RestartPolicy,
     health: Arc<H>,
     restarts: u64,
@@ -233,6 +241,7 @@ impl<H: HealthSink> Actor for SupervisorGeneric<H> {
         }
         Ok(SupervisorState {
             children,
+            shutting_down: false,
             policy: args.policy,
             health: args.health,
             restarts: 0,
@@ -246,7 +255,17 @@ impl<H: HealthSink> Actor for SupervisorGeneric<H> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SupervisorMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                myself
+                    .stop_children_and_wait(Some("node shutting down".into()), Some(SHUTDOWN_WAIT))
+                    .await;
+                let _ = reply.send(());
+            }
             SupervisorMsg::Restart(name) => {
+                if state.shutting_down {
+                    return Ok(());
+                }
                 let Some(child) = state.children.iter_mut().find(|c| c.spec.name == name) else {
                     return Ok(());
                 };
@@ -314,6 +333,9 @@ impl<H: HealthSink> Actor for SupervisorGeneric<H> {
             return Ok(());
         };
         child.cell = None;
+        if state.shutting_down {
+            return Ok(());
+        }
         let name = child.spec.name.clone();
         tracing::warn!(child = %name, %why, "supervised actor exited");
         on_crash(&myself, state, &name);

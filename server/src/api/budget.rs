@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::Json;
 
 use super::{ApiError, AppState};
-use crate::budget::accountant::BudgetView;
+use openclaw_proto::ops::BudgetView;
 
 pub async fn budget(State(st): State<AppState>) -> Result<Json<BudgetView>, ApiError> {
     Ok(Json(st.app.budget.view().await?))

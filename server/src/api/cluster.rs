@@ -19,7 +19,9 @@ fn not_clustered() -> ApiError {
     )
 }
 
-pub async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn status(
+    State(st): State<AppState>,
+) -> Result<Json<openclaw_proto::cluster::ClusterStatusView>, ApiError> {
     let c = st.app.cluster.as_ref().ok_or_else(not_clustered)?;
     Ok(Json(crate::cluster::status::status(c)))
 }

@@ -3,17 +3,17 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use openclaw_proto::ops::LimitsView;
 
 use super::AppState;
 
-pub async fn limits(State(st): State<AppState>) -> Json<Value> {
+pub async fn limits(State(st): State<AppState>) -> Json<LimitsView> {
     let scopes = st.app.limits.snapshot().await;
     let cfg = st.app.cfg.get();
-    Json(json!({
-        "node": st.app.node,
-        "window_seconds": cfg.rate_limiting.window_seconds,
-        "max_wait_ms": cfg.rate_limiting.max_wait_ms,
-        "scopes": scopes,
-    }))
+    Json(LimitsView {
+        node: st.app.node.clone(),
+        window_seconds: cfg.rate_limiting.window_seconds,
+        max_wait_ms: cfg.rate_limiting.max_wait_ms,
+        scopes,
+    })
 }

@@ -35,7 +35,7 @@ pub use error::{ApiError, ApiJson};
 
 use crate::config::Secret;
 use crate::metrics::metrics;
-use crate::node::App;
+use crate::node::app::App;
 use error::Code;
 
 /// What handlers share.

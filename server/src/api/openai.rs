@@ -32,7 +32,7 @@ use crate::cache::RequestCache;
 use crate::calls::fallback;
 use crate::calls::providers::ChunkStream;
 use crate::calls::{self, CallMeta};
-use crate::node::App;
+use crate::node::app::App;
 
 /// Header naming the agent a direct chat call is accounted to (default `api`).
 pub const AGENT_HEADER: &str = "x-openclaw-agent";

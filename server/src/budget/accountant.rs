@@ -24,7 +24,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
+
+use openclaw_proto::ops::{BudgetScopeView, BudgetView};
 
 use crate::budget::notify::{send_notice, Notice};
 use crate::budget::rules::{self as budget, Counters, Estimate, Exhausted, Limits, ScopeState};
@@ -102,28 +103,6 @@ impl BudgetGate {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
         g.downgrade_all || g.downgrade_agents.contains(agent)
     }
-}
-
-/// `GET /api/budget`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BudgetView {
-    pub enabled: bool,
-    pub period: String,
-    pub scopes: Vec<ScopeView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScopeView {
-    pub scope: String,
-    pub spent_tokens: u64,
-    pub spent_cost_usd: f64,
-    pub reserved_tokens: u64,
-    pub reserved_cost_usd: f64,
-    pub limit_tokens: Option<u64>,
-    pub limit_cost_usd: Option<f64>,
-    pub used_ratio: f64,
-    pub fired_thresholds: Vec<u32>,
-    pub state: &'static str,
 }
 
 struct Reservation {
@@ -620,7 +599,7 @@ fn view(state: &AccountantState) -> BudgetView {
             } else {
                 ScopeState::Ok
             };
-            ScopeView {
+            BudgetScopeView {
                 spent_tokens: c.tokens,
                 spent_cost_usd: c.cost_usd,
                 reserved_tokens: c.reserved_tokens,
@@ -629,7 +608,7 @@ fn view(state: &AccountantState) -> BudgetView {
                 limit_cost_usd: l.cost_usd,
                 used_ratio: ratio,
                 fired_thresholds: fired,
-                state: st.as_str(),
+                state: st.as_str().to_string(),
                 scope,
             }
         })

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use crate::config::ConfigCell;
 use crate::supervisor::Current;
-use accountant::{AccountantMsg, BudgetGate, BudgetView, ReservationId};
+use accountant::{AccountantMsg, BudgetGate, ReservationId};
+use openclaw_proto::ops::BudgetView;
 use rules::{Estimate, Exhausted, Limits};
 
 /// How long a caller waits for the accountant's answer.

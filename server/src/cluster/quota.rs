@@ -407,8 +407,7 @@ async fn acquire_rate(
         }
         let window_ms = limits.window_ms.max(1000);
         loop {
-            let now = now_ms();
-            let window = now / window_ms;
+            let window = now_ms() / window_ms;
             if take_rate(c, scope, window, tokens, &limits) {
                 break;
             }
@@ -440,6 +439,11 @@ async fn acquire_rate(
             }) = c.proposer.propose(cmd).await
             {
                 add_rate(c, scope, window, requests, t);
+            }
+            // A grant that arrives after its window ended is not spent: the calls would reach
+            // the provider in the next window, on top of that window's own quota.
+            if now_ms() / window_ms != window {
+                continue;
             }
             if take_rate(c, scope, window, tokens, &limits) {
                 break;

@@ -5,23 +5,24 @@
 use std::collections::BTreeMap;
 
 use openclaw_cluster::placement::LEVELS;
+use openclaw_proto::cluster::{
+    BudgetLeaseView, ClusterNodeView, ClusterStatusView, LeaseView, NodeTasksView, RateShareView,
+    RateWindowView,
+};
 use openclaw_proto::{Priority, TaskStatus};
-use serde_json::{json, Value};
 
 use super::Cluster;
 use crate::util::now_ms;
 
-fn levels(counts: &[u32; LEVELS]) -> Value {
-    let mut m = serde_json::Map::new();
-    for (i, n) in counts.iter().enumerate() {
-        if let Some(p) = Priority::from_level(i as u8) {
-            m.insert(p.as_str().to_string(), json!(n));
-        }
-    }
-    Value::Object(m)
+fn levels(counts: &[u32; LEVELS]) -> BTreeMap<String, u32> {
+    counts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Priority::from_level(i as u8).map(|p| (p.as_str().to_string(), *n)))
+        .collect()
 }
 
-pub fn status(c: &Cluster) -> Value {
+pub fn status(c: &Cluster) -> ClusterStatusView {
     let m = c.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership().clone();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -38,7 +39,7 @@ pub fn status(c: &Cluster) -> Value {
         .collect();
     let now = now_ms();
     c.sm.read(|s| {
-        let nodes: Vec<Value> = membership
+        let nodes: Vec<ClusterNodeView> = membership
             .nodes()
             .map(|(id, member)| {
                 let ns = s.nodes.get(id);
@@ -66,51 +67,62 @@ pub fn status(c: &Cluster) -> Value {
                         .and_then(|p| p.last_contact_ms_ago)
                         .or_else(|| ns.map(|n| now.saturating_sub(n.last_heartbeat_ms)))
                 };
-                json!({
-                    "id": id,
-                    "address": member.cluster_addr,
-                    "http": member.http_addr,
-                    "mesh": member.mesh_addr,
-                    "role": role,
-                    "voter": voters.contains(id),
-                    "alive": s.is_live(*id) && ns.is_some_and(|n| n.lease_until_ms > now),
-                    "mesh_connected": peers.get(id).map(|p| p.connected),
-                    "last_heartbeat_ms": ns.map(|n| n.last_heartbeat_ms),
-                    "last_contact_ms": last_contact_ms,
-                    "lag": lag,
-                    "workers": workers,
-                    "tasks": {"queued": levels(&load.queued), "running": levels(&load.running)},
-                })
+                ClusterNodeView {
+                    id: *id,
+                    address: member.cluster_addr.clone(),
+                    http: member.http_addr.clone(),
+                    mesh: member.mesh_addr.clone(),
+                    role: role.to_string(),
+                    voter: voters.contains(id),
+                    alive: s.is_live(*id) && ns.is_some_and(|n| n.lease_until_ms > now),
+                    mesh_connected: peers.get(id).map(|p| p.connected),
+                    last_heartbeat_ms: ns.map(|n| n.last_heartbeat_ms),
+                    last_contact_ms,
+                    lag,
+                    workers,
+                    tasks: NodeTasksView {
+                        queued: levels(&load.queued),
+                        running: levels(&load.running),
+                    },
+                }
             })
             .collect();
-        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
         for st in ["queued", "running", "succeeded", "failed", "cancelled"] {
-            totals.insert(st, 0);
+            totals.insert(st.to_string(), 0);
         }
         for r in s.tasks.values() {
-            *totals.entry(r.status.as_str()).or_default() += 1;
+            *totals.entry(r.status.as_str().to_string()).or_default() += 1;
         }
-        let budgets: Vec<Value> = s
+        let budgets: Vec<BudgetLeaseView> = s
             .budget
             .iter()
             .map(|(scope, b)| {
                 let held_t: u64 = b.slices.values().map(|x| x.tokens).sum();
                 let held_c: f64 = b.slices.values().map(|x| x.cost_usd).sum();
-                json!({
-                    "scope": scope,
-                    "period": s.budget_period,
-                    "spent_tokens": b.spent_tokens,
-                    "spent_cost_usd": b.spent_cost_usd,
-                    "limit_tokens": b.limit.tokens,
-                    "limit_cost_usd": b.limit.cost_usd,
-                    "leased_tokens": held_t,
-                    "leased_cost_usd": held_c,
-                    "leases": b.slices.iter().map(|(n, x)| json!({"node": n, "tokens": x.tokens, "cost_usd": x.cost_usd})).collect::<Vec<_>>(),
-                })
+                BudgetLeaseView {
+                    scope: scope.clone(),
+                    period: s.budget_period.clone(),
+                    spent_tokens: b.spent_tokens,
+                    spent_cost_usd: b.spent_cost_usd,
+                    limit_tokens: b.limit.tokens,
+                    limit_cost_usd: b.limit.cost_usd,
+                    leased_tokens: held_t,
+                    leased_cost_usd: held_c,
+                    leases: b
+                        .slices
+                        .iter()
+                        .map(|(n, x)| LeaseView {
+                            node: *n,
+                            tokens: x.tokens,
+                            cost_usd: x.cost_usd,
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let this_minute = now / 60_000;
-        let rate_limits: Vec<Value> = s
+        let rate_limits: Vec<RateWindowView> = s
             .rate
             .iter()
             .map(|(scope, w)| {
@@ -120,36 +132,47 @@ pub fn status(c: &Cluster) -> Value {
                 } else {
                     (0, 0)
                 };
-                json!({
-                    "scope": scope,
-                    "minute": w.minute,
-                    "limit_requests": w.limit.requests,
-                    "limit_tokens": w.limit.tokens,
-                    "granted_requests": gr,
-                    "granted_tokens": gt,
-                    "headroom_requests": w.limit.requests.map(|l| l.saturating_sub(gr)),
-                    "headroom_tokens": w.limit.tokens.map(|l| l.saturating_sub(gt)),
-                    "per_node": if current { w.per_node.iter().map(|(n, (r, t))| json!({"node": n, "requests": r, "tokens": t})).collect::<Vec<_>>() } else { Vec::new() },
-                })
+                RateWindowView {
+                    scope: scope.clone(),
+                    minute: w.minute,
+                    limit_requests: w.limit.requests,
+                    limit_tokens: w.limit.tokens,
+                    granted_requests: gr,
+                    granted_tokens: gt,
+                    headroom_requests: w.limit.requests.map(|l| l.saturating_sub(gr)),
+                    headroom_tokens: w.limit.tokens.map(|l| l.saturating_sub(gt)),
+                    per_node: if current {
+                        w.per_node
+                            .iter()
+                            .map(|(n, (r, t))| RateShareView {
+                                node: *n,
+                                requests: *r,
+                                tokens: *t,
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                }
             })
             .collect();
         let mut queued_by_level = [0u32; LEVELS];
         for r in s.tasks.values().filter(|r| r.status == TaskStatus::Queued) {
             queued_by_level[(r.priority.level() as usize).min(LEVELS - 1)] += 1;
         }
-        json!({
-            "node_id": c.id,
-            "leader": m.current_leader,
-            "term": m.current_term,
-            "role": format!("{:?}", m.state).to_lowercase(),
-            "last_log_index": m.last_log_index,
-            "last_applied": m.last_applied.map(|l| l.index),
-            "nodes": nodes,
-            "tasks": totals,
-            "queued_by_level": levels(&queued_by_level),
-            "budgets": budgets,
-            "rate_limits": rate_limits,
-            "proposals_waiting": c.proposer.waiting(),
-        })
+        ClusterStatusView {
+            node_id: c.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            role: format!("{:?}", m.state).to_lowercase(),
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            nodes,
+            tasks: totals,
+            queued_by_level: levels(&queued_by_level),
+            budgets,
+            rate_limits,
+            proposals_waiting: c.proposer.waiting() as u64,
+        }
     })
 }

@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use openclaw_proto::ops::LimitScopeView;
 use openclaw_proto::Priority;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::config::ConfigCell;
@@ -82,28 +82,10 @@ pub enum LimiterMsg {
     },
     Tick,
     Snapshot {
-        reply: oneshot::Sender<ScopeSnapshot>,
+        reply: oneshot::Sender<LimitScopeView>,
     },
 }
 impl ractor::Message for LimiterMsg {}
-
-/// Headroom of one scope (`GET /api/limits`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScopeSnapshot {
-    pub scope: String,
-    pub window_seconds: u64,
-    pub requests_per_window: Option<u32>,
-    pub tokens_per_window: Option<u64>,
-    pub concurrent_requests: Option<u32>,
-    pub requests_in_window: u64,
-    pub tokens_in_window: u64,
-    pub remaining_requests: Option<u64>,
-    pub remaining_tokens: Option<u64>,
-    pub in_flight: u64,
-    pub waiters: usize,
-    pub backoff_ms: u64,
-    pub consecutive_429s: u32,
-}
 
 /// The limits of `scope` in `cfg` (none when the scope has no limits any more).
 pub fn scope_limits(cfg: &crate::config::Config, scope: &str) -> Limits {
@@ -285,11 +267,11 @@ impl LimiterState {
         self.pump();
     }
 
-    fn snapshot(&mut self) -> ScopeSnapshot {
+    fn snapshot(&mut self) -> LimitScopeView {
         let now = self.mono.ms();
         let l = self.limits();
         let h = self.window.headroom(now, &l);
-        ScopeSnapshot {
+        LimitScopeView {
             scope: self.scope.clone(),
             window_seconds: l.window_ms / 1000,
             requests_per_window: l.requests,

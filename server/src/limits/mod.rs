@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigCell;
 use crate::supervisor::CurrentMap;
 use crate::util::Mono;
-use limiter::{scope_limits, LimiterMsg, Refused, RefusedWhy, ScopeSnapshot, GLOBAL};
+use limiter::{scope_limits, LimiterMsg, Refused, RefusedWhy, GLOBAL};
+use openclaw_proto::ops::LimitScopeView;
 
 /// Output tokens reserved for a call without `max_tokens` (settled to the real count after).
 pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 512;
@@ -356,7 +357,7 @@ impl RateLimits {
     }
 
     /// Headroom of every running limiter, sorted by scope (`GET /api/limits`).
-    pub async fn snapshot(&self) -> Vec<ScopeSnapshot> {
+    pub async fn snapshot(&self) -> Vec<LimitScopeView> {
         let mut out = Vec::new();
         for scope in self.limiters.names() {
             let Some(r) = self.limiters.get(&scope) else {

@@ -88,6 +88,13 @@ impl RunningNode {
             slot.request_stop(StopReason::Shutdown);
         }
         let _ = self.server.await;
+        // Stop the actors and wait for them (the accountant persists its counters in its
+        // post_stop), and only then flush the store.
+        let _ = ractor::call_t!(
+            self.supervisor,
+            crate::supervisor::SupervisorMsg::Shutdown,
+            crate::supervisor::SHUTDOWN_WAIT.as_millis() as u64 + 1_000
+        );
         self.supervisor.stop(Some("node shutting down".into()));
         self.audit.flush().await;
         self.store.flush().await.context("flushing the store")?;

@@ -1,0 +1,55 @@
+//! The operator views of one node: `GET /api/budget` ([`BudgetView`]) and `GET /api/limits`
+//! ([`LimitsView`]).
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/budget`: the current period's budget scopes as this node's accountant sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    pub enabled: bool,
+    pub period: String,
+    pub scopes: Vec<BudgetScopeView>,
+}
+
+/// One budget scope (`total`, `agent:<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetScopeView {
+    pub scope: String,
+    pub spent_tokens: u64,
+    pub spent_cost_usd: f64,
+    pub reserved_tokens: u64,
+    pub reserved_cost_usd: f64,
+    pub limit_tokens: Option<u64>,
+    pub limit_cost_usd: Option<f64>,
+    pub used_ratio: f64,
+    pub fired_thresholds: Vec<u32>,
+    /// `ok`, `downgraded` or `paused`.
+    pub state: String,
+}
+
+/// `GET /api/limits`: the headroom of every rate limiter of this node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub node: String,
+    pub window_seconds: u64,
+    pub max_wait_ms: u64,
+    pub scopes: Vec<LimitScopeView>,
+}
+
+/// Headroom of one rate-limit scope (a model or `global`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitScopeView {
+    pub scope: String,
+    pub window_seconds: u64,
+    pub requests_per_window: Option<u32>,
+    pub tokens_per_window: Option<u64>,
+    pub concurrent_requests: Option<u32>,
+    pub requests_in_window: u64,
+    pub tokens_in_window: u64,
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub in_flight: u64,
+    pub waiters: usize,
+    pub backoff_ms: u64,
+    pub consecutive_429s: u32,
+}
