@@ -1,8 +1,8 @@
 //! `openclaw-node bench --scenario soak`: does anything grow with work?
 //!
-//! A simulator and a node (children of this binary, the node at the default log level) take a
-//! constant open-loop load — `--task-rate` tasks and `--chat-rate` chat completions per second —
-//! for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
+//! A simulator and a node (children of this binary through the process harness, the node at the
+//! default log level) take a constant open-loop load — `--task-rate` tasks and `--chat-rate`
+//! chat completions per second — for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
 //! descriptors, threads from `/proc`), the queue (`GET /api/queue`), the p99 latency of the
 //! submissions and chat calls in that interval, and the size of the node's log. At the end it
 //! prints the table, the growth per hour of RSS after the warm-up ([`SOAK_WARMUP_SHARE`] of the
@@ -15,16 +15,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use openclaw_proto::api::QueueView;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::bench::{
-    free_port, micros, node_config, percentile, spawn_child, wait_drained, wait_ready, BenchArgs,
-    ChildGuard, ScratchDir, DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL,
-    SOAK_RSS_GROWTH_GOAL, SOAK_WARMUP_SHARE,
+    micros, node_config, percentile, start_children, wait_drained, BenchArgs, ScratchDir,
+    DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL, SOAK_RSS_GROWTH_GOAL,
+    SOAK_WARMUP_SHARE,
 };
 
 /// One row of the soak table.
@@ -220,43 +219,14 @@ fn proc_stats(pid: u32) -> (u64, u64, u64) {
 /// Run the soak; prints a row per sample as it goes.
 pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<SoakReport> {
     let dir = ScratchDir::create()?;
-    let sim_addr = free_port()?;
-    let node_addr = free_port()?;
-    let cfg_path = dir.0.join("soak.json");
-    std::fs::write(
-        &cfg_path,
-        serde_json::to_vec_pretty(&soak_config(sim_addr))?,
-    )
-    .with_context(|| format!("writing {}", cfg_path.display()))?;
-    let mut sim = spawn_child(
-        "sim-provider",
-        &[
-            "sim-provider".into(),
-            "--listen".into(),
-            sim_addr.to_string(),
-            "--latency-ms".into(),
-            args.sim_latency_ms.to_string(),
-        ],
-        dir.0.join("sim.log"),
-    )?;
-    wait_ready(client, &format!("http://{sim_addr}/health"), &mut sim).await?;
-    let mut node: ChildGuard = spawn_child(
-        "node",
-        &[
-            "--data-dir".into(),
-            dir.0.join("data").display().to_string(),
-            "--http".into(),
-            node_addr.to_string(),
-            "--config".into(),
-            cfg_path.display().to_string(),
-        ],
-        dir.0.join("node.log"),
-    )?;
-    let base = format!("http://{node_addr}");
-    wait_ready(client, &format!("{base}/ready"), &mut node).await?;
-    let pid = node.child.id();
+    let (_sim, mut node) = start_children(&dir.0, "soak", args.sim_latency_ms, soak_config).await?;
+    let base = node.http_url();
+    let Some(pid) = node.pid() else {
+        anyhow::bail!("the node child is not running");
+    };
+    let log_path = node.log_path().to_path_buf();
     let log_size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let log_at_start = log_size(&node.log);
+    let log_at_start = log_size(&log_path);
 
     let run_for = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let every = Duration::from_secs(args.sample_secs.max(1));
@@ -318,7 +288,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             errors: iv.errors,
             task_p99_us: percentile(&iv.task_us, 99.0),
             chat_p99_us: percentile(&iv.chat_us, 99.0),
-            log_bytes: log_size(&node.log).saturating_sub(log_at_start),
+            log_bytes: log_size(&log_path).saturating_sub(log_at_start),
         };
         print_row(&s);
         samples.push(s);
@@ -334,7 +304,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
         );
     // What completed after the last sample still counts.
     let tail = std::mem::take(&mut *acc.lock().unwrap_or_else(|p| p.into_inner()));
-    let log_text = std::fs::read(&node.log).unwrap_or_default();
+    let log_text = std::fs::read(&log_path).unwrap_or_default();
     let log_bytes = (log_text.len() as u64).saturating_sub(log_at_start);
     let sum = |f: fn(&SoakSample) -> u64| samples.iter().map(f).sum::<u64>();
     let tasks = sum(|s| s.tasks) + tail.task_us.len() as u64;
