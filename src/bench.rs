@@ -1,8 +1,8 @@
 //! `openclaw-node bench`: a program that drives load at a real gateway and prints figures.
 //!
-//! It spawns two children of this very binary — a standalone simulator (`sim-provider`) and a
-//! node whose only model, `bench`, is served by that simulator — then generates load from this
-//! process and prints tables:
+//! It spawns two children of this very binary through the process harness (`openclaw-harness`)
+//! — a standalone simulator (`sim-provider`) and a node whose only model, `bench`, is served by
+//! that simulator — then generates load from this process and prints tables:
 //!
 //! 1. `latency`: closed-loop added latency on `POST /v1/chat/completions` at several
 //!    concurrencies, direct to the simulator and through the gateway, alternating phases;
@@ -26,13 +26,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::ValueEnum;
+use openclaw_harness::{Node, NodeSpec, Sim, SimSpec};
 use openclaw_proto::api::QueueView;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -229,37 +229,8 @@ pub(crate) fn micros(d: Duration) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The children: a simulator and a node, killed when the guard drops
+// The children: a simulator and a node (the process harness), killed when dropped
 // ---------------------------------------------------------------------------------------------
-
-/// A child process killed (and reaped) on drop, so an error path leaves nothing running.
-pub(crate) struct ChildGuard {
-    name: &'static str,
-    pub(crate) child: Child,
-    pub(crate) log: PathBuf,
-}
-
-impl ChildGuard {
-    /// Fail with the tail of the child's log if it has exited.
-    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            anyhow::bail!(
-                "the {} child exited ({status}); its log {}:\n{}",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log)
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A scratch directory removed on drop.
 pub(crate) struct ScratchDir(pub(crate) PathBuf);
@@ -282,37 +253,32 @@ impl Drop for ScratchDir {
     }
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// A free loopback port (bound then released; a tiny race with other programs is accepted).
-pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
-}
-
-/// A child of this binary at the default log level (`RUST_LOG` removed), stderr to `log`.
-pub(crate) fn spawn_child(
-    name: &'static str,
-    args: &[String],
-    log: PathBuf,
-) -> anyhow::Result<ChildGuard> {
-    let exe = std::env::current_exe().context("locating this executable")?;
-    let stderr =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = Command::new(exe)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("OPENCLAW_API_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .with_context(|| format!("spawning the {name} child"))?;
-    Ok(ChildGuard { name, child, log })
+/// A simulator (`--latency-ms sim_latency_ms`) and one node on `config(simulator address)`,
+/// children of this binary through the process harness, in `dir`: the node at its default log
+/// level (no `RUST_LOG`), config `<dir>/<name>.json`, logs `<dir>/sim.log` and `<dir>/node.log`.
+/// Both are ready (`/health`, `/ready`) when this returns.
+pub(crate) async fn start_children(
+    dir: &Path,
+    name: &str,
+    sim_latency_ms: u64,
+    config: fn(SocketAddr) -> Value,
+) -> anyhow::Result<(Sim, Node)> {
+    let bin = std::env::current_exe().context("locating this executable")?;
+    let mut sim_spec = SimSpec::new(&bin, dir.join("sim.log"))
+        .args(&["--latency-ms".to_string(), sim_latency_ms.to_string()]);
+    sim_spec.start_timeout = READY_TIMEOUT;
+    let sim = Sim::start(sim_spec)
+        .await
+        .context("starting the simulator child")?;
+    let mut spec = NodeSpec::standalone(&bin, dir.join("data"));
+    spec.config_path = dir.join(format!("{name}.json"));
+    spec.log_path = dir.join("node.log");
+    spec.rust_log = None;
+    spec.start_timeout = READY_TIMEOUT;
+    let mut node = Node::new(spec, 0)?;
+    node.write_config(&config(sim.addr()))?;
+    node.start(None).await.context("starting the node child")?;
+    Ok((sim, node))
 }
 
 /// The node's config: one model `bench` on the simulator, no retries, room for everything.
@@ -356,92 +322,36 @@ pub(crate) fn node_config(sim: SocketAddr) -> Value {
 
 /// The running children and where they listen.
 struct Fixture {
-    sim: ChildGuard,
-    node: ChildGuard,
+    sim: Sim,
+    node: Node,
     sim_url: String,
     node_url: String,
     _dir: ScratchDir,
 }
 
 impl Fixture {
-    async fn start(client: &reqwest::Client, sim_latency_ms: u64) -> anyhow::Result<Fixture> {
-        Self::start_with(client, sim_latency_ms, node_config).await
+    async fn start(sim_latency_ms: u64) -> anyhow::Result<Fixture> {
+        Self::start_with(sim_latency_ms, node_config).await
     }
 
     async fn start_with(
-        client: &reqwest::Client,
         sim_latency_ms: u64,
         config: fn(SocketAddr) -> Value,
     ) -> anyhow::Result<Fixture> {
         let dir = ScratchDir::create()?;
-        let sim_addr = free_port()?;
-        let node_addr = free_port()?;
-        let cfg_path = dir.0.join("bench.json");
-        std::fs::write(&cfg_path, serde_json::to_vec_pretty(&config(sim_addr))?)
-            .with_context(|| format!("writing {}", cfg_path.display()))?;
-        let mut sim = spawn_child(
-            "sim-provider",
-            &[
-                "sim-provider".into(),
-                "--listen".into(),
-                sim_addr.to_string(),
-                "--latency-ms".into(),
-                sim_latency_ms.to_string(),
-            ],
-            dir.0.join("sim.log"),
-        )?;
-        let sim_url = format!("http://{sim_addr}");
-        wait_ready(client, &format!("{sim_url}/health"), &mut sim).await?;
-        let mut node = spawn_child(
-            "node",
-            &[
-                "--data-dir".into(),
-                dir.0.join("data").display().to_string(),
-                "--http".into(),
-                node_addr.to_string(),
-                "--config".into(),
-                cfg_path.display().to_string(),
-            ],
-            dir.0.join("node.log"),
-        )?;
-        let node_url = format!("http://{node_addr}");
-        wait_ready(client, &format!("{node_url}/ready"), &mut node).await?;
+        let (sim, node) = start_children(&dir.0, "bench", sim_latency_ms, config).await?;
         Ok(Fixture {
+            sim_url: sim.url().to_string(),
+            node_url: node.http_url(),
             sim,
             node,
-            sim_url,
-            node_url,
             _dir: dir,
         })
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
         self.sim.check_alive()?;
-        self.node.check_alive()
-    }
-}
-
-pub(crate) async fn wait_ready(
-    client: &reqwest::Client,
-    url: &str,
-    child: &mut ChildGuard,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        child.check_alive()?;
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{url} not ready after {READY_TIMEOUT:?}; the {} log:\n{}",
-                child.name,
-                log_tail(&child.log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(self.node.check_alive()?)
     }
 }
 
@@ -763,7 +673,7 @@ async fn scenario_policy(
     client: &reqwest::Client,
     args: &BenchArgs,
 ) -> anyhow::Result<Vec<PolicyRow>> {
-    let mut fx = Fixture::start_with(client, args.sim_latency_ms, policy_config).await?;
+    let mut fx = Fixture::start_with(args.sim_latency_ms, policy_config).await?;
     let plain = Target::chat_model(client, &fx.node_url, "bench", false, true);
     let miss = Target::chat_model(client, &fx.node_url, "policy", true, false);
     let hit = Target::chat_model(client, &fx.node_url, "policy", false, false);
@@ -1189,7 +1099,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
     let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
-        Some(Fixture::start(&client, args.sim_latency_ms).await?)
+        Some(Fixture::start(args.sim_latency_ms).await?)
     } else {
         None
     };

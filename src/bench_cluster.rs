@@ -1,4 +1,4 @@
-//! `openclaw-node bench --scenario cluster`: three real nodes (through the chaos harness, with
+//! `openclaw-node bench --scenario cluster`: three real nodes (through the process harness, with
 //! this binary as the node and the simulator) and four figures.
 //!
 //! a. **Commit throughput.** Closed loops of `--cluster-concurrency` submitters POST
@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use openclaw_chaos::{Cluster, ClusterSpec};
+use openclaw_harness::{Cluster, ClusterSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -158,8 +158,8 @@ fn spec(workers: usize, secret: &str, extra: Value) -> anyhow::Result<ClusterSpe
     s.sim_args = vec!["--latency-ms".into(), "0".into()];
     s.rust_log = "warn".into();
     s.extra_config = extra;
-    // The harness sets its own secret first; ours overrides it so the transport probe knows it.
-    s.env = vec![("OPENCLAW_CLUSTER_SECRET".into(), secret.into())];
+    // Ours, so the transport probe knows it.
+    s.secret = Some(secret.into());
     Ok(s)
 }
 
@@ -640,7 +640,10 @@ async fn transport(c: &Cluster, secret: &str) -> anyhow::Result<Transport> {
         .timeout(Duration::from_secs(5))
         .build()
         .context("building the ping client")?;
-    let url = format!("http://{}/cluster/ping", to.cluster_addr());
+    let Some(to_cluster) = to.cluster_addr() else {
+        anyhow::bail!("node 0 has no cluster address");
+    };
+    let url = format!("http://{to_cluster}/cluster/ping");
     let pad = "p".repeat(PING_PAD_BYTES);
     let call = || async {
         let r = http

@@ -1,8 +1,8 @@
 //! `openclaw-node bench --scenario soak`: does anything grow with work?
 //!
-//! A simulator and a node (children of this binary, the node at the default log level) take a
-//! constant open-loop load — `--task-rate` tasks and `--chat-rate` chat completions per second —
-//! for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
+//! A simulator and a node (children of this binary through the process harness, the node at the
+//! default log level) take a constant open-loop load — `--task-rate` tasks and `--chat-rate`
+//! chat completions per second — for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
 //! descriptors, threads from `/proc`), the queue (`GET /api/queue`), the p99 latency of the
 //! submissions and chat calls in that interval, and the size of the node's log. At the end it
 //! prints the table, the growth per hour of RSS after the warm-up ([`SOAK_WARMUP_SHARE`] of the
@@ -15,16 +15,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use openclaw_proto::api::QueueView;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::bench::{
-    free_port, micros, node_config, percentile, spawn_child, wait_drained, wait_ready, BenchArgs,
-    ChildGuard, ScratchDir, DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL,
-    SOAK_RSS_GROWTH_GOAL, SOAK_WARMUP_SHARE,
+    micros, node_config, percentile, start_children, wait_drained, BenchArgs, ScratchDir,
+    DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL, SOAK_RSS_GROWTH_GOAL,
+    SOAK_WARMUP_SHARE,
 };
 
 /// One row of the soak table.
@@ -64,6 +63,10 @@ pub struct SoakReport {
     /// Least-squares slope of RSS after the warm-up, KiB per hour.
     pub rss_kb_per_hour: f64,
     pub fds_growth: i64,
+    /// Open descriptors before the load, and after it once the load generator's connections are
+    /// closed (a difference is a leak: it does not depend on how many requests were in flight).
+    pub fds_before: u64,
+    pub fds_after: u64,
     pub threads_growth: i64,
     /// Log bytes written during the load per accepted task, and per unit of work (task or chat).
     pub log_bytes_per_task: f64,
@@ -217,46 +220,46 @@ fn proc_stats(pid: u32) -> (u64, u64, u64) {
     (rss, fds, threads)
 }
 
+/// How long closed connections may take to leave the node's descriptor table.
+const FDS_SETTLE: Duration = Duration::from_secs(10);
+
+/// The node's open descriptors once they stop falling (or are back to `baseline`), polled
+/// until [`FDS_SETTLE`].
+async fn fds_settled(pid: u32, baseline: u64) -> u64 {
+    let end = Instant::now() + FDS_SETTLE;
+    let mut last = proc_stats(pid).1;
+    while Instant::now() < end && last > baseline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = proc_stats(pid).1;
+        if now >= last {
+            // Not falling any more: give it one more look after a pause.
+            tokio::time::sleep(Duration::from_millis(750)).await;
+            let again = proc_stats(pid).1;
+            if again >= now {
+                return again;
+            }
+            last = again;
+        } else {
+            last = now;
+        }
+    }
+    last
+}
+
 /// Run the soak; prints a row per sample as it goes.
 pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<SoakReport> {
     let dir = ScratchDir::create()?;
-    let sim_addr = free_port()?;
-    let node_addr = free_port()?;
-    let cfg_path = dir.0.join("soak.json");
-    std::fs::write(
-        &cfg_path,
-        serde_json::to_vec_pretty(&soak_config(sim_addr))?,
-    )
-    .with_context(|| format!("writing {}", cfg_path.display()))?;
-    let mut sim = spawn_child(
-        "sim-provider",
-        &[
-            "sim-provider".into(),
-            "--listen".into(),
-            sim_addr.to_string(),
-            "--latency-ms".into(),
-            args.sim_latency_ms.to_string(),
-        ],
-        dir.0.join("sim.log"),
-    )?;
-    wait_ready(client, &format!("http://{sim_addr}/health"), &mut sim).await?;
-    let mut node: ChildGuard = spawn_child(
-        "node",
-        &[
-            "--data-dir".into(),
-            dir.0.join("data").display().to_string(),
-            "--http".into(),
-            node_addr.to_string(),
-            "--config".into(),
-            cfg_path.display().to_string(),
-        ],
-        dir.0.join("node.log"),
-    )?;
-    let base = format!("http://{node_addr}");
-    wait_ready(client, &format!("{base}/ready"), &mut node).await?;
-    let pid = node.child.id();
+    let (_sim, mut node) = start_children(&dir.0, "soak", args.sim_latency_ms, soak_config).await?;
+    let base = node.http_url();
+    let Some(pid) = node.pid() else {
+        anyhow::bail!("the node child is not running");
+    };
+    let log_path = node.log_path().to_path_buf();
     let log_size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let log_at_start = log_size(&node.log);
+    let log_at_start = log_size(&log_path);
+    let (_, fds_before, _) = proc_stats(pid);
+    // The load runs on a client of its own, dropped at the end so its connections close.
+    let load = crate::bench::load_client()?;
 
     let run_for = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let every = Duration::from_secs(args.sample_secs.max(1));
@@ -265,7 +268,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
     let acc = Arc::new(Mutex::new(Interval::default()));
     let gens = [
         tokio::spawn(generate(
-            client.clone(),
+            load.clone(),
             format!("{base}/api/tasks"),
             Kind::Task,
             args.task_rate,
@@ -273,7 +276,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             acc.clone(),
         )),
         tokio::spawn(generate(
-            client.clone(),
+            load.clone(),
             format!("{base}/v1/chat/completions"),
             Kind::Chat,
             args.chat_rate,
@@ -318,7 +321,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             errors: iv.errors,
             task_p99_us: percentile(&iv.task_us, 99.0),
             chat_p99_us: percentile(&iv.chat_us, 99.0),
-            log_bytes: log_size(&node.log).saturating_sub(log_at_start),
+            log_bytes: log_size(&log_path).saturating_sub(log_at_start),
         };
         print_row(&s);
         samples.push(s);
@@ -332,9 +335,11 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             wait_drained(client, &base, DRAIN_TIMEOUT).await,
             Ok(crate::bench::Drain::Drained)
         );
+    drop(load);
+    let fds_after = fds_settled(pid, fds_before).await;
     // What completed after the last sample still counts.
     let tail = std::mem::take(&mut *acc.lock().unwrap_or_else(|p| p.into_inner()));
-    let log_text = std::fs::read(&node.log).unwrap_or_default();
+    let log_text = std::fs::read(&log_path).unwrap_or_default();
     let log_bytes = (log_text.len() as u64).saturating_sub(log_at_start);
     let sum = |f: fn(&SoakSample) -> u64| samples.iter().map(f).sum::<u64>();
     let tasks = sum(|s| s.tasks) + tail.task_us.len() as u64;
@@ -363,6 +368,8 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
         },
         rss_kb_per_hour: slope(&points),
         fds_growth: d(|s| s.fds),
+        fds_before,
+        fds_after,
         threads_growth: d(|s| s.threads),
         log_bytes_per_task: log_bytes as f64 / tasks.max(1) as f64,
         log_bytes_per_unit: log_bytes as f64 / (tasks + chats).max(1) as f64,
@@ -428,8 +435,8 @@ pub fn print(r: &SoakReport) {
         verdict(r.rss_growth.abs() <= SOAK_RSS_GROWTH_GOAL)
     );
     println!(
-        "descriptors {:+}, threads {:+} after warm-up",
-        r.fds_growth, r.threads_growth
+        "descriptors {:+}, threads {:+} after warm-up; descriptors {} before the load, {} after it (its connections closed)",
+        r.fds_growth, r.threads_growth, r.fds_before, r.fds_after
     );
     println!(
         "log: {:.1} bytes per task, {:.1} per task or chat, longest line {} bytes (goal: < {:.0} per task: {})",

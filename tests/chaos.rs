@@ -5,7 +5,8 @@
 //!
 //! The seed is random (from the clock) unless `OPENCLAW_CHAOS_SEED` is set; it is printed with
 //! the command that replays the schedule (`openclaw-chaos ... --seed N`). Partitions need root
-//! and iptables; without them the run says so loudly and skips partition rounds.
+//! and iptables: under `CI=true` their absence fails the test (`.ci/run` installs iptables);
+//! elsewhere the run says so loudly and skips partition rounds.
 //!
 //! Sized for a debug build on 2 cores: about 2–3 minutes. The summary is printed in every case
 //! (`cargo test --test chaos -- --nocapture` shows it when it passes).
@@ -13,6 +14,7 @@
 use std::time::Duration;
 
 use openclaw_chaos::{rng::fresh_seed, run, RunConfig};
+use openclaw_harness::prereq;
 
 const NODES: usize = 3;
 const ROUNDS: u32 = 20;
@@ -22,6 +24,12 @@ const RATE: u32 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_keeps_every_invariant() {
+    // Outside CI the run goes on without partitions (and says so loudly).
+    prereq::require(
+        "iptables partitions (root and iptables)",
+        prereq::partitions(),
+        "run as root with iptables installed (apt-get install iptables)",
+    );
     let seed = match std::env::var("OPENCLAW_CHAOS_SEED") {
         Ok(s) => s
             .trim()

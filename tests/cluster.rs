@@ -1,7 +1,8 @@
-//! Real 3-node clusters: node processes joined over their cluster addresses, a standalone
-//! simulator, HTTP only. Join and forwarded writes, reads on any node, leader failover and
-//! rejoin, a dead owner's tasks running elsewhere (fenced duplicates explained), no quorum →
-//! 503, a wrong secret refused, leave, and cluster-wide rate limits and budgets.
+//! Real 3-node clusters (through the process harness, `openclaw_harness::Cluster`): node
+//! processes joined over their cluster addresses, a standalone simulator, HTTP only. Join and
+//! forwarded writes, reads on any node, leader failover and rejoin, a dead owner's tasks
+//! running elsewhere (fenced duplicates explained), no quorum → 503, a wrong secret refused,
+//! leave, and cluster-wide rate limits and budgets.
 //!
 //! Partitions (firewall rules between node addresses) are exercised by the chaos suite
 //! (`chaos/`, `tests/chaos.rs`).
@@ -11,76 +12,68 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{config, Node, Sim};
+use common::{NodeApi, SimApi, BIN};
+use openclaw_harness::{Cluster, ClusterSpec};
 use serde_json::{json, Value};
 
 const SECRET: &str = "test-cluster-secret";
 
-/// One node's fixed cluster and mesh ports (kept across restarts).
-struct Addrs {
-    cluster: String,
-    mesh: String,
-}
+/// How long a cluster may take to form, and a wait for agreement.
+const AGREE_DEADLINE: Duration = Duration::from_secs(40);
 
-/// A free port below Linux's ephemeral range (32768+): a node keeps its cluster and mesh ports
-/// across restarts, and while it is down an outgoing connection must not take them as its
-/// source port.
-fn stable_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2000;
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
-
-fn addrs() -> Addrs {
-    Addrs {
-        cluster: format!("127.0.0.1:{}", stable_port()),
-        mesh: format!("127.0.0.1:{}", stable_port()),
-    }
-}
-
-fn cluster_config(sim: &Sim, me: &Addrs, join: Option<&Addrs>, extra: Value) -> Value {
-    let mut cfg = config(sim, 2, extra);
-    cfg["cluster"] = json!({
-        "listen": me.cluster,
-        "mesh_listen": me.mesh,
-        "join": join.map(|j| vec![j.cluster.clone()]).unwrap_or_default(),
-        "heartbeat_ms": 300,
-        "node_lease_ms": 2000,
-    });
-    cfg
-}
-
-async fn start_node(sim: &Sim, me: &Addrs, join: Option<&Addrs>, extra: &Value) -> Node {
-    Node::start_with_env(
-        &cluster_config(sim, me, join, extra.clone()),
-        &[("OPENCLAW_CLUSTER_SECRET", SECRET)],
-    )
-    .await
-}
-
+/// Three nodes of the binary under test through the process harness (`openclaw_harness::Cluster`:
+/// a simulator on 127.0.0.1, nodes on 127.0.0.2-4, 2 workers each, `RUST_LOG=info`), with fast
+/// heartbeats, and the HTTP helpers over each member.
 struct TestCluster {
-    sim: Sim,
-    addrs: Vec<Addrs>,
-    nodes: Vec<Node>,
+    c: Cluster,
+    sim: SimApi,
+    nodes: Vec<NodeApi>,
 }
 
 impl TestCluster {
     async fn start(extra: Value) -> TestCluster {
-        let sim = Sim::start(&[]).await;
-        let addrs: Vec<Addrs> = (0..3).map(|_| addrs()).collect();
-        let mut nodes = vec![start_node(&sim, &addrs[0], None, &extra).await];
-        for a in &addrs[1..] {
-            nodes.push(start_node(&sim, a, Some(&addrs[0]), &extra).await);
-        }
-        let c = TestCluster { sim, addrs, nodes };
+        let mut extra = extra;
+        extra["cluster"] = json!({"heartbeat_ms": 300, "node_lease_ms": 2000});
+        let mut spec = ClusterSpec::new(BIN, 3);
+        spec.workers = 2;
+        spec.sim_args = Vec::new();
+        spec.extra_config = extra;
+        spec.ready_path = Some("/ready".into());
+        spec.secret = Some(SECRET.into());
+        let c = Cluster::start(spec)
+            .await
+            .unwrap_or_else(|e| panic!("the cluster did not start: {e}"));
+        let c = TestCluster {
+            sim: SimApi::at(c.sim_url()),
+            nodes: c.nodes().iter().map(NodeApi::of).collect(),
+            c,
+        };
         c.wait_agreed(&[0, 1, 2], 3).await;
         c
+    }
+
+    /// SIGKILL node `i`.
+    fn kill(&mut self, i: usize) {
+        self.c
+            .kill(i)
+            .unwrap_or_else(|e| panic!("kill node {i}: {e}"));
+    }
+
+    /// Start node `i` again on its data dir, without `--join`, and wait until it is ready.
+    async fn restart(&mut self, i: usize) {
+        self.c
+            .restart(i)
+            .await
+            .unwrap_or_else(|e| panic!("restart node {i}: {e}"));
+    }
+
+    /// Node `i`'s cluster address, as members list it.
+    fn cluster_addr(&self, i: usize) -> String {
+        self.c
+            .node(i)
+            .cluster_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 
     async fn status(&self, i: usize) -> Option<Value> {
@@ -90,7 +83,7 @@ impl TestCluster {
 
     /// Wait until the nodes `live` agree on one leader and each sees `alive` nodes alive.
     async fn wait_agreed(&self, live: &[usize], alive: usize) -> (u64, u64) {
-        let end = Instant::now() + Duration::from_secs(40);
+        let end = Instant::now() + AGREE_DEADLINE;
         loop {
             let mut seen = Vec::new();
             for &i in live {
@@ -116,6 +109,35 @@ impl TestCluster {
         }
     }
 
+    /// Wait until node `i` reports every node of `gone` not alive: their liveness leases
+    /// lapsed (no heartbeat for `node_lease_ms`), so it knows they are gone.
+    async fn wait_not_alive(&self, i: usize, gone: &[u64]) {
+        let end = Instant::now() + AGREE_DEADLINE;
+        loop {
+            let v = self.status(i).await;
+            let still: Vec<u64> = v
+                .as_ref()
+                .and_then(|v| v["nodes"].as_array())
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| n["alive"] == json!(true))
+                        .filter_map(|n| n["id"].as_u64())
+                        .filter(|id| gone.contains(id))
+                        .collect()
+                })
+                .unwrap_or_else(|| gone.to_vec());
+            if still.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "node {i} still reports {still:?} alive: {v:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn node_ids(&self) -> Vec<u64> {
         let v = self.status(0).await.expect("status");
         let mut ids: Vec<(String, u64)> = v["nodes"]
@@ -129,8 +151,8 @@ impl TestCluster {
                 )
             })
             .collect();
-        // In the order of `addrs`.
-        ids.sort_by_key(|(a, _)| self.addrs.iter().position(|x| &x.cluster == a));
+        // In the order of the nodes.
+        ids.sort_by_key(|(a, _)| (0..self.nodes.len()).position(|i| &self.cluster_addr(i) == a));
         ids.into_iter().map(|(_, id)| id).collect()
     }
 
@@ -155,14 +177,13 @@ impl TestCluster {
                 )
             })
             .collect();
-        self.addrs
-            .iter()
-            .map(|a| by_addr.get(&a.cluster).copied().unwrap_or(0))
+        (0..self.nodes.len())
+            .map(|i| by_addr.get(&self.cluster_addr(i)).copied().unwrap_or(0))
             .collect()
     }
 }
 
-async fn submit_retrying(node: &Node, body: Value) -> String {
+async fn submit_retrying(node: &NodeApi, body: Value) -> String {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         let (st, v) = node.submit(body.clone()).await;
@@ -218,7 +239,7 @@ async fn any_node_takes_tasks_and_a_killed_leader_is_replaced() {
     // Kill the leader: the others elect a new one and keep taking tasks.
     let leader = c.leader_index(&[0, 1, 2]).await;
     let (_, old_term) = c.wait_agreed(&[0, 1, 2], 3).await;
-    c.nodes[leader].kill();
+    c.kill(leader);
     let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let (new_leader, term) = c.wait_agreed(&live, 2).await;
     assert!(term > old_term, "a new term: {term} > {old_term}");
@@ -230,14 +251,7 @@ async fn any_node_takes_tasks_and_a_killed_leader_is_replaced() {
     assert_eq!(done["status"], "succeeded", "{done}");
 
     // The old leader restarts on its data dir, without --join, and is a member again.
-    let addrs = &c.addrs[leader];
-    let cfg = cluster_config(&c.sim, addrs, None, json!({}));
-    std::fs::write(
-        c.nodes[leader].data_dir.join("openclaw.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
-    c.nodes[leader].spawn_ready().await;
+    c.restart(leader).await;
     c.wait_agreed(&[0, 1, 2], 3).await;
     let again = c.node_ids_from(leader).await;
     assert_eq!(again, ids, "same ids after the restart");
@@ -279,7 +293,7 @@ async fn a_dead_owners_tasks_run_again_elsewhere_and_complete_once() {
         .iter()
         .position(|id| id.to_string() == victim_owner)
         .expect("owner is a node");
-    c.nodes[victim].kill();
+    c.kill(victim);
     let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     for id in &tasks {
         let done = c.nodes[live[0]]
@@ -315,15 +329,11 @@ async fn a_dead_owners_tasks_run_again_elsewhere_and_complete_once() {
 async fn without_a_majority_writes_get_503_and_a_wrong_secret_is_refused() {
     let mut c = TestCluster::start(json!({})).await;
     // A node with the wrong secret cannot join.
-    let stranger = addrs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut bad = Node::on_dir(
-        tmp.path(),
-        &cluster_config(&c.sim, &stranger, Some(&c.addrs[0]), json!({})),
-        &[("OPENCLAW_CLUSTER_SECRET", "not-the-secret")],
-    );
-    bad.try_spawn();
-    let exited = bad.wait_stopped(Duration::from_secs(30));
+    let mut stranger =
+        c.c.spawn_joiner("not-the-secret")
+            .unwrap_or_else(|e| panic!("spawning the stranger: {e}"));
+    let bad = NodeApi::of(&stranger);
+    let exited = stranger.wait_exit(Duration::from_secs(30)).await;
     assert!(
         exited.is_some_and(|st| !st.success()),
         "a node with the wrong secret stops with an error"
@@ -337,10 +347,12 @@ async fn without_a_majority_writes_get_503_and_a_wrong_secret_is_refused() {
     assert!(seed_log.contains("refused cluster request"), "{seed_log}");
     assert!(!seed_log.contains("not-the-secret") && !bad.stderr().contains(SECRET));
 
-    // Two of three die: the survivor refuses writes with 503 + Retry-After.
-    c.nodes[1].kill();
-    c.nodes[2].kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two of three die: the survivor refuses writes with 503 + Retry-After, once it knows the
+    // quorum is gone (both peers' liveness leases lapsed).
+    let ids = c.node_ids().await;
+    c.kill(1);
+    c.kill(2);
+    c.wait_not_alive(0, &ids[1..]).await;
     let r = c.nodes[0]
         .http
         .post(format!("{}/api/tasks", c.nodes[0].url))
@@ -379,7 +391,7 @@ async fn a_node_leaves_cleanly() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The node that left stops by itself.
-    let status = c.nodes[2].wait_stopped(Duration::from_secs(20));
+    let status = c.c.wait_exit(2, Duration::from_secs(20)).await;
     assert!(status.is_some(), "the node that left exits");
     let id = c.nodes[1].submit_ok(json!({"input": "two nodes"})).await;
     let done = c.nodes[0].wait_final(&id, Duration::from_secs(30)).await;
@@ -507,7 +519,7 @@ async fn an_idle_node_steals_queued_work_from_busy_ones() {
     let mut c = TestCluster::start(json!({})).await;
     let ids = c.node_ids().await;
     // Node 2 goes away; its share of the work lands on nodes 0 and 1 (2 workers each).
-    c.nodes[2].kill();
+    c.kill(2);
     c.wait_agreed(&[0, 1], 2).await;
     let mut tasks = Vec::new();
     for i in 0..12 {
@@ -518,13 +530,7 @@ async fn an_idle_node_steals_queued_work_from_busy_ones() {
         );
     }
     // Node 2 comes back idle while the others have a backlog: it takes some of it.
-    let cfg = cluster_config(&c.sim, &c.addrs[2], None, json!({}));
-    std::fs::write(
-        c.nodes[2].data_dir.join("openclaw.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
-    c.nodes[2].spawn_ready().await;
+    c.restart(2).await;
     let mut on_returned = 0;
     for id in &tasks {
         let t = c.nodes[0].wait_final(id, Duration::from_secs(90)).await;

@@ -44,11 +44,11 @@ fn the_demo_survives_a_kill_and_reports_the_outcome() {
             break st;
         }
         if started.elapsed() > DEMO_DEADLINE {
-            // SIGTERM lets the demo stop its cluster; then make sure it is gone.
+            // SIGTERM lets the demo stop its cluster (bounded wait); then make sure it is gone.
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
-            std::thread::sleep(Duration::from_secs(10));
+            let _ = openclaw_harness::process::wait_exit(&mut child, Duration::from_secs(10));
             let _ = child.kill();
             let _ = child.wait();
             panic!("the demo ran longer than {DEMO_DEADLINE:?}");

@@ -244,11 +244,7 @@ fn start_fails(config_text: Option<&str>, extra_args: &[&str], env: &[(&str, &st
         std::fs::write(&cfg_path, text).unwrap();
     }
     let mut cmd = Command::new(common::BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENCLAW") {
-            cmd.env_remove(&k);
-        }
-    }
+    common::scrub_env(&mut cmd);
     cmd.arg("--data-dir")
         .arg(dir.path())
         .arg("--config")
@@ -648,8 +644,11 @@ async fn audit_log_feeds_the_chapter_script() {
         assert!(l["timestamp"].is_string(), "{l}");
     }
 
-    if !common::python_has(None) {
-        eprintln!("SKIPPED: python3 is not installed; seven_day_summary.py was not run");
+    if !common::prereq::require(
+        "python3 (seven_day_summary.py)",
+        common::prereq::python(None),
+        "apt-get install python3",
+    ) {
         return;
     }
     let script = common::scripts_dir().join("seven_day_summary.py");

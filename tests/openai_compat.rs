@@ -1,7 +1,7 @@
 //! The OpenAI-compatible surface of a real node: `/v1/chat/completions` (JSON and SSE, the
 //! stream's deltas concatenating to the JSON answer), `/v1/models`, the `model_not_found`
-//! error, and the official Python SDK against the node (skipped when `openai` is not
-//! importable; CI installs it with `pip install openai`).
+//! error, and the official Python SDK against the node (`.ci/run` installs it; without it the
+//! SDK test fails under `CI=true` and is a loud skip elsewhere).
 
 #![allow(clippy::unwrap_used)]
 
@@ -143,8 +143,11 @@ print(json.dumps({
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_works_unchanged() {
-    if !common::python_has(Some("openai")) {
-        eprintln!("SKIPPED: python3 cannot import openai (pip install openai); SDK test not run");
+    if !common::prereq::require(
+        "the official OpenAI Python SDK",
+        common::prereq::python(Some("openai")),
+        "python3 -m pip install 'openai>=1.40'",
+    ) {
         return;
     }
     let sim = Sim::start(&[]).await;

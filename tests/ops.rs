@@ -24,11 +24,7 @@ use serde_json::{json, Value};
 /// Run `openclaw-node <args>` with a clean environment → (exit code, stdout, stderr).
 fn ops(args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENCLAW") || k.ends_with("_API_KEY") {
-            cmd.env_remove(&k);
-        }
-    }
+    scrub_env(&mut cmd);
     let out = cmd
         .args(args)
         .stdin(Stdio::null())
@@ -156,8 +152,11 @@ async fn tokens_and_cost_match_the_tasks_and_the_chapter_tracker() {
     );
 
     // The chapter's tracker, unchanged, on the same log (HOME pointed at a copy).
-    if !python_has(None) {
-        eprintln!("SKIPPED: python3 is not installed; the cost tracker was not run");
+    if !prereq::require(
+        "python3 (openclaw-cost-tracker.py)",
+        prereq::python(None),
+        "apt-get install python3",
+    ) {
         return;
     }
     let home = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 //! The scripts are run as they are, from `../shared/seed/scripts` (the task's seed folder), with
 //! `python3`. Entries are written through [`AuditLog`], so a change to the line format that the
 //! scripts cannot read (an aware timestamp, a renamed field, a string token count) fails here.
-//! If `python3` is missing the script tests print why and pass without checking.
+//! If `python3` is missing the script tests fail under `CI=true` (`.ci/run` installs it) and
+//! print a loud skip elsewhere.
 
 #![allow(clippy::unwrap_used)]
 
@@ -42,18 +43,13 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// Is `python3` here? Under `CI=true` its absence fails the test; elsewhere a loud skip.
 fn have_python() -> bool {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIPPED: python3 is not installed; the chapter's scripts were not run");
-    }
-    ok
+    openclaw_harness::prereq::require(
+        "python3 (the chapter's scripts)",
+        openclaw_harness::prereq::python(None),
+        "apt-get install python3",
+    )
 }
 
 /// Run a chapter script; `stdin` is piped in when given. Panics with its stderr if it fails.

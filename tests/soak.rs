@@ -1,7 +1,7 @@
 //! Sustained load at the default log level (issue 8), as CI's short soak: `openclaw-node bench
 //! --scenario soak` (the node a child process at the default log level) for a minute and a half
 //! at a rate a debug build sustains with room to spare, then bounds on log bytes per task, the
-//! longest line and open descriptors — sizes, never times. It has a test binary of its own so
+//! longest line and descriptors left open once the load is gone — sizes, never times. It has a test binary of its own so
 //! that no other test competes with it for the cores.
 
 #![allow(clippy::unwrap_used)]
@@ -15,6 +15,9 @@ use serde_json::Value;
 const LOG_BYTES_PER_TASK_MAX: f64 = 300.0;
 /// The longest log line a node may write.
 const LOG_LINE_MAX: usize = 1024;
+/// Descriptors a node may hold after the load beyond what it held before (sled, the audit
+/// file and the listener's own churn; a leak of one per request would be thousands).
+const FDS_LEAK_MAX: u64 = 16;
 
 /// The JSON document `bench --json` prints last.
 fn last_json(stdout: &str) -> Value {
@@ -63,6 +66,14 @@ fn log_volume_is_bounded_under_sustained_load() {
     );
     let longest = soak["longest_log_line"].as_u64().unwrap() as usize;
     assert!(longest < LOG_LINE_MAX, "a log line of {longest} bytes");
-    let fds = soak["fds_growth"].as_i64().unwrap();
-    assert!(fds < 64, "open descriptors grew by {fds} after the warm-up");
+    // A leak check that does not depend on load: descriptors once the load's connections are
+    // closed, against before the load.
+    let (before, after) = (
+        soak["fds_before"].as_u64().unwrap(),
+        soak["fds_after"].as_u64().unwrap(),
+    );
+    assert!(
+        after <= before + FDS_LEAK_MAX,
+        "open descriptors: {before} before the load, {after} after it"
+    );
 }

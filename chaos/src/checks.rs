@@ -10,7 +10,6 @@
 //!   off by a fault (or a superseded attempt) before they settled, and within the limit plus
 //!   one reservation per node.
 //! - [`check_rate`]: calls the simulator saw per rate window stay within the cluster-wide limit.
-//! - [`agreement`]: live nodes agree on leader, term, membership (and task counts).
 //! - [`longest_gap`]: the longest time without an acknowledged write.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +17,7 @@ use std::fmt;
 
 use openclaw_proto::{Priority, TaskStatus};
 
-use crate::status::{ClusterStatus, SimCall, TaskSnapshot};
+use openclaw_harness::status::{ClusterStatus, SimCall, TaskSnapshot};
 
 /// Terms the leader log remembers; beyond that new terms are counted but not checked.
 pub const TERMS_MAX: usize = 100_000;
@@ -622,63 +621,6 @@ pub fn check_rate(calls: &[SimCall], spec: &RateSpec, nodes: u64) -> (RateTally,
     (tally, violations)
 }
 
-/// What the live nodes agreed on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Agreement {
-    pub leader_id: String,
-    pub term: u64,
-    pub tasks: BTreeMap<String, u64>,
-}
-
-/// Do these views (node index, its `/api/cluster`) agree on one leader and term, does each
-/// list at least `members` nodes, and (when `counts`) do they report the same task counts?
-/// The error says who disagrees.
-pub fn agreement(
-    views: &[(usize, ClusterStatus)],
-    members: usize,
-    counts: bool,
-) -> Result<Agreement, String> {
-    let Some((first_i, first)) = views.first() else {
-        return Err("no live node answered".into());
-    };
-    let Some(leader) = first.believed_leader() else {
-        return Err(format!(
-            "node {first_i} knows no leader (term {})",
-            first.term
-        ));
-    };
-    for (i, v) in views {
-        match v.believed_leader() {
-            Some(l) if l == leader && v.term == first.term => {}
-            other => {
-                return Err(format!(
-                    "node {first_i} says leader {leader} term {}, node {i} says leader {} term {}",
-                    first.term,
-                    other.unwrap_or("none"),
-                    v.term
-                ))
-            }
-        }
-        if v.nodes.len() < members {
-            return Err(format!(
-                "node {i} lists {} of {members} members",
-                v.nodes.len()
-            ));
-        }
-        if counts && v.tasks != first.tasks {
-            return Err(format!(
-                "task counts differ: node {first_i} {:?}, node {i} {:?}",
-                first.tasks, v.tasks
-            ));
-        }
-    }
-    Ok(Agreement {
-        leader_id: leader.to_string(),
-        term: first.term,
-        tasks: first.tasks.clone(),
-    })
-}
-
 /// The longest stretch of `from_ms..to_ms` without an event (e.g. an acknowledged submit):
 /// `(start_ms, length_ms)`. Events outside the span are ignored.
 pub fn longest_gap(events_ms: &[u64], from_ms: u64, to_ms: u64) -> (u64, u64) {
@@ -702,7 +644,7 @@ pub fn longest_gap(events_ms: &[u64], from_ms: u64, to_ms: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::TaskError;
+    use openclaw_harness::status::TaskError;
 
     fn status(node: &str, leader: Option<&str>, term: u64, members: usize) -> ClusterStatus {
         ClusterStatus {
@@ -715,7 +657,7 @@ mod tests {
                 "follower".into()
             },
             nodes: (0..members)
-                .map(|i| crate::status::NodeStatus {
+                .map(|i| openclaw_harness::status::NodeStatus {
                     id: format!("n{i}"),
                     ..Default::default()
                 })
@@ -918,25 +860,6 @@ mod tests {
                 attempts: 1
             }]
         );
-    }
-
-    #[test]
-    fn agreement_table() {
-        let a = status("n0", Some("n0"), 2, 3);
-        let b = status("n1", Some("n0"), 2, 3);
-        let got = agreement(&[(0, a.clone()), (1, b.clone())], 3, true).unwrap();
-        assert_eq!((got.leader_id.as_str(), got.term), ("n0", 2));
-
-        let stale = status("n1", Some("n0"), 1, 3);
-        assert!(agreement(&[(0, a.clone()), (1, stale)], 3, false).is_err());
-        let lonely = status("n1", None, 2, 3);
-        assert!(agreement(&[(0, a.clone()), (1, lonely)], 3, false).is_err());
-        assert!(agreement(&[(0, a.clone()), (1, b.clone())], 4, false).is_err());
-        let mut behind = b.clone();
-        behind.tasks.insert("queued".into(), 1);
-        assert!(agreement(&[(0, a.clone()), (1, behind.clone())], 3, false).is_ok());
-        assert!(agreement(&[(0, a), (1, behind)], 3, true).is_err());
-        assert!(agreement(&[], 3, false).is_err());
     }
 
     #[test]

@@ -83,10 +83,10 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    if !(1..=openclaw_chaos::harness::NODES_MAX).contains(&args.nodes) {
+    if !(1..=openclaw_harness::NODES_MAX).contains(&args.nodes) {
         eprintln!(
             "openclaw-chaos: --nodes must be 1..={}",
-            openclaw_chaos::harness::NODES_MAX
+            openclaw_harness::NODES_MAX
         );
         return ExitCode::from(2);
     }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::checks::LeaderLog;
-use crate::status::ClusterStatus;
+use openclaw_harness::status::ClusterStatus;
 
 /// Time between two polls of all nodes.
 pub const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);

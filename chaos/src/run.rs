@@ -1,7 +1,7 @@
 //! One chaos run, start to verdict:
 //!
-//! 1. start the cluster ([`crate::harness`]) and probe iptables (loudly skipping partitions
-//!    when it is unusable);
+//! 1. start the cluster (`openclaw_harness::Cluster`) and probe iptables (loudly skipping
+//!    partitions when it is unusable);
 //! 2. start the observer and the workload;
 //! 3. play the seeded fault schedule, one fault per round, each followed by a bounded wait for
 //!    the cluster to agree on a leader again;
@@ -31,9 +31,9 @@ use crate::checks::{
     RateTally, Seen, SpendFacts, SpendTally, TaskTally, Violation,
 };
 use crate::faults::{minority_side, schedule, Fault, FaultKind, Round};
-use crate::harness::{Cluster, ClusterSpec, Convergence, NodeState};
 use crate::observe::Observer;
 use crate::workload::{Workload, WorkloadSpec};
+use openclaw_harness::{Cluster, ClusterSpec, Convergence, HarnessError, NodeState};
 
 /// Reads of task views in flight at once during the drain and the final checks.
 const READS_IN_FLIGHT_MAX: usize = 16;
@@ -256,7 +256,7 @@ fn node_faults(rounds: &[RoundRecord]) -> u64 {
 pub enum RunError {
     #[error("starting the cluster (logs in {}): {source}", run_dir.display())]
     Start {
-        source: crate::harness::HarnessError,
+        source: HarnessError,
         run_dir: PathBuf,
     },
     #[error("{0}")]
@@ -593,7 +593,7 @@ async fn play(
     rec
 }
 
-fn note(errors: &mut Vec<String>, r: Result<(), crate::harness::HarnessError>) {
+fn note(errors: &mut Vec<String>, r: Result<(), HarnessError>) {
     if let Err(e) = r {
         errors.push(e.to_string());
     }

@@ -1,7 +1,7 @@
 //! `openclaw-node demo`: a three-node cluster survives a crash, on this machine, in a minute.
 //!
-//! It starts the simulator and three nodes (127.0.0.2-4) through the chaos harness
-//! (`openclaw_chaos::Cluster`, with this very binary as the node), prints each node's URL,
+//! It starts the simulator and three nodes (127.0.0.2-4) through the process harness
+//! (`openclaw_harness::Cluster`, with this very binary as the node), prints each node's URL,
 //! submits half of a mixed workload (critical/high/normal/low, each task to a random node, with
 //! an idempotency key), SIGKILLs one node while it runs tasks — the leader by default, or with
 //! `--kill owner` the follower running the most — submits the other half while the cluster
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use openclaw_chaos::{Cluster, ClusterSpec};
+use openclaw_harness::{Cluster, ClusterSpec};
 use openclaw_proto::Priority;
 use serde_json::{json, Value};
 
@@ -517,7 +517,7 @@ async fn read_task(http: &reqwest::Client, urls: &[String], id: &str) -> Option<
     for url in urls {
         let r = http
             .get(format!("{url}/api/tasks/{id}"))
-            .timeout(openclaw_chaos::harness::CONTROL_TIMEOUT)
+            .timeout(openclaw_harness::cluster::CONTROL_TIMEOUT)
             .send()
             .await;
         if let Ok(r) = r {
@@ -679,7 +679,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<i32> {
             n.index(),
             n.http_url(),
             n.id().unwrap_or("?"),
-            n.cluster_addr(),
+            n.cluster_addr().map(|a| a.to_string()).unwrap_or_default(),
             if n.index() == leader { ", leader" } else { "" }
         );
     }

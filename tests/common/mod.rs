@@ -1,24 +1,35 @@
-//! Shared fixtures of the integration tests: real processes over real HTTP.
+//! Shared fixtures of the integration tests: thin wrappers over the process harness
+//! (`openclaw-harness`, the one place that starts `openclaw-node` processes) and the HTTP
+//! helpers the tests call.
 //!
-//! - [`Sim`]: the simulator as its own process (`openclaw-node sim-provider --listen ...`).
-//! - [`Node`]: the node binary with its own temp data dir and `openclaw.json`, started and
-//!   waited for until `GET /ready` answers 200; killed (SIGKILL) or stopped (SIGTERM) and
-//!   restarted on the same data dir. Its stderr goes to `<data-dir>/node-stderr.log` (appended
-//!   across restarts) and is printed when start-up fails.
+//! - [`Sim`]: the simulator process (`openclaw-node sim-provider`), and [`SimApi`] — its call
+//!   log and faults over HTTP.
+//! - [`Node`]: a node process on its own temp data dir with `<data-dir>/openclaw.json`, started
+//!   and waited for until `GET /ready` answers 200; killed (SIGKILL) or stopped (SIGTERM) and
+//!   restarted on the same data dir (on a fresh port). Its stdout and stderr go to
+//!   `<data-dir>/node.log` (appended across restarts) and are quoted when start-up fails.
+//! - [`NodeApi`]: the HTTP helpers against one node (submit, read, wait for a final state,
+//!   cancel, metrics); a [`Node`] derefs to it, and `tests/cluster.rs` uses it for cluster
+//!   members the harness started.
+//! - Test prerequisites outside Rust (python3, iptables): [`openclaw_harness::prereq`].
 //!
 //! Every wait is a poll with a generous deadline that fails with a clear message; nothing here
 //! measures wall-clock durations. Children are killed on drop.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use std::fs::OpenOptions;
-use std::net::TcpListener;
+use std::net::Ipv4Addr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use openclaw_harness::{NodeSpec, SimSpec};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+pub use openclaw_harness::prereq;
+pub use openclaw_harness::scrub_env;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_openclaw-node");
@@ -26,11 +37,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_openclaw-node");
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Default deadline for a task to reach a final state.
 pub const TASK_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a node may take to exit after SIGTERM.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    openclaw_harness::free_port(Ipv4Addr::LOCALHOST).expect("a free port on 127.0.0.1")
 }
 
 /// An HTTP client for tests (generous timeout: long-polls are bounded by the caller).
@@ -41,108 +53,32 @@ pub fn client() -> reqwest::Client {
         .expect("building reqwest client")
 }
 
-/// Environment variables of the developer's shell that would change a node's behaviour.
-fn scrub_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OPENCLAW") {
-            cmd.env_remove(&k);
-        }
-    }
-    for k in [
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "DEEPSEEK_API_KEY",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(k);
-    }
-}
-
-fn kill_and_reap(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Send SIGTERM to a process (no libc: through `kill`).
-pub fn sigterm(pid: u32) {
-    let st = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .expect("running kill");
-    assert!(st.success(), "kill -TERM {pid} failed");
-}
-
 /// Wait (polling) for a child to exit, or None after `deadline`.
 pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return Some(st);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    openclaw_harness::process::wait_exit(child, deadline)
 }
 
-/// The standalone simulator process.
-pub struct Sim {
-    child: Child,
+/// The simulator's HTTP API: where it listens, its call log and its faults.
+pub struct SimApi {
     pub port: u16,
     /// `http://127.0.0.1:<port>`
     pub url: String,
     http: reqwest::Client,
-    log: tempfile::NamedTempFile,
 }
 
-impl Sim {
-    /// Start `openclaw-node sim-provider --listen 127.0.0.1:<port> <args>` and wait for `/health`.
-    pub async fn start(args: &[&str]) -> Sim {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let log = tempfile::NamedTempFile::new().expect("sim log file");
-            let port = free_port();
-            let mut cmd = Command::new(BIN);
-            scrub_env(&mut cmd);
-            cmd.arg("sim-provider")
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log.reopen().expect("sim log"));
-            let child = cmd.spawn().expect("spawning sim-provider");
-            let mut sim = Sim {
-                child,
-                port,
-                url: format!("http://127.0.0.1:{port}"),
-                http: client(),
-                log,
-            };
-            let end = Instant::now() + START_DEADLINE;
-            loop {
-                if let Ok(r) = sim.http.get(format!("{}/health", sim.url)).send().await {
-                    if r.status().is_success() {
-                        return sim;
-                    }
-                }
-                if let Some(st) = sim.child.try_wait().expect("try_wait") {
-                    // Most likely the port was taken between picking and binding: try another.
-                    last_log = std::fs::read_to_string(sim.log.path()).unwrap_or_default();
-                    eprintln!("sim-provider exited early ({st}); retrying on another port");
-                    break;
-                }
-                assert!(
-                    Instant::now() < end,
-                    "sim-provider did not answer /health within {START_DEADLINE:?}: {}",
-                    std::fs::read_to_string(sim.log.path()).unwrap_or_default()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+impl SimApi {
+    /// The API of the simulator at `url` (`http://127.0.0.1:<port>`).
+    pub fn at(url: &str) -> SimApi {
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        SimApi {
+            port,
+            url: url.to_string(),
+            http: client(),
         }
-        panic!("sim-provider could not start: {last_log}");
     }
 
     /// The base URL a model config points at (`.../v1`).
@@ -182,89 +118,65 @@ impl Sim {
     }
 }
 
-impl Drop for Sim {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
+/// The standalone simulator process (the harness's [`openclaw_harness::Sim`]).
+pub struct Sim {
+    api: SimApi,
+    _proc: openclaw_harness::Sim,
+    /// Holds the simulator's log; removed after the process (declared last).
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// Start `openclaw-node sim-provider --listen 127.0.0.1:<port> <args>` and wait for `/health`.
+    pub async fn start(args: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().expect("sim log dir");
+        let mut spec = SimSpec::new(BIN, dir.path().join("sim.log")).args(args);
+        spec.start_timeout = START_DEADLINE;
+        let proc = openclaw_harness::Sim::start(spec)
+            .await
+            .unwrap_or_else(|e| panic!("sim-provider could not start: {e}"));
+        Sim {
+            api: SimApi::at(proc.url()),
+            _proc: proc,
+            _dir: dir,
+        }
+    }
+}
+
+impl Deref for Sim {
+    type Target = SimApi;
+    fn deref(&self) -> &SimApi {
+        &self.api
     }
 }
 
 /// A config with model `fast` (and `smart`) served by `sim`, `workers` workers, and `extra`
 /// merged in at the top level (objects are merged one level deep, e.g. `{"server": {...}}`).
-pub fn config(sim: &Sim, workers: usize, extra: Value) -> Value {
-    let model = |input: f64, output: f64| json!({"provider": "sim", "base_url": sim.base_url(), "price": {"input": input, "output": output}});
-    let mut cfg = json!({
-        "models": {"fast": model(0.15, 0.6), "smart": model(2.5, 10.0)},
-        "model_routing": {"default_model": "fast"},
-        "server": {"workers": workers},
-    });
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            match (cfg.get_mut(&k), v) {
-                (Some(Value::Object(base)), Value::Object(add)) => {
-                    for (k2, v2) in add {
-                        base.insert(k2, v2);
-                    }
-                }
-                (_, v) => {
-                    cfg[&k] = v;
-                }
-            }
-        }
-    }
-    cfg
+pub fn config(sim: &SimApi, workers: usize, extra: Value) -> Value {
+    openclaw_harness::node_config(&sim.base_url(), workers, &extra)
 }
 
-/// A node process on its own data dir.
-pub struct Node {
-    child: Option<Child>,
+/// The HTTP side of one node: where it listens and the requests the tests make.
+pub struct NodeApi {
     pub port: u16,
-    /// `http://127.0.0.1:<port>`
+    /// `http://IP:<port>`
     pub url: String,
     pub data_dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
-    env: Vec<(String, String)>,
+    log_path: PathBuf,
     token: Option<String>,
     pub http: reqwest::Client,
-    /// Run at the node's default log level (no `RUST_LOG`), as an operator does.
-    pub default_log_level: bool,
 }
 
-impl Node {
-    /// Write `config` to a fresh temp data dir and start a node on it.
-    pub async fn start(config: &Value) -> Node {
-        Self::start_with_env(config, &[]).await
-    }
-
-    /// Like [`Node::start`], with extra environment variables for the node process.
-    pub async fn start_with_env(config: &Value, env: &[(&str, &str)]) -> Node {
-        let tmp = tempfile::tempdir().expect("temp data dir");
-        let mut node = Node::on_dir(tmp.path(), config, env);
-        node._tmp = Some(tmp);
-        node.spawn_ready().await;
-        node
-    }
-
-    /// A node (not started) on `data_dir` with `config` written to `<data-dir>/openclaw.json`.
-    pub fn on_dir(data_dir: &Path, config: &Value, env: &[(&str, &str)]) -> Node {
-        std::fs::create_dir_all(data_dir).expect("creating data dir");
-        std::fs::write(
-            data_dir.join("openclaw.json"),
-            serde_json::to_vec_pretty(config).expect("config JSON"),
-        )
-        .expect("writing openclaw.json");
-        Node {
-            child: None,
-            port: 0,
-            url: String::new(),
-            data_dir: data_dir.to_path_buf(),
-            _tmp: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+impl NodeApi {
+    /// The API of a node the harness started.
+    pub fn of(node: &openclaw_harness::Node) -> NodeApi {
+        NodeApi {
+            port: node.http_addr().port(),
+            url: node.http_url(),
+            data_dir: node.data_dir().to_path_buf(),
+            log_path: node.log_path().to_path_buf(),
             token: None,
             http: client(),
-            default_log_level: false,
         }
     }
 
@@ -273,122 +185,14 @@ impl Node {
         self.token = Some(token.to_string());
     }
 
+    /// The node's log file (stdout and stderr of every start).
     pub fn stderr_path(&self) -> PathBuf {
-        self.data_dir.join("node-stderr.log")
+        self.log_path.clone()
     }
 
-    /// The node's stderr so far (all runs).
+    /// The node's log so far (all runs).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    fn spawn(&mut self, port: u16) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.stderr_path())
-            .expect("opening node stderr log");
-        let mut cmd = Command::new(BIN);
-        scrub_env(&mut cmd);
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--config")
-            .arg(self.data_dir.join("openclaw.json"))
-            .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info");
-        if self.default_log_level {
-            cmd.env_remove("RUST_LOG");
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.child = Some(cmd.spawn().expect("spawning openclaw-node"));
-        self.port = port;
-        self.url = format!("http://127.0.0.1:{port}");
-    }
-
-    /// Start the process (on a fresh port) and wait until `/ready` is 200.
-    pub async fn spawn_ready(&mut self) {
-        assert!(self.child.is_none(), "node already running");
-        for _ in 0..3 {
-            self.spawn(free_port());
-            let end = Instant::now() + START_DEADLINE;
-            loop {
-                if let Ok(r) = self.http.get(format!("{}/ready", self.url)).send().await {
-                    if r.status() == StatusCode::OK {
-                        return;
-                    }
-                }
-                let child = self.child.as_mut().expect("child");
-                if let Some(st) = child.try_wait().expect("try_wait") {
-                    self.child = None;
-                    let err = self.stderr();
-                    if err.contains("binding HTTP") {
-                        eprintln!("node lost its port race ({st}); retrying on another port");
-                        break;
-                    }
-                    panic!("node exited during start-up ({st}); stderr:\n{err}");
-                }
-                if Instant::now() > end {
-                    panic!(
-                        "node not ready within {START_DEADLINE:?}; stderr:\n{}",
-                        self.stderr()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        panic!("node could not bind a port; stderr:\n{}", self.stderr());
-    }
-
-    /// SIGKILL the node and reap it.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill_and_reap(&mut c);
-        }
-    }
-
-    /// SIGTERM the node and wait for it to exit; returns its exit status.
-    pub fn stop(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("node is not running");
-        sigterm(c.id());
-        match wait_exit(&mut c, Duration::from_secs(30)) {
-            Some(st) => st,
-            None => {
-                kill_and_reap(&mut c);
-                panic!(
-                    "node did not exit within 30 s of SIGTERM; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-        }
-    }
-
-    /// Start the process without waiting for `/ready` (for nodes expected to fail start-up).
-    pub fn try_spawn(&mut self) {
-        assert!(self.child.is_none(), "node already running");
-        self.spawn(free_port());
-    }
-
-    /// Wait (bounded) for the process to exit by itself; reaps it.
-    pub fn wait_stopped(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let c = self.child.as_mut()?;
-        let st = wait_exit(c, deadline);
-        if st.is_some() {
-            self.child = None;
-        }
-        st
-    }
-
-    /// Start again on the same data dir (after `kill` or `stop`).
-    pub async fn restart(&mut self) {
-        self.spawn_ready().await;
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -509,9 +313,121 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
+/// A node process on its own data dir (the harness's [`openclaw_harness::Node`]).
+pub struct Node {
+    api: NodeApi,
+    proc: openclaw_harness::Node,
+    /// Run at the node's default log level (no `RUST_LOG`), as an operator does.
+    pub default_log_level: bool,
+    /// Declared last: removed after the process is dead.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Write `config` to a fresh temp data dir and start a node on it.
+    pub async fn start(config: &Value) -> Node {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// Like [`Node::start`], with extra environment variables for the node process.
+    pub async fn start_with_env(config: &Value, env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().expect("temp data dir");
+        let mut node = Node::on_dir(tmp.path(), config, env);
+        node._tmp = Some(tmp);
+        node.spawn_ready().await;
+        node
+    }
+
+    /// A node (not started) on `data_dir` with `config` written to `<data-dir>/openclaw.json`.
+    pub fn on_dir(data_dir: &Path, config: &Value, env: &[(&str, &str)]) -> Node {
+        let mut spec = NodeSpec::standalone(BIN, data_dir);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        spec.start_timeout = START_DEADLINE;
+        let proc = openclaw_harness::Node::new(spec, 0).expect("creating the data dir");
+        proc.write_config(config).expect("writing openclaw.json");
+        Node {
+            api: NodeApi::of(&proc),
+            proc,
+            default_log_level: false,
+            _tmp: None,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// The URL and port of the current start.
+    fn refresh(&mut self) {
+        self.api.port = self.proc.http_addr().port();
+        self.api.url = self.proc.http_url();
+    }
+
+    fn set_log_level(&mut self) {
+        self.proc.spec_mut().rust_log = (!self.default_log_level).then(|| "info".to_string());
+    }
+
+    /// Start the process (on a fresh port) and wait until `/ready` is 200.
+    pub async fn spawn_ready(&mut self) {
+        assert!(self.proc.pid().is_none(), "node already running");
+        self.set_log_level();
+        let r = self.proc.start(None).await;
+        self.refresh();
+        if let Err(e) = r {
+            panic!("node did not start: {e}");
+        }
+    }
+
+    /// SIGKILL the node and reap it.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// SIGTERM the node and wait for it to exit; returns its exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        assert!(self.proc.pid().is_some(), "node is not running");
+        match self.proc.terminate_blocking(STOP_DEADLINE) {
+            Ok(Some(st)) => st,
+            Ok(None) => panic!(
+                "node did not exit within {STOP_DEADLINE:?} of SIGTERM; log:\n{}",
+                self.proc.log_tail()
+            ),
+            Err(e) => panic!("SIGTERM: {e}"),
+        }
+    }
+
+    /// Start the process without waiting for `/ready` (for nodes expected to fail start-up).
+    pub fn try_spawn(&mut self) {
+        assert!(self.proc.pid().is_none(), "node already running");
+        self.set_log_level();
+        self.proc.spawn(None).expect("spawning openclaw-node");
+        self.refresh();
+    }
+
+    /// Wait (bounded) for the process to exit by itself; reaps it.
+    pub fn wait_stopped(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit_blocking(deadline)
+    }
+
+    /// Start again on the same data dir (after `kill` or `stop`).
+    pub async fn restart(&mut self) {
+        self.spawn_ready().await;
+    }
+}
+
+impl Deref for Node {
+    type Target = NodeApi;
+    fn deref(&self) -> &NodeApi {
+        &self.api
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeApi {
+        &mut self.api
     }
 }
 
@@ -553,18 +469,4 @@ pub fn scripts_dir() -> PathBuf {
     } else {
         PathBuf::from("/work/shared/seed/scripts")
     }
-}
-
-/// Is `python3` runnable (and, when given, can it import `module`)?
-pub fn python_has(module: Option<&str>) -> bool {
-    let mut cmd = Command::new("python3");
-    match module {
-        Some(m) => cmd.arg("-c").arg(format!("import {m}")),
-        None => cmd.arg("--version"),
-    };
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }

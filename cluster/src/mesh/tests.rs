@@ -302,14 +302,18 @@ async fn mesh_two_nodes_exchange_heartbeats_and_answer_calls_and_pings() -> Resu
     let mut expected = vec![3, 2, 1];
     expected.extend_from_slice(&11u64.to_be_bytes());
     assert_eq!(out, expected);
-    let rtt = a
-        .ping(12, Duration::from_secs(5))
+    // A Pong within the deadline is the check (a timeout or an error fails the test); the
+    // round-trip time is a wall-clock figure, printed by `mesh_call_rtt`, never asserted.
+    a.ping(12, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
-    assert!(rtt < Duration::from_secs(5));
     b.ping(11, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
+    assert!(matches!(
+        a.ping(99, Duration::from_secs(1)).await,
+        Err(MeshError::NotConnected(99))
+    ));
     assert!(matches!(
         b.call(11, vec![1], Duration::from_secs(5)).await,
         Err(MeshError::NoHandler(11))
@@ -447,11 +451,13 @@ async fn mesh_reconnects_by_itself_after_a_peer_restarts_on_the_same_port() -> R
             .any(|p| p.id == 31 && p.last_contact_ms_ago.is_some())
     })
     .await?;
-    let rtt = a
-        .ping(32, Duration::from_secs(5))
+    // The reconnected link carries a request both ways (a timeout or an error fails the test).
+    a.ping(32, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
-    assert!(rtt < Duration::from_secs(5));
+    b.ping(31, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     a.stop().await;
     b.stop().await;
     Ok(())

@@ -340,7 +340,8 @@ async fn per_model_faults_fail_one_model_only() {
         })
     );
 
-    let started = std::time::Instant::now();
+    // Hangs: each call ends at the client's own 300 ms deadline (the error carries it), not at
+    // the simulator's ten-minute hang; the simulator records each as a hang (below).
     let e = sim
         .openai("stuck")
         .chat(&req, &ctx("f3", 300))
@@ -359,8 +360,6 @@ async fn per_model_faults_fail_one_model_only() {
         .await
         .unwrap_err();
     assert_eq!(e, ProviderError::Timeout(Duration::from_millis(300)));
-    // Three timeouts of 300 ms, nowhere near the simulator's ten-minute hang.
-    assert!(started.elapsed() < Duration::from_secs(60));
 
     // Other models keep working.
     assert!(sim
@@ -380,6 +379,8 @@ async fn per_model_faults_fail_one_model_only() {
     assert_eq!(status_of("f1"), Some((500, Some("500".into()))));
     assert_eq!(status_of("f2"), Some((429, Some("429".into()))));
     assert_eq!(status_of("f3"), Some((0, Some("hang".into()))));
+    assert_eq!(status_of("f3b"), Some((0, Some("hang".into()))));
+    assert_eq!(status_of("f3c"), Some((0, Some("hang".into()))));
     assert_eq!(status_of("ok"), Some((200, None)));
     assert_eq!(calls.count, 9);
 

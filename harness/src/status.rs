@@ -1,7 +1,8 @@
-//! What the suite reads from nodes and from the simulator, parsed leniently.
+//! What the harness (and the chaos suite) reads from nodes and from the simulator, parsed
+//! leniently, and [`agreement`]: do the nodes' views agree on one leader?
 //!
-//! The suite checks the cluster from outside, so these are its own views of the JSON, not the
-//! node's types: a field the suite does not need may change without breaking it, and node ids
+//! The harness looks at the cluster from outside, so these are its own views of the JSON, not
+//! the node's types: a field it does not need may change without breaking it, and node ids
 //! are accepted as strings or numbers (both are normalised to strings).
 
 use std::collections::BTreeMap;
@@ -205,9 +206,106 @@ impl SimCalls {
     }
 }
 
+/// What the live nodes agreed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreement {
+    pub leader_id: String,
+    pub term: u64,
+    pub tasks: BTreeMap<String, u64>,
+}
+
+/// Do these views (node index, its `/api/cluster`) agree on one leader and term, does each
+/// list at least `members` nodes, and (when `counts`) do they report the same task counts?
+/// The error says who disagrees. Pure.
+pub fn agreement(
+    views: &[(usize, ClusterStatus)],
+    members: usize,
+    counts: bool,
+) -> Result<Agreement, String> {
+    let Some((first_i, first)) = views.first() else {
+        return Err("no live node answered".into());
+    };
+    let Some(leader) = first.believed_leader() else {
+        return Err(format!(
+            "node {first_i} knows no leader (term {})",
+            first.term
+        ));
+    };
+    for (i, v) in views {
+        match v.believed_leader() {
+            Some(l) if l == leader && v.term == first.term => {}
+            other => {
+                return Err(format!(
+                    "node {first_i} says leader {leader} term {}, node {i} says leader {} term {}",
+                    first.term,
+                    other.unwrap_or("none"),
+                    v.term
+                ))
+            }
+        }
+        if v.nodes.len() < members {
+            return Err(format!(
+                "node {i} lists {} of {members} members",
+                v.nodes.len()
+            ));
+        }
+        if counts && v.tasks != first.tasks {
+            return Err(format!(
+                "task counts differ: node {first_i} {:?}, node {i} {:?}",
+                first.tasks, v.tasks
+            ));
+        }
+    }
+    Ok(Agreement {
+        leader_id: leader.to_string(),
+        term: first.term,
+        tasks: first.tasks.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(node: &str, leader: Option<&str>, term: u64, members: usize) -> ClusterStatus {
+        ClusterStatus {
+            node_id: node.into(),
+            leader: leader.map(str::to_string),
+            term,
+            role: if leader == Some(node) {
+                "leader".into()
+            } else {
+                "follower".into()
+            },
+            nodes: (0..members)
+                .map(|i| NodeStatus {
+                    id: format!("n{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            tasks: BTreeMap::from([("succeeded".to_string(), 3)]),
+            budgets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn agreement_table() {
+        let a = status("n0", Some("n0"), 2, 3);
+        let b = status("n1", Some("n0"), 2, 3);
+        let got = agreement(&[(0, a.clone()), (1, b.clone())], 3, true).unwrap();
+        assert_eq!((got.leader_id.as_str(), got.term), ("n0", 2));
+
+        let stale = status("n1", Some("n0"), 1, 3);
+        assert!(agreement(&[(0, a.clone()), (1, stale)], 3, false).is_err());
+        let lonely = status("n1", None, 2, 3);
+        assert!(agreement(&[(0, a.clone()), (1, lonely)], 3, false).is_err());
+        assert!(agreement(&[(0, a.clone()), (1, b.clone())], 4, false).is_err());
+        let mut behind = b.clone();
+        behind.tasks.insert("queued".into(), 1);
+        assert!(agreement(&[(0, a.clone()), (1, behind.clone())], 3, false).is_ok());
+        assert!(agreement(&[(0, a), (1, behind)], 3, true).is_err());
+        assert!(agreement(&[], 3, false).is_err());
+    }
 
     #[test]
     fn ids_may_be_numbers_or_strings() {
