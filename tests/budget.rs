@@ -17,9 +17,6 @@ use std::time::{Duration, Instant};
 use common::{config, Node, Sim, TASK_DEADLINE};
 use serde_json::{json, Value};
 
-/// The accountant persists its counters at every tick (1 s); two ticks to be sure.
-const ACCOUNTANT_PERSISTS_WITHIN: Duration = Duration::from_secs(2);
-
 /// Every task of these tests asks for the same thing, capped at 20 output tokens, so the
 /// reservation estimate is an upper bound of the real usage.
 fn task(priority: &str) -> Value {
@@ -188,11 +185,8 @@ async fn thresholds_notify_once_per_period_in_feishu_and_generic_format() {
     assert_eq!(total["fired_thresholds"], json!([50, 80]), "{b}");
 
     // A restart keeps the spend and the fired marks: more (critical) work fires nothing again.
-    // KNOWN NODE BUG, worked around here: a graceful stop loses the spend settled since the
-    // accountant's last tick (`RunningNode::stop` does not wait for the accountant's
-    // `post_stop` persist before flushing the store), so this waits for a tick to persist
-    // it. Without this wait the restarted node reports `spent_tokens` 0. Remove when fixed.
-    tokio::time::sleep(ACCOUNTANT_PERSISTS_WITHIN).await;
+    // Stopped at once after the last settle: a graceful stop persists the accountant's counters
+    // before it flushes the store.
     node.stop();
     node.restart().await;
     let (_, b) = node.get_json("/api/budget").await;
