@@ -521,11 +521,13 @@ async fn an_idle_node_steals_queued_work_from_busy_ones() {
     // Node 2 goes away; its share of the work lands on nodes 0 and 1 (2 workers each).
     c.kill(2);
     c.wait_agreed(&[0, 1], 2).await;
+    // 16 tasks of 3 s on 4 workers: a backlog of about 12 s, long enough for node 2 to restart
+    // and rejoin even on a loaded machine.
     let mut tasks = Vec::new();
-    for i in 0..12 {
+    for i in 0..16 {
         tasks.push(
             c.nodes[i % 2]
-                .submit_ok(json!({"input": format!("[sim:slow:1500] backlog {i}")}))
+                .submit_ok(json!({"input": format!("[sim:slow:3000] backlog {i}")}))
                 .await,
         );
     }
