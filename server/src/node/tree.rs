@@ -142,6 +142,7 @@ pub async fn start_tree(a: TreeArgs) -> Result<ActorRef<SupervisorMsg>, SpawnErr
         policy: a.policy,
         health: a.health,
     };
-    let (sup, _) = Supervisor::spawn(Some("openclaw-supervisor".into()), args).await?;
+    // Unnamed: ractor's registry is process-wide, and tests run several nodes in one process.
+    let (sup, _) = Supervisor::spawn(None, args).await?;
     Ok(sup)
 }
