@@ -432,16 +432,20 @@ async fn rate_limits_and_budgets_hold_across_the_cluster() {
     }
     let calls = c.sim.calls(None).await;
     assert!(!calls.is_empty());
-    let mut per_window: BTreeMap<u64, usize> = BTreeMap::new();
-    for call in &calls {
-        if call["model"] == "fast" {
-            *per_window
-                .entry(call["at_ms"].as_u64().unwrap_or(0) / 5000)
-                .or_default() += 1;
-        }
-    }
-    for (w, n) in &per_window {
-        assert!(*n <= 4, "window {w}: {n} calls > 4 ({per_window:?})");
+    // A sliding window, as a provider counts: any 5 s at the simulator holds at most the limit,
+    // plus one call whose grant came at the very end of a bucket and arrived just after it.
+    let mut at: Vec<u64> = calls
+        .iter()
+        .filter(|c| c["model"] == "fast")
+        .map(|c| c["at_ms"].as_u64().unwrap_or(0))
+        .collect();
+    at.sort_unstable();
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| **t < start + 5000).count();
+        assert!(
+            within <= 4 + 1,
+            "{within} calls in the 5 s from {start} (limit 4): {at:?}"
+        );
     }
     // Spend stays within the budget plus what was reserved in flight.
     let st = c.status(1).await.unwrap();

@@ -4,13 +4,17 @@
 //! at most that. Its slice covers its reservations in flight, so the sum of everything granted
 //! never passes the limit; spend can pass it only by what real usage exceeds the reservations.
 //!
-//! Rate limits: per scope and minute, `Σ granted ≤ limit`. Slices are never returned within a
-//! minute (the holder may have used them), so the calls the provider sees per minute stay within
-//! the limit.
+//! Rate limits are **sliding** windows. A window of `W` ms is cut into `span` buckets of
+//! `W / span` ms ([`rate_buckets`]); a slice is granted for one bucket and spent only inside it,
+//! and the grants of any `span + 1` consecutive buckets stay within the limit. Any `W`-long
+//! interval touches at most `span + 1` buckets, so no sliding window at the provider sees more
+//! than the limit (clock skew between nodes and grant-to-arrival delays aside). The price: the
+//! limit holds over `W + W / span` rather than `W` (1/`span` of the rate, ≤ 20 %). Slices are
+//! never returned (the holder may have used them).
 
 use std::collections::BTreeMap;
 
-use crate::types::{BudgetLimit, NodeId, RateLimit};
+use crate::types::{BudgetLimit, RateLimit};
 
 /// What may still be granted from a budget scope: `(tokens, cost)`; `None` = unlimited.
 pub fn budget_free(
@@ -91,9 +95,28 @@ pub fn slice_size(limit: Option<u64>, nodes: usize, need: u64, cap: u64) -> u64 
     }
 }
 
-/// Sum of per-node grants (for checks and status).
-pub fn total_granted(per_node: &BTreeMap<NodeId, (u64, u64)>) -> (u64, u64) {
-    per_node
+/// Most buckets a rate window is cut into (the state keeps `span + 1` entries per scope).
+pub const RATE_SPAN_MAX: u64 = 60;
+/// Longest bucket: a call that finds the window used up waits at most this long before asking
+/// again, so a raised limit is seen within it.
+pub const RATE_BUCKET_MAX_MS: u64 = 1000;
+/// Fewest buckets a window is cut into: the limit then holds over at most `W + W / 5`.
+pub const RATE_SPAN_MIN: u64 = 5;
+
+/// How a rate window of `window_ms` is cut: `(bucket_ms, span)` with `bucket_ms × span =
+/// window_ms` (rounded down to whole ms), buckets of at most [`RATE_BUCKET_MAX_MS`] where the
+/// span allows, and `span` within [`RATE_SPAN_MIN`]..=[`RATE_SPAN_MAX`].
+pub fn rate_buckets(window_ms: u64) -> (u64, u64) {
+    let window_ms = window_ms.max(RATE_SPAN_MIN);
+    let span = window_ms
+        .div_ceil(RATE_BUCKET_MAX_MS)
+        .clamp(RATE_SPAN_MIN, RATE_SPAN_MAX);
+    (window_ms / span, span)
+}
+
+/// Sum of grants (per node or per bucket; for checks and status).
+pub fn total_granted<K>(grants: &BTreeMap<K, (u64, u64)>) -> (u64, u64) {
+    grants
         .values()
         .fold((0, 0), |(r, t), (nr, nt)| (r + nr, t + nt))
 }
@@ -174,6 +197,23 @@ mod tests {
             assert_eq!(rate_grant(&l, gr, gt, wr, wt), want, "{name}");
         }
         assert_eq!(rate_grant(&RateLimit::default(), 99, 99, 2, 5), (2, 5));
+    }
+
+    #[test]
+    fn rate_bucket_table() {
+        let cases = [
+            ("1 s window: 5 buckets of 200 ms", 1_000, (200, 5)),
+            ("5 s window: 1 s buckets", 5_000, (1_000, 5)),
+            ("10 s window", 10_000, (1_000, 10)),
+            ("a minute: 60 buckets of 1 s", 60_000, (1_000, 60)),
+            ("an hour: capped at 60 buckets", 3_600_000, (60_000, 60)),
+            ("odd width rounds the bucket down", 7_500, (937, 8)),
+        ];
+        for (name, window, want) in cases {
+            assert_eq!(rate_buckets(window), want, "{name}");
+            let (b, span) = rate_buckets(window);
+            assert!(b * span <= window && window - b * span < span, "{name}");
+        }
     }
 
     #[test]

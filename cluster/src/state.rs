@@ -45,13 +45,23 @@ pub struct Slice {
     pub cost_usd: f64,
 }
 
-/// One rate-limit scope's current minute: what was granted, to whom.
+/// One rate-limit scope's sliding window, kept as the grants of its last `span + 1` sub-window
+/// buckets (at most [`crate::lease::RATE_SPAN_MAX`] + 1 entries).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateWindow {
-    pub minute: u64,
+    /// The newest bucket anyone asked for.
+    pub bucket: u64,
+    /// Width of a bucket; a change starts a fresh history.
+    pub bucket_ms: u64,
+    /// Buckets a window spans.
+    pub span: u64,
     pub limit: RateLimit,
+    /// Granted over the last `span + 1` buckets (what the next grant is checked against).
     pub granted_requests: u64,
     pub granted_tokens: u64,
+    /// Grants per bucket: `bucket → (requests, tokens)`.
+    pub buckets: BTreeMap<u64, (u64, u64)>,
+    /// Grants of the newest bucket, per node.
     pub per_node: BTreeMap<NodeId, (u64, u64)>,
 }
 
@@ -283,24 +293,38 @@ impl ClusterState {
             Command::LeaseRate {
                 node,
                 scope,
-                minute,
+                bucket,
+                bucket_ms,
+                span,
                 limit,
                 want_requests,
                 want_tokens,
             } => {
                 let w = self.rate.entry(scope.clone()).or_default();
-                if *minute > w.minute {
+                let span = (*span).clamp(1, lease::RATE_SPAN_MAX);
+                if *bucket_ms != w.bucket_ms {
+                    // The window's width changed: bucket numbers mean other times now.
                     *w = RateWindow {
-                        minute: *minute,
+                        bucket_ms: *bucket_ms,
                         ..RateWindow::default()
                     };
-                } else if *minute < w.minute {
+                }
+                if *bucket < w.bucket {
+                    // A late ask for a bucket that is over: its grant could only be spent late.
                     return Reply::RateSlice {
                         requests: 0,
                         tokens: 0,
                     };
                 }
+                if *bucket > w.bucket {
+                    w.bucket = *bucket;
+                    w.per_node.clear();
+                }
+                w.span = span;
                 w.limit = *limit;
+                let oldest = w.bucket.saturating_sub(span);
+                w.buckets.retain(|b, _| *b >= oldest);
+                (w.granted_requests, w.granted_tokens) = lease::total_granted(&w.buckets);
                 let (r, t) = lease::rate_grant(
                     &w.limit,
                     w.granted_requests,
@@ -310,6 +334,11 @@ impl ClusterState {
                 );
                 w.granted_requests += r;
                 w.granted_tokens += t;
+                if r > 0 || t > 0 {
+                    let here = w.buckets.entry(w.bucket).or_default();
+                    here.0 += r;
+                    here.1 += t;
+                }
                 let mine = w.per_node.entry(*node).or_default();
                 mine.0 += r;
                 mine.1 += t;
@@ -956,41 +985,67 @@ mod tests {
     }
 
     #[test]
-    fn rate_slices_stay_within_the_minute_quota() {
+    fn rate_slices_stay_within_every_sliding_window() {
+        // 10 requests per window of 5 buckets: any 6 consecutive buckets hold at most 10 grants.
         let mut s = ClusterState::default();
         let limit = RateLimit {
             requests: Some(10),
             tokens: None,
         };
-        let ask = |node, minute, want| Command::LeaseRate {
+        let ask = |node, bucket, want| Command::LeaseRate {
             node,
             scope: "gpt-4o".into(),
-            minute,
+            bucket,
+            bucket_ms: 1000,
+            span: 5,
             limit,
             want_requests: want,
             want_tokens: 100,
         };
+        let grants = |r: Vec<Reply>| -> Vec<u64> {
+            r.iter()
+                .map(|r| match r {
+                    Reply::RateSlice { requests, .. } => *requests,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // Bucket 5: the limit is reached; a late ask for bucket 4 gets nothing.
         let (r, _) = run(
             &mut s,
             0,
             vec![ask(1, 5, 4), ask(2, 5, 4), ask(3, 5, 4), ask(1, 4, 4)],
         );
-        let got: Vec<u64> = r
-            .iter()
-            .map(|r| match r {
-                Reply::RateSlice { requests, .. } => *requests,
-                _ => panic!(),
-            })
-            .collect();
-        assert_eq!(got, vec![4, 4, 2, 0]);
-        let (r, _) = run(&mut s, 60_000, vec![ask(3, 6, 4)]);
-        assert_eq!(
-            r[0],
-            Reply::RateSlice {
-                requests: 4,
-                tokens: 100
-            }
+        assert_eq!(grants(r), vec![4, 4, 2, 0]);
+        // A calendar window would start afresh at bucket 6..10; the sliding one does not: the
+        // grants of bucket 5 count until bucket 5 is more than `span` buckets old.
+        for b in 6..=10 {
+            let (r, _) = run(&mut s, b * 1000, vec![ask(3, b, 4)]);
+            assert_eq!(grants(r), vec![0], "bucket {b}");
+        }
+        let (r, _) = run(
+            &mut s,
+            11_000,
+            vec![ask(3, 11, 4), ask(1, 11, 4), ask(2, 11, 4)],
         );
+        assert_eq!(grants(r), vec![4, 4, 2]);
+        assert_eq!(s.rate["gpt-4o"].buckets.len(), 1, "old buckets pruned");
+        // A change of the bucket width starts a fresh history.
+        let (r, _) = run(
+            &mut s,
+            12_000,
+            vec![Command::LeaseRate {
+                node: 1,
+                scope: "gpt-4o".into(),
+                bucket: 24,
+                bucket_ms: 500,
+                span: 10,
+                limit,
+                want_requests: 3,
+                want_tokens: 0,
+            }],
+        );
+        assert_eq!(grants(r), vec![3]);
     }
 
     #[test]

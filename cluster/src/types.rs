@@ -191,11 +191,16 @@ pub enum Command {
         scope: String,
         percent: u32,
     },
-    /// Ask for a slice of a rate-limit scope's per-minute quota (`minute` = Unix ms / 60 000).
+    /// Ask for a slice of a rate-limit scope's quota for one sub-window **bucket**
+    /// (`bucket` = Unix ms / `bucket_ms`). The scope's window spans `span` buckets; the grants of
+    /// any `span + 1` consecutive buckets stay within the limit, so every sliding window of the
+    /// scope's width does too (see [`crate::lease::rate_buckets`]).
     LeaseRate {
         node: NodeId,
         scope: String,
-        minute: u64,
+        bucket: u64,
+        bucket_ms: u64,
+        span: u64,
         limit: RateLimit,
         want_requests: u64,
         want_tokens: u64,
@@ -209,7 +214,7 @@ pub struct BudgetLimit {
     pub cost_usd: Option<f64>,
 }
 
-/// A rate-limit scope's per-minute quota as the proposer's config has it (`None` = unlimited).
+/// A rate-limit scope's quota per window as the proposer's config has it (`None` = unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub requests: Option<u64>,

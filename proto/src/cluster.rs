@@ -113,11 +113,14 @@ pub struct LeaseView {
     pub cost_usd: f64,
 }
 
-/// One rate-limit scope's current window: what was granted, to whom.
+/// One rate-limit scope's sliding window ending now: what was granted over it, and to whom in
+/// its newest bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RateWindowView {
     pub scope: String,
-    pub minute: u64,
+    /// The window's width and the bucket it is cut into.
+    pub window_ms: u64,
+    pub bucket_ms: u64,
     pub limit_requests: Option<u64>,
     pub limit_tokens: Option<u64>,
     pub granted_requests: u64,
@@ -127,7 +130,7 @@ pub struct RateWindowView {
     pub per_node: Vec<RateShareView>,
 }
 
-/// What one node was granted in the window.
+/// What one node was granted in the newest bucket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RateShareView {
     pub node: u64,

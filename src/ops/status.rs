@@ -2,7 +2,7 @@
 //!
 //! `status` renders `GET /api/cluster`: the nodes (id, address, role, alive, last contact, lag,
 //! tasks per level), leader and term, task totals, budgets with their leases, and rate-limit
-//! headroom per model for the current minute. `--json` prints the node's answer unchanged.
+//! headroom per model over the sliding window ending now. `--json` prints the node's answer unchanged.
 
 use serde_json::Value;
 
@@ -142,7 +142,10 @@ pub fn render(st: &Value) -> String {
             ]
         })
         .collect();
-    out.push_str(&format!("\nRate limits this minute ({}):\n", rates.len()));
+    out.push_str(&format!(
+        "\nRate limits, sliding window ending now ({}):\n",
+        rates.len()
+    ));
     out.push_str(&render_table(
         &[
             ("scope", Align::Left),

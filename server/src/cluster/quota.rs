@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openclaw_cluster::lease::slice_size;
+use openclaw_cluster::lease::{rate_buckets, slice_size};
 use openclaw_cluster::{BudgetLimit, Command, RateLimit, Reply};
 
 use super::Cluster;
@@ -142,7 +142,7 @@ struct BudgetPool {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct RatePool {
-    window: u64,
+    bucket: u64,
     requests: u64,
     tokens: u64,
 }
@@ -393,7 +393,8 @@ pub async fn return_idle_slices(c: &Cluster) {
 }
 
 /// Take one request and `tokens` from this node's slice of every rate-limited `scope`'s current
-/// window, asking for more or waiting for the next window until `deadline` passes.
+/// bucket (see `openclaw_cluster::lease`: sliding windows cut into buckets), asking for more or
+/// waiting for the next bucket until `deadline` passes.
 async fn acquire_rate(
     c: &Cluster,
     scopes: &[(String, window::Limits)],
@@ -405,27 +406,19 @@ async fn acquire_rate(
         if limits.requests.is_none() && limits.tokens.is_none() {
             continue;
         }
-        let window_ms = limits.window_ms.max(1000);
+        let (bucket_ms, span) = rate_buckets(limits.window_ms.max(1000));
         loop {
-            let window = now_ms() / window_ms;
-            if take_rate(c, scope, window, tokens, &limits) {
+            let bucket = now_ms() / bucket_ms;
+            if take_rate(c, scope, bucket, tokens, &limits) {
                 break;
             }
-            let n = live_nodes(c);
-            let want_requests = slice_size(
-                limits.requests.map(u64::from),
-                n,
-                1,
-                limits.requests.map(|r| (r as u64 / 4).max(1)).unwrap_or(1),
-            );
-            let want_tokens = match limits.tokens {
-                Some(t) => slice_size(Some(t), n, tokens, (t / 4).max(tokens)),
-                None => tokens,
-            };
+            let (want_requests, want_tokens) = rate_ask(&limits, live_nodes(c), span, tokens);
             let cmd = Command::LeaseRate {
                 node: c.id,
                 scope: scope.clone(),
-                minute: window,
+                bucket,
+                bucket_ms,
+                span,
                 limit: RateLimit {
                     requests: limits.requests.map(u64::from),
                     tokens: limits.tokens,
@@ -438,20 +431,21 @@ async fn acquire_rate(
                 tokens: t,
             }) = c.proposer.propose(cmd).await
             {
-                add_rate(c, scope, window, requests, t);
+                add_rate(c, scope, bucket, requests, t);
             }
-            // A grant that arrives after its window ended is not spent: the calls would reach
-            // the provider in the next window, on top of that window's own quota.
-            if now_ms() / window_ms != window {
+            // A grant that arrives after its bucket ended is not spent: the calls would reach
+            // the provider in a later bucket, outside the window the grant was checked against.
+            if now_ms() / bucket_ms != bucket {
                 continue;
             }
-            if take_rate(c, scope, window, tokens, &limits) {
+            if take_rate(c, scope, bucket, tokens, &limits) {
                 break;
             }
-            // This window is used up cluster-wide: wait for the next one.
+            // The sliding window is used up cluster-wide: ask again when the next bucket starts
+            // (the oldest bucket's grants leave the window then; a raised limit is seen too).
             let next = tokio::time::Instant::now()
                 + Duration::from_millis(
-                    (window + 1) * window_ms - now_ms().min((window + 1) * window_ms),
+                    (bucket + 1) * bucket_ms - now_ms().min((bucket + 1) * bucket_ms),
                 );
             if next > deadline {
                 return Err(LimitError::RateLimited {
@@ -466,12 +460,29 @@ async fn acquire_rate(
     Ok(())
 }
 
-fn take_rate(c: &Cluster, scope: &str, window: u64, tokens: u64, limits: &window::Limits) -> bool {
+/// What to ask for in one bucket: `(requests, tokens)` — this node's fair share of the
+/// window's limit spread over its `span + 1` buckets, at least what the call needs, at most a
+/// quarter of the limit (a slice not spent within its bucket is lost to the window).
+fn rate_ask(limits: &window::Limits, nodes: usize, span: u64, tokens: u64) -> (u64, u64) {
+    let per_bucket = |l: u64| (l / (span + 1)).max(1) * 2;
+    let requests = limits
+        .requests
+        .map(u64::from)
+        .map(|r| slice_size(Some(per_bucket(r)), nodes, 1, (r / 4).max(1)))
+        .unwrap_or(1);
+    let tokens = match limits.tokens {
+        Some(t) => slice_size(Some(per_bucket(t)), nodes, tokens, (t / 4).max(tokens)),
+        None => tokens,
+    };
+    (requests, tokens)
+}
+
+fn take_rate(c: &Cluster, scope: &str, bucket: u64, tokens: u64, limits: &window::Limits) -> bool {
     let mut g = lock(&c.quota.rate);
     let p = g.entry(scope.to_string()).or_default();
-    if p.window != window {
+    if p.bucket != bucket {
         *p = RatePool {
-            window,
+            bucket,
             ..RatePool::default()
         };
     }
@@ -486,15 +497,70 @@ fn take_rate(c: &Cluster, scope: &str, window: u64, tokens: u64, limits: &window
     }
 }
 
-fn add_rate(c: &Cluster, scope: &str, window: u64, requests: u64, tokens: u64) {
+fn add_rate(c: &Cluster, scope: &str, bucket: u64, requests: u64, tokens: u64) {
     let mut g = lock(&c.quota.rate);
     let p = g.entry(scope.to_string()).or_default();
-    if p.window != window {
+    if p.bucket != bucket {
         *p = RatePool {
-            window,
+            bucket,
             ..RatePool::default()
         };
     }
     p.requests += requests;
     p.tokens += tokens;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_asks_are_a_fair_share_of_one_bucket() {
+        let limits = |requests, tokens| window::Limits {
+            requests,
+            tokens,
+            concurrent: None,
+            window_ms: 60_000,
+        };
+        // (name, limits, live nodes, span, tokens the call needs, want)
+        let cases = [
+            (
+                "120 rpm, 3 nodes, 60 buckets",
+                limits(Some(120), None),
+                3,
+                60,
+                10,
+                (1, 10),
+            ),
+            (
+                "6000 rpm, 2 nodes",
+                limits(Some(6000), None),
+                2,
+                60,
+                10,
+                (49, 10),
+            ),
+            ("4 per window", limits(Some(4), None), 3, 5, 10, (1, 10)),
+            (
+                "tokens: at least the call's estimate",
+                limits(None, Some(600)),
+                3,
+                5,
+                40,
+                (1, 40),
+            ),
+            (
+                "tokens: a share when it is larger",
+                limits(None, Some(600_000)),
+                2,
+                5,
+                40,
+                (1, 50_000),
+            ),
+            ("unlimited", limits(None, None), 3, 60, 7, (1, 7)),
+        ];
+        for (name, l, nodes, span, need, want) in cases {
+            assert_eq!(rate_ask(&l, nodes, span, need), want, "{name}");
+        }
+    }
 }

@@ -121,20 +121,21 @@ pub fn status(c: &Cluster) -> ClusterStatusView {
                 }
             })
             .collect();
-        let this_minute = now / 60_000;
         let rate_limits: Vec<RateWindowView> = s
             .rate
             .iter()
             .map(|(scope, w)| {
-                let current = w.minute == this_minute;
-                let (gr, gt) = if current {
-                    (w.granted_requests, w.granted_tokens)
-                } else {
-                    (0, 0)
-                };
+                let this_bucket = now / w.bucket_ms.max(1);
+                let current = w.bucket == this_bucket;
+                let oldest = this_bucket.saturating_sub(w.span);
+                let (gr, gt) = w
+                    .buckets
+                    .range(oldest..)
+                    .fold((0, 0), |(r, t), (_, (br, bt))| (r + br, t + bt));
                 RateWindowView {
                     scope: scope.clone(),
-                    minute: w.minute,
+                    window_ms: w.bucket_ms * w.span,
+                    bucket_ms: w.bucket_ms,
                     limit_requests: w.limit.requests,
                     limit_tokens: w.limit.tokens,
                     granted_requests: gr,
