@@ -168,6 +168,12 @@ impl Store {
         })
     }
 
+    /// A tree a feature keeps its own index in (e.g. the task ledger's live and finished
+    /// indexes); opened on first use.
+    pub fn index_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }

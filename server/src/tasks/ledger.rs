@@ -5,10 +5,18 @@
 //! in [`transition`] — `(record, command) → record | error` — so the Raft `apply` can reuse them
 //! unchanged: they never read the clock (time comes in the command) and never touch I/O.
 //!
+//! Memory: [`LocalLedger`] keeps every record on disk (sled, with a bounded page cache) and two
+//! index trees beside them — `ledger_live` (the queued and running tasks' ids) and
+//! `ledger_finished` (finish time + id, oldest first) — so listing queued work, retention and
+//! recent failures walk only what they need and never collect the finished tasks in memory.
+//! The indexes are rebuilt from the records at start (one streaming pass), which also heals
+//! any index write a crash cut short.
+//!
 //! Fencing: `start` bumps the record's `epoch` and names the owner; `finish` and `requeue` must
 //! carry that epoch, so a worker that lost its lease (preempted, cancelled, re-owned) cannot
 //! complete the task a second time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openclaw_cluster::Rejection;
@@ -127,28 +135,101 @@ pub trait Ledger: Send + Sync + 'static {
     async fn recover(&self) -> Result<Vec<TaskRecord>, LedgerError>;
     /// Every queued task, in admission order.
     fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError>;
-    /// Forget finished tasks older than `before_ms`; returns how many.
-    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError>;
+    /// Retention: forget finished tasks, oldest first — every one that ended before
+    /// `before_ms`, and more while more than `keep_max` are kept; returns how many.
+    async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError>;
     /// The newest failed tasks, newest first.
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError>;
     /// A new admission sequence number.
     fn next_seq(&self) -> Result<u64, LedgerError>;
 }
 
+/// Finished records one purge pass or one `recent_failures` call looks at, at most.
+pub const LEDGER_SCAN_MAX: usize = 10_000;
+
 /// The single-node ledger over sled.
 pub struct LocalLedger {
     store: Store,
+    /// Ids of queued and running tasks.
+    live: sled::Tree,
+    /// `finished_at_ms` (big-endian) + id of finished tasks.
+    finished: sled::Tree,
+    /// Entries in `finished`.
+    retained: AtomicU64,
     /// Serializes read-modify-write of records (held only around in-memory sled calls, never
     /// across an await).
     rmw: Mutex<()>,
 }
 
+fn finished_key(rec: &TaskRecord) -> Vec<u8> {
+    let mut k = rec.finished_at_ms.unwrap_or(0).to_be_bytes().to_vec();
+    k.extend_from_slice(rec.id.as_bytes());
+    k
+}
+
 impl LocalLedger {
-    pub fn new(store: Store) -> Arc<LocalLedger> {
-        Arc::new(LocalLedger {
+    /// The ledger over `store`; its indexes are rebuilt from the records (one streaming pass).
+    pub fn new(store: Store) -> Result<Arc<LocalLedger>, StorageError> {
+        let ledger = LocalLedger {
+            live: store.index_tree("ledger_live")?,
+            finished: store.index_tree("ledger_finished")?,
             store,
+            retained: AtomicU64::new(0),
             rmw: Mutex::new(()),
+        };
+        ledger.rebuild_indexes()?;
+        Ok(Arc::new(ledger))
+    }
+
+    fn rebuild_indexes(&self) -> Result<(), StorageError> {
+        let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+        self.live.clear()?;
+        self.finished.clear()?;
+        let mut n = 0;
+        for rec in self.store.tasks() {
+            let rec = rec?;
+            if rec.status.is_final() {
+                self.finished.insert(finished_key(&rec), &[][..])?;
+                n += 1;
+            } else {
+                self.live.insert(rec.id.as_bytes(), &[][..])?;
+            }
+        }
+        self.retained.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Store `rec` (which was `old`) and keep the indexes right. Called under `rmw`.
+    fn put(&self, old: Option<&TaskRecord>, rec: &TaskRecord) -> Result<(), StorageError> {
+        self.store.put_task(rec)?;
+        if let Some(old) = old.filter(|o| o.status.is_final()) {
+            if self.finished.remove(finished_key(old))?.is_some() {
+                self.retained.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if rec.status.is_final() {
+            self.live.remove(rec.id.as_bytes())?;
+            if self.finished.insert(finished_key(rec), &[][..])?.is_none() {
+                self.retained.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.live.insert(rec.id.as_bytes(), &[][..])?;
+        }
+        Ok(())
+    }
+
+    /// The live tasks' records.
+    fn live_records(&self) -> impl Iterator<Item = TaskRecord> + '_ {
+        self.live.iter().keys().filter_map(move |k| {
+            let k = k.ok()?;
+            let id = std::str::from_utf8(&k).ok()?;
+            self.store.get_task(id).ok().flatten()
         })
+    }
+
+    /// Finished tasks kept.
+    pub fn retained(&self) -> u64 {
+        self.retained.load(Ordering::Relaxed)
     }
 
     fn modify(
@@ -161,9 +242,9 @@ impl LocalLedger {
             .store
             .get_task(id)?
             .ok_or_else(|| LedgerError::NotFound(id.to_string()))?;
-        let rec = f(rec)?;
-        self.store.put_task(&rec)?;
-        Ok(rec)
+        let new = f(rec.clone())?;
+        self.put(Some(&rec), &new)?;
+        Ok(new)
     }
 
     async fn modify_durably(
@@ -197,7 +278,11 @@ impl Ledger for LocalLedger {
                 }
             }
         }
-        self.store.put_task(&rec)?;
+        {
+            let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.store.get_task(&rec.id)?;
+            self.put(old.as_ref(), &rec)?;
+        }
         self.store.flush().await?;
         Ok(Admission::Accepted(rec))
     }
@@ -241,13 +326,13 @@ impl Ledger for LocalLedger {
         let mut out = Vec::new();
         {
             let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
-            for rec in self.store.tasks() {
-                let rec = rec?;
-                if rec.status.is_final() {
+            let live: Vec<TaskRecord> = self.live_records().collect();
+            for old in live {
+                if old.status.is_final() {
                     continue;
                 }
-                let rec = transition::recover(rec);
-                self.store.put_task(&rec)?;
+                let rec = transition::recover(old.clone());
+                self.put(Some(&old), &rec)?;
                 out.push(rec);
             }
         }
@@ -258,31 +343,53 @@ impl Ledger for LocalLedger {
 
     fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError> {
         let mut out: Vec<TaskRecord> = self
-            .store
-            .tasks()
-            .filter_map(Result::ok)
+            .live_records()
             .filter(|r| r.status == TaskStatus::Queued)
             .collect();
         out.sort_by_key(|r| r.seq);
         Ok(out)
     }
 
-    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError> {
+    async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError> {
         let mut n = 0;
-        {
-            let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
-            let old: Vec<TaskRecord> = self
-                .store
-                .tasks()
-                .filter_map(Result::ok)
-                .filter(|r| r.status.is_final() && r.finished_at_ms.unwrap_or(0) < before_ms)
-                .collect();
-            for rec in old {
-                self.store.remove_task(&rec.id)?;
-                if let Some(key) = &rec.idempotency_key {
-                    self.store.release_idempotency_key(key)?;
+        loop {
+            let mut batch = 0;
+            {
+                let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+                let oldest: Vec<sled::IVec> = self
+                    .finished
+                    .iter()
+                    .keys()
+                    .take(LEDGER_SCAN_MAX)
+                    .collect::<Result<_, _>>()
+                    .map_err(StorageError::from)?;
+                for k in oldest {
+                    let at = k
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    if self.retained() <= keep_max && at >= before_ms {
+                        break;
+                    }
+                    let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+                    if let Some(rec) = self.store.get_task(&id)? {
+                        if rec.status.is_final() {
+                            self.store.remove_task(&id)?;
+                            if let Some(key) = &rec.idempotency_key {
+                                self.store.release_idempotency_key(key)?;
+                            }
+                        }
+                    }
+                    if self.finished.remove(&k)?.is_some() {
+                        self.retained.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    batch += 1;
                 }
-                n += 1;
+            }
+            n += batch;
+            if batch < LEDGER_SCAN_MAX {
+                break;
             }
         }
         self.store.flush().await?;
@@ -290,15 +397,20 @@ impl Ledger for LocalLedger {
     }
 
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError> {
-        let mut failed: Vec<TaskRecord> = self
-            .store
-            .tasks()
-            .filter_map(Result::ok)
-            .filter(|r| r.status == TaskStatus::Failed)
-            .collect();
-        failed.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
-        failed.truncate(limit);
-        Ok(failed)
+        let mut out = Vec::new();
+        for k in self.finished.iter().keys().rev().take(LEDGER_SCAN_MAX) {
+            let k = k.map_err(StorageError::from)?;
+            let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            if let Some(rec) = self.store.get_task(&id)? {
+                if rec.status == TaskStatus::Failed {
+                    out.push(rec);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn next_seq(&self) -> Result<u64, LedgerError> {
@@ -438,7 +550,7 @@ mod tests {
     async fn local_ledger_admits_idempotently_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let ledger = LocalLedger::new(store.clone());
+        let ledger = LocalLedger::new(store.clone()).unwrap();
         let mut a = record("a");
         a.idempotency_key = Some("k1".into());
         let mut b = record("b");
@@ -457,7 +569,7 @@ mod tests {
         drop(ledger);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let ledger = LocalLedger::new(store);
+        let ledger = LocalLedger::new(store).unwrap();
         let back = ledger.recover().await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].status, back[0].epoch), (TaskStatus::Queued, 2));
