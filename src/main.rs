@@ -5,8 +5,6 @@
 //! `demo`. The server never depends on these.
 
 mod bench;
-mod bench_cluster;
-mod bench_soak;
 mod cli;
 mod client;
 mod ops;

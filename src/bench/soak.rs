@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::bench::{
+use super::common::{
     micros, node_config, percentile, start_children, wait_drained, BenchArgs, ScratchDir,
     DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL, SOAK_RSS_GROWTH_GOAL,
     SOAK_WARMUP_SHARE,
@@ -259,7 +259,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
     let log_at_start = log_size(&log_path);
     let (_, fds_before, _) = proc_stats(pid);
     // The load runs on a client of its own, dropped at the end so its connections close.
-    let load = crate::bench::load_client()?;
+    let load = super::common::load_client()?;
 
     let run_for = Duration::from_secs_f64((args.minutes * 60.0).max(1.0));
     let every = Duration::from_secs(args.sample_secs.max(1));
@@ -333,7 +333,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
     let drained = node_alive
         && matches!(
             wait_drained(client, &base, DRAIN_TIMEOUT).await,
-            Ok(crate::bench::Drain::Drained)
+            Ok(super::common::Drain::Drained)
         );
     drop(load);
     let fds_after = fds_settled(pid, fds_before).await;

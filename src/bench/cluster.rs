@@ -31,7 +31,7 @@ use openclaw_harness::{Cluster, ClusterSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::bench::{micros, percentile, summarize, BenchArgs, Summary};
+use super::common::{micros, percentile, summarize, BenchArgs, Summary};
 
 /// Nodes in every cluster of this scenario.
 pub const NODES: usize = 3;
@@ -165,7 +165,7 @@ fn spec(workers: usize, secret: &str, extra: Value) -> anyhow::Result<ClusterSpe
 
 /// Run the scenario.
 pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport> {
-    let client = crate::bench::load_client()?;
+    let client = super::common::load_client()?;
     println!("5. Cluster: {NODES} nodes + simulator + this generator on the same {cores} cores");
     let (throughput, tasks_in_cluster, acknowledged_total) = throughput(&client, args)
         .await
