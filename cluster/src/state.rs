@@ -411,7 +411,7 @@ impl ClusterState {
     }
 
     /// Load the live tasks stored by `apply` (after decoding the control state).
-    pub fn load_live(&mut self, disk: &dyn DiskRead) {
+    pub fn load_live<D: DiskRead + ?Sized>(&mut self, disk: &D) {
         self.tasks = disk
             .range(key::LIVE, &key::end(key::LIVE), usize::MAX)
             .into_iter()
@@ -422,7 +422,7 @@ impl ClusterState {
     }
 
     /// A task, live or finished (read from `disk`).
-    pub fn task(&self, disk: &dyn DiskRead, id: &str) -> Option<TaskRecord> {
+    pub fn task<D: DiskRead + ?Sized>(&self, disk: &D, id: &str) -> Option<TaskRecord> {
         match self.tasks.get(id) {
             Some(r) => Some(r.clone()),
             None => disk.get(&key::task(id)).and_then(|v| dec(&v)),
@@ -535,7 +535,7 @@ impl ClusterState {
         ev: &mut Vec<Event>,
         f: impl FnOnce(TaskRecord) -> Result<TaskRecord, Rejection>,
     ) -> Reply {
-        let Some(old) = self.task(disk, id) else {
+        let Some(old) = self.task(&*disk, id) else {
             return Reply::Rejected(Rejection::NotFound(id.to_string()));
         };
         match f(old.clone()) {
@@ -560,12 +560,12 @@ impl ClusterState {
             let first = disk
                 .get(&key::idempotency(k))
                 .and_then(|id| String::from_utf8(id).ok())
-                .and_then(|id| self.task(disk, &id));
+                .and_then(|id| self.task(&*disk, &id));
             if let Some(first) = first {
                 return Reply::Duplicate(Box::new(first));
             }
         }
-        if let Some(same) = self.task(disk, &rec.id) {
+        if let Some(same) = self.task(&*disk, &rec.id) {
             // The same command applied twice (a retried forward): idempotent.
             return Reply::Duplicate(Box::new(same));
         }

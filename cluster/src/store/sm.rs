@@ -713,16 +713,45 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let _no_build = self.inner.build.lock().await;
         let sig = || Some(meta.signature());
         let werr = |e: &dyn std::error::Error| StorageIOError::write_snapshot(sig(), &io_err(&e.to_string()));
-        let file = snapshot.into_std().await;
+        let mut file = snapshot.into_std().await;
         file.sync_all().map_err(|e| werr(&e))?;
-        drop(file);
-        let path = self
+        let received = self
             .inner
             .receiving
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| werr(&io_err("no snapshot is being received")))?;
+            .take();
+        // Normally the handle is the file `begin_receiving_snapshot` made; any other (openraft's
+        // test suite hands over another store's snapshot) is copied into one, streaming.
+        let same = |p: &PathBuf| {
+            use std::os::unix::fs::MetadataExt;
+            match (file.metadata(), std::fs::metadata(p)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        };
+        let path = match received {
+            Some(p) if same(&p) => p,
+            other => {
+                if let Some(p) = other {
+                    let _ = std::fs::remove_file(p);
+                }
+                let p = self.temp_path("install");
+                let copied = (|| {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(0))?;
+                    let mut out = std::fs::File::create(&p)?;
+                    std::io::copy(&mut file, &mut out)?;
+                    out.sync_all()
+                })();
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&p);
+                    return Err(werr(&e).into());
+                }
+                p
+            }
+        };
+        drop(file);
         // Refuse a corrupt snapshot before touching anything.
         let head = std::fs::File::open(&path)
             .map_err(|e| werr(&e))

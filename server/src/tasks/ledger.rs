@@ -381,7 +381,7 @@ impl Ledger for LocalLedger {
                             }
                         }
                     }
-                    if self.finished.remove(&k)?.is_some() {
+                    if self.finished.remove(&k).map_err(StorageError::from)?.is_some() {
                         self.retained.fetch_sub(1, Ordering::Relaxed);
                     }
                     batch += 1;
