@@ -578,4 +578,55 @@ mod tests {
             Err(LedgerError::WrongState { .. })
         ));
     }
+
+    /// Retention on the local ledger: past the TTL and over the count bound, the oldest
+    /// finished go first; queued work only walks the live index; recent failures are newest
+    /// first; the indexes are rebuilt at start.
+    #[tokio::test]
+    async fn local_ledger_retention_removes_the_oldest_finished_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger = LocalLedger::new(store.clone()).unwrap();
+        for i in 0..6u64 {
+            let id = format!("t{i}");
+            let mut r = record(&id);
+            r.idempotency_key = Some(format!("k{i}"));
+            ledger.admit(r).await.unwrap();
+            ledger.start(&id, "n1", 1).await.unwrap();
+            let out = if i % 2 == 0 {
+                ok_outcome()
+            } else {
+                Outcome::failed("x", "y")
+            };
+            ledger.finish(&id, 1, out, 10 + i * 10).await.unwrap();
+        }
+        ledger.admit(record("live")).await.unwrap();
+        assert_eq!(ledger.retained(), 6);
+        assert_eq!(ledger.queued().unwrap().len(), 1);
+        let failures: Vec<String> = ledger
+            .recent_failures(2)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(failures, vec!["t5", "t3"]);
+        // TTL: t0 and t1 ended before 30.
+        assert_eq!(ledger.purge_finished(30, u64::MAX).await.unwrap(), 2);
+        assert!(ledger.get("t1").unwrap().is_none() && ledger.get("t2").unwrap().is_some());
+        // Count: keep 1, the newest.
+        assert_eq!(ledger.purge_finished(0, 1).await.unwrap(), 3);
+        assert_eq!(ledger.retained(), 1);
+        assert!(ledger.get("t5").unwrap().is_some() && ledger.get("t4").unwrap().is_none());
+        // A purged task's idempotency key is free again.
+        let mut again = record("t9");
+        again.idempotency_key = Some("k0".into());
+        assert!(matches!(
+            ledger.admit(again).await.unwrap(),
+            Admission::Accepted(_)
+        ));
+        drop(ledger);
+        let ledger = LocalLedger::new(store).unwrap();
+        assert_eq!(ledger.retained(), 1);
+        assert_eq!(ledger.queued().unwrap().len(), 2);
+    }
 }
