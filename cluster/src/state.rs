@@ -193,7 +193,9 @@ impl ClusterState {
                 before_ms,
                 keep_max,
                 max,
-            } => Reply::Purged(self.retain(disk, *before_ms, *keep_max, (*max).min(PURGE_BATCH_MAX))),
+            } => {
+                Reply::Purged(self.retain(disk, *before_ms, *keep_max, (*max).min(PURGE_BATCH_MAX)))
+            }
             Command::LeaseBudget {
                 node,
                 period,
@@ -507,7 +509,10 @@ impl ClusterState {
             if n >= over && at >= before_ms {
                 break;
             }
-            match disk.get(&key::task(&id)).and_then(|v| dec::<TaskRecord>(&v)) {
+            match disk
+                .get(&key::task(&id))
+                .and_then(|v| dec::<TaskRecord>(&v))
+            {
                 Some(rec) => self.forget_finished(&rec, disk),
                 None => disk.del(&k),
             }
@@ -588,7 +593,13 @@ impl ClusterState {
         Reply::Task(Box::new(r))
     }
 
-    fn steal(&mut self, thief: NodeId, max: u32, disk: &mut dyn Disk, ev: &mut Vec<Event>) -> Reply {
+    fn steal(
+        &mut self,
+        thief: NodeId,
+        max: u32,
+        disk: &mut dyn Disk,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
         if !self.is_live(thief) {
             return Reply::Moved(Vec::new());
         }
@@ -605,9 +616,9 @@ impl ClusterState {
                 .collect();
             q.sort();
             for (_, _, id) in q.into_iter().take(n as usize) {
-                if let Reply::Task(_) =
-                    self.modify(&id, disk, ev, |r| transition::reassign(r, &owner_name(thief)))
-                {
+                if let Reply::Task(_) = self.modify(&id, disk, ev, |r| {
+                    transition::reassign(r, &owner_name(thief))
+                }) {
                     moved.push(id);
                 }
             }
@@ -1359,7 +1370,11 @@ mod tests {
         let keys: Vec<Vec<u8>> = s.d.0.keys().cloned().collect();
         assert_eq!(
             keys,
-            vec![key::finished(60, "t5"), key::idempotency("k5"), key::task("t5")]
+            vec![
+                key::finished(60, "t5"),
+                key::idempotency("k5"),
+                key::task("t5")
+            ]
         );
         // A key whose task was purged is free again.
         let mut again = rec("t9", Priority::Normal);
@@ -1392,9 +1407,17 @@ mod tests {
         };
         run(&mut s, 1, vec![spend.clone(), spend.clone()]);
         assert_eq!(s.budget["total"].spent_tokens, 10);
-        run(&mut s, SPEND_IDS_KEEP_MS, vec![Command::Purge { before_ms: 0 }]);
+        run(
+            &mut s,
+            SPEND_IDS_KEEP_MS,
+            vec![Command::Purge { before_ms: 0 }],
+        );
         assert!(s.d.get(&key::spend("s1")).is_some(), "still in its window");
-        run(&mut s, SPEND_IDS_KEEP_MS + 2, vec![Command::Purge { before_ms: 0 }]);
+        run(
+            &mut s,
+            SPEND_IDS_KEEP_MS + 2,
+            vec![Command::Purge { before_ms: 0 }],
+        );
         assert!(s.d.0.is_empty(), "forgotten after its window");
         run(&mut s, SPEND_IDS_KEEP_MS + 3, vec![spend]);
         assert_eq!(s.budget["total"].spent_tokens, 20);

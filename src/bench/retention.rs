@@ -255,7 +255,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
     let mut newest: Option<String> = None;
     println!(
         "  {:>9} {:>8} {:>30} {:>30} {:>30} {:>16}",
-        "retained", "fill s", "RSS MiB per node", "snapshot MiB per node", "raft store MiB", "GET old p50/p99"
+        "retained",
+        "fill s",
+        "RSS MiB per node",
+        "snapshot MiB per node",
+        "raft store MiB",
+        "GET old p50/p99"
     );
     for &n in &steps_n {
         let t = Instant::now();
@@ -345,7 +350,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
 }
 
 /// A fourth node joins; how long until it serves `newest`, and its RSS peak and settled.
-async fn catch_up(c: &mut Cluster, client: &reqwest::Client, newest: &str) -> anyhow::Result<CatchUp> {
+async fn catch_up(
+    c: &mut Cluster,
+    client: &reqwest::Client,
+    newest: &str,
+) -> anyhow::Result<CatchUp> {
     let secret = c.secret().to_string();
     let t = Instant::now();
     let joiner = c.spawn_joiner(&secret).context("spawning the joiner")?;
@@ -362,11 +371,17 @@ async fn catch_up(c: &mut Cluster, client: &reqwest::Client, newest: &str) -> an
             .filter(|r| r.status().is_success());
         if let Some(r) = done {
             let v: Value = r.json().await.unwrap_or(Value::Null);
-            if matches!(v["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            if matches!(
+                v["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
                 break t.elapsed().as_secs_f64();
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "the joiner did not catch up within {CATCH_UP_MAX:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the joiner did not catch up within {CATCH_UP_MAX:?}"
+        );
         tokio::time::sleep(POLL).await;
     };
     tokio::time::sleep(SETTLE).await;

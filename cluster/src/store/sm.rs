@@ -54,7 +54,7 @@ pub(crate) const UNDO_TREE: &str = "sm_undo";
 
 /// Largest snapshot chunk sent in one install-snapshot RPC (openraft's
 /// `snapshot_max_chunk_size`), and the file buffer size when building one.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
 
 /// Keys written to sled per batch while installing a snapshot.
 pub const INSTALL_BATCH_KEYS: usize = 4096;
@@ -187,7 +187,8 @@ impl StateMachineStore {
         dir: &Path,
         events: broadcast::Sender<EventBatch>,
     ) -> Result<StateMachineStore, StorageError> {
-        let rd = |e: &dyn std::error::Error| StorageIOError::read_state_machine(&io_err(&e.to_string()));
+        let rd =
+            |e: &dyn std::error::Error| StorageIOError::read_state_machine(&io_err(&e.to_string()));
         let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(|e| rd(&e))?;
         let data = db.open_tree(DATA_TREE).map_err(|e| rd(&e))?;
         let undo = db.open_tree(UNDO_TREE).map_err(|e| rd(&e))?;
@@ -258,6 +259,45 @@ impl StateMachineStore {
             Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
             None => Ok(got),
         }
+    }
+
+    /// Up to `max` tasks, live and finished, in id order, after `after` (exclusive).
+    pub fn tasks_after(&self, after: Option<&str>, max: usize) -> Result<Vec<TaskRecord>, StorageError> {
+        use std::ops::Bound;
+        let rd = |e: sled::Error| -> StorageError { StorageIOError::read_state_machine(&e).into() };
+        let mut out: Vec<TaskRecord> = {
+            let applied = self.applied_read();
+            let from = match after {
+                Some(a) => Bound::Excluded(a.to_string()),
+                None => Bound::Unbounded,
+            };
+            applied
+                .state
+                .tasks
+                .range::<String, _>((from, Bound::Unbounded))
+                .take(max)
+                .map(|(_, r)| r.clone())
+                .collect()
+        };
+        let from = match after {
+            Some(a) => Bound::Excluded(key::task(a)),
+            None => Bound::Included(key::TASK.to_vec()),
+        };
+        for item in self
+            .inner
+            .data
+            .range::<Vec<u8>, _>((from, Bound::Excluded(key::end(key::TASK))))
+            .take(max)
+        {
+            let (_, v) = item.map_err(rd)?;
+            if let Ok(rec) = decode::<TaskRecord>(&v) {
+                out.push(rec);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        out.truncate(max);
+        Ok(out)
     }
 
     /// Finished tasks, newest first, for which `keep` holds: at most `limit`, looking at most at
@@ -344,7 +384,13 @@ impl StateMachineStore {
         let seq = self.inner.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let name: String = format!("snap-{}-{seq}.bin", meta.snapshot_id)
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let old = {
             let _one_writer = self
@@ -400,8 +446,8 @@ fn load_snapshot(tree: &sled::Tree) -> Result<Option<(SnapshotMeta, String)>, St
         return Ok(None);
     };
     let meta: SnapshotMeta = decode(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-    let file = String::from_utf8(file.to_vec())
-        .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    let file =
+        String::from_utf8(file.to_vec()).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
     Ok(Some((meta, file)))
 }
 
@@ -461,14 +507,16 @@ fn write_item<W: Write>(w: &mut W, k: &[u8], v: &[u8]) -> std::io::Result<()> {
 /// batch; the marker makes a restart redo it if it is cut short. Blocking.
 fn load_file(data: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> Result<(), StorageError> {
     let sig = || Some(meta.signature());
-    let err = |e: &dyn std::error::Error| StorageIOError::read_snapshot(sig(), &io_err(&e.to_string()));
+    let err =
+        |e: &dyn std::error::Error| StorageIOError::read_snapshot(sig(), &io_err(&e.to_string()));
     let mut r = BufReader::with_capacity(
         SNAPSHOT_CHUNK_BYTES as usize,
         std::fs::File::open(path).map_err(|e| err(&e))?,
     );
     let (ctrl, _) = read_head(&mut r, meta).map_err(|e| err(&e))?;
     data.clear().map_err(|e| err(&e))?;
-    data.insert(KEY_INSTALLING, &b"1"[..]).map_err(|e| err(&e))?;
+    data.insert(KEY_INSTALLING, &b"1"[..])
+        .map_err(|e| err(&e))?;
     let mut batch = sled::Batch::default();
     let mut n = 0;
     while let Some((k, v)) = read_item(&mut r).map_err(|e| err(&e))? {
@@ -489,9 +537,15 @@ fn load_file(data: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> Result<(), 
 
 /// Write the snapshot file: the control record, then every data key as it was when the build
 /// was marked (a key written since has its pre-image in `undo`). Blocking.
-fn write_file(path: &Path, ctrl: &[u8], data: &sled::Tree, undo: &sled::Tree) -> std::io::Result<u64> {
+fn write_file(
+    path: &Path,
+    ctrl: &[u8],
+    data: &sled::Tree,
+    undo: &sled::Tree,
+) -> std::io::Result<u64> {
     let sled_err = |e: sled::Error| std::io::Error::other(e.to_string());
-    let mut w = BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES as usize, std::fs::File::create(path)?);
+    let mut w =
+        BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES as usize, std::fs::File::create(path)?);
     w.write_all(MAGIC)?;
     w.write_all(&(ctrl.len() as u64).to_le_bytes())?;
     w.write_all(ctrl)?;
@@ -564,7 +618,11 @@ impl StateMachineStore {
     ) -> Result<Snapshot<TypeConfig>, StorageError> {
         let tmp = self.temp_path("build");
         let written = {
-            let (tmp, data, undo) = (tmp.clone(), self.inner.data.clone(), self.inner.undo.clone());
+            let (tmp, data, undo) = (
+                tmp.clone(),
+                self.inner.data.clone(),
+                self.inner.undo.clone(),
+            );
             tokio::task::spawn_blocking(move || write_file(&tmp, &ctrl, &data, &undo)).await
         };
         self.applied_write().building = false;
@@ -620,7 +678,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let entries = entries.into_iter();
         let mut responses = Vec::with_capacity(entries.size_hint().0);
         let mut events = Vec::new();
-        let werr = |e: &sled::Error| -> StorageError { StorageIOError::write_state_machine(e).into() };
+        let werr =
+            |e: &sled::Error| -> StorageError { StorageIOError::write_state_machine(e).into() };
         for entry in entries {
             // One entry per lock: readers never wait for a whole batch of entries.
             let mut applied = self.applied_write();
@@ -712,7 +771,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Not while a build walks the data tree.
         let _no_build = self.inner.build.lock().await;
         let sig = || Some(meta.signature());
-        let werr = |e: &dyn std::error::Error| StorageIOError::write_snapshot(sig(), &io_err(&e.to_string()));
+        let werr = |e: &dyn std::error::Error| {
+            StorageIOError::write_snapshot(sig(), &io_err(&e.to_string()))
+        };
         let mut file = snapshot.into_std().await;
         file.sync_all().map_err(|e| werr(&e))?;
         let received = self

@@ -199,7 +199,10 @@ async fn file_bytes(snap: openraft::storage::Snapshot<TypeConfig>) -> Vec<u8> {
 }
 
 /// Everything a replica answers for: the in-memory state and every task, payloads included.
-fn view(sm: &StateMachineStore, ids: std::ops::Range<u64>) -> (ClusterState, Vec<Option<TaskRecord>>) {
+fn view(
+    sm: &StateMachineStore,
+    ids: std::ops::Range<u64>,
+) -> (ClusterState, Vec<Option<TaskRecord>>) {
     (
         sm.read(ClusterState::clone),
         ids.map(|t| sm.task(&format!("t{t}")).unwrap()).collect(),
@@ -215,7 +218,10 @@ async fn an_installed_snapshot_replaces_the_state_and_survives_a_restart() {
         let (_db, _log, mut leader) = open_at(&dir.path().join("leader"));
         leader.apply(entries()).await.unwrap();
         leader.apply(work(4, 0..30)).await.unwrap();
-        assert!(leader.read(|s| s.tasks.len()) == 10, "finished tasks left memory");
+        assert!(
+            leader.read(|s| s.tasks.len()) == 10,
+            "finished tasks left memory"
+        );
         let snap = leader
             .get_snapshot_builder()
             .await

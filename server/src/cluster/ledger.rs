@@ -15,7 +15,9 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 
 use super::proposer::ClusterError;
 use super::Cluster;
-use crate::tasks::ledger::{Admission, Ledger, LedgerError, Outcome};
+use crate::tasks::ledger::{
+    page, Admission, Ledger, LedgerError, Outcome, TaskPage, TaskQuery, LIST_SCAN_MAX,
+};
 
 /// Finished records `recent_failures` looks at, newest first.
 pub const FAILURES_SCAN_MAX: usize = 10_000;
@@ -169,14 +171,22 @@ impl Ledger for RaftLedger {
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError> {
         self.cluster
             .sm
-            .finished_newest(limit, FAILURES_SCAN_MAX, |r| {
-                r.status == TaskStatus::Failed
-            })
+            .finished_newest(limit, FAILURES_SCAN_MAX, |r| r.status == TaskStatus::Failed)
             .map_err(|e| LedgerError::Unavailable(format!("reading the replica: {e}")))
     }
 
     fn next_seq(&self) -> Result<u64, LedgerError> {
         Ok(0)
+    }
+
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError> {
+        // One more than the scan bound, so the page knows whether records remain.
+        let records = self
+            .cluster
+            .sm
+            .tasks_after(q.after.as_deref(), LIST_SCAN_MAX + 1)
+            .map_err(|e| LedgerError::Unavailable(format!("reading the replica: {e}")))?;
+        Ok(page(records.into_iter(), q, LIST_SCAN_MAX))
     }
 }
 

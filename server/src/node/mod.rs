@@ -333,7 +333,10 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                     .await
                 {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "purged finished tasks past their ttl or the retained maximum"),
+                    Ok(n) => tracing::info!(
+                        purged = n,
+                        "purged finished tasks past their ttl or the retained maximum"
+                    ),
                     Err(e) => tracing::error!(error = %e, "purge failed"),
                 }
             }

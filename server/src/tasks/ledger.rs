@@ -108,6 +108,66 @@ pub mod transition {
     }
 }
 
+/// Most tasks one listing page holds (`GET /api/tasks?limit=`).
+pub const TASK_PAGE_MAX: usize = 500;
+/// Records one listing call examines at most: a selective filter gets a short page and a cursor
+/// to continue from, never a scan of everything kept.
+pub const LIST_SCAN_MAX: usize = 2_000;
+
+/// Filters and paging of a task listing (`GET /api/tasks`). Tasks come in id order; `after` is
+/// the previous page's cursor (the last id it examined).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub agent: Option<String>,
+    pub source: Option<String>,
+    pub session_id: Option<String>,
+    /// Created at or after this time (Unix ms).
+    pub since_ms: Option<u64>,
+    pub after: Option<String>,
+    /// At most this many tasks (1..=[`TASK_PAGE_MAX`]).
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Does `r` pass the filters?
+    pub fn matches(&self, r: &TaskRecord) -> bool {
+        self.status.is_none_or(|s| r.status == s)
+            && self.agent.as_ref().is_none_or(|a| r.agent == *a)
+            && self.source.as_ref().is_none_or(|s| r.source == *s)
+            && self
+                .session_id
+                .as_ref()
+                .is_none_or(|s| r.session_id.as_deref() == Some(s.as_str()))
+            && self.since_ms.is_none_or(|t| r.created_at_ms >= t)
+    }
+}
+
+/// One page of a listing; `next` is the cursor of the next page (none: the end).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    pub next: Option<String>,
+}
+
+/// Page `records` (in id order, after the cursor): the matching ones until `q.limit` are found
+/// or `scan_max` were examined; a cursor when records remain.
+pub fn page(records: impl Iterator<Item = TaskRecord>, q: &TaskQuery, scan_max: usize) -> TaskPage {
+    let mut out = TaskPage::default();
+    let mut last = None;
+    for (scanned, r) in records.enumerate() {
+        if scanned >= scan_max || out.tasks.len() >= q.limit {
+            out.next = last;
+            return out;
+        }
+        last = Some(r.id.clone());
+        if q.matches(&r) {
+            out.tasks.push(r);
+        }
+    }
+    out
+}
+
 /// The ledger interface (local today, Raft-backed in the cluster).
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + 'static {
@@ -142,6 +202,8 @@ pub trait Ledger: Send + Sync + 'static {
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError>;
     /// A new admission sequence number.
     fn next_seq(&self) -> Result<u64, LedgerError>;
+    /// One page of tasks, live and finished, read from the store (see [`page`]).
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError>;
 }
 
 /// Finished records one purge pass or one `recent_failures` call looks at, at most.
@@ -381,7 +443,12 @@ impl Ledger for LocalLedger {
                             }
                         }
                     }
-                    if self.finished.remove(&k).map_err(StorageError::from)?.is_some() {
+                    if self
+                        .finished
+                        .remove(&k)
+                        .map_err(StorageError::from)?
+                        .is_some()
+                    {
                         self.retained.fetch_sub(1, Ordering::Relaxed);
                     }
                     batch += 1;
@@ -415,6 +482,14 @@ impl Ledger for LocalLedger {
 
     fn next_seq(&self) -> Result<u64, LedgerError> {
         Ok(self.store.next_seq()?)
+    }
+
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError> {
+        let records = self
+            .store
+            .tasks_after(q.after.as_deref())
+            .filter_map(Result::ok);
+        Ok(page(records, q, LIST_SCAN_MAX))
     }
 }
 
@@ -577,6 +652,47 @@ mod tests {
             ledger.finish("a", 1, ok_outcome(), 9).await,
             Err(LedgerError::WrongState { .. })
         ));
+    }
+
+    #[test]
+    fn listing_filters_and_pages() {
+        let mut recs: Vec<TaskRecord> = (0..6)
+            .map(|i| {
+                let mut r = record(&format!("t{i}"));
+                r.agent = if i % 2 == 0 { "a" } else { "b" }.into();
+                r.created_at_ms = i * 10;
+                r.session_id = (i == 3).then(|| "s".to_string());
+                r
+            })
+            .collect();
+        recs[5].status = TaskStatus::Failed;
+        let q = |f: &dyn Fn(&mut TaskQuery)| {
+            let mut q = TaskQuery {
+                limit: 10,
+                ..Default::default()
+            };
+            f(&mut q);
+            let p = page(recs.clone().into_iter(), &q, 4);
+            (
+                p.tasks.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+                p.next,
+            )
+        };
+        let cases: Vec<(&str, (Vec<String>, Option<String>), (Vec<&str>, Option<&str>))> = vec![
+            ("all, scan bound 4", q(&|_| {}), (vec!["t0", "t1", "t2", "t3"], Some("t3"))),
+            ("limit 2", q(&|q| q.limit = 2), (vec!["t0", "t1"], Some("t1"))),
+            ("agent b", q(&|q| q.agent = Some("b".into())), (vec!["t1", "t3"], Some("t3"))),
+            ("session", q(&|q| q.session_id = Some("s".into())), (vec!["t3"], Some("t3"))),
+            ("since 20", q(&|q| q.since_ms = Some(20)), (vec!["t2", "t3"], Some("t3"))),
+            ("status", q(&|q| q.status = Some(TaskStatus::Failed)), (vec![], Some("t3"))),
+        ];
+        for (name, got, (ids, next)) in cases {
+            assert_eq!(got.0, ids, "{name}");
+            assert_eq!(got.1.as_deref(), next, "{name}");
+        }
+        // The end: no cursor.
+        let p = page(recs[4..].to_vec().into_iter(), &TaskQuery { limit: 10, ..Default::default() }, 4);
+        assert_eq!((p.tasks.len(), p.next), (2, None));
     }
 
     /// Retention on the local ledger: past the TTL and over the count bound, the oldest
