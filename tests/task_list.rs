@@ -13,8 +13,6 @@ use common::{assert_error, config, NodeApi, Sim, BIN, TASK_DEADLINE};
 use openclaw_harness::{Cluster, ClusterSpec};
 use serde_json::{json, Value};
 
-
-
 /// Every page of `query` (a `&`-joined query string without `cursor`), `limit` per page.
 async fn all_pages(node: &NodeApi, query: &str, limit: usize) -> (Vec<Value>, usize) {
     let mut out = Vec::new();
@@ -125,7 +123,10 @@ async fn every_cluster_node_lists_the_same_tasks() {
             if ids(&tasks) == all {
                 break;
             }
-            assert!(Instant::now() < deadline, "a replica never listed every task");
+            assert!(
+                Instant::now() < deadline,
+                "a replica never listed every task"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         check_listing(node, &all, &s1).await;

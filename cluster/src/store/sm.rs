@@ -262,7 +262,11 @@ impl StateMachineStore {
     }
 
     /// Up to `max` tasks, live and finished, in id order, after `after` (exclusive).
-    pub fn tasks_after(&self, after: Option<&str>, max: usize) -> Result<Vec<TaskRecord>, StorageError> {
+    pub fn tasks_after(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<TaskRecord>, StorageError> {
         use std::ops::Bound;
         let rd = |e: sled::Error| -> StorageError { StorageIOError::read_state_machine(&e).into() };
         let mut out: Vec<TaskRecord> = {

@@ -168,11 +168,10 @@ impl Conn {
                 .post(&self.addr, path, req, option.hard_ttl())
                 .await
         };
-        let res: Result<Resp, RaftError<NodeId, E>> = sent
-            .map_err(|e| match e {
-                PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let res: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
+            PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
+        })?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

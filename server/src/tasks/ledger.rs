@@ -678,20 +678,55 @@ mod tests {
                 p.next,
             )
         };
-        let cases: Vec<(&str, (Vec<String>, Option<String>), (Vec<&str>, Option<&str>))> = vec![
-            ("all, scan bound 4", q(&|_| {}), (vec!["t0", "t1", "t2", "t3"], Some("t3"))),
-            ("limit 2", q(&|q| q.limit = 2), (vec!["t0", "t1"], Some("t1"))),
-            ("agent b", q(&|q| q.agent = Some("b".into())), (vec!["t1", "t3"], Some("t3"))),
-            ("session", q(&|q| q.session_id = Some("s".into())), (vec!["t3"], Some("t3"))),
-            ("since 20", q(&|q| q.since_ms = Some(20)), (vec!["t2", "t3"], Some("t3"))),
-            ("status", q(&|q| q.status = Some(TaskStatus::Failed)), (vec![], Some("t3"))),
+        let cases: Vec<(
+            &str,
+            (Vec<String>, Option<String>),
+            (Vec<&str>, Option<&str>),
+        )> = vec![
+            (
+                "all, scan bound 4",
+                q(&|_| {}),
+                (vec!["t0", "t1", "t2", "t3"], Some("t3")),
+            ),
+            (
+                "limit 2",
+                q(&|q| q.limit = 2),
+                (vec!["t0", "t1"], Some("t1")),
+            ),
+            (
+                "agent b",
+                q(&|q| q.agent = Some("b".into())),
+                (vec!["t1", "t3"], Some("t3")),
+            ),
+            (
+                "session",
+                q(&|q| q.session_id = Some("s".into())),
+                (vec!["t3"], Some("t3")),
+            ),
+            (
+                "since 20",
+                q(&|q| q.since_ms = Some(20)),
+                (vec!["t2", "t3"], Some("t3")),
+            ),
+            (
+                "status",
+                q(&|q| q.status = Some(TaskStatus::Failed)),
+                (vec![], Some("t3")),
+            ),
         ];
         for (name, got, (ids, next)) in cases {
             assert_eq!(got.0, ids, "{name}");
             assert_eq!(got.1.as_deref(), next, "{name}");
         }
         // The end: no cursor.
-        let p = page(recs[4..].to_vec().into_iter(), &TaskQuery { limit: 10, ..Default::default() }, 4);
+        let p = page(
+            recs[4..].to_vec().into_iter(),
+            &TaskQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            4,
+        );
         assert_eq!((p.tasks.len(), p.next), (2, None));
     }
 
