@@ -678,11 +678,9 @@ mod tests {
                 p.next,
             )
         };
-        let cases: Vec<(
-            &str,
-            (Vec<String>, Option<String>),
-            (Vec<&str>, Option<&str>),
-        )> = vec![
+        type Got = (Vec<String>, Option<String>);
+        type Want<'a> = (Vec<&'a str>, Option<&'a str>);
+        let cases: Vec<(&str, Got, Want)> = vec![
             (
                 "all, scan bound 4",
                 q(&|_| {}),
@@ -720,7 +718,7 @@ mod tests {
         }
         // The end: no cursor.
         let p = page(
-            recs[4..].to_vec().into_iter(),
+            recs[4..].iter().cloned(),
             &TaskQuery {
                 limit: 10,
                 ..Default::default()
