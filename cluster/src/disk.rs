@@ -164,3 +164,31 @@ pub mod key {
         Some((u64::from_be_bytes(at), id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The overlay reads its own writes first, and a range merges them with the base's, deletes
+    /// included, still returning `max` entries when the base has enough.
+    #[test]
+    fn overlay_reads_its_batch_first() {
+        let mut base = MemDisk::default();
+        for k in ["a1", "a2", "a3", "a4", "b1"] {
+            base.put(k.as_bytes().to_vec(), k.as_bytes().to_vec());
+        }
+        let mut o = Overlay::new(&base);
+        o.del(b"a1");
+        o.del(b"a2");
+        o.put(b"a25".to_vec(), b"new".to_vec());
+        assert_eq!(o.get(b"a1"), None);
+        assert_eq!(o.get(b"a3").as_deref(), Some(&b"a3"[..]));
+        let keys: Vec<Vec<u8>> = o.range(b"a", b"b", 2).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"a25".to_vec(), b"a3".to_vec()]);
+        let all = o.range(b"a", &key::end(b"a"), 10);
+        assert_eq!(all.len(), 3);
+        assert_eq!(key::end(b"f/"), b"f0".to_vec());
+        let timed = key::finished(7, "x");
+        assert_eq!(key::split_timed(&timed), Some((7, "x".to_string())));
+    }
+}
