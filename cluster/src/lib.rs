@@ -1,7 +1,9 @@
 //! openclaw-node's replicated control plane.
 //!
 //! - [`types`]: node ids, the Raft type configuration, the batched commands and their replies.
-//! - [`state`]: the replicated state and its pure, deterministic `apply`.
+//! - [`state`]: the replicated state's in-memory part and its deterministic `apply`.
+//! - [`disk`]: the on-disk part `apply` writes through (finished records, idempotency keys,
+//!   the retention index), with an in-memory implementation for tests.
 //! - [`placement`]: pure decisions — which node owns a new task, what an idle node steals, where
 //!   a dead node's tasks go.
 //! - [`lease`]: pure budget and rate-limit lease arithmetic.
@@ -11,6 +13,7 @@
 pub mod types;
 
 pub use types::*;
+pub mod disk;
 pub mod lease;
 pub mod mesh;
 pub mod placement;

@@ -1,13 +1,22 @@
-//! The replicated state and its `apply`: a pure, deterministic function of (state, batch).
+//! The replicated state and its `apply`: a deterministic function of (state, disk, batch).
 //!
 //! No clock (time is the batch's `now_ms`, stamped by the leader), no randomness, ordered maps
-//! only, so every replica computes the same state and the same replies.
+//! only, so every replica computes the same state, the same disk bytes and the same replies.
+//!
+//! Memory holds what decisions need: the live (queued or running) tasks, the nodes, the budget
+//! and rate maps, and per-status counts of the finished tasks kept. Everything that grows with
+//! the work kept — finished records (input, output, prompt breakdown), idempotency keys, applied
+//! spend ids — is written by `apply` through [`Disk`] (see [`crate::disk`]) and read from there
+//! on demand. Retention ([`Command::Retain`]) removes the oldest finished records first, at most
+//! [`PURGE_BATCH_MAX`] per command, each through the `f/` index (a few key operations each).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use openclaw_proto::codec::{decode, encode};
 use openclaw_proto::{TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
+use crate::disk::{key, Disk, DiskRead};
 use crate::lease;
 use crate::placement::{self, NodeLoad, LEVELS};
 use crate::transition;
@@ -16,6 +25,11 @@ use crate::types::*;
 /// How long applied `Spend` ids are remembered (pruned by `Purge`); a node retries a settlement
 /// for well under a minute.
 pub const SPEND_IDS_KEEP_MS: u64 = 10 * 60 * 1000;
+
+/// Finished records (and, separately, expired spend ids) one `Purge`/`Retain` command removes at
+/// most; the proposer repeats the command while a full batch comes back, so one command stays a
+/// short step of `apply` however much is due.
+pub const PURGE_BATCH_MAX: u32 = 10_000;
 
 /// What the cluster knows of one node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,20 +79,23 @@ pub struct RateWindow {
     pub per_node: BTreeMap<NodeId, (u64, u64)>,
 }
 
-/// The whole replicated state. (Equality ignores the derived load index.)
+/// The in-memory part of the replicated state. (Equality ignores the derived load index.)
+///
+/// Serialising it writes the control state only: the live tasks are stored one key each on
+/// disk (`l/<id>`) and reloaded with [`ClusterState::load_live`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// The live (queued or running) tasks; finished ones are on disk only.
+    #[serde(skip)]
     pub tasks: BTreeMap<String, TaskRecord>,
-    pub idempotency: BTreeMap<String, String>,
+    /// Finished tasks kept on disk, by status.
+    pub retained: BTreeMap<String, u64>,
     pub seq: u64,
     pub nodes: BTreeMap<NodeId, NodeState>,
     pub budget_period: String,
     pub budget: BTreeMap<String, BudgetScope>,
     /// Spend per model in the current period: (tokens, cost).
     pub model_spend: BTreeMap<String, (u64, f64)>,
-    /// Ids of applied `Spend`s (→ time applied), kept [`SPEND_IDS_KEEP_MS`] so a retried
-    /// settlement is not counted twice.
-    pub spends: BTreeMap<String, u64>,
     /// Threshold actions claimed: (period, scope, percent).
     pub thresholds: BTreeSet<(String, String, u32)>,
     pub rate: BTreeMap<String, RateWindow>,
@@ -94,13 +111,12 @@ pub struct ClusterState {
 impl PartialEq for ClusterState {
     fn eq(&self, o: &Self) -> bool {
         self.tasks == o.tasks
-            && self.idempotency == o.idempotency
+            && self.retained == o.retained
             && self.seq == o.seq
             && self.nodes == o.nodes
             && self.budget_period == o.budget_period
             && self.budget == o.budget
             && self.model_spend == o.model_spend
-            && self.spends == o.spends
             && self.thresholds == o.thresholds
             && self.rate == o.rate
             && self.now_ms == o.now_ms
@@ -108,8 +124,9 @@ impl PartialEq for ClusterState {
 }
 
 impl ClusterState {
-    /// Apply one batch; returns one reply per command and the events for the local node.
-    pub fn apply(&mut self, req: &Request) -> (Response, Vec<Event>) {
+    /// Apply one batch, writing what is not kept in memory to `disk`; returns one reply per
+    /// command and the events for the local node.
+    pub fn apply(&mut self, req: &Request, disk: &mut dyn Disk) -> (Response, Vec<Event>) {
         if !self.loads_valid {
             self.rebuild_loads();
         }
@@ -119,20 +136,20 @@ impl ClusterState {
         let replies = req
             .cmds
             .iter()
-            .map(|c| self.apply_one(c, &mut events))
+            .map(|c| self.apply_one(c, disk, &mut events))
             .collect();
         (Response { replies }, events)
     }
 
-    fn apply_one(&mut self, cmd: &Command, ev: &mut Vec<Event>) -> Reply {
+    fn apply_one(&mut self, cmd: &Command, disk: &mut dyn Disk, ev: &mut Vec<Event>) -> Reply {
         let now = self.now_ms;
         match cmd {
             Command::Admit {
                 rec,
                 via,
                 may_preempt,
-            } => self.admit(rec, *via, *may_preempt, ev),
-            Command::Start { id, node } => self.modify(id, ev, |rec| {
+            } => self.admit(rec, *via, *may_preempt, disk, ev),
+            Command::Start { id, node } => self.modify(id, disk, ev, |rec| {
                 if rec.owner.as_deref() != Some(owner_name(*node).as_str()) {
                     return Err(Rejection::NotOwner {
                         id: rec.id.clone(),
@@ -144,22 +161,24 @@ impl ClusterState {
             }),
             Command::Finish { id, epoch, outcome } => {
                 let outcome = (**outcome).clone();
-                self.modify(id, ev, |rec| transition::finish(rec, *epoch, outcome, now))
+                self.modify(id, disk, ev, |rec| {
+                    transition::finish(rec, *epoch, outcome, now)
+                })
             }
             Command::Requeue {
                 id,
                 epoch,
                 preempted,
-            } => self.modify(id, ev, |rec| {
+            } => self.modify(id, disk, ev, |rec| {
                 let owner = rec.owner.clone();
                 let mut r = transition::requeue(rec, *epoch, *preempted)?;
                 r.owner = owner;
                 Ok(r)
             }),
             Command::Cancel { id } => {
-                self.modify(id, ev, |rec| transition::cancel_queued(rec, now))
+                self.modify(id, disk, ev, |rec| transition::cancel_queued(rec, now))
             }
-            Command::Steal { node, max } => self.steal(*node, *max, ev),
+            Command::Steal { node, max } => self.steal(*node, *max, disk, ev),
             Command::Heartbeat { node, report } => {
                 let n = self.nodes.entry(*node).or_default();
                 n.http_addr = report.http_addr.clone();
@@ -169,33 +188,23 @@ impl ClusterState {
                 n.dead = false;
                 Reply::Ok
             }
-            Command::Expire => self.expire(ev),
+            Command::Expire => self.expire(disk, ev),
             Command::Leave { node } => {
                 if self.nodes.remove(node).is_none() {
                     return Reply::Rejected(Rejection::UnknownNode(*node));
                 }
                 self.drop_slices(*node);
-                Reply::Moved(self.reassign_orphans(ev))
+                Reply::Moved(self.reassign_orphans(disk, ev))
             }
             Command::Purge { before_ms } => {
-                let old: Vec<String> = self
-                    .tasks
-                    .values()
-                    .filter(|r| r.status.is_final() && r.finished_at_ms.unwrap_or(0) < *before_ms)
-                    .map(|r| r.id.clone())
-                    .collect();
-                for id in &old {
-                    if let Some(rec) = self.tasks.remove(id) {
-                        if let Some(key) = &rec.idempotency_key {
-                            if self.idempotency.get(key) == Some(id) {
-                                self.idempotency.remove(key);
-                            }
-                        }
-                    }
-                }
-                let keep_from = now.saturating_sub(SPEND_IDS_KEEP_MS);
-                self.spends.retain(|_, at| *at >= keep_from);
-                Reply::Purged(old.len() as u64)
+                Reply::Purged(self.retain(disk, *before_ms, u64::MAX, PURGE_BATCH_MAX))
+            }
+            Command::Retain {
+                before_ms,
+                keep_max,
+                max,
+            } => {
+                Reply::Purged(self.retain(disk, *before_ms, *keep_max, (*max).min(PURGE_BATCH_MAX)))
             }
             Command::LeaseBudget {
                 node,
@@ -242,10 +251,13 @@ impl ClusterState {
                 if !self.roll_period(period) {
                     return Reply::Ok;
                 }
-                if self.spends.insert(id.clone(), now).is_some() {
+                if disk.get(&key::spend(id)).is_some() {
                     // Already counted: a retry of a settlement whose first answer was lost.
                     return Reply::Ok;
                 }
+                // Remembered [`SPEND_IDS_KEEP_MS`] (pruned by `Purge`/`Retain`).
+                disk.put(key::spend(id), now.to_be_bytes().to_vec());
+                disk.put(key::spend_at(now, id), Vec::new());
                 for scope in scopes {
                     let s = self.budget.entry(scope.clone()).or_default();
                     s.spent_tokens = s.spent_tokens.saturating_add(*tokens);
@@ -429,34 +441,141 @@ impl ClusterState {
         self.loads_valid = true;
     }
 
-    /// Replace (or insert) a task, keeping the load index right.
-    fn put(&mut self, rec: TaskRecord) {
-        if let Some(old) = self.tasks.get(&rec.id) {
-            if let Some(o) = owner_id(old) {
-                let e = self.loads.entry(o).or_default();
-                count(old, &mut e.0, &mut e.1, -1);
-            }
+    /// Load the live tasks stored by `apply` (after decoding the control state).
+    pub fn load_live<D: DiskRead + ?Sized>(&mut self, disk: &D) {
+        self.tasks = disk
+            .range(key::LIVE, &key::end(key::LIVE), usize::MAX)
+            .into_iter()
+            .filter_map(|(_, v)| dec::<TaskRecord>(&v))
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        self.loads_valid = false;
+    }
+
+    /// A task, live or finished (read from `disk`).
+    pub fn task<D: DiskRead + ?Sized>(&self, disk: &D, id: &str) -> Option<TaskRecord> {
+        match self.tasks.get(id) {
+            Some(r) => Some(r.clone()),
+            None => disk.get(&key::task(id)).and_then(|v| dec(&v)),
         }
+    }
+
+    /// Finished tasks kept, all statuses.
+    pub fn retained_total(&self) -> u64 {
+        self.retained.values().sum()
+    }
+
+    /// Replace (or insert) a live task, keeping the load index right.
+    fn put_live(&mut self, rec: TaskRecord, disk: &mut dyn Disk) {
+        self.remove_live(&rec.id, disk);
         if let Some(o) = owner_id(&rec) {
             let e = self.loads.entry(o).or_default();
             count(&rec, &mut e.0, &mut e.1, 1);
         }
+        disk.put(key::live(&rec.id), enc(&rec));
         self.tasks.insert(rec.id.clone(), rec);
+    }
+
+    fn remove_live(&mut self, id: &str, disk: &mut dyn Disk) {
+        if let Some(old) = self.tasks.remove(id) {
+            if let Some(o) = owner_id(&old) {
+                let e = self.loads.entry(o).or_default();
+                count(&old, &mut e.0, &mut e.1, -1);
+            }
+            disk.del(&key::live(id));
+        }
+    }
+
+    /// Store `rec` where its status says: live in memory (and `l/`), finished on disk only.
+    fn store(&mut self, old: Option<&TaskRecord>, rec: TaskRecord, disk: &mut dyn Disk) {
+        if let Some(old) = old.filter(|o| o.status.is_final()) {
+            self.forget_finished(old, disk);
+        }
+        if rec.status.is_final() {
+            self.remove_live(&rec.id, disk);
+            let at = rec.finished_at_ms.unwrap_or(self.now_ms);
+            disk.put(key::finished(at, &rec.id), Vec::new());
+            disk.put(key::task(&rec.id), enc(&rec));
+            *self
+                .retained
+                .entry(rec.status.as_str().to_string())
+                .or_default() += 1;
+        } else {
+            self.put_live(rec, disk);
+        }
+    }
+
+    /// Remove a finished record and its index entries from disk.
+    fn forget_finished(&mut self, rec: &TaskRecord, disk: &mut dyn Disk) {
+        let at = rec.finished_at_ms.unwrap_or(self.now_ms);
+        disk.del(&key::finished(at, &rec.id));
+        disk.del(&key::task(&rec.id));
+        if let Some(k) = &rec.idempotency_key {
+            if disk.get(&key::idempotency(k)).as_deref() == Some(rec.id.as_bytes()) {
+                disk.del(&key::idempotency(k));
+            }
+        }
+        let status = rec.status.as_str();
+        if let Some(n) = self.retained.get_mut(status) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.retained.remove(status);
+            }
+        }
+    }
+
+    /// Remove finished records, oldest first: every one that ended before `before_ms`, and
+    /// more while over `keep_max`; at most `max`. Also forgets spend ids past their window.
+    fn retain(&mut self, disk: &mut dyn Disk, before_ms: u64, keep_max: u64, max: u32) -> u64 {
+        let over = self.retained_total().saturating_sub(keep_max);
+        let mut n = 0u64;
+        let oldest = disk.range(key::FINISHED, &key::end(key::FINISHED), max as usize);
+        for (k, _) in oldest {
+            let Some((at, id)) = key::split_timed(&k) else {
+                disk.del(&k);
+                continue;
+            };
+            if n >= over && at >= before_ms {
+                break;
+            }
+            match disk
+                .get(&key::task(&id))
+                .and_then(|v| dec::<TaskRecord>(&v))
+            {
+                Some(rec) => self.forget_finished(&rec, disk),
+                None => disk.del(&k),
+            }
+            n += 1;
+        }
+        let keep_from = self.now_ms.saturating_sub(SPEND_IDS_KEEP_MS);
+        let old_spends = disk.range(
+            key::SPEND_AT,
+            &key::spend_at(keep_from, ""),
+            PURGE_BATCH_MAX as usize,
+        );
+        for (k, _) in old_spends {
+            if let Some((_, id)) = key::split_timed(&k) {
+                disk.del(&key::spend(&id));
+            }
+            disk.del(&k);
+        }
+        n
     }
 
     fn modify(
         &mut self,
         id: &str,
+        disk: &mut dyn Disk,
         ev: &mut Vec<Event>,
         f: impl FnOnce(TaskRecord) -> Result<TaskRecord, Rejection>,
     ) -> Reply {
-        let Some(old) = self.tasks.get(id).cloned() else {
+        let Some(old) = self.task(&*disk, id) else {
             return Reply::Rejected(Rejection::NotFound(id.to_string()));
         };
         match f(old.clone()) {
             Ok(rec) => {
                 emit(&old, &rec, ev);
-                self.put(rec.clone());
+                self.store(Some(&old), rec.clone(), disk);
                 Reply::Task(Box::new(rec))
             }
             Err(e) => Reply::Rejected(e),
@@ -468,16 +587,21 @@ impl ClusterState {
         rec: &TaskRecord,
         via: NodeId,
         may_preempt: bool,
+        disk: &mut dyn Disk,
         ev: &mut Vec<Event>,
     ) -> Reply {
-        if let Some(key) = &rec.idempotency_key {
-            if let Some(first) = self.idempotency.get(key).and_then(|id| self.tasks.get(id)) {
-                return Reply::Duplicate(Box::new(first.clone()));
+        if let Some(k) = &rec.idempotency_key {
+            let first = disk
+                .get(&key::idempotency(k))
+                .and_then(|id| String::from_utf8(id).ok())
+                .and_then(|id| self.task(&*disk, &id));
+            if let Some(first) = first {
+                return Reply::Duplicate(Box::new(first));
             }
         }
-        if self.tasks.contains_key(&rec.id) {
+        if let Some(same) = self.task(&*disk, &rec.id) {
             // The same command applied twice (a retried forward): idempotent.
-            return Reply::Duplicate(Box::new(self.tasks[&rec.id].clone()));
+            return Reply::Duplicate(Box::new(same));
         }
         let live = self.live_loads();
         let owner = placement::place(&live, rec.priority, may_preempt).unwrap_or(via);
@@ -487,18 +611,24 @@ impl ClusterState {
         r.status = TaskStatus::Queued;
         r.owner = Some(owner_name(owner));
         r.epoch = 0;
-        if let Some(key) = &r.idempotency_key {
-            self.idempotency.insert(key.clone(), r.id.clone());
+        if let Some(k) = &r.idempotency_key {
+            disk.put(key::idempotency(k), r.id.as_bytes().to_vec());
         }
         ev.push(Event::Queued {
             id: r.id.clone(),
             owner,
         });
-        self.put(r.clone());
+        self.store(None, r.clone(), disk);
         Reply::Task(Box::new(r))
     }
 
-    fn steal(&mut self, thief: NodeId, max: u32, ev: &mut Vec<Event>) -> Reply {
+    fn steal(
+        &mut self,
+        thief: NodeId,
+        max: u32,
+        disk: &mut dyn Disk,
+        ev: &mut Vec<Event>,
+    ) -> Reply {
         if !self.is_live(thief) {
             return Reply::Moved(Vec::new());
         }
@@ -515,9 +645,9 @@ impl ClusterState {
                 .collect();
             q.sort();
             for (_, _, id) in q.into_iter().take(n as usize) {
-                if let Reply::Task(_) =
-                    self.modify(&id, ev, |r| transition::reassign(r, &owner_name(thief)))
-                {
+                if let Reply::Task(_) = self.modify(&id, disk, ev, |r| {
+                    transition::reassign(r, &owner_name(thief))
+                }) {
                     moved.push(id);
                 }
             }
@@ -525,7 +655,7 @@ impl ClusterState {
         Reply::Moved(moved)
     }
 
-    fn expire(&mut self, ev: &mut Vec<Event>) -> Reply {
+    fn expire(&mut self, disk: &mut dyn Disk, ev: &mut Vec<Event>) -> Reply {
         let now = self.now_ms;
         let newly: Vec<NodeId> = self
             .nodes
@@ -539,7 +669,7 @@ impl ClusterState {
             }
             self.drop_slices(*id);
         }
-        let moved = self.reassign_orphans(ev);
+        let moved = self.reassign_orphans(disk, ev);
         if newly.is_empty() {
             Reply::Moved(moved)
         } else {
@@ -548,7 +678,7 @@ impl ClusterState {
     }
 
     /// Move every unfinished task whose owner is not live to a live node, most urgent first.
-    fn reassign_orphans(&mut self, ev: &mut Vec<Event>) -> Vec<String> {
+    fn reassign_orphans(&mut self, disk: &mut dyn Disk, ev: &mut Vec<Event>) -> Vec<String> {
         let orphaned_owners: Vec<NodeId> = self
             .loads
             .iter()
@@ -582,7 +712,7 @@ impl ClusterState {
                 break;
             };
             if let Reply::Task(_) =
-                self.modify(&id, ev, |r| transition::reassign(r, &owner_name(to)))
+                self.modify(&id, disk, ev, |r| transition::reassign(r, &owner_name(to)))
             {
                 if let Some(l) = live.iter_mut().find(|l| l.id == to) {
                     l.queued[level as usize] += 1;
@@ -613,6 +743,19 @@ impl ClusterState {
             }
         }
     }
+}
+
+/// Encode a value for the disk. Encoding our own types cannot fail in practice; if it did, the
+/// value is stored empty (and reads as absent) on every replica alike.
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    encode(v).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "encoding a state value failed");
+        Vec::new()
+    })
+}
+
+fn dec<T: serde::de::DeserializeOwned>(v: &[u8]) -> Option<T> {
+    decode(v).ok()
 }
 
 fn count(rec: &TaskRecord, q: &mut [u32; LEVELS], r: &mut [u32; LEVELS], d: i32) {
@@ -663,7 +806,44 @@ fn emit(old: &TaskRecord, new: &TaskRecord, ev: &mut Vec<Event>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::MemDisk;
     use openclaw_proto::Priority;
+
+    /// A replica: the in-memory state and its disk.
+    #[derive(Default, Clone)]
+    struct R {
+        s: ClusterState,
+        d: MemDisk,
+    }
+
+    impl std::ops::Deref for R {
+        type Target = ClusterState;
+        fn deref(&self) -> &ClusterState {
+            &self.s
+        }
+    }
+
+    impl std::ops::DerefMut for R {
+        fn deref_mut(&mut self) -> &mut ClusterState {
+            &mut self.s
+        }
+    }
+
+    impl R {
+        fn apply(&mut self, req: &Request) -> (Response, Vec<Event>) {
+            self.s.apply(req, &mut self.d)
+        }
+
+        /// What a snapshot carries: the control state's bytes and the disk; restored as a new
+        /// node would (decode, then load the live tasks from disk).
+        fn snapshot_round_trip(&self) -> R {
+            let bytes = openclaw_proto::codec::encode(&self.s).unwrap();
+            let mut s: ClusterState = openclaw_proto::codec::decode(&bytes).unwrap();
+            let d = self.d.clone();
+            s.load_live(&d);
+            R { s, d }
+        }
+    }
 
     fn rec(id: &str, p: Priority) -> TaskRecord {
         TaskRecord::queued(id, "main", "hi", p)
@@ -688,7 +868,7 @@ mod tests {
         }
     }
 
-    fn run(s: &mut ClusterState, now_ms: u64, cmds: Vec<Command>) -> (Vec<Reply>, Vec<Event>) {
+    fn run(s: &mut R, now_ms: u64, cmds: Vec<Command>) -> (Vec<Reply>, Vec<Event>) {
         let (r, e) = s.apply(&Request { now_ms, cmds });
         (r.replies, e)
     }
@@ -702,7 +882,7 @@ mod tests {
 
     #[test]
     fn admission_spreads_over_live_nodes_and_honours_idempotency() {
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         run(&mut s, 0, vec![hb(1, 1), hb(2, 1), hb(3, 1)]);
         let (r, ev) = run(
             &mut s,
@@ -744,7 +924,7 @@ mod tests {
 
     #[test]
     fn only_the_owner_starts_and_only_the_current_epoch_finishes() {
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         run(&mut s, 0, vec![hb(1, 2), hb(2, 2)]);
         run(&mut s, 1, vec![admit("a", Priority::High)]);
         let (r, _) = run(
@@ -799,7 +979,7 @@ mod tests {
 
     #[test]
     fn a_dead_nodes_tasks_move_and_its_old_run_is_fenced() {
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         run(&mut s, 0, vec![hb(1, 1), hb(2, 1)]);
         run(
             &mut s,
@@ -853,7 +1033,7 @@ mod tests {
 
     #[test]
     fn idle_nodes_steal_from_backlogged_ones() {
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         run(&mut s, 0, vec![hb(1, 1)]);
         let cmds = (0..5)
             .map(|i| admit(&format!("t{i}"), Priority::Normal))
@@ -877,7 +1057,7 @@ mod tests {
 
     #[test]
     fn budget_slices_never_pass_the_limit_and_thresholds_fire_once() {
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         let limit = BudgetLimit {
             tokens: Some(1000),
             cost_usd: None,
@@ -987,7 +1167,7 @@ mod tests {
     #[test]
     fn rate_slices_stay_within_every_sliding_window() {
         // 10 requests per window of 5 buckets: any 6 consecutive buckets hold at most 10 grants.
-        let mut s = ClusterState::default();
+        let mut s = R::default();
         let limit = RateLimit {
             requests: Some(10),
             tokens: None,
@@ -1071,19 +1251,230 @@ mod tests {
                 ],
             })
             .collect();
-        let mut a = ClusterState::default();
-        let mut b = ClusterState::default();
+        let mut a = R::default();
+        let mut b = R::default();
         for (i, req) in batches.iter().enumerate() {
-            let ra = a.apply(req);
+            // Finish what was started two batches ago, with a payload, and keep at most 4.
+            let mut req = req.clone();
+            if i >= 2 {
+                let id = format!("t{}", (i - 2) / 2);
+                let epoch = a.tasks.get(&id).map(|r| r.epoch).unwrap_or(0);
+                let mut out = Outcome::failed("x", "y");
+                out.status = TaskStatus::Succeeded;
+                out.output = Some(format!("output of {id}"));
+                req.cmds.push(Command::Finish {
+                    id,
+                    epoch,
+                    outcome: Box::new(out),
+                });
+                req.cmds.push(Command::Retain {
+                    before_ms: 0,
+                    keep_max: 4,
+                    max: 2,
+                });
+            }
             if i == 10 {
                 // b restarts from a snapshot of itself here.
-                let bytes = openclaw_proto::codec::encode(&b).unwrap();
-                b = openclaw_proto::codec::decode(&bytes).unwrap();
+                let restored = b.snapshot_round_trip();
+                assert!(
+                    restored.s == b.s && restored.d == b.d,
+                    "a restored snapshot compares equal, payloads included"
+                );
+                b = restored;
             }
-            let rb = b.apply(req);
+            let ra = a.apply(&req);
+            let rb = b.apply(&req);
             assert_eq!(ra, rb, "batch {i}");
         }
-        assert_eq!(a.tasks, b.tasks);
+        assert!(a.retained_total() > 0, "some finished records are kept");
+        assert!(a.retained_total() <= 4);
+        assert_eq!(a.s, b.s);
+        assert_eq!(a.d, b.d, "the disks hold the same bytes, payloads included");
         assert_eq!(a.loads, b.loads);
+        let restored = a.snapshot_round_trip();
+        assert!(restored.s == a.s && restored.d == a.d);
+    }
+
+    fn finish(id: &str, epoch: u64, output: &str) -> Command {
+        let mut out = Outcome::failed("x", "y");
+        out.status = TaskStatus::Succeeded;
+        out.output = Some(output.into());
+        Command::Finish {
+            id: id.into(),
+            epoch,
+            outcome: Box::new(out),
+        }
+    }
+
+    #[test]
+    fn finished_tasks_leave_memory_and_are_read_from_disk() {
+        let mut s = R::default();
+        run(&mut s, 0, vec![hb(1, 1)]);
+        let mut k = rec("a", Priority::Normal);
+        k.idempotency_key = Some("key".into());
+        run(
+            &mut s,
+            1,
+            vec![Command::Admit {
+                rec: Box::new(k),
+                via: 1,
+                may_preempt: false,
+            }],
+        );
+        run(
+            &mut s,
+            2,
+            vec![Command::Start {
+                id: "a".into(),
+                node: 1,
+            }],
+        );
+        let (r, ev) = run(&mut s, 3, vec![finish("a", 1, "the answer")]);
+        assert_eq!(task(&r[0]).status, TaskStatus::Succeeded);
+        assert_eq!(ev, vec![Event::Finished { id: "a".into() }]);
+        assert!(s.tasks.is_empty(), "a finished task is not held in memory");
+        let got = s.s.task(&s.d, "a").unwrap();
+        assert_eq!(
+            (got.output.as_deref(), got.input.as_str()),
+            (Some("the answer"), "hi")
+        );
+        assert_eq!(s.retained_total(), 1);
+        // Its idempotency key still finds it; a second finish is refused as before.
+        let mut k2 = rec("b", Priority::Normal);
+        k2.idempotency_key = Some("key".into());
+        let (r, _) = run(
+            &mut s,
+            4,
+            vec![
+                Command::Admit {
+                    rec: Box::new(k2),
+                    via: 1,
+                    may_preempt: false,
+                },
+                finish("a", 1, "again"),
+            ],
+        );
+        assert!(matches!(&r[0], Reply::Duplicate(t) if t.id == "a"));
+        assert!(matches!(
+            &r[1],
+            Reply::Rejected(Rejection::WrongState { .. })
+        ));
+    }
+
+    #[test]
+    fn retention_removes_the_oldest_finished_first_within_a_bounded_batch() {
+        let mut s = R::default();
+        run(&mut s, 0, vec![hb(1, 8)]);
+        let n = 6u64;
+        for i in 0..n {
+            let id = format!("t{i}");
+            let mut r = rec(&id, Priority::Normal);
+            r.idempotency_key = Some(format!("k{i}"));
+            run(
+                &mut s,
+                10 + i * 10,
+                vec![
+                    Command::Admit {
+                        rec: Box::new(r),
+                        via: 1,
+                        may_preempt: false,
+                    },
+                    Command::Start {
+                        id: id.clone(),
+                        node: 1,
+                    },
+                    finish(&id, 1, "out"),
+                ],
+            );
+        }
+        assert_eq!(s.retained_total(), n);
+        // Past the TTL: t0 and t1 ended before 30.
+        let (r, _) = run(
+            &mut s,
+            100,
+            vec![Command::Retain {
+                before_ms: 30,
+                keep_max: u64::MAX,
+                max: 100,
+            }],
+        );
+        assert_eq!(r[0], Reply::Purged(2));
+        assert!(s.s.task(&s.d, "t1").is_none() && s.s.task(&s.d, "t2").is_some());
+        assert!(s.d.get(&key::idempotency("k1")).is_none());
+        // Over the count bound: the oldest go first, at most `max` per command.
+        let (r, _) = run(
+            &mut s,
+            101,
+            vec![
+                Command::Retain {
+                    before_ms: 0,
+                    keep_max: 1,
+                    max: 2,
+                },
+                Command::Retain {
+                    before_ms: 0,
+                    keep_max: 1,
+                    max: 2,
+                },
+            ],
+        );
+        assert_eq!(r, vec![Reply::Purged(2), Reply::Purged(1)]);
+        assert_eq!(s.retained_total(), 1);
+        assert!(s.s.task(&s.d, "t5").is_some() && s.s.task(&s.d, "t4").is_none());
+        // Only t5's keys are left on disk.
+        let keys: Vec<Vec<u8>> = s.d.0.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![
+                key::finished(60, "t5"),
+                key::idempotency("k5"),
+                key::task("t5")
+            ]
+        );
+        // A key whose task was purged is free again.
+        let mut again = rec("t9", Priority::Normal);
+        again.idempotency_key = Some("k0".into());
+        let (r, _) = run(
+            &mut s,
+            102,
+            vec![Command::Admit {
+                rec: Box::new(again),
+                via: 1,
+                may_preempt: false,
+            }],
+        );
+        assert_eq!(task(&r[0]).id, "t9");
+    }
+
+    #[test]
+    fn spend_ids_are_remembered_on_disk_for_their_window_only() {
+        let mut s = R::default();
+        let spend = Command::Spend {
+            id: "s1".into(),
+            node: 1,
+            period: "p".into(),
+            scopes: vec!["total".into()],
+            model: "m".into(),
+            tokens: 10,
+            cost_usd: 0.0,
+            reserved_tokens: 0,
+            reserved_cost_usd: 0.0,
+        };
+        run(&mut s, 1, vec![spend.clone(), spend.clone()]);
+        assert_eq!(s.budget["total"].spent_tokens, 10);
+        run(
+            &mut s,
+            SPEND_IDS_KEEP_MS,
+            vec![Command::Purge { before_ms: 0 }],
+        );
+        assert!(s.d.get(&key::spend("s1")).is_some(), "still in its window");
+        run(
+            &mut s,
+            SPEND_IDS_KEEP_MS + 2,
+            vec![Command::Purge { before_ms: 0 }],
+        );
+        assert!(s.d.0.is_empty(), "forgotten after its window");
+        run(&mut s, SPEND_IDS_KEEP_MS + 3, vec![spend]);
+        assert_eq!(s.budget["total"].spent_tokens, 20);
     }
 }

@@ -6,7 +6,6 @@
 //! the log; enums only grow at the end so old entries keep decoding.
 
 use std::fmt;
-use std::io::Cursor;
 
 use openclaw_proto::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
 use openclaw_proto::{TaskRecord, TaskStatus};
@@ -36,7 +35,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -204,6 +203,15 @@ pub enum Command {
         limit: RateLimit,
         want_requests: u64,
         want_tokens: u64,
+    },
+    /// Retention: forget finished tasks, oldest first — every one that ended before
+    /// `before_ms` (`server.result_ttl_seconds`), and more while more than `keep_max` are kept
+    /// (`server.tasks_retained_max`); at most `max` (capped at [`crate::state::PURGE_BATCH_MAX`])
+    /// per command. Replied `Purged(n)`; a full batch means more may be due.
+    Retain {
+        before_ms: u64,
+        keep_max: u64,
+        max: u32,
     },
 }
 

@@ -168,6 +168,34 @@ impl Store {
         })
     }
 
+    /// The stored tasks in id order, after `after` (exclusive); lazily read.
+    pub fn tasks_after(
+        &self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<TaskRecord, StorageError>> + '_ {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.tasks
+            .range::<Vec<u8>, _>((from, Bound::Unbounded))
+            .values()
+            .map(|v| {
+                let v = v?;
+                codec::decode(&v).map_err(|source| StorageError::Codec {
+                    tree: "tasks",
+                    source,
+                })
+            })
+    }
+
+    /// A tree a feature keeps its own index in (e.g. the task ledger's live and finished
+    /// indexes); opened on first use.
+    pub fn index_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }

@@ -28,7 +28,8 @@ Examples:
   ./target/release/openclaw-node bench --scenario tasks --json
   ./target/release/openclaw-node bench --scenario policy --requests 5000
   ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3
-  ./target/release/openclaw-node bench --scenario soak --minutes 30 --task-rate 200 --chat-rate 200";
+  ./target/release/openclaw-node bench --scenario soak --minutes 30 --task-rate 200 --chat-rate 200
+  ./target/release/openclaw-node bench --scenario retention --retained 10000,100000,1000000";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -45,6 +46,9 @@ pub enum Scenario {
     /// Constant task + chat load for `--minutes`, sampling RSS, fds, threads, queue depth, p99
     /// and log bytes (`bench::soak`). Not part of `all`.
     Soak,
+    /// Three nodes filled with `--retained` finished tasks: RSS, snapshot size, old-task GET
+    /// latency, and a fourth node's catch-up (`bench::retention`). Not part of `all`.
+    Retention,
 }
 
 /// Options of `openclaw-node bench`.
@@ -95,6 +99,9 @@ pub struct BenchArgs {
     /// Soak: seconds between two samples.
     #[arg(long, default_value_t = SOAK_SAMPLE_EVERY.as_secs())]
     pub sample_secs: u64,
+    /// Retention: finished tasks kept at each step (cumulative), e.g. `10000,100000`.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub retained: Vec<u64>,
     /// Also print the results as one JSON document at the end.
     #[arg(long)]
     pub json: bool,

@@ -16,6 +16,8 @@
 //! 6. `soak` (by name only): constant task and chat load for `--minutes`, sampling the node's
 //!    RSS, descriptors, threads, queue depth, p99 latency and log bytes every
 //!    `SOAK_SAMPLE_EVERY`, then the growth per hour — see `soak`.
+//! 7. `retention` (by name only): three nodes filled with `--retained` finished tasks, RSS and
+//!    snapshot size per step, old-task GET latency, a joiner's catch-up — see `retention`.
 //!
 //! The node children log at the default level (`info`), as an operator runs them: a defect that
 //! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
@@ -25,10 +27,11 @@
 //! Invariant: the bench talks to the node only over HTTP, like any client.
 //!
 //! Files: `common` (options, bounds, statistics, children, client), `single` (the four
-//! single-node scenarios), `cluster`, `soak`. This file only dispatches.
+//! single-node scenarios), `cluster`, `soak`, `retention`. This file only dispatches.
 
 mod cluster;
 mod common;
+mod retention;
 mod single;
 mod soak;
 
@@ -49,7 +52,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     // `all` is the single-node scenarios; the cluster one is asked for by name.
     let wants = |s: Scenario| {
         args.scenario == s
-            || (args.scenario == Scenario::All && !matches!(s, Scenario::Cluster | Scenario::Soak))
+            || (args.scenario == Scenario::All
+                && !matches!(s, Scenario::Cluster | Scenario::Soak | Scenario::Retention))
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
     let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
@@ -101,6 +105,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let report = cluster::run(&args, cores).await?;
         cluster::print(&report);
         out["cluster"] = serde_json::to_value(&report)?;
+    }
+    if wants(Scenario::Retention) {
+        let report = retention::run(&args).await?;
+        out["retention"] = serde_json::to_value(&report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

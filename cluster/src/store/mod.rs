@@ -2,12 +2,15 @@
 //! ([`StateMachineStore`]), both opened on the node's one `sled::Db` by [`open`].
 //!
 //! Trees: `raft_log` (entries by big-endian index), `raft_meta` (vote, committed, last purged,
-//! this node's id), `raft_snapshot` (the current snapshot). Values are
-//! [`openclaw_proto::codec`] envelopes.
+//! this node's id), `sm_data` (the state machine: control record, live tasks, finished
+//! records, indexes — see [`crate::disk`]), `sm_undo` (pre-images while a snapshot is built),
+//! `raft_snapshot` (the current snapshot's metadata and file name; the file is in the snapshot
+//! directory). Values are [`openclaw_proto::codec`] envelopes.
 //!
 //! What is durable when: a log append, a vote and a snapshot are flushed before openraft hears
-//! of them; the state machine lives in memory and is rebuilt at start from the snapshot plus the
-//! committed entries openraft re-applies (the committed log id is saved for that).
+//! of them; each applied entry is one atomic sled batch of the state machine (flushed with the
+//! next log append), so at start the state machine is what `sm_data` holds and openraft
+//! re-applies the committed entries after it.
 //!
 //! This module knows nothing of what the state means: it calls [`ClusterState::apply`] and
 //! passes on the events it returns.
@@ -31,7 +34,7 @@ use openraft::StorageIOError;
 use tokio::sync::broadcast;
 
 pub use self::log::LogStore;
-pub use self::sm::StateMachineStore;
+pub use self::sm::{StateMachineStore, INSTALL_BATCH_KEYS, SNAPSHOT_CHUNK_BYTES};
 use crate::types::{Event, NodeId, StorageError};
 
 /// The events of one `apply` call (one or more Raft entries), in log order.
@@ -46,13 +49,17 @@ pub fn event_channel() -> broadcast::Sender<EventBatch> {
     broadcast::channel(EVENT_CHANNEL_CAPACITY).0
 }
 
-/// Open the Raft log and state machine on `db`; the state machine restores the stored snapshot
-/// and publishes applied events on `events`. Both handles are cheap to clone.
+/// Open the Raft log and state machine on `db`, snapshot files in `snapshot_dir`; the state
+/// machine publishes applied events on `events`. Both handles are cheap to clone.
 pub fn open(
     db: &sled::Db,
+    snapshot_dir: &std::path::Path,
     events: broadcast::Sender<EventBatch>,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
-    Ok((LogStore::open(db)?, StateMachineStore::open(db, events)?))
+    Ok((
+        LogStore::open(db)?,
+        StateMachineStore::open(db, snapshot_dir, events)?,
+    ))
 }
 
 const KEY_NODE_ID: &[u8] = b"node_id";

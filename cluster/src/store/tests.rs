@@ -10,11 +10,14 @@ use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder};
 use tempfile::TempDir;
 
-use super::sm::SnapshotBodyRef;
+use openclaw_proto::{Priority, TaskRecord, TaskStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::*;
 use crate::state::ClusterState;
 use crate::types::{
-    Entry, LogId, Member, Request, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+    Command, Entry, LogId, Member, NodeReport, Outcome, Request, SnapshotMeta, StoredMembership,
+    TypeConfig, Vote,
 };
 
 /// A fresh sled db in a temp dir per build; the dir lives as long as the guard.
@@ -24,7 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
         let db = sled::open(dir.path().join("db")).map_err(|e| StorageIOError::write(&e))?;
-        let (log, sm) = open(&db, event_channel())?;
+        let (log, sm) = open(&db, &dir.path().join("snaps"), event_channel())?;
         Ok((dir, log, sm))
     }
 }
@@ -65,7 +68,7 @@ fn entries() -> Vec<Entry> {
 
 fn open_at(path: &Path) -> (sled::Db, LogStore, StateMachineStore) {
     let db = sled::open(path).unwrap();
-    let (log, sm) = open(&db, event_channel()).unwrap();
+    let (log, sm) = open(&db, &path.with_extension("snaps"), event_channel()).unwrap();
     (db, log, sm)
 }
 
@@ -136,45 +139,164 @@ async fn a_built_snapshot_restores_the_state_machine() {
     assert_eq!(current.meta, want_meta);
 }
 
-/// A snapshot from the leader carrying a non-empty state replaces the state and survives a
-/// restart.
+fn normal(index: u64, now_ms: u64, cmds: Vec<Command>) -> Entry {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(Request { now_ms, cmds }),
+    }
+}
+
+/// Entries 4.. : node 1 joins, tasks t0..t{n} are admitted (~500-byte inputs), started and
+/// finished with an output, so most of the state is on disk.
+fn work(from_index: u64, tasks: std::ops::Range<u64>) -> Vec<Entry> {
+    let mut out = vec![normal(
+        from_index,
+        2_000,
+        vec![Command::Heartbeat {
+            node: 1,
+            report: NodeReport {
+                http_addr: "h1".into(),
+                workers: 4,
+                lease_ms: 1_000_000,
+            },
+        }],
+    )];
+    for (i, t) in tasks.enumerate() {
+        let id = format!("t{t}");
+        let mut rec = TaskRecord::queued(&id, "main", &"x".repeat(500), Priority::Normal);
+        rec.idempotency_key = Some(format!("k{t}"));
+        let mut done = Outcome::failed("x", "y");
+        done.status = TaskStatus::Succeeded;
+        done.output = Some(format!("output of {id}"));
+        let mut cmds = vec![
+            Command::Admit {
+                rec: Box::new(rec),
+                via: 1,
+                may_preempt: false,
+            },
+            Command::Start {
+                id: id.clone(),
+                node: 1,
+            },
+        ];
+        if t % 3 != 0 {
+            cmds.push(Command::Finish {
+                id,
+                epoch: 1,
+                outcome: Box::new(done),
+            });
+        }
+        out.push(normal(from_index + 1 + i as u64, 3_000 + t, cmds));
+    }
+    out
+}
+
+async fn file_bytes(snap: openraft::storage::Snapshot<TypeConfig>) -> Vec<u8> {
+    let mut f = snap.snapshot;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).await.unwrap();
+    buf
+}
+
+/// Everything a replica answers for: the in-memory state and every task, payloads included.
+fn view(
+    sm: &StateMachineStore,
+    ids: std::ops::Range<u64>,
+) -> (ClusterState, Vec<Option<TaskRecord>>) {
+    (
+        sm.read(ClusterState::clone),
+        ids.map(|t| sm.task(&format!("t{t}")).unwrap()).collect(),
+    )
+}
+
+/// A snapshot from the leader carrying state and finished records replaces the state, streams
+/// to disk, and survives a restart: the replica compares equal, payloads included.
 #[tokio::test]
 async fn an_installed_snapshot_replaces_the_state_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let mut state = ClusterState::default();
-    state.seq = 42;
-    state.now_ms = 9_000;
-    state.budget_period = "2025-01".into();
-    let last = Some(log_id(2, 10));
-    let members = StoredMembership::new(Some(log_id(2, 4)), membership(&[1, 2]));
-    let data = openclaw_proto::codec::encode(&SnapshotBodyRef {
-        last_applied: &last,
-        membership: &members,
-        state: &state,
-    })
-    .unwrap();
-    let meta = SnapshotMeta {
-        last_log_id: last,
-        last_membership: members.clone(),
-        snapshot_id: "leader-1".into(),
+    let (want, meta, data) = {
+        let (_db, _log, mut leader) = open_at(&dir.path().join("leader"));
+        leader.apply(entries()).await.unwrap();
+        leader.apply(work(4, 0..30)).await.unwrap();
+        assert!(
+            leader.read(|s| s.tasks.len()) == 10,
+            "finished tasks left memory"
+        );
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let meta = snap.meta.clone();
+        (view(&leader, 0..31), meta, file_bytes(snap).await)
     };
+    let path = dir.path().join("db");
     {
         let (_db, _log, mut sm) = open_at(&path);
         let mut rx = sm.subscribe();
         sm.apply(entries()).await.unwrap();
         let mut buf = sm.begin_receiving_snapshot().await.unwrap();
-        buf.get_mut().extend_from_slice(&data);
+        // openraft writes the chunks as they come.
+        for chunk in data.chunks(1000) {
+            buf.write_all(chunk).await.unwrap();
+        }
         sm.install_snapshot(&meta, buf).await.unwrap();
-        assert_eq!(sm.read(|s| s.seq), 42);
-        assert_eq!(sm.last_applied(), last);
-        // Empty batches emit no events, and an install sends none.
+        assert_eq!(view(&sm, 0..31), want);
+        assert_eq!(sm.last_applied(), meta.last_log_id);
+        // An install sends no events (the empty batches of `entries()` sent none either).
         assert!(rx.try_recv().is_err());
     }
     let (_db, _log, mut sm) = open_at(&path);
-    assert_eq!(sm.read(ClusterState::clone), state);
-    assert_eq!(sm.applied_state().await.unwrap(), (last, members));
+    assert_eq!(view(&sm, 0..31), want);
+    assert_eq!(
+        sm.applied_state().await.unwrap(),
+        (meta.last_log_id, meta.last_membership.clone())
+    );
     assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, meta);
+}
+
+/// A snapshot is the state at its log id, even when entries that overwrite and delete keys
+/// (finishes, retention) are applied while it is being written.
+#[tokio::test]
+async fn a_snapshot_built_while_applying_is_the_state_at_its_log_id() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference: only the entries before the build.
+    let (_rdb, _rlog, mut reference) = open_at(&dir.path().join("ref"));
+    reference.apply(entries()).await.unwrap();
+    reference.apply(work(4, 0..20)).await.unwrap();
+    let want = view(&reference, 0..40);
+
+    let (_db, _log, mut sm) = open_at(&dir.path().join("db"));
+    sm.apply(entries()).await.unwrap();
+    sm.apply(work(4, 0..20)).await.unwrap();
+    let mut applier = sm.clone();
+    let snap = sm
+        .build_in_two_steps(|| async move {
+            // Meanwhile: more tasks, finishing the rest, and retention down to 5.
+            let mut more = work(25, 20..40);
+            more.push(normal(
+                46,
+                9_000,
+                vec![Command::Retain {
+                    before_ms: 0,
+                    keep_max: 5,
+                    max: 1_000,
+                }],
+            ));
+            applier.apply(more).await.unwrap();
+        })
+        .await;
+    assert!(sm.read(|s| s.retained_total()) == 5);
+    let meta = snap.meta.clone();
+    assert_eq!(meta.last_log_id, Some(log_id(1, 24)));
+    let data = file_bytes(snap).await;
+
+    let (_idb, _ilog, mut installed) = open_at(&dir.path().join("installed"));
+    let mut buf = installed.begin_receiving_snapshot().await.unwrap();
+    buf.write_all(&data).await.unwrap();
+    installed.install_snapshot(&meta, buf).await.unwrap();
+    assert_eq!(view(&installed, 0..40), want);
 }
 
 /// A snapshot whose data does not match its metadata is refused, and the state is untouched.
@@ -188,8 +310,30 @@ async fn a_corrupt_snapshot_is_refused() {
         snapshot_id: "bad".into(),
     };
     let mut buf = sm.begin_receiving_snapshot().await.unwrap();
-    buf.get_mut().extend_from_slice(b"\x02garbage");
+    buf.write_all(b"\x02garbage").await.unwrap();
     assert!(sm.install_snapshot(&meta, buf).await.is_err());
     assert_eq!(sm.last_applied(), None);
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
+}
+
+/// The state machine is persistent: a restart finds the state of the last applied entry
+/// without a snapshot, the finished tasks on disk and only the live ones in memory.
+#[tokio::test]
+async fn the_state_machine_survives_a_restart_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let want = {
+        let (db, _log, mut sm) = open_at(&path);
+        sm.apply(entries()).await.unwrap();
+        sm.apply(work(4, 0..9)).await.unwrap();
+        db.flush().unwrap();
+        view(&sm, 0..9)
+    };
+    let (_db, _log, sm) = open_at(&path);
+    assert_eq!(view(&sm, 0..9), want);
+    assert_eq!(sm.read(|s| s.tasks.len()), 3);
+    assert_eq!(sm.last_applied(), Some(log_id(1, 13)));
+    let failed = sm.finished_newest(10, 100, |_| true).unwrap();
+    assert_eq!(failed.len(), 6);
+    assert_eq!(failed[0].id, "t8", "newest first");
 }

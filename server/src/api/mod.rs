@@ -49,7 +49,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = (state.app.cfg.get().server.max_body_mb as usize).saturating_mul(1024 * 1024);
     Router::new()
-        .route("/api/tasks", post(tasks::submit))
+        .route("/api/tasks", post(tasks::submit).get(tasks::list))
         .route(
             "/api/tasks/{id}",
             get(tasks::get_task).delete(tasks::cancel),

@@ -9,12 +9,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use openclaw_proto::api::{QueueView, TaskAccepted};
-use openclaw_proto::{TaskSubmit, TaskView};
-use serde::Deserialize;
+use openclaw_proto::{TaskStatus, TaskSubmit, TaskView};
+use serde::{Deserialize, Serialize};
 
 use super::error::Code;
 use super::{ApiError, ApiJson, AppState};
+use crate::tasks::ledger::{TaskQuery, TASK_PAGE_MAX};
 use crate::tasks::view::{view_now, view_of};
+use crate::tasks::TaskError;
 
 /// `POST /api/tasks` → 202 `{id, status, duplicate}` once the task is durable. The idempotency
 /// key may also come in an `Idempotency-Key` header.
@@ -68,6 +70,67 @@ pub async fn get_task(
     };
     let rec = app.tasks.get(&id, Duration::from_secs_f64(wait)).await?;
     Ok(Json(view_now(&rec, |agent| app.budget.paused_for(agent))))
+}
+
+/// Tasks per page when `limit` is not given.
+pub const TASK_PAGE_DEFAULT: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<TaskStatus>,
+    pub agent: Option<String>,
+    pub source: Option<String>,
+    pub session_id: Option<String>,
+    /// Created at or after (Unix ms).
+    pub since: Option<u64>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// One page of `GET /api/tasks`.
+#[derive(Debug, Serialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/tasks?status=&agent=&source=&session_id=&since=&cursor=&limit=`: tasks, live and
+/// finished, in id order, a page at a time (at most `TASK_PAGE_MAX`; each call examines at
+/// most `LIST_SCAN_MAX` records, so a selective filter may return a short page and a cursor).
+pub async fn list(
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskList>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.body_text()))?;
+    let limit = q.limit.unwrap_or(TASK_PAGE_DEFAULT);
+    if limit == 0 || limit > TASK_PAGE_MAX {
+        return Err(ApiError::unprocessable(
+            Code::InvalidQuery,
+            format!("`limit` must be 1..={TASK_PAGE_MAX}"),
+        ));
+    }
+    let query = TaskQuery {
+        status: q.status,
+        agent: q.agent,
+        source: q.source,
+        session_id: q.session_id,
+        since_ms: q.since,
+        after: q.cursor,
+        limit,
+    };
+    let app = &st.app;
+    let page = app.tasks.ledger.list(&query).map_err(TaskError::from)?;
+    Ok(Json(TaskList {
+        tasks: page
+            .tasks
+            .iter()
+            .map(|r| view_now(r, |agent| app.budget.paused_for(agent)))
+            .collect(),
+        next_cursor: page.next,
+    }))
 }
 
 /// `DELETE /api/tasks/{id}`: cancel a queued or running task.

@@ -3,16 +3,28 @@
 //!
 //! `admit` returns only after the task is committed (a majority flushed it), which is what the
 //! 202 promises. `queued` and `recover` are this node's own tasks. Sequence numbers are assigned
-//! by `apply`, so `next_seq` is 0 here.
+//! by `apply`, so `next_seq` is 0 here. A finished task is read from the replica's disk (the
+//! state machine keeps only live tasks in memory); retention is the replicated `Retain`
+//! command, proposed by the leader.
 
 use std::sync::Arc;
 
+use openclaw_cluster::state::PURGE_BATCH_MAX;
 use openclaw_cluster::{owner_id, Command, NodeId, Reply};
 use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 
 use super::proposer::ClusterError;
 use super::Cluster;
-use crate::tasks::ledger::{Admission, Ledger, LedgerError, Outcome};
+use crate::tasks::ledger::{
+    page, Admission, Ledger, LedgerError, Outcome, TaskPage, TaskQuery, LIST_SCAN_MAX,
+};
+
+/// Finished records `recent_failures` looks at, newest first.
+pub const FAILURES_SCAN_MAX: usize = 10_000;
+
+/// `Retain` commands one purge round proposes at most (each removes up to
+/// [`PURGE_BATCH_MAX`]); the next round continues.
+pub const RETAIN_ROUNDS_MAX: u32 = 100;
 
 pub struct RaftLedger {
     cluster: Arc<Cluster>,
@@ -69,7 +81,10 @@ impl Ledger for RaftLedger {
     }
 
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, LedgerError> {
-        Ok(self.cluster.sm.read(|s| s.tasks.get(id).cloned()))
+        self.cluster
+            .sm
+            .task(id)
+            .map_err(|e| LedgerError::Unavailable(format!("reading the replica: {e}")))
     }
 
     async fn start(&self, id: &str, _node: &str, _now_ms: u64) -> Result<TaskRecord, LedgerError> {
@@ -127,38 +142,51 @@ impl Ledger for RaftLedger {
             .read(|s| s.queued_on(me).into_iter().cloned().collect()))
     }
 
-    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError> {
+    async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError> {
         // One node proposes for the cluster: the leader.
         if !self.cluster.is_leader() {
             return Ok(0);
         }
-        match self
-            .cluster
-            .proposer
-            .propose(Command::Purge { before_ms })
-            .await
-        {
-            Ok(Reply::Purged(n)) => Ok(n as usize),
-            Ok(_) => Ok(0),
-            Err(e) => Err(cluster_err(e)),
+        let mut total = 0;
+        for _ in 0..RETAIN_ROUNDS_MAX {
+            let cmd = Command::Retain {
+                before_ms,
+                keep_max,
+                max: PURGE_BATCH_MAX,
+            };
+            match self.cluster.proposer.propose(cmd).await {
+                Ok(Reply::Purged(n)) => {
+                    total += n as usize;
+                    if n < u64::from(PURGE_BATCH_MAX) {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => return Err(cluster_err(e)),
+            }
         }
+        Ok(total)
     }
 
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError> {
-        let mut failed: Vec<TaskRecord> = self.cluster.sm.read(|s| {
-            s.tasks
-                .values()
-                .filter(|r| r.status == TaskStatus::Failed)
-                .cloned()
-                .collect()
-        });
-        failed.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
-        failed.truncate(limit);
-        Ok(failed)
+        self.cluster
+            .sm
+            .finished_newest(limit, FAILURES_SCAN_MAX, |r| r.status == TaskStatus::Failed)
+            .map_err(|e| LedgerError::Unavailable(format!("reading the replica: {e}")))
     }
 
     fn next_seq(&self) -> Result<u64, LedgerError> {
         Ok(0)
+    }
+
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError> {
+        // One more than the scan bound, so the page knows whether records remain.
+        let records = self
+            .cluster
+            .sm
+            .tasks_after(q.after.as_deref(), LIST_SCAN_MAX + 1)
+            .map_err(|e| LedgerError::Unavailable(format!("reading the replica: {e}")))?;
+        Ok(page(records.into_iter(), q, LIST_SCAN_MAX))
     }
 }
 

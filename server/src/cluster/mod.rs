@@ -44,6 +44,15 @@ use server::{JoinRequest, MembershipReply};
 /// How long start-up keeps trying to join through the seeds.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Deadline of one install-snapshot chunk RPC; the last chunk installs the snapshot (streams
+/// the file into sled) before the receiver answers, which takes seconds for a large one.
+pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// sled's page cache for the Raft store (log and state machine). sled's default is 1 GiB, and
+/// the cache fills with the finished records kept on disk: this bound keeps a node's memory
+/// independent of the work it retains.
+pub const RAFT_DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// This node's part of the cluster.
 pub struct Cluster {
     pub id: NodeId,
@@ -117,15 +126,23 @@ impl Cluster {
                 .with_context(|| format!("cluster.mesh_listen `{a}` is not an address"))?,
             None => SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)),
         };
-        let db = sled::open(data_dir.join("raft")).with_context(|| {
-            format!(
-                "opening the Raft store in {} (is another node using this data dir?)",
-                data_dir.join("raft").display()
-            )
-        })?;
+        let db = sled::Config::new()
+            .path(data_dir.join("raft"))
+            .cache_capacity(RAFT_DB_CACHE_BYTES)
+            .open()
+            .with_context(|| {
+                format!(
+                    "opening the Raft store in {} (is another node using this data dir?)",
+                    data_dir.join("raft").display()
+                )
+            })?;
         let id = node_id(&db, c.node_id)?;
-        let (log, sm) =
-            store::open(&db, store::event_channel()).context("opening the Raft store")?;
+        let (log, sm) = store::open(
+            &db,
+            &data_dir.join("raft-snapshots"),
+            store::event_channel(),
+        )
+        .context("opening the Raft store")?;
         let raft_cfg = openraft::Config {
             cluster_name: "openclaw".into(),
             heartbeat_interval: c.raft_heartbeat_ms,
@@ -133,6 +150,8 @@ impl Cluster {
             election_timeout_max: c.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
+            snapshot_max_chunk_size: store::SNAPSHOT_CHUNK_BYTES,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
             max_payload_entries: 64,
             ..Default::default()
         }

@@ -62,8 +62,22 @@ impl PeerClient {
         })
     }
 
-    /// POST a postcard body to `http://{addr}{path}` and decode the postcard reply.
+    /// POST a postcard body to `http://{addr}{path}` and decode the postcard reply (within
+    /// `timeout`, at most `cluster.rpc_timeout_ms`).
     pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        self.post_within(addr, path, body, timeout.min(self.rpc_timeout))
+            .await
+    }
+
+    /// [`PeerClient::post`] with `timeout` as given: a snapshot chunk, whose last one installs
+    /// the snapshot on the receiver before it answers.
+    pub async fn post_within<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
         path: &str,
@@ -78,7 +92,7 @@ impl PeerClient {
             .post(&url)
             .header(SECRET_HEADER, self.secret.expose())
             .header("content-type", "application/octet-stream")
-            .timeout(timeout.min(self.rpc_timeout).max(Duration::from_millis(50)))
+            .timeout(timeout.max(Duration::from_millis(50)))
             .body(bytes)
             .send()
             .await
@@ -145,17 +159,25 @@ impl Conn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let res: Result<Resp, RaftError<NodeId, E>> = self
-            .client
-            .post(&self.addr, path, req, option.hard_ttl())
-            .await
-            .map_err(|e| match e {
-                PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let sent = if path == SNAPSHOT_PATH {
+            self.client
+                .post_within(&self.addr, path, req, option.hard_ttl())
+                .await
+        } else {
+            self.client
+                .post(&self.addr, path, req, option.hard_ttl())
+                .await
+        };
+        let res: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
+            PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
+        })?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
+
+/// The install-snapshot route (its chunks may take up to openraft's `install_snapshot_timeout`).
+const SNAPSHOT_PATH: &str = "/raft/snapshot";
 
 impl RaftNetwork<TypeConfig> for Conn {
     async fn append_entries(
@@ -174,7 +196,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("/raft/snapshot", &rpc, &option).await
+        self.call(SNAPSHOT_PATH, &rpc, &option).await
     }
 
     async fn vote(

@@ -94,6 +94,10 @@ pub fn status(c: &Cluster) -> ClusterStatusView {
         for r in s.tasks.values() {
             *totals.entry(r.status.as_str().to_string()).or_default() += 1;
         }
+        // Finished tasks are on disk; the state counts them.
+        for (status, n) in &s.retained {
+            *totals.entry(status.clone()).or_default() += n;
+        }
         let budgets: Vec<BudgetLeaseView> = s
             .budget
             .iter()

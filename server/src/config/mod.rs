@@ -132,6 +132,8 @@ pub struct ServerConfig {
     pub max_body_mb: u64,
     /// Finished tasks are kept this long, then purged.
     pub result_ttl_seconds: u64,
+    /// Finished tasks kept at most (on disk); past it the oldest finished are purged first.
+    pub tasks_retained_max: u64,
     /// Longest `?wait=` a long-poll may ask for.
     pub long_poll_max_seconds: u64,
     /// Requests being served at once; beyond it the node answers 503 + Retry-After.
@@ -155,6 +157,7 @@ impl Default for ServerConfig {
             queue_max: 10_000,
             max_body_mb: 50,
             result_ttl_seconds: 7 * 24 * 3600,
+            tasks_retained_max: 1_000_000,
             long_poll_max_seconds: 300,
             max_in_flight_requests: 4096,
             callback_max_attempts: 5,
@@ -997,6 +1000,10 @@ impl Config {
                 self.server.max_in_flight_requests,
             ),
             ("audit.buffer_lines", self.audit.buffer_lines),
+            (
+                "server.tasks_retained_max",
+                usize::try_from(self.server.tasks_retained_max).unwrap_or(usize::MAX),
+            ),
         ] {
             if v == 0 {
                 return Err(bad(path, "must be at least 1"));
@@ -1342,6 +1349,11 @@ mod tests {
             (
                 json!({"server": {"workers": 0}}),
                 "server.workers",
+                "at least 1",
+            ),
+            (
+                json!({"server": {"tasks_retained_max": 0}}),
+                "server.tasks_retained_max",
                 "at least 1",
             ),
             (

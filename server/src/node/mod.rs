@@ -171,7 +171,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             c.clone(),
             cfg.task_priority.preemption.allow_preempt_levels.clone(),
         ),
-        None => LocalLedger::new(store.clone()),
+        None => LocalLedger::new(store.clone()).context("opening the task ledger")?,
     };
     let recovered = ledger.recover().await.context("recovering tasks")?;
     let (audit, audit_writer) = AuditLog::open(&opts.data_dir.join("logs"), &cfg.audit)
@@ -325,19 +325,18 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                     _ = tick.tick() => {}
                     _ = shutdown.cancelled() => return,
                 }
-                let ttl_ms = tasks
-                    .cfg
-                    .get()
-                    .server
-                    .result_ttl_seconds
-                    .saturating_mul(1000);
+                let server = tasks.cfg.get().server.clone();
+                let ttl_ms = server.result_ttl_seconds.saturating_mul(1000);
                 match tasks
                     .ledger
-                    .purge_finished(now_ms().saturating_sub(ttl_ms))
+                    .purge_finished(now_ms().saturating_sub(ttl_ms), server.tasks_retained_max)
                     .await
                 {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "purged finished tasks past their ttl"),
+                    Ok(n) => tracing::info!(
+                        purged = n,
+                        "purged finished tasks past their ttl or the retained maximum"
+                    ),
                     Err(e) => tracing::error!(error = %e, "purge failed"),
                 }
             }

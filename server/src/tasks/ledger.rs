@@ -5,10 +5,18 @@
 //! in [`transition`] — `(record, command) → record | error` — so the Raft `apply` can reuse them
 //! unchanged: they never read the clock (time comes in the command) and never touch I/O.
 //!
+//! Memory: [`LocalLedger`] keeps every record on disk (sled, with a bounded page cache) and two
+//! index trees beside them — `ledger_live` (the queued and running tasks' ids) and
+//! `ledger_finished` (finish time + id, oldest first) — so listing queued work, retention and
+//! recent failures walk only what they need and never collect the finished tasks in memory.
+//! The indexes are rebuilt from the records at start (one streaming pass), which also heals
+//! any index write a crash cut short.
+//!
 //! Fencing: `start` bumps the record's `epoch` and names the owner; `finish` and `requeue` must
 //! carry that epoch, so a worker that lost its lease (preempted, cancelled, re-owned) cannot
 //! complete the task a second time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openclaw_cluster::Rejection;
@@ -100,6 +108,66 @@ pub mod transition {
     }
 }
 
+/// Most tasks one listing page holds (`GET /api/tasks?limit=`).
+pub const TASK_PAGE_MAX: usize = 500;
+/// Records one listing call examines at most: a selective filter gets a short page and a cursor
+/// to continue from, never a scan of everything kept.
+pub const LIST_SCAN_MAX: usize = 2_000;
+
+/// Filters and paging of a task listing (`GET /api/tasks`). Tasks come in id order; `after` is
+/// the previous page's cursor (the last id it examined).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub agent: Option<String>,
+    pub source: Option<String>,
+    pub session_id: Option<String>,
+    /// Created at or after this time (Unix ms).
+    pub since_ms: Option<u64>,
+    pub after: Option<String>,
+    /// At most this many tasks (1..=[`TASK_PAGE_MAX`]).
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Does `r` pass the filters?
+    pub fn matches(&self, r: &TaskRecord) -> bool {
+        self.status.is_none_or(|s| r.status == s)
+            && self.agent.as_ref().is_none_or(|a| r.agent == *a)
+            && self.source.as_ref().is_none_or(|s| r.source == *s)
+            && self
+                .session_id
+                .as_ref()
+                .is_none_or(|s| r.session_id.as_deref() == Some(s.as_str()))
+            && self.since_ms.is_none_or(|t| r.created_at_ms >= t)
+    }
+}
+
+/// One page of a listing; `next` is the cursor of the next page (none: the end).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    pub next: Option<String>,
+}
+
+/// Page `records` (in id order, after the cursor): the matching ones until `q.limit` are found
+/// or `scan_max` were examined; a cursor when records remain.
+pub fn page(records: impl Iterator<Item = TaskRecord>, q: &TaskQuery, scan_max: usize) -> TaskPage {
+    let mut out = TaskPage::default();
+    let mut last = None;
+    for (scanned, r) in records.enumerate() {
+        if scanned >= scan_max || out.tasks.len() >= q.limit {
+            out.next = last;
+            return out;
+        }
+        last = Some(r.id.clone());
+        if q.matches(&r) {
+            out.tasks.push(r);
+        }
+    }
+    out
+}
+
 /// The ledger interface (local today, Raft-backed in the cluster).
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + 'static {
@@ -127,28 +195,103 @@ pub trait Ledger: Send + Sync + 'static {
     async fn recover(&self) -> Result<Vec<TaskRecord>, LedgerError>;
     /// Every queued task, in admission order.
     fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError>;
-    /// Forget finished tasks older than `before_ms`; returns how many.
-    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError>;
+    /// Retention: forget finished tasks, oldest first — every one that ended before
+    /// `before_ms`, and more while more than `keep_max` are kept; returns how many.
+    async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError>;
     /// The newest failed tasks, newest first.
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError>;
     /// A new admission sequence number.
     fn next_seq(&self) -> Result<u64, LedgerError>;
+    /// One page of tasks, live and finished, read from the store (see [`page`]).
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError>;
 }
+
+/// Finished records one purge pass or one `recent_failures` call looks at, at most.
+pub const LEDGER_SCAN_MAX: usize = 10_000;
 
 /// The single-node ledger over sled.
 pub struct LocalLedger {
     store: Store,
+    /// Ids of queued and running tasks.
+    live: sled::Tree,
+    /// `finished_at_ms` (big-endian) + id of finished tasks.
+    finished: sled::Tree,
+    /// Entries in `finished`.
+    retained: AtomicU64,
     /// Serializes read-modify-write of records (held only around in-memory sled calls, never
     /// across an await).
     rmw: Mutex<()>,
 }
 
+fn finished_key(rec: &TaskRecord) -> Vec<u8> {
+    let mut k = rec.finished_at_ms.unwrap_or(0).to_be_bytes().to_vec();
+    k.extend_from_slice(rec.id.as_bytes());
+    k
+}
+
 impl LocalLedger {
-    pub fn new(store: Store) -> Arc<LocalLedger> {
-        Arc::new(LocalLedger {
+    /// The ledger over `store`; its indexes are rebuilt from the records (one streaming pass).
+    pub fn new(store: Store) -> Result<Arc<LocalLedger>, StorageError> {
+        let ledger = LocalLedger {
+            live: store.index_tree("ledger_live")?,
+            finished: store.index_tree("ledger_finished")?,
             store,
+            retained: AtomicU64::new(0),
             rmw: Mutex::new(()),
+        };
+        ledger.rebuild_indexes()?;
+        Ok(Arc::new(ledger))
+    }
+
+    fn rebuild_indexes(&self) -> Result<(), StorageError> {
+        let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+        self.live.clear()?;
+        self.finished.clear()?;
+        let mut n = 0;
+        for rec in self.store.tasks() {
+            let rec = rec?;
+            if rec.status.is_final() {
+                self.finished.insert(finished_key(&rec), &[][..])?;
+                n += 1;
+            } else {
+                self.live.insert(rec.id.as_bytes(), &[][..])?;
+            }
+        }
+        self.retained.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Store `rec` (which was `old`) and keep the indexes right. Called under `rmw`.
+    fn put(&self, old: Option<&TaskRecord>, rec: &TaskRecord) -> Result<(), StorageError> {
+        self.store.put_task(rec)?;
+        if let Some(old) = old.filter(|o| o.status.is_final()) {
+            if self.finished.remove(finished_key(old))?.is_some() {
+                self.retained.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if rec.status.is_final() {
+            self.live.remove(rec.id.as_bytes())?;
+            if self.finished.insert(finished_key(rec), &[][..])?.is_none() {
+                self.retained.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.live.insert(rec.id.as_bytes(), &[][..])?;
+        }
+        Ok(())
+    }
+
+    /// The live tasks' records.
+    fn live_records(&self) -> impl Iterator<Item = TaskRecord> + '_ {
+        self.live.iter().keys().filter_map(move |k| {
+            let k = k.ok()?;
+            let id = std::str::from_utf8(&k).ok()?;
+            self.store.get_task(id).ok().flatten()
         })
+    }
+
+    /// Finished tasks kept.
+    pub fn retained(&self) -> u64 {
+        self.retained.load(Ordering::Relaxed)
     }
 
     fn modify(
@@ -161,9 +304,9 @@ impl LocalLedger {
             .store
             .get_task(id)?
             .ok_or_else(|| LedgerError::NotFound(id.to_string()))?;
-        let rec = f(rec)?;
-        self.store.put_task(&rec)?;
-        Ok(rec)
+        let new = f(rec.clone())?;
+        self.put(Some(&rec), &new)?;
+        Ok(new)
     }
 
     async fn modify_durably(
@@ -197,7 +340,11 @@ impl Ledger for LocalLedger {
                 }
             }
         }
-        self.store.put_task(&rec)?;
+        {
+            let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.store.get_task(&rec.id)?;
+            self.put(old.as_ref(), &rec)?;
+        }
         self.store.flush().await?;
         Ok(Admission::Accepted(rec))
     }
@@ -241,13 +388,13 @@ impl Ledger for LocalLedger {
         let mut out = Vec::new();
         {
             let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
-            for rec in self.store.tasks() {
-                let rec = rec?;
-                if rec.status.is_final() {
+            let live: Vec<TaskRecord> = self.live_records().collect();
+            for old in live {
+                if old.status.is_final() {
                     continue;
                 }
-                let rec = transition::recover(rec);
-                self.store.put_task(&rec)?;
+                let rec = transition::recover(old.clone());
+                self.put(Some(&old), &rec)?;
                 out.push(rec);
             }
         }
@@ -258,31 +405,58 @@ impl Ledger for LocalLedger {
 
     fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError> {
         let mut out: Vec<TaskRecord> = self
-            .store
-            .tasks()
-            .filter_map(Result::ok)
+            .live_records()
             .filter(|r| r.status == TaskStatus::Queued)
             .collect();
         out.sort_by_key(|r| r.seq);
         Ok(out)
     }
 
-    async fn purge_finished(&self, before_ms: u64) -> Result<usize, LedgerError> {
+    async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError> {
         let mut n = 0;
-        {
-            let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
-            let old: Vec<TaskRecord> = self
-                .store
-                .tasks()
-                .filter_map(Result::ok)
-                .filter(|r| r.status.is_final() && r.finished_at_ms.unwrap_or(0) < before_ms)
-                .collect();
-            for rec in old {
-                self.store.remove_task(&rec.id)?;
-                if let Some(key) = &rec.idempotency_key {
-                    self.store.release_idempotency_key(key)?;
+        loop {
+            let mut batch = 0;
+            {
+                let _guard = self.rmw.lock().unwrap_or_else(|p| p.into_inner());
+                let oldest: Vec<sled::IVec> = self
+                    .finished
+                    .iter()
+                    .keys()
+                    .take(LEDGER_SCAN_MAX)
+                    .collect::<Result<_, _>>()
+                    .map_err(StorageError::from)?;
+                for k in oldest {
+                    let at = k
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    if self.retained() <= keep_max && at >= before_ms {
+                        break;
+                    }
+                    let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+                    if let Some(rec) = self.store.get_task(&id)? {
+                        if rec.status.is_final() {
+                            self.store.remove_task(&id)?;
+                            if let Some(key) = &rec.idempotency_key {
+                                self.store.release_idempotency_key(key)?;
+                            }
+                        }
+                    }
+                    if self
+                        .finished
+                        .remove(&k)
+                        .map_err(StorageError::from)?
+                        .is_some()
+                    {
+                        self.retained.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    batch += 1;
                 }
-                n += 1;
+            }
+            n += batch;
+            if batch < LEDGER_SCAN_MAX {
+                break;
             }
         }
         self.store.flush().await?;
@@ -290,19 +464,32 @@ impl Ledger for LocalLedger {
     }
 
     fn recent_failures(&self, limit: usize) -> Result<Vec<TaskRecord>, LedgerError> {
-        let mut failed: Vec<TaskRecord> = self
-            .store
-            .tasks()
-            .filter_map(Result::ok)
-            .filter(|r| r.status == TaskStatus::Failed)
-            .collect();
-        failed.sort_by_key(|r| std::cmp::Reverse(r.finished_at_ms));
-        failed.truncate(limit);
-        Ok(failed)
+        let mut out = Vec::new();
+        for k in self.finished.iter().keys().rev().take(LEDGER_SCAN_MAX) {
+            let k = k.map_err(StorageError::from)?;
+            let id = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            if let Some(rec) = self.store.get_task(&id)? {
+                if rec.status == TaskStatus::Failed {
+                    out.push(rec);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn next_seq(&self) -> Result<u64, LedgerError> {
         Ok(self.store.next_seq()?)
+    }
+
+    fn list(&self, q: &TaskQuery) -> Result<TaskPage, LedgerError> {
+        let records = self
+            .store
+            .tasks_after(q.after.as_deref())
+            .filter_map(Result::ok);
+        Ok(page(records, q, LIST_SCAN_MAX))
     }
 }
 
@@ -438,7 +625,7 @@ mod tests {
     async fn local_ledger_admits_idempotently_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let ledger = LocalLedger::new(store.clone());
+        let ledger = LocalLedger::new(store.clone()).unwrap();
         let mut a = record("a");
         a.idempotency_key = Some("k1".into());
         let mut b = record("b");
@@ -457,7 +644,7 @@ mod tests {
         drop(ledger);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let ledger = LocalLedger::new(store);
+        let ledger = LocalLedger::new(store).unwrap();
         let back = ledger.recover().await.unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!((back[0].status, back[0].epoch), (TaskStatus::Queued, 2));
@@ -465,5 +652,130 @@ mod tests {
             ledger.finish("a", 1, ok_outcome(), 9).await,
             Err(LedgerError::WrongState { .. })
         ));
+    }
+
+    #[test]
+    fn listing_filters_and_pages() {
+        let mut recs: Vec<TaskRecord> = (0..6)
+            .map(|i| {
+                let mut r = record(&format!("t{i}"));
+                r.agent = if i % 2 == 0 { "a" } else { "b" }.into();
+                r.created_at_ms = i * 10;
+                r.session_id = (i == 3).then(|| "s".to_string());
+                r
+            })
+            .collect();
+        recs[5].status = TaskStatus::Failed;
+        let q = |f: &dyn Fn(&mut TaskQuery)| {
+            let mut q = TaskQuery {
+                limit: 10,
+                ..Default::default()
+            };
+            f(&mut q);
+            let p = page(recs.clone().into_iter(), &q, 4);
+            (
+                p.tasks.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+                p.next,
+            )
+        };
+        type Got = (Vec<String>, Option<String>);
+        type Want<'a> = (Vec<&'a str>, Option<&'a str>);
+        let cases: Vec<(&str, Got, Want)> = vec![
+            (
+                "all, scan bound 4",
+                q(&|_| {}),
+                (vec!["t0", "t1", "t2", "t3"], Some("t3")),
+            ),
+            (
+                "limit 2",
+                q(&|q| q.limit = 2),
+                (vec!["t0", "t1"], Some("t1")),
+            ),
+            (
+                "agent b",
+                q(&|q| q.agent = Some("b".into())),
+                (vec!["t1", "t3"], Some("t3")),
+            ),
+            (
+                "session",
+                q(&|q| q.session_id = Some("s".into())),
+                (vec!["t3"], Some("t3")),
+            ),
+            (
+                "since 20",
+                q(&|q| q.since_ms = Some(20)),
+                (vec!["t2", "t3"], Some("t3")),
+            ),
+            (
+                "status",
+                q(&|q| q.status = Some(TaskStatus::Failed)),
+                (vec![], Some("t3")),
+            ),
+        ];
+        for (name, got, (ids, next)) in cases {
+            assert_eq!(got.0, ids, "{name}");
+            assert_eq!(got.1.as_deref(), next, "{name}");
+        }
+        // The end: no cursor.
+        let p = page(
+            recs[4..].iter().cloned(),
+            &TaskQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            4,
+        );
+        assert_eq!((p.tasks.len(), p.next), (2, None));
+    }
+
+    /// Retention on the local ledger: past the TTL and over the count bound, the oldest
+    /// finished go first; queued work only walks the live index; recent failures are newest
+    /// first; the indexes are rebuilt at start.
+    #[tokio::test]
+    async fn local_ledger_retention_removes_the_oldest_finished_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ledger = LocalLedger::new(store.clone()).unwrap();
+        for i in 0..6u64 {
+            let id = format!("t{i}");
+            let mut r = record(&id);
+            r.idempotency_key = Some(format!("k{i}"));
+            ledger.admit(r).await.unwrap();
+            ledger.start(&id, "n1", 1).await.unwrap();
+            let out = if i % 2 == 0 {
+                ok_outcome()
+            } else {
+                Outcome::failed("x", "y")
+            };
+            ledger.finish(&id, 1, out, 10 + i * 10).await.unwrap();
+        }
+        ledger.admit(record("live")).await.unwrap();
+        assert_eq!(ledger.retained(), 6);
+        assert_eq!(ledger.queued().unwrap().len(), 1);
+        let failures: Vec<String> = ledger
+            .recent_failures(2)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(failures, vec!["t5", "t3"]);
+        // TTL: t0 and t1 ended before 30.
+        assert_eq!(ledger.purge_finished(30, u64::MAX).await.unwrap(), 2);
+        assert!(ledger.get("t1").unwrap().is_none() && ledger.get("t2").unwrap().is_some());
+        // Count: keep 1, the newest.
+        assert_eq!(ledger.purge_finished(0, 1).await.unwrap(), 3);
+        assert_eq!(ledger.retained(), 1);
+        assert!(ledger.get("t5").unwrap().is_some() && ledger.get("t4").unwrap().is_none());
+        // A purged task's idempotency key is free again.
+        let mut again = record("t9");
+        again.idempotency_key = Some("k0".into());
+        assert!(matches!(
+            ledger.admit(again).await.unwrap(),
+            Admission::Accepted(_)
+        ));
+        drop(ledger);
+        let ledger = LocalLedger::new(store).unwrap();
+        assert_eq!(ledger.retained(), 1);
+        assert_eq!(ledger.queued().unwrap().len(), 2);
     }
 }
