@@ -553,3 +553,71 @@ async fn an_idle_node_steals_queued_work_from_busy_ones() {
         .sum();
     assert!(stolen >= 1.0, "moved by stealing: {stolen}\n{text}");
 }
+
+/// The total budget scope of node `n`'s `GET /api/budget`.
+async fn budget_total(n: &NodeApi) -> Value {
+    let (_, b) = n.get_json("/api/budget").await;
+    b["scopes"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["scope"] == "total").cloned())
+        .unwrap_or_else(|| panic!("no total scope in {b}"))
+}
+
+/// Issue 14 item 6: `reserved_tokens` in `GET /api/budget` is this node's reservations only. A
+/// task runs (slowly) on one node, which leases a budget slice: the other nodes show that slice
+/// as `others_leased_tokens` and reserve nothing; the owner shows its reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_view_shows_other_nodes_leases_apart_from_reservations() {
+    let extra = json!({
+        "budget": {"enabled": true, "period": "monthly", "limits": {"total_tokens": 10_000_000}},
+    });
+    let c = TestCluster::start(extra).await;
+    let id = submit_retrying(
+        &c.nodes[0],
+        json!({"input": "hold a reservation [sim:slow:15000]", "max_tokens": 40}),
+    )
+    .await;
+    // Which node runs it (owners are node ids).
+    let end = Instant::now() + AGREE_DEADLINE;
+    let owner_id = loop {
+        let v = c.nodes[0].task(&id).await;
+        if v["status"] == "running" {
+            if let Some(o) = v["node"].as_str() {
+                break o.to_string();
+            }
+        }
+        assert!(Instant::now() < end, "task never ran: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut owner = None;
+    for (i, n) in c.nodes.iter().enumerate() {
+        let (_, st) = n.get_json("/api/cluster").await;
+        if st["node_id"].to_string() == owner_id {
+            owner = Some(i);
+        }
+    }
+    let owner = owner.unwrap_or_else(|| panic!("owner {owner_id} is not a member"));
+    // The others learn of the owner's slice through the replicated state (synced every tick).
+    for (i, n) in c.nodes.iter().enumerate() {
+        let end = Instant::now() + AGREE_DEADLINE;
+        loop {
+            let t = budget_total(n).await;
+            let reserved = t["reserved_tokens"].as_u64().unwrap();
+            let others = t["others_leased_tokens"].as_u64().unwrap();
+            if i == owner {
+                if reserved > 0 {
+                    assert!(reserved <= 10_000, "one task's estimate: {t}");
+                    break;
+                }
+            } else {
+                assert_eq!(reserved, 0, "node {i} reserves nothing; the owner's lease is not its reservation: {t}");
+                if others > 0 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < end, "node {i} (owner {owner}): {t}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    c.nodes[owner].cancel(&id).await;
+}

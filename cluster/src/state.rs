@@ -136,13 +136,9 @@ impl ClusterState {
                 let outcome = (**outcome).clone();
                 self.modify(id, ev, |rec| transition::finish(rec, *epoch, outcome, now))
             }
-            Command::Requeue {
-                id,
-                epoch,
-                preempted,
-            } => self.modify(id, ev, |rec| {
+            Command::Requeue { id, epoch, reason } => self.modify(id, ev, |rec| {
                 let owner = rec.owner.clone();
-                let mut r = transition::requeue(rec, *epoch, *preempted)?;
+                let mut r = transition::requeue(rec, *epoch, *reason)?;
                 r.owner = owner;
                 Ok(r)
             }),

@@ -8,6 +8,11 @@
 //! Conditions that repeat per request or per heartbeat (a refused rate-limit grant, a budget
 //! hold, a failing model, an unreachable peer) go through [`Throttle`]: the first occurrence of a
 //! key is logged, then at most one line per [`THROTTLE_EVERY`] carrying how many were suppressed.
+//!
+//! Libraries that log per RPC (openraft's replication and elections, ractor_cluster's mesh)
+//! cannot call [`throttled!`]: [`PeerLogThrottle`], a layer of the node's subscriber, throttles
+//! their warnings and errors (and those of our own cluster modules) per call site and peer the
+//! same way, and logs how many it suppressed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,6 +249,104 @@ macro_rules! throttled {
     }};
 }
 
+/// Targets whose warnings and errors [`PeerLogThrottle`] throttles: Raft, replication and the
+/// mesh, which repeat per RPC while a peer is down.
+pub const PEER_LOG_TARGETS: [&str; 5] = [
+    "openraft",
+    "ractor_cluster",
+    "ractor",
+    "openclaw_cluster",
+    "openclaw_server::cluster",
+];
+
+/// Event fields that name a peer; the first one present is part of the throttle key.
+pub const PEER_FIELDS: [&str; 8] = [
+    "target", "peer", "node", "node_id", "id", "addr", "to", "seed",
+];
+
+/// Is `target` (a module path) one [`PeerLogThrottle`] throttles?
+pub fn is_peer_target(target: &str) -> bool {
+    PEER_LOG_TARGETS
+        .iter()
+        .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+}
+
+/// A `tracing_subscriber` layer: warnings and errors of [`PEER_LOG_TARGETS`] are logged the
+/// first time per (call site, peer), then at most once per [`THROTTLE_EVERY`], each time after a
+/// line saying how many were suppressed. Other events pass untouched.
+pub struct PeerLogThrottle {
+    throttle: Throttle,
+}
+
+impl PeerLogThrottle {
+    pub fn new(every: Duration) -> PeerLogThrottle {
+        PeerLogThrottle {
+            throttle: Throttle::new(every),
+        }
+    }
+}
+
+impl Default for PeerLogThrottle {
+    fn default() -> Self {
+        PeerLogThrottle::new(THROTTLE_EVERY)
+    }
+}
+
+/// Finds the first peer-naming field of an event.
+#[derive(Default)]
+struct PeerField {
+    found: Option<(usize, String)>,
+}
+
+impl tracing::field::Visit for PeerField {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if let Some(rank) = PEER_FIELDS.iter().position(|f| *f == field.name()) {
+            if self.found.as_ref().is_none_or(|(r, _)| rank < *r) {
+                let mut v = format!("{value:?}");
+                v.truncate(64);
+                self.found = Some((rank, v));
+            }
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PeerLogThrottle {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if *meta.level() > tracing::Level::WARN || !is_peer_target(meta.target()) {
+            return true;
+        }
+        let mut peer = PeerField::default();
+        event.record(&mut peer);
+        let key = format!(
+            "{}:{}:{}|{}",
+            meta.target(),
+            meta.file().unwrap_or("?"),
+            meta.line().unwrap_or(0),
+            peer.found.map(|(_, v)| v).unwrap_or_default()
+        );
+        match self.throttle.check(&key) {
+            None => false,
+            Some(0) => true,
+            Some(suppressed) => {
+                tracing::warn!(
+                    target: "openclaw_server::logs",
+                    source = meta.target(),
+                    site = %format_args!("{}:{}", meta.file().unwrap_or("?"), meta.line().unwrap_or(0)),
+                    suppressed,
+                    "{suppressed} similar lines suppressed in the last {} s; the latest follows",
+                    THROTTLE_EVERY.as_secs()
+                );
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +427,66 @@ mod tests {
         assert_eq!(t.check("b"), Some(0), "keys are independent");
         assert_eq!(t.clear("a"), Some(1000));
         assert_eq!(t.check("a"), Some(0), "a cleared key logs at once");
+    }
+
+    #[test]
+    fn peer_targets() {
+        for (t, want) in [
+            ("openraft", true),
+            ("openraft::replication", true),
+            ("openraft_x", false),
+            ("ractor_cluster::node::client", true),
+            ("openclaw_server::cluster::net", true),
+            ("openclaw_server::tasks::worker", false),
+            ("openclaw_server::logs", false),
+        ] {
+            assert_eq!(is_peer_target(t), want, "{t}");
+        }
+    }
+
+    /// A dead peer's repeated warnings through a real subscriber: the first line per (site,
+    /// peer), then nothing within the period; another peer is independent; info passes.
+    #[test]
+    fn peer_log_throttle_layer() {
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<String>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(String::from_utf8_lossy(b).into_owned());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(PeerLogThrottle::new(Duration::from_secs(3600)))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || out.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..100 {
+                for peer in [2u64, 3] {
+                    tracing::warn!(target: "openraft::replication", target = peer, "append entries failed");
+                }
+                tracing::info!(target: "openraft::replication", "info passes");
+                tracing::warn!(target: "openclaw_server::tasks", "not a peer target");
+            }
+        });
+        let all = lines.0.lock().unwrap().clone();
+        let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(count("append entries failed"), 2, "{all:?}");
+        assert_eq!(count("target=2"), 1);
+        assert_eq!(count("info passes"), 100);
+        assert_eq!(count("not a peer target"), 100);
     }
 
     #[test]

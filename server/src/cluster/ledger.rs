@@ -12,7 +12,7 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 
 use super::proposer::ClusterError;
 use super::Cluster;
-use crate::tasks::ledger::{Admission, Ledger, LedgerError, Outcome};
+use crate::tasks::ledger::{Admission, Ledger, LedgerError, Outcome, RequeueReason};
 
 pub struct RaftLedger {
     cluster: Arc<Cluster>,
@@ -99,12 +99,12 @@ impl Ledger for RaftLedger {
         &self,
         id: &str,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     ) -> Result<TaskRecord, LedgerError> {
         self.task_cmd(Command::Requeue {
             id: id.to_string(),
             epoch,
-            preempted,
+            reason,
         })
         .await
     }
