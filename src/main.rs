@@ -20,7 +20,7 @@ use crate::cli::{Cli, Command, LogFormat, NodeArgs};
 use openclaw_server::{config, node, sim, util};
 
 /// The log subscriber: the level from `RUST_LOG` (default `info`, libraries at `warn`),
-/// repeated peer warnings of Raft, replication and the mesh throttled per call site and peer
+/// repeated peer warnings of Raft, replication and the mesh throttled per library and peer
 /// ([`openclaw_server::activity::PeerLogThrottle`]), text or JSON on stderr — with ANSI colours
 /// only when stderr is a terminal and `NO_COLOR` is unset.
 fn init_logging(format: LogFormat) {

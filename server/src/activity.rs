@@ -259,21 +259,38 @@ pub const PEER_LOG_TARGETS: [&str; 5] = [
     "openclaw_server::cluster",
 ];
 
-/// Event fields that name a peer; the first one present is part of the throttle key.
-pub const PEER_FIELDS: [&str; 8] = [
-    "target", "peer", "node", "node_id", "id", "addr", "to", "seed",
-];
+/// Event fields that name a peer; the first one present is the peer when no `http://` address
+/// appears in the event.
+pub const PEER_FIELDS: [&str; 7] = ["target", "peer", "node", "node_id", "addr", "to", "seed"];
 
-/// Is `target` (a module path) one [`PeerLogThrottle`] throttles?
-pub fn is_peer_target(target: &str) -> bool {
+/// The [`PEER_LOG_TARGETS`] entry `target` (a module path) falls under, if any.
+pub fn peer_target(target: &str) -> Option<&'static str> {
     PEER_LOG_TARGETS
         .iter()
-        .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+        .find(|t| target == **t || target.starts_with(&format!("{t}::")))
+        .copied()
 }
 
-/// A `tracing_subscriber` layer: warnings and errors of [`PEER_LOG_TARGETS`] are logged the
-/// first time per (call site, peer), then at most once per [`THROTTLE_EVERY`], each time after a
-/// line saying how many were suppressed. Other events pass untouched.
+/// Is `target` one [`PeerLogThrottle`] throttles?
+pub fn is_peer_target(target: &str) -> bool {
+    peer_target(target).is_some()
+}
+
+/// The first `host:port` after `http://` in `text` (the peer of a failed RPC).
+pub fn peer_address(text: &str) -> Option<&str> {
+    let rest = &text[text.find("http://")? + "http://".len()..];
+    let end = rest
+        .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
+}
+
+/// A `tracing_subscriber` layer for the libraries that log per RPC: a warning or error of
+/// [`PEER_LOG_TARGETS`] is keyed by its library and its peer (the `http://host:port` it names,
+/// else a peer field such as openraft's `target`), so every line one dead peer causes — failed
+/// appends, progress errors, back-off notices — shares one key. The first line of a key is
+/// logged as is; after that, at most one line per [`THROTTLE_EVERY`]: a summary with the
+/// number of lines in the period and the latest one's message. Other events pass untouched.
 pub struct PeerLogThrottle {
     throttle: Throttle,
 }
@@ -292,20 +309,32 @@ impl Default for PeerLogThrottle {
     }
 }
 
-/// Finds the first peer-naming field of an event.
+/// What [`PeerLogThrottle`] reads from an event: its peer and its text.
 #[derive(Default)]
-struct PeerField {
-    found: Option<(usize, String)>,
+struct EventText {
+    field_peer: Option<(usize, String)>,
+    url_peer: Option<String>,
+    message: String,
+    fields: String,
 }
 
-impl tracing::field::Visit for PeerField {
+impl tracing::field::Visit for EventText {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let v = format!("{value:?}");
+        if self.url_peer.is_none() {
+            self.url_peer = peer_address(&v).map(str::to_string);
+        }
+        if field.name() == "message" {
+            self.message = v;
+            return;
+        }
         if let Some(rank) = PEER_FIELDS.iter().position(|f| *f == field.name()) {
-            if self.found.as_ref().is_none_or(|(r, _)| rank < *r) {
-                let mut v = format!("{value:?}");
-                v.truncate(64);
-                self.found = Some((rank, v));
+            if self.field_peer.as_ref().is_none_or(|(r, _)| rank < *r) {
+                self.field_peer = Some((rank, v.chars().take(64).collect()));
             }
+        }
+        if self.fields.len() < 200 {
+            self.fields.push_str(&format!(" {}={v}", field.name()));
         }
     }
 }
@@ -317,31 +346,39 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PeerLogThrottle {
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
         let meta = event.metadata();
-        if *meta.level() > tracing::Level::WARN || !is_peer_target(meta.target()) {
+        if *meta.level() > tracing::Level::WARN {
             return true;
         }
-        let mut peer = PeerField::default();
-        event.record(&mut peer);
-        let key = format!(
-            "{}:{}:{}|{}",
-            meta.target(),
-            meta.file().unwrap_or("?"),
-            meta.line().unwrap_or(0),
-            peer.found.map(|(_, v)| v).unwrap_or_default()
-        );
-        match self.throttle.check(&key) {
+        let Some(library) = peer_target(meta.target()) else {
+            return true;
+        };
+        let mut text = EventText::default();
+        event.record(&mut text);
+        let peer = text
+            .url_peer
+            .or(text.field_peer.map(|(_, v)| v))
+            .unwrap_or_default();
+        match self.throttle.check(&format!("{library}|{peer}")) {
             None => false,
             Some(0) => true,
             Some(suppressed) => {
+                let mut latest = format!("{}:{}", meta.target(), text.fields);
+                if !text.message.is_empty() {
+                    latest = format!("{}: {}{}", meta.target(), text.message, text.fields);
+                }
+                let latest: String = latest.chars().take(300).collect();
+                let peer = if peer.is_empty() { "-".to_string() } else { peer };
                 tracing::warn!(
                     target: "openclaw_server::logs",
-                    source = meta.target(),
-                    site = %format_args!("{}:{}", meta.file().unwrap_or("?"), meta.line().unwrap_or(0)),
-                    suppressed,
-                    "{suppressed} similar lines suppressed in the last {} s; the latest follows",
+                    source = library,
+                    peer = %peer,
+                    lines = suppressed + 1,
+                    latest = %latest,
+                    "{} warnings about this peer in the last {} s (throttled); the latest follows",
+                    suppressed + 1,
                     THROTTLE_EVERY.as_secs()
                 );
-                true
+                false
             }
         }
     }
@@ -442,6 +479,14 @@ mod tests {
         ] {
             assert_eq!(is_peer_target(t), want, "{t}");
         }
+        for (text, want) in [
+            ("Unreachable node: PeerError: http://127.0.0.4:7100/raft/append unreachable", Some("127.0.0.4:7100")),
+            ("http://gw-1:7000", Some("gw-1:7000")),
+            ("no address", None),
+            ("http:// nothing", None),
+        ] {
+            assert_eq!(peer_address(text), want, "{text}");
+        }
     }
 
     /// A dead peer's repeated warnings through a real subscriber: the first line per (site,
@@ -477,6 +522,9 @@ mod tests {
                 for peer in [2u64, 3] {
                     tracing::warn!(target: "openraft::replication", target = peer, "append entries failed");
                 }
+                // Another call site about the same dead peer, naming its address: one key.
+                tracing::error!(target: "openraft::engine", err = "http://127.0.0.4:7100/raft/append unreachable", "rpc error");
+                tracing::warn!(target: "openraft::replication", target = 4u64, error = "http://127.0.0.4:7100/raft/append unreachable", "replication failed");
                 tracing::info!(target: "openraft::replication", "info passes");
                 tracing::warn!(target: "openclaw_server::tasks", "not a peer target");
             }
@@ -485,6 +533,7 @@ mod tests {
         let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
         assert_eq!(count("append entries failed"), 2, "{all:?}");
         assert_eq!(count("target=2"), 1);
+        assert_eq!(count("rpc error") + count("replication failed"), 1, "{all:?}");
         assert_eq!(count("info passes"), 100);
         assert_eq!(count("not a peer target"), 100);
     }
