@@ -621,3 +621,53 @@ async fn budget_view_shows_other_nodes_leases_apart_from_reservations() {
     }
     c.nodes[owner].cancel(&id).await;
 }
+
+/// Issue 13, logs: a dead follower does not flood the leader's log. Its warnings are throttled
+/// per peer (the first line, then one summary per 10 s), the leader says once that the peer is
+/// unreachable and, when it answers again, that it is back. The lines are counted between the
+/// kill and the second "still unreachable" summary (at least 20 s later, by the throttle's
+/// clock): unthrottled, openraft alone wrote about 1.3 warning lines a second here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_logged_throttled_and_its_return_too() {
+    let mut c = TestCluster::start(json!({})).await;
+    let leader = c.leader_index(&[0, 1, 2]).await;
+    let victim = (leader + 1) % 3;
+    let before = c.nodes[leader].stderr().lines().count();
+    let killed = Instant::now();
+    c.kill(victim);
+    let end = Instant::now() + Duration::from_secs(90);
+    let (lines, secs) = loop {
+        let log = c.nodes[leader].stderr();
+        let new: Vec<&str> = log.lines().skip(before).collect();
+        if new.iter().filter(|l| l.contains("peer still unreachable")).count() >= 2 {
+            assert_eq!(
+                new.iter().filter(|l| l.contains("peer unreachable: Raft RPCs")).count(),
+                1,
+                "one 'peer unreachable' line:\n{}",
+                new.join("\n")
+            );
+            let warns: Vec<String> = new
+                .iter()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .map(|l| l.to_string())
+                .collect();
+            break (warns, killed.elapsed().as_secs());
+        }
+        assert!(Instant::now() < end, "no throttled summaries:\n{}", new.join("\n"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // First lines of each kind (a dozen at most) plus a few summaries per 10 s.
+    let bound = 15 + secs / 2;
+    assert!(
+        (lines.len() as u64) <= bound,
+        "{} warning lines in {secs} s (bound {bound}):\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    c.restart(victim).await;
+    let end = Instant::now() + AGREE_DEADLINE;
+    while !c.nodes[leader].stderr().contains("peer reachable again") {
+        assert!(Instant::now() < end, "the return was not logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
