@@ -507,7 +507,10 @@ async fn a_budget_hold_counts_a_hold_not_an_attempt() {
             held += v["holds"].as_u64().unwrap();
         }
     }
-    assert!(held >= 1, "four workers started together against a 3-task budget: some run was held");
+    assert!(
+        held >= 1,
+        "four workers started together against a 3-task budget: some run was held"
+    );
 
     // A higher limit, hot-reloaded: every waiting task runs.
     std::fs::write(

@@ -592,7 +592,7 @@ async fn budget_view_shows_other_nodes_leases_apart_from_reservations() {
     let mut owner = None;
     for (i, n) in c.nodes.iter().enumerate() {
         let (_, st) = n.get_json("/api/cluster").await;
-        if st["node_id"].to_string() == owner_id {
+        if st["node_id"].as_u64().map(|n| n.to_string()).as_deref() == Some(owner_id.as_str()) {
             owner = Some(i);
         }
     }
@@ -610,7 +610,10 @@ async fn budget_view_shows_other_nodes_leases_apart_from_reservations() {
                     break;
                 }
             } else {
-                assert_eq!(reserved, 0, "node {i} reserves nothing; the owner's lease is not its reservation: {t}");
+                assert_eq!(
+                    reserved, 0,
+                    "node {i} reserves nothing; the owner's lease is not its reservation: {t}"
+                );
                 if others > 0 {
                     break;
                 }
@@ -639,9 +642,16 @@ async fn a_dead_peer_is_logged_throttled_and_its_return_too() {
     let (lines, secs) = loop {
         let log = c.nodes[leader].stderr();
         let new: Vec<&str> = log.lines().skip(before).collect();
-        if new.iter().filter(|l| l.contains("peer still unreachable")).count() >= 2 {
+        if new
+            .iter()
+            .filter(|l| l.contains("peer still unreachable"))
+            .count()
+            >= 2
+        {
             assert_eq!(
-                new.iter().filter(|l| l.contains("peer unreachable: Raft RPCs")).count(),
+                new.iter()
+                    .filter(|l| l.contains("peer unreachable: Raft RPCs"))
+                    .count(),
                 1,
                 "one 'peer unreachable' line:\n{}",
                 new.join("\n")
@@ -653,7 +663,11 @@ async fn a_dead_peer_is_logged_throttled_and_its_return_too() {
                 .collect();
             break (warns, killed.elapsed().as_secs());
         }
-        assert!(Instant::now() < end, "no throttled summaries:\n{}", new.join("\n"));
+        assert!(
+            Instant::now() < end,
+            "no throttled summaries:\n{}",
+            new.join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // First lines of each kind (a dozen at most) plus a few summaries per 10 s.

@@ -367,7 +367,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PeerLogThrottle {
                     latest = format!("{}: {}{}", meta.target(), text.message, text.fields);
                 }
                 let latest: String = latest.chars().take(300).collect();
-                let peer = if peer.is_empty() { "-".to_string() } else { peer };
+                let peer = if peer.is_empty() {
+                    "-".to_string()
+                } else {
+                    peer
+                };
                 tracing::warn!(
                     target: "openclaw_server::logs",
                     source = library,
@@ -480,7 +484,10 @@ mod tests {
             assert_eq!(is_peer_target(t), want, "{t}");
         }
         for (text, want) in [
-            ("Unreachable node: PeerError: http://127.0.0.4:7100/raft/append unreachable", Some("127.0.0.4:7100")),
+            (
+                "Unreachable node: PeerError: http://127.0.0.4:7100/raft/append unreachable",
+                Some("127.0.0.4:7100"),
+            ),
             ("http://gw-1:7000", Some("gw-1:7000")),
             ("no address", None),
             ("http:// nothing", None),
@@ -533,7 +540,11 @@ mod tests {
         let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
         assert_eq!(count("append entries failed"), 2, "{all:?}");
         assert_eq!(count("target=2"), 1);
-        assert_eq!(count("rpc error") + count("replication failed"), 1, "{all:?}");
+        assert_eq!(
+            count("rpc error") + count("replication failed"),
+            1,
+            "{all:?}"
+        );
         assert_eq!(count("info passes"), 100);
         assert_eq!(count("not a peer target"), 100);
     }

@@ -383,7 +383,11 @@ mod tests {
         let cases = [
             ("server.workers", json!(4), None),
             ("model_routing.default_model", json!("smart"), None),
-            ("server.listen", json!("127.0.0.1:3999"), Some("server.listen")),
+            (
+                "server.listen",
+                json!("127.0.0.1:3999"),
+                Some("server.listen"),
+            ),
             ("auth.token_env", json!("OTHER"), Some("auth")),
             ("cluster.heartbeat_ms", json!(300), Some("cluster")),
             (

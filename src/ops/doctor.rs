@@ -337,7 +337,9 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
                 )
             };
             checks.push(Check::new("config", Status::Ok, format!("{what} is valid")));
-            checks.extend(config_warning_checks(&cfg, &|v: &str| std::env::var(v).ok()));
+            checks.extend(config_warning_checks(&cfg, &|v: &str| {
+                std::env::var(v).ok()
+            }));
             Some(cfg)
         }
         Err(e) => {
@@ -616,7 +618,9 @@ mod tests {
                 "config budget.notification.recipients"
             ]
         );
-        assert!(checks.iter().all(|c| c.status == Status::Warn && c.fix.is_some()));
+        assert!(checks
+            .iter()
+            .all(|c| c.status == Status::Warn && c.fix.is_some()));
         let clean = openclaw_server::config::from_value("t", json!({})).unwrap();
         assert!(config_warning_checks(&clean, &|_| None).is_empty());
     }

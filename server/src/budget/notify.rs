@@ -190,7 +190,10 @@ mod tests {
             recipients: vec!["admin_group".into(), "ops".into()],
             ..n
         };
-        let text = feishu_body(&n)["content"]["text"].as_str().unwrap().to_string();
+        let text = feishu_body(&n)["content"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(text.starts_with("To: admin_group, ops\n"), "{text}");
         assert_eq!(
             generic_body(&n)["recipients"],

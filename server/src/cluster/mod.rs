@@ -703,7 +703,9 @@ mod join_tests {
             other => panic!("{other:?}"),
         }
         match join_failure(&format!("{url}: HTTP 404 Not Found: nothing here")) {
-            JoinFailure::Retry(why) => assert!(why.contains("not an openclaw cluster port"), "{why}"),
+            JoinFailure::Retry(why) => {
+                assert!(why.contains("not an openclaw cluster port"), "{why}")
+            }
             other => panic!("{other:?}"),
         }
     }

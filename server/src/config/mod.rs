@@ -1419,7 +1419,12 @@ impl Config {
         let mut vars: Vec<(String, &str)> = n
             .webhook_url_env
             .iter()
-            .map(|v| ("budget.notification.webhook_url_env".to_string(), v.as_str()))
+            .map(|v| {
+                (
+                    "budget.notification.webhook_url_env".to_string(),
+                    v.as_str(),
+                )
+            })
             .collect();
         for (i, w) in n.webhooks.iter().enumerate() {
             vars.push((
@@ -1732,7 +1737,14 @@ mod tests {
         let cases = [
             (
                 json!({"models": {"qwen-max": qwen.clone()}}),
-                vec!["qwen-max", "gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "claude-3-5-haiku", "deepseek-v3"],
+                vec![
+                    "qwen-max",
+                    "gpt-4o",
+                    "gpt-4o-mini",
+                    "claude-3-5-sonnet",
+                    "claude-3-5-haiku",
+                    "deepseek-v3",
+                ],
                 vec![],
             ),
             (
@@ -1767,7 +1779,10 @@ mod tests {
         // Replace without a default model: the error says why and how.
         let e = err_of(json!({"models_mode": "replace", "models": {"qwen-max": qwen}}));
         assert!(e.contains("model_routing.default_model"), "{e}");
-        assert!(e.contains("models_mode") && e.contains("built-in default"), "{e}");
+        assert!(
+            e.contains("models_mode") && e.contains("built-in default"),
+            "{e}"
+        );
         assert!(e.contains("qwen-max"), "{e}");
         let e = err_of(json!({"models_mode": "sometimes"}));
         assert!(e.contains("models_mode"), "{e}");
@@ -1777,7 +1792,11 @@ mod tests {
     fn primary_acts_as_the_default_model_unless_routing_names_one() {
         let cfg = from_value("t", json!({"model_fallback": {"primary": "gpt-4o"}})).unwrap();
         assert_eq!(cfg.default_model(), "gpt-4o");
-        assert!(cfg.warnings(&|_| None).is_empty(), "{:?}", cfg.warnings(&|_| None));
+        assert!(
+            cfg.warnings(&|_| None).is_empty(),
+            "{:?}",
+            cfg.warnings(&|_| None)
+        );
         let cfg = from_value(
             "t",
             json!({"model_fallback": {"primary": "gpt-4o"}, "model_routing": {"default_model": "gpt-4o-mini"}}),
@@ -1799,7 +1818,10 @@ mod tests {
             (
                 json!({"budget": {"notification": {"channel": "feishu", "recipients": ["ops"]}}}),
                 false,
-                vec!["budget.notification.channel", "budget.notification.recipients"],
+                vec![
+                    "budget.notification.channel",
+                    "budget.notification.recipients",
+                ],
             ),
             (
                 json!({"budget": {"notification": {"channel": "feishu", "webhook_url_env": "HOOK", "recipients": ["ops"]}}}),
@@ -1843,14 +1865,21 @@ mod tests {
             (
                 json!({"cache": {"request_cache": {"similarity_threshold": 0.5}, "knowledge_cache": {"enabled": true}}}),
                 false,
-                vec!["cache.request_cache.similarity_threshold", "cache.knowledge_cache"],
+                vec![
+                    "cache.request_cache.similarity_threshold",
+                    "cache.knowledge_cache",
+                ],
             ),
             (
                 json!({"session": {"context_management": {"max_context_tokens": 8000}}}),
                 false,
                 vec!["session.context_management"],
             ),
-            (json!({"cluster": {"heartbeat_ms": 300}}), false, vec!["cluster"]),
+            (
+                json!({"cluster": {"heartbeat_ms": 300}}),
+                false,
+                vec!["cluster"],
+            ),
             (
                 json!({"cluster": {"listen": "127.0.0.1:7000", "heartbeat_ms": 300}}),
                 false,
@@ -1871,7 +1900,11 @@ mod tests {
         assert!(e.contains("budget.limits.per_agent.reviewer"), "{e}");
         assert!(e.contains("unknown agent") && e.contains("main"), "{e}");
         // `main` always exists; a configured agent is fine.
-        from_value("t", json!({"budget": {"limits": {"per_agent": {"main": {"tokens": 5}}}}})).unwrap();
+        from_value(
+            "t",
+            json!({"budget": {"limits": {"per_agent": {"main": {"tokens": 5}}}}}),
+        )
+        .unwrap();
         from_value(
             "t",
             json!({"agents": {"reviewer": {}}, "budget": {"limits": {"per_agent": {"reviewer": {"tokens": 5}}}}}),
@@ -1883,7 +1916,12 @@ mod tests {
 
     #[test]
     fn addresses_take_host_names_and_join_refuses_urls() {
-        for ok in ["127.0.0.1:3000", "localhost:3105", "[::1]:3000", "gw-1:3000"] {
+        for ok in [
+            "127.0.0.1:3000",
+            "localhost:3105",
+            "[::1]:3000",
+            "gw-1:3000",
+        ] {
             assert!(is_host_port(ok), "{ok}");
         }
         for bad in ["localhost", ":3000", "http://x:3000", "x:port", "x:70000"] {
@@ -1891,10 +1929,16 @@ mod tests {
         }
         from_value("t", json!({"server": {"listen": "localhost:3105"}})).unwrap();
         let e = err_of(json!({"cluster": {"join": ["http://127.0.0.2:7000"]}}));
-        assert!(e.contains("cluster.join[0]") && e.contains("is a URL"), "{e}");
+        assert!(
+            e.contains("cluster.join[0]") && e.contains("is a URL"),
+            "{e}"
+        );
         assert!(e.contains("--join 127.0.0.2:7000"), "{e}");
         let e = err_of(json!({"cluster": {"join": ["127.0.0.2"]}}));
-        assert!(e.contains("cluster.join[0]") && e.contains("HOST:PORT"), "{e}");
+        assert!(
+            e.contains("cluster.join[0]") && e.contains("HOST:PORT"),
+            "{e}"
+        );
         assert_eq!(join_address_problem("gw-1:7000"), None);
     }
 
@@ -1902,19 +1946,36 @@ mod tests {
     fn a_failing_env_override_names_the_variable() {
         // (variables, expected variable named, words)
         let cases = [
-            (vec![("OPENCLAW__SERVER__WORKERS", "many")], "OPENCLAW__SERVER__WORKERS", "invalid type"),
-            (vec![("OPENCLAW__SERVER__WORKERS", "0")], "OPENCLAW__SERVER__WORKERS", "at least 1"),
-            (vec![("OPENCLAW__SERVER__WORKERZ", "3")], "OPENCLAW__SERVER__WORKERZ", "workerz"),
             (
-                vec![("OPENCLAW__SERVER__NODE_NAME", "n"), ("OPENCLAW__MODEL_ROUTING__DEFAULT_MODEL", "gpt-9")],
+                vec![("OPENCLAW__SERVER__WORKERS", "many")],
+                "OPENCLAW__SERVER__WORKERS",
+                "invalid type",
+            ),
+            (
+                vec![("OPENCLAW__SERVER__WORKERS", "0")],
+                "OPENCLAW__SERVER__WORKERS",
+                "at least 1",
+            ),
+            (
+                vec![("OPENCLAW__SERVER__WORKERZ", "3")],
+                "OPENCLAW__SERVER__WORKERZ",
+                "workerz",
+            ),
+            (
+                vec![
+                    ("OPENCLAW__SERVER__NODE_NAME", "n"),
+                    ("OPENCLAW__MODEL_ROUTING__DEFAULT_MODEL", "gpt-9"),
+                ],
                 "OPENCLAW__MODEL_ROUTING__DEFAULT_MODEL",
                 "gpt-9",
             ),
         ];
         for (vars, var, words) in cases {
             let mut root = json!({"server": {"workers": 2}});
-            let vars: Vec<(String, String)> =
-                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let applied = apply_env_overrides(&mut root, vars.into_iter()).unwrap();
             let e = blame_env(from_value("f.json", root).unwrap_err(), &applied).to_string();
             assert!(e.contains(var), "`{e}` should name {var}");

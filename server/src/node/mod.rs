@@ -185,7 +185,10 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let listen: SocketAddr = match opts.http {
         Some(a) => a,
         None => resolve_addr(&cfg.server.listen).with_context(|| {
-            format!("server.listen `{}` is not a usable address", cfg.server.listen)
+            format!(
+                "server.listen `{}` is not a usable address",
+                cfg.server.listen
+            )
         })?,
     };
     for w in cfg.warnings(&|v: &str| std::env::var(v).ok()) {
@@ -530,7 +533,10 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let e = check_data_dir(&file.join("data")).unwrap_err().to_string();
-        assert!(e.contains("not a directory") && !e.contains("another node"), "{e}");
+        assert!(
+            e.contains("not a directory") && !e.contains("another node"),
+            "{e}"
+        );
     }
 
     /// The node as a library: start in-process on port 0, crash the scheduler actor, and check

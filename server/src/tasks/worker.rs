@@ -129,7 +129,10 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         (Some(Ok(o)), _) => o,
         (Some(Err(BudgetWait(scope))), _) => {
             // Not failed: back to the queue; the scheduler holds it while the budget is paused.
-            return match ledger.requeue(&rec.id, epoch, RequeueReason::BudgetHeld).await {
+            return match ledger
+                .requeue(&rec.id, epoch, RequeueReason::BudgetHeld)
+                .await
+            {
                 Ok(r) => {
                     activity::bump(&activity::activity().budget_held);
                     tracing::debug!(%scope, "budget exhausted; task waits in the queue");
@@ -142,7 +145,10 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
             };
         }
         (None, Some(StopReason::Preempted)) => {
-            return match ledger.requeue(&rec.id, epoch, RequeueReason::Preempted).await {
+            return match ledger
+                .requeue(&rec.id, epoch, RequeueReason::Preempted)
+                .await
+            {
                 Ok(r) => {
                     activity::bump(&activity::activity().preempted);
                     tracing::debug!("task preempted and requeued");
