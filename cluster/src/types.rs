@@ -113,8 +113,8 @@ pub struct NodeReport {
     pub lease_ms: u64,
 }
 
-/// Why a run stopped without an outcome. Encoded like the `bool` it replaced (`Stopped` = 0 =
-/// false, `Preempted` = 1 = true), so Raft entries written before it still decode.
+/// Why a run stopped without an outcome (it replaced a `preempted: bool`; `Stopped` and
+/// `Preempted` keep that bool's encoding, 0 and 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequeueReason {
     /// Shut down, crashed, or found running with no worker: the run may have called the
