@@ -56,9 +56,10 @@ pub struct NodeArgs {
     /// Data directory: store, audit log, agent workspaces. Default `~/.openclaw`.
     #[arg(long, env = "OPENCLAW_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// HTTP listen address (overrides server.listen). Default 127.0.0.1:3000.
+    /// HTTP listen address, HOST:PORT (overrides server.listen; a host name such as
+    /// localhost:3105 is resolved). Default 127.0.0.1:3000.
     #[arg(long, env = "OPENCLAW_HTTP")]
-    pub http: Option<SocketAddr>,
+    pub http: Option<String>,
     /// Cluster address to listen on (Raft and membership; the actor mesh uses the next port).
     /// Turns on cluster mode.
     #[arg(long)]

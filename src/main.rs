@@ -17,17 +17,29 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, LogFormat, NodeArgs};
 use openclaw_server::{config, node, sim, util};
 
+/// The log subscriber: the level from `RUST_LOG` (default `info`, libraries at `warn`),
+/// repeated peer warnings of Raft, replication and the mesh throttled per library and peer
+/// ([`openclaw_server::activity::PeerLogThrottle`]), text or JSON on stderr — with ANSI colours
+/// only when stderr is a terminal and `NO_COLOR` is unset.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,ractor_cluster=warn,ractor=warn,openraft=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(openclaw_server::activity::PeerLogThrottle::default());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+    };
 }
 
 /// Cancelled on SIGINT or SIGTERM.
@@ -72,9 +84,18 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.cluster {
         cfg.cluster.listen = Some(addr);
     }
+    for j in &args.join {
+        if let Some(problem) = config::join_address_problem(j) {
+            anyhow::bail!("--join: {problem}");
+        }
+    }
     if !args.join.is_empty() {
         cfg.cluster.join = args.join;
     }
+    let http = match &args.http {
+        Some(h) => Some(node::resolve_addr(h).map_err(|e| anyhow::anyhow!("--http: {e:#}"))?),
+        None => None,
+    };
     if let Some(id) = args.node_id {
         cfg.cluster.node_id = Some(id.parse().map_err(|_| {
             anyhow::anyhow!("--node-id `{id}` is not a number (node ids are positive integers)")
@@ -89,7 +110,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let opts = node::NodeOptions {
         config: cfg,
         data_dir,
-        http: args.http,
+        http,
         config_source: Some(source),
     };
     node::run(opts, shutdown_on_signals()).await

@@ -470,3 +470,65 @@ async fn chat_calls_are_budgeted_and_refused_at_the_limit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 14 item 5: `attempts` counts runs that reached the provider. Tasks started while the
+/// budget runs out are held (put back in the queue before any provider call): each hold is
+/// counted in `holds`, not in `attempts`, so once a higher limit (hot-reloaded) lets them run,
+/// every task shows as many attempts as the simulator saw calls for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_hold_counts_a_hold_not_an_attempt() {
+    let sim = Sim::start(&[]).await;
+    let u = tokens_per_task(&sim, "fast").await;
+    let budget =
+        |limit: u64| json!({"enabled": true, "period": "daily", "limits": {"total_tokens": limit}});
+    let node = Node::start(&budget_cfg(&sim, 4, "fast", budget(3 * u))).await;
+    let node_ref = &node;
+    let ids: Vec<String> = futures::future::join_all(
+        (0..16).map(|_| async move { node_ref.submit_ok(task("normal")).await }),
+    )
+    .await;
+
+    // The budget binds: nothing runs, the rest waits.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, q) = node.get_json("/api/queue").await;
+        if q["running"] == 0 && q["paused"] == "budget" && q["queued"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "budget never paused: {q}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut held = 0;
+    for id in &ids {
+        let v = node.task(id).await;
+        if v["status"] == "queued" {
+            let calls = sim.calls(Some(id)).await.len() as u64;
+            assert_eq!(v["attempts"].as_u64().unwrap(), calls, "{v}");
+            held += v["holds"].as_u64().unwrap();
+        }
+    }
+    assert!(
+        held >= 1,
+        "four workers started together against a 3-task budget: some run was held"
+    );
+
+    // A higher limit, hot-reloaded: every waiting task runs.
+    std::fs::write(
+        node.data_dir.join("openclaw.json"),
+        serde_json::to_vec_pretty(&budget_cfg(&sim, 4, "fast", budget(1000 * u))).unwrap(),
+    )
+    .unwrap();
+    let mut holds = 0;
+    for id in &ids {
+        let v = node.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        let calls = sim.calls(Some(id)).await.len() as u64;
+        assert_eq!(
+            v["attempts"].as_u64().unwrap(),
+            calls,
+            "attempts = provider calls: {v}"
+        );
+        holds += v["holds"].as_u64().unwrap();
+    }
+    assert!(holds >= held, "holds are kept: {holds} < {held}");
+}

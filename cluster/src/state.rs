@@ -165,13 +165,9 @@ impl ClusterState {
                     transition::finish(rec, *epoch, outcome, now)
                 })
             }
-            Command::Requeue {
-                id,
-                epoch,
-                preempted,
-            } => self.modify(id, disk, ev, |rec| {
+            Command::Requeue { id, epoch, reason } => self.modify(id, disk, ev, |rec| {
                 let owner = rec.owner.clone();
-                let mut r = transition::requeue(rec, *epoch, *preempted)?;
+                let mut r = transition::requeue(rec, *epoch, *reason)?;
                 r.owner = owner;
                 Ok(r)
             }),

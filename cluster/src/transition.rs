@@ -8,7 +8,7 @@
 use openclaw_proto::api::TaskErrorView;
 use openclaw_proto::{TaskRecord, TaskStatus};
 
-use crate::types::{Outcome, Rejection};
+use crate::types::{Outcome, Rejection, RequeueReason};
 
 fn wrong(rec: &TaskRecord) -> Rejection {
     Rejection::WrongState {
@@ -28,7 +28,8 @@ fn fence(rec: &TaskRecord, epoch: u64) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Queued → Running, owned by `node` under a new epoch; counts an attempt.
+/// Queued → Running, owned by `node` under a new epoch; counts an attempt (`attempts` counts
+/// runs that reach the provider: a run held by the budget gives it back in [`requeue`]).
 pub fn start(mut rec: TaskRecord, node: &str, now_ms: u64) -> Result<TaskRecord, Rejection> {
     if rec.status != TaskStatus::Queued {
         return Err(wrong(&rec));
@@ -74,9 +75,15 @@ pub fn finish(
     Ok(rec)
 }
 
-/// Running → Queued (preempted, or the owner went away), for the current epoch. The epoch is
-/// bumped so the old run can no longer finish; attempts are kept. The caller decides the owner.
-pub fn requeue(mut rec: TaskRecord, epoch: u64, preempted: bool) -> Result<TaskRecord, Rejection> {
+/// Running → Queued (preempted, held by the budget, or the owner went away), for the current
+/// epoch. The epoch is bumped so the old run can no longer finish. A preemption is counted; a
+/// budget hold is counted in `holds` and takes back the attempt `start` counted (no provider
+/// call was made); otherwise attempts are kept. The caller decides the owner.
+pub fn requeue(
+    mut rec: TaskRecord,
+    epoch: u64,
+    reason: RequeueReason,
+) -> Result<TaskRecord, Rejection> {
     if rec.status != TaskStatus::Running {
         return Err(wrong(&rec));
     }
@@ -84,8 +91,13 @@ pub fn requeue(mut rec: TaskRecord, epoch: u64, preempted: bool) -> Result<TaskR
     rec.status = TaskStatus::Queued;
     rec.owner = None;
     rec.epoch += 1;
-    if preempted {
-        rec.preemptions += 1;
+    match reason {
+        RequeueReason::Preempted => rec.preemptions += 1,
+        RequeueReason::BudgetHeld => {
+            rec.attempts = rec.attempts.saturating_sub(1);
+            rec.holds += 1;
+        }
+        RequeueReason::Stopped => {}
     }
     Ok(rec)
 }
@@ -122,7 +134,7 @@ pub fn recover(rec: TaskRecord) -> TaskRecord {
     match rec.status {
         TaskStatus::Running => {
             let epoch = rec.epoch;
-            requeue(rec.clone(), epoch, false).unwrap_or(rec)
+            requeue(rec.clone(), epoch, RequeueReason::Stopped).unwrap_or(rec)
         }
         _ => rec,
     }

@@ -112,6 +112,20 @@ pub struct NodeReport {
     pub lease_ms: u64,
 }
 
+/// Why a run stopped without an outcome (it replaced a `preempted: bool`; `Stopped` and
+/// `Preempted` keep that bool's encoding, 0 and 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequeueReason {
+    /// Shut down, crashed, or found running with no worker: the run may have called the
+    /// provider, so the attempt counts.
+    Stopped,
+    /// Preempted by more urgent work: counts a preemption; the attempt counts.
+    Preempted,
+    /// Held by the budget before any provider call: the attempt is taken back and a hold
+    /// counted instead.
+    BudgetHeld,
+}
+
 /// One state change. Commands are validated by `apply`; an invalid one gets a `Reply::Rejected`
 /// and changes nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +139,8 @@ pub enum Command {
         /// The proposer's config lets this priority preempt running work.
         may_preempt: bool,
     },
-    /// The owner takes its queued task to run it: Running, epoch + 1, attempts + 1.
+    /// The owner takes its queued task to run it: Running, epoch + 1, attempts + 1 (taken back
+    /// if the run is held by the budget before any provider call).
     Start { id: String, node: NodeId },
     /// The run under `epoch` ended.
     Finish {
@@ -133,12 +148,12 @@ pub enum Command {
         epoch: u64,
         outcome: Box<Outcome>,
     },
-    /// The run under `epoch` stopped without an outcome (preempted, shut down): Queued again on
-    /// the same owner, epoch + 1, attempts kept.
+    /// The run under `epoch` stopped without an outcome (preempted, shut down, held by the
+    /// budget): Queued again on the same owner, epoch + 1 (see `transition::requeue`).
     Requeue {
         id: String,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     },
     /// Cancel a queued task.
     Cancel { id: String },

@@ -507,6 +507,7 @@ impl Cluster {
             log_path: dir.join("node.log"),
             ip,
             http_port: Some(http.port()),
+            http_host: None,
             cluster: Some(cluster),
             rust_log: Some(self.spec.rust_log.clone()),
             env,
@@ -622,12 +623,14 @@ pub fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, (i + 2).min(254) as u8)
 }
 
-/// A node config: models `fast` and `smart` served by the simulator at `sim_base_url`
+/// A node config: models `fast` and `smart` (only these: `models_mode: "replace"` drops the
+/// built-in models) served by the simulator at `sim_base_url`
 /// (`http://127.0.0.1:PORT/v1`), `workers` workers, `extra` merged in one level deep (objects
 /// are merged key by key, anything else replaces).
 pub fn node_config(sim_base_url: &str, workers: usize, extra: &Value) -> Value {
     let model = |input: f64, output: f64| json!({"provider": "sim", "base_url": sim_base_url, "price": {"input": input, "output": output}});
     let mut cfg = json!({
+        "models_mode": "replace",
         "models": {"fast": model(0.15, 0.6), "smart": model(2.5, 10.0)},
         "model_routing": {"default_model": "fast"},
         "server": {"workers": workers},

@@ -37,6 +37,9 @@ pub struct NodeSpec {
     pub ip: Ipv4Addr,
     /// A fixed HTTP port; `None`: a fresh free port at every start.
     pub http_port: Option<u16>,
+    /// The host written in `--http HOST:PORT` (e.g. `localhost`, which the node resolves);
+    /// `None`: the IP `ip`. The probes always use `ip`.
+    pub http_host: Option<String>,
     /// `--cluster` (the mesh takes the next port); `None` for a node on its own.
     pub cluster: Option<SocketAddr>,
     /// `RUST_LOG`; `None` runs the node at its default level, as an operator does.
@@ -61,6 +64,7 @@ impl NodeSpec {
             data_dir,
             ip: Ipv4Addr::LOCALHOST,
             http_port: None,
+            http_host: None,
             cluster: None,
             rust_log: Some("info".into()),
             env: Vec::new(),
@@ -136,7 +140,10 @@ impl Node {
             "--data-dir".into(),
             self.spec.data_dir.display().to_string(),
             "--http".into(),
-            self.http.to_string(),
+            match &self.spec.http_host {
+                Some(host) => format!("{host}:{}", self.http.port()),
+                None => self.http.to_string(),
+            },
         ];
         if let Some(c) = self.spec.cluster {
             args.push("--cluster".into());

@@ -207,7 +207,11 @@ pub struct TaskView {
     pub output: Option<String>,
     pub tokens: TokenCounts,
     pub cost_usd: f64,
+    /// Runs that reached the model (a budget hold before any provider call is not one).
     pub attempts: u32,
+    /// Times the budget held the task before any provider call and put it back in the queue.
+    #[serde(default)]
+    pub holds: u32,
     pub node: Option<String>,
     pub error: Option<TaskErrorView>,
     pub session_id: Option<String>,

@@ -17,8 +17,15 @@ pub struct BudgetScopeView {
     pub scope: String,
     pub spent_tokens: u64,
     pub spent_cost_usd: f64,
+    /// Reserved by calls in flight on this node.
     pub reserved_tokens: u64,
     pub reserved_cost_usd: f64,
+    /// Cluster mode: the budget slices other nodes hold (what they may still spend without
+    /// asking the cluster); 0 on a node running alone.
+    #[serde(default)]
+    pub others_leased_tokens: u64,
+    #[serde(default)]
+    pub others_leased_cost_usd: f64,
     pub limit_tokens: Option<u64>,
     pub limit_cost_usd: Option<f64>,
     pub used_ratio: f64,

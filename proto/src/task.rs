@@ -70,9 +70,14 @@ pub struct TaskRecord {
     pub output: Option<String>,
     pub tokens: TokenCounts,
     pub cost_usd: f64,
-    /// Times the task was started (a re-run after a crash or a preemption counts again).
+    /// Runs that reached the model: started and not held by the budget before any provider
+    /// call (a re-run after a crash or a preemption counts again; retries and fallbacks within
+    /// one run are in `fallbacks`).
     pub attempts: u32,
     pub preemptions: u32,
+    /// Times a run was held by the budget before any provider call and put back in the queue
+    /// (these runs do not count as attempts).
+    pub holds: u32,
     /// The node that owns (runs) the task.
     pub owner: Option<String>,
     /// Lease epoch of the owner; completion is accepted only for the current epoch (fencing).
@@ -116,6 +121,7 @@ impl TaskRecord {
             cost_usd: 0.0,
             attempts: 0,
             preemptions: 0,
+            holds: 0,
             owner: None,
             epoch: 0,
             error: None,
@@ -165,6 +171,7 @@ mod tests {
             cost_usd: 0.0,
             attempts: 0,
             preemptions: 0,
+            holds: 0,
             owner: None,
             epoch: 0,
             error: None,

@@ -8,6 +8,11 @@
 //! Conditions that repeat per request or per heartbeat (a refused rate-limit grant, a budget
 //! hold, a failing model, an unreachable peer) go through [`Throttle`]: the first occurrence of a
 //! key is logged, then at most one line per [`THROTTLE_EVERY`] carrying how many were suppressed.
+//!
+//! Libraries that log per RPC (openraft's replication and elections, ractor_cluster's mesh)
+//! cannot call [`throttled!`]: [`PeerLogThrottle`], a layer of the node's subscriber, throttles
+//! their warnings and errors (and those of our own cluster modules) per call site and peer the
+//! same way, and logs how many it suppressed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,6 +249,145 @@ macro_rules! throttled {
     }};
 }
 
+/// Targets whose warnings and errors [`PeerLogThrottle`] throttles: Raft, replication and the
+/// mesh, which repeat per RPC while a peer is down.
+pub const PEER_LOG_TARGETS: [&str; 5] = [
+    "openraft",
+    "ractor_cluster",
+    "ractor",
+    "openclaw_cluster",
+    "openclaw_server::cluster",
+];
+
+/// Event fields that name a peer; the first one present is the peer when no `http://` address
+/// appears in the event.
+pub const PEER_FIELDS: [&str; 7] = ["target", "peer", "node", "node_id", "addr", "to", "seed"];
+
+/// The [`PEER_LOG_TARGETS`] entry `target` (a module path) falls under, if any.
+pub fn peer_target(target: &str) -> Option<&'static str> {
+    PEER_LOG_TARGETS
+        .iter()
+        .find(|t| target == **t || target.starts_with(&format!("{t}::")))
+        .copied()
+}
+
+/// Is `target` one [`PeerLogThrottle`] throttles?
+pub fn is_peer_target(target: &str) -> bool {
+    peer_target(target).is_some()
+}
+
+/// The first `host:port` after `http://` in `text` (the peer of a failed RPC).
+pub fn peer_address(text: &str) -> Option<&str> {
+    let rest = &text[text.find("http://")? + "http://".len()..];
+    let end = rest
+        .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
+}
+
+/// A `tracing_subscriber` layer for the libraries that log per RPC: a warning or error of
+/// [`PEER_LOG_TARGETS`] is keyed by its library and its peer (the `http://host:port` it names,
+/// else a peer field such as openraft's `target`), so every line one dead peer causes — failed
+/// appends, progress errors, back-off notices — shares one key. The first line of a key is
+/// logged as is; after that, at most one line per [`THROTTLE_EVERY`]: a summary with the
+/// number of lines in the period and the latest one's message. Other events pass untouched.
+pub struct PeerLogThrottle {
+    throttle: Throttle,
+}
+
+impl PeerLogThrottle {
+    pub fn new(every: Duration) -> PeerLogThrottle {
+        PeerLogThrottle {
+            throttle: Throttle::new(every),
+        }
+    }
+}
+
+impl Default for PeerLogThrottle {
+    fn default() -> Self {
+        PeerLogThrottle::new(THROTTLE_EVERY)
+    }
+}
+
+/// What [`PeerLogThrottle`] reads from an event: its peer and its text.
+#[derive(Default)]
+struct EventText {
+    field_peer: Option<(usize, String)>,
+    url_peer: Option<String>,
+    message: String,
+    fields: String,
+}
+
+impl tracing::field::Visit for EventText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let v = format!("{value:?}");
+        if self.url_peer.is_none() {
+            self.url_peer = peer_address(&v).map(str::to_string);
+        }
+        if field.name() == "message" {
+            self.message = v;
+            return;
+        }
+        if let Some(rank) = PEER_FIELDS.iter().position(|f| *f == field.name()) {
+            if self.field_peer.as_ref().is_none_or(|(r, _)| rank < *r) {
+                self.field_peer = Some((rank, v.chars().take(64).collect()));
+            }
+        }
+        if self.fields.len() < 200 {
+            self.fields.push_str(&format!(" {}={v}", field.name()));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PeerLogThrottle {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if *meta.level() > tracing::Level::WARN {
+            return true;
+        }
+        let Some(library) = peer_target(meta.target()) else {
+            return true;
+        };
+        let mut text = EventText::default();
+        event.record(&mut text);
+        let peer = text
+            .url_peer
+            .or(text.field_peer.map(|(_, v)| v))
+            .unwrap_or_default();
+        match self.throttle.check(&format!("{library}|{peer}")) {
+            None => false,
+            Some(0) => true,
+            Some(suppressed) => {
+                let mut latest = format!("{}:{}", meta.target(), text.fields);
+                if !text.message.is_empty() {
+                    latest = format!("{}: {}{}", meta.target(), text.message, text.fields);
+                }
+                let latest: String = latest.chars().take(300).collect();
+                let peer = if peer.is_empty() {
+                    "-".to_string()
+                } else {
+                    peer
+                };
+                tracing::warn!(
+                    target: "openclaw_server::logs",
+                    source = library,
+                    peer = %peer,
+                    lines = suppressed + 1,
+                    latest = %latest,
+                    "{} warnings about this peer in the last {} s (throttled); the latest follows",
+                    suppressed + 1,
+                    THROTTLE_EVERY.as_secs()
+                );
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +468,85 @@ mod tests {
         assert_eq!(t.check("b"), Some(0), "keys are independent");
         assert_eq!(t.clear("a"), Some(1000));
         assert_eq!(t.check("a"), Some(0), "a cleared key logs at once");
+    }
+
+    #[test]
+    fn peer_targets() {
+        for (t, want) in [
+            ("openraft", true),
+            ("openraft::replication", true),
+            ("openraft_x", false),
+            ("ractor_cluster::node::client", true),
+            ("openclaw_server::cluster::net", true),
+            ("openclaw_server::tasks::worker", false),
+            ("openclaw_server::logs", false),
+        ] {
+            assert_eq!(is_peer_target(t), want, "{t}");
+        }
+        for (text, want) in [
+            (
+                "Unreachable node: PeerError: http://127.0.0.4:7100/raft/append unreachable",
+                Some("127.0.0.4:7100"),
+            ),
+            ("http://gw-1:7000", Some("gw-1:7000")),
+            ("no address", None),
+            ("http:// nothing", None),
+        ] {
+            assert_eq!(peer_address(text), want, "{text}");
+        }
+    }
+
+    /// A dead peer's repeated warnings through a real subscriber: the first line per (site,
+    /// peer), then nothing within the period; another peer is independent; info passes.
+    #[test]
+    fn peer_log_throttle_layer() {
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<String>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(String::from_utf8_lossy(b).into_owned());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(PeerLogThrottle::new(Duration::from_secs(3600)))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || out.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..100 {
+                for peer in [2u64, 3] {
+                    tracing::warn!(target: "openraft::replication", target = peer, "append entries failed");
+                }
+                // Another call site about the same dead peer, naming its address: one key.
+                tracing::error!(target: "openraft::engine", err = "http://127.0.0.4:7100/raft/append unreachable", "rpc error");
+                tracing::warn!(target: "openraft::replication", target = 4u64, error = "http://127.0.0.4:7100/raft/append unreachable", "replication failed");
+                tracing::info!(target: "openraft::replication", "info passes");
+                tracing::warn!(target: "openclaw_server::tasks", "not a peer target");
+            }
+        });
+        let all = lines.0.lock().unwrap().clone();
+        let count = |needle: &str| all.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(count("append entries failed"), 2, "{all:?}");
+        assert_eq!(count("target=2"), 1);
+        assert_eq!(
+            count("rpc error") + count("replication failed"),
+            1,
+            "{all:?}"
+        );
+        assert_eq!(count("info passes"), 100);
+        assert_eq!(count("not a peer target"), 100);
     }
 
     #[test]

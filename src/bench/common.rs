@@ -294,6 +294,7 @@ pub(crate) fn policy_config(sim: SocketAddr) -> Value {
 pub(crate) fn node_config(sim: SocketAddr) -> Value {
     json!({
         "server": {"workers": 64, "queue_max": 1_000_000, "max_in_flight_requests": 100_000},
+        "models_mode": "replace",
         "models": {"bench": {
             "provider": "sim",
             "base_url": format!("http://{sim}/v1"),

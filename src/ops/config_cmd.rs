@@ -32,15 +32,41 @@ pub fn get_effective(cfg: &Config, key: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("no key `{key}` in the configuration"))
 }
 
+/// What `config set` wrote: the new file text, and the changes a running node applies only
+/// after a restart (empty: it reloads all of it by itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetOutcome {
+    pub text: String,
+    pub restart_needed: Vec<String>,
+}
+
+/// Top-level keys and prefixes a running node reads only at start-up; used when the old file
+/// cannot be loaded to compare with (otherwise the node's own [`config::reload::diff`] decides).
+pub const RESTART_KEYS: [&str; 12] = [
+    "server.listen",
+    "server.node_name",
+    "server.max_body_mb",
+    "server.max_in_flight_requests",
+    "server.restart_max",
+    "server.restart_window_seconds",
+    "server.restart_backoff_ms",
+    "auth",
+    "audit",
+    "cluster",
+    "agents",
+    "models_mode",
+];
+
 /// Apply `key = value` to the file's text (None: no file yet) and check the result with `env`
-/// overrides as the node would. Returns the new file text.
+/// overrides as the node would. Returns the new file text and what needs a restart.
 pub fn set_in_text(
     label: &str,
     text: Option<&str>,
     key: &str,
     value: Value,
     env: impl Iterator<Item = (String, String)>,
-) -> Result<String, ConfigError> {
+) -> Result<SetOutcome, ConfigError> {
+    let env: Vec<(String, String)> = env.collect();
     let mut root = match text {
         Some(t) => config::parse_json(label, t)?,
         None => json!({}),
@@ -58,16 +84,51 @@ pub fn set_in_text(
         path: key.into(),
         reason,
     })?;
+    let old_cfg = {
+        let mut before = match text {
+            Some(t) => config::parse_json(label, t)?,
+            None => json!({}),
+        };
+        config::apply_env_overrides(&mut before, env.clone().into_iter())
+            .ok()
+            .and_then(|_| config::from_value(label, before).ok())
+    };
     let mut effective = root.clone();
-    config::apply_env_overrides(&mut effective, env)?;
-    config::from_value(label, effective)?;
+    let applied = config::apply_env_overrides(&mut effective, env.into_iter())?;
+    let new_cfg =
+        config::from_value(label, effective).map_err(|e| config::blame_env(e, &applied))?;
     let mut out = serde_json::to_string_pretty(&root).map_err(|e| ConfigError::Invalid {
         file: label.into(),
         path: key.into(),
         reason: e.to_string(),
     })?;
     out.push('\n');
-    Ok(out)
+    let restart_needed = match old_cfg {
+        Some(old) => config::reload::diff(&old, &new_cfg).restart_needed,
+        None => RESTART_KEYS
+            .iter()
+            .filter(|k| key == **k || key.starts_with(&format!("{k}.")))
+            .map(|k| format!("{k} changed"))
+            .collect(),
+    };
+    Ok(SetOutcome {
+        text: out,
+        restart_needed,
+    })
+}
+
+/// The line `config set` prints after writing.
+pub fn set_message(key: &str, value: &Value, path: &Path, restart_needed: &[String]) -> String {
+    let head = format!("{key} = {value} written to {}", path.display());
+    if restart_needed.is_empty() {
+        format!("{head} (a running node reloads it within a few seconds)")
+    } else {
+        format!(
+            "{head}\nneeds a restart: {} — a running node keeps its current value until it is \
+             restarted (other changes are reloaded within a few seconds)",
+            restart_needed.join("; ")
+        )
+    }
 }
 
 /// Write `text` to `path` atomically: a temp file beside it, fsync, rename.
@@ -143,14 +204,18 @@ pub fn run(cmd: ConfigCmd, fallback: &crate::cli::ConfigLocation) -> anyhow::Res
                 parse_value(&value),
                 std::env::vars(),
             ) {
-                Ok(new_text) => {
-                    write_atomic(&loc.config_path, &new_text).map_err(|e| {
+                Ok(set) => {
+                    write_atomic(&loc.config_path, &set.text).map_err(|e| {
                         anyhow::anyhow!("writing {}: {e}", loc.config_path.display())
                     })?;
                     println!(
-                        "{key} = {} written to {} (a running node reloads it within a few seconds)",
-                        serde_json::to_string(&parse_value(&value))?,
-                        loc.config_path.display()
+                        "{}",
+                        set_message(
+                            &key,
+                            &parse_value(&value),
+                            &loc.config_path,
+                            &set.restart_needed
+                        )
                     );
                     Ok(0)
                 }
@@ -225,7 +290,8 @@ mod tests {
             json!("smart"),
             no_env(),
         )
-        .unwrap();
+        .unwrap()
+        .text;
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["model_routing"]["default_model"], "smart");
         assert_eq!(v["server"], json!({"workers": 2, "node_name": "n1"}));
@@ -242,11 +308,14 @@ mod tests {
             json!(80),
             no_env(),
         )
-        .unwrap();
+        .unwrap()
+        .text;
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["budget"]["limits"]["total_cost_usd"], json!(80));
         // No file yet: starts from {}.
-        let out = set_in_text("f.json", None, "server.workers", json!(3), no_env()).unwrap();
+        let out = set_in_text("f.json", None, "server.workers", json!(3), no_env())
+            .unwrap()
+            .text;
         assert_eq!(
             serde_json::from_str::<Value>(&out).unwrap(),
             json!({"server": {"workers": 3}})
@@ -306,6 +375,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn set_names_the_keys_that_need_a_restart() {
+        // (key, value, restart expected to mention)
+        let cases = [
+            ("server.workers", json!(4), None),
+            ("model_routing.default_model", json!("smart"), None),
+            (
+                "server.listen",
+                json!("127.0.0.1:3999"),
+                Some("server.listen"),
+            ),
+            ("auth.token_env", json!("OTHER"), Some("auth")),
+            ("cluster.heartbeat_ms", json!(300), Some("cluster")),
+            (
+                "models.fast.base_url",
+                json!("http://127.0.0.1:9/v1"),
+                Some("models.fast"),
+            ),
+        ];
+        for (key, value, want) in cases {
+            let set = set_in_text("f.json", Some(FILE), key, value.clone(), no_env()).unwrap();
+            match want {
+                None => assert!(set.restart_needed.is_empty(), "{key}: {set:?}"),
+                Some(w) => assert!(
+                    set.restart_needed.iter().any(|r| r.contains(w)),
+                    "{key}: {:?}",
+                    set.restart_needed
+                ),
+            }
+            let msg = set_message(key, &value, Path::new("f.json"), &set.restart_needed);
+            assert_eq!(msg.contains("needs a restart"), want.is_some(), "{msg}");
+            assert_eq!(msg.contains("reloads it within"), want.is_none(), "{msg}");
+        }
+        // The old file does not load: the static list decides.
+        let set = set_in_text(
+            "f.json",
+            Some(r#"{"server": {"workers": 0}}"#),
+            "server.listen",
+            json!("127.0.0.1:3999"),
+            no_env(),
+        );
+        assert!(set.is_err(), "workers 0 is still invalid");
+        let set = set_in_text(
+            "f.json",
+            Some(r#"{"server": {"workers": 0}}"#),
+            "server.workers",
+            json!(2),
+            no_env(),
+        )
+        .unwrap();
+        assert!(set.restart_needed.is_empty(), "{set:?}");
     }
 
     #[test]

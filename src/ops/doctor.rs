@@ -74,6 +74,18 @@ impl Check {
     }
 }
 
+/// One `warn` per accepted key that does not act as written ([`Config::warnings`], the same
+/// list the node logs at start-up).
+pub fn config_warning_checks(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
+    cfg.warnings(env)
+        .into_iter()
+        .map(|w| {
+            Check::new(format!("config {}", w.path), Status::Warn, w.message)
+                .fix(format!("change or remove `{}` in the config file", w.path))
+        })
+        .collect()
+}
+
 /// Available bytes from `df -Pk` output (second line, fourth column, in KiB).
 pub fn parse_df(out: &str) -> Option<u64> {
     let line = out.lines().nth(1)?;
@@ -325,6 +337,9 @@ pub async fn collect(loc: &Resolved, node: &crate::cli::NodeUrl) -> Vec<Check> {
                 )
             };
             checks.push(Check::new("config", Status::Ok, format!("{what} is valid")));
+            checks.extend(config_warning_checks(&cfg, &|v: &str| {
+                std::env::var(v).ok()
+            }));
             Some(cfg)
         }
         Err(e) => {
@@ -585,6 +600,29 @@ mod tests {
             assert_eq!(c.status, want, "{name}: {c:?}");
             assert_eq!(c.fix.is_some(), want != Status::Ok, "{name}");
         }
+    }
+
+    #[test]
+    fn config_keys_that_do_not_act_are_warnings() {
+        let cfg = openclaw_server::config::from_value(
+            "t",
+            json!({"budget": {"notification": {"channel": "feishu", "recipients": ["ops"]}}}),
+        )
+        .unwrap();
+        let checks = config_warning_checks(&cfg, &|_| None);
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "config budget.notification.channel",
+                "config budget.notification.recipients"
+            ]
+        );
+        assert!(checks
+            .iter()
+            .all(|c| c.status == Status::Warn && c.fix.is_some()));
+        let clean = openclaw_server::config::from_value("t", json!({})).unwrap();
+        assert!(config_warning_checks(&clean, &|_| None).is_empty());
     }
 
     #[test]

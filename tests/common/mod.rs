@@ -360,6 +360,11 @@ impl Node {
         self.proc.pid()
     }
 
+    /// The harness's spec of this node (e.g. `http_host`), read at the next start.
+    pub fn spec_mut(&mut self) -> &mut NodeSpec {
+        self.proc.spec_mut()
+    }
+
     /// The URL and port of the current start.
     fn refresh(&mut self) {
         self.api.port = self.proc.http_addr().port();

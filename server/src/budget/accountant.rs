@@ -136,6 +136,10 @@ pub struct AccountantState {
     /// replicated counters (local counters may be a second stale), so refused work is retried
     /// at most once a second instead of spinning.
     cluster_refused: BTreeSet<String>,
+    /// Cluster mode: per scope, the slices other nodes hold (tokens, cost) as of the last sync.
+    /// Part of `counters[..].reserved_*` (so admission is exact), but not this node's
+    /// reservations: the view shows them apart.
+    others: BTreeMap<String, (u64, f64)>,
     reservations: HashMap<ReservationId, Reservation>,
     next_id: ReservationId,
     dirty: bool,
@@ -169,6 +173,7 @@ impl Actor for Accountant {
             fired: BTreeMap::new(),
             refused: BTreeMap::new(),
             cluster_refused: BTreeSet::new(),
+            others: BTreeMap::new(),
             reservations: HashMap::new(),
             next_id: 1,
             dirty: false,
@@ -393,6 +398,7 @@ fn fire_thresholds(state: &mut AccountantState, cfg: &Config, before: &BTreeMap<
                 limits,
                 node: state.args.node.clone(),
                 at_ms: now_ms(),
+                recipients: cfg.budget.notification.recipients.clone(),
             };
             match state.args.shared.clone() {
                 // Once per period for the whole cluster: the node whose claim commits first
@@ -461,6 +467,10 @@ fn sync_from_cluster(state: &mut AccountantState) {
         }
     }
     let mut fresh: BTreeMap<String, Counters> = BTreeMap::new();
+    state.others = cluster
+        .iter()
+        .map(|(scope, _, _, t, c)| (scope.clone(), (*t, *c)))
+        .collect();
     for (scope, spent_t, spent_c, other_t, other_c) in cluster {
         let (lt, lc) = local.get(scope.as_str()).copied().unwrap_or_default();
         fresh.insert(
@@ -500,6 +510,7 @@ fn on_tick(state: &mut AccountantState) {
             }
         }
         state.counters = fresh;
+        state.others.clear();
         state.fired.clear();
         state.refused.clear();
         load(state);
@@ -599,11 +610,14 @@ fn view(state: &AccountantState) -> BudgetView {
             } else {
                 ScopeState::Ok
             };
+            let (others_t, others_c) = state.others.get(&scope).copied().unwrap_or_default();
             BudgetScopeView {
                 spent_tokens: c.tokens,
                 spent_cost_usd: c.cost_usd,
-                reserved_tokens: c.reserved_tokens,
-                reserved_cost_usd: c.reserved_cost,
+                reserved_tokens: c.reserved_tokens.saturating_sub(others_t),
+                reserved_cost_usd: (c.reserved_cost - others_c).max(0.0),
+                others_leased_tokens: others_t,
+                others_leased_cost_usd: others_c,
                 limit_tokens: l.tokens,
                 limit_cost_usd: l.cost_usd,
                 used_ratio: ratio,

@@ -1,7 +1,9 @@
 //! Budget notices (§18.7 `notification`): one POST per threshold that fires, to the
 //! `webhook_url_env` target in its `channel` format (`feishu` bot text, or the generic JSON
 //! event) and to each `webhooks[]` entry — each in its own task, retried with back-off. URLs
-//! come only from the environment (they carry tokens) and are never logged.
+//! come only from the environment (they carry tokens) and are never logged. `recipients` are
+//! named in every notice (a `recipients` array in the generic JSON, a `To:` line in the Feishu
+//! text): a webhook posts to its own group, so the names tell who is meant.
 
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct Notice {
     pub limits: Limits,
     pub node: String,
     pub at_ms: u64,
+    /// `budget.notification.recipients`, named in the notice.
+    pub recipients: Vec<String>,
 }
 
 fn action_name(a: BudgetAction) -> &'static str {
@@ -49,6 +53,7 @@ pub fn generic_body(n: &Notice) -> serde_json::Value {
         "limit_tokens": n.limits.tokens,
         "limit_cost_usd": n.limits.cost_usd,
         "node": n.node,
+        "recipients": n.recipients,
         "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(n.at_ms as i64)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     })
@@ -73,6 +78,11 @@ pub fn feishu_body(n: &Notice) -> serde_json::Value {
         cost = n.counters.cost_usd,
         action = action_name(n.action),
     );
+    let text = if n.recipients.is_empty() {
+        text
+    } else {
+        format!("To: {}\n{text}", n.recipients.join(", "))
+    };
     serde_json::json!({"msg_type": "text", "content": {"text": text}})
 }
 
@@ -161,6 +171,7 @@ mod tests {
             },
             node: "n1".into(),
             at_ms: 0,
+            recipients: Vec::new(),
         };
         let f = feishu_body(&n);
         assert_eq!(f["msg_type"], "text");
@@ -172,5 +183,21 @@ mod tests {
         assert_eq!(g["limit_tokens"], 1000);
         assert_eq!(g["limit_cost_usd"], serde_json::Value::Null);
         assert_eq!(g["at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(g["recipients"], serde_json::json!([]));
+        assert!(!text.contains("To:"), "{text}");
+
+        let n = Notice {
+            recipients: vec!["admin_group".into(), "ops".into()],
+            ..n
+        };
+        let text = feishu_body(&n)["content"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(text.starts_with("To: admin_group, ops\n"), "{text}");
+        assert_eq!(
+            generic_body(&n)["recipients"],
+            serde_json::json!(["admin_group", "ops"])
+        );
     }
 }

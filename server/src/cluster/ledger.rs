@@ -16,7 +16,7 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 use super::proposer::ClusterError;
 use super::Cluster;
 use crate::tasks::ledger::{
-    page, Admission, Ledger, LedgerError, Outcome, TaskPage, TaskQuery, LIST_SCAN_MAX,
+    page, Admission, Ledger, LedgerError, Outcome, RequeueReason, TaskPage, TaskQuery, LIST_SCAN_MAX,
 };
 
 /// Finished records `recent_failures` looks at, newest first.
@@ -114,12 +114,12 @@ impl Ledger for RaftLedger {
         &self,
         id: &str,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     ) -> Result<TaskRecord, LedgerError> {
         self.task_cmd(Command::Requeue {
             id: id.to_string(),
             epoch,
-            preempted,
+            reason,
         })
         .await
     }

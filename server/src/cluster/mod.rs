@@ -258,9 +258,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Ask the seeds, in turn, to add this node; retried until [`JOIN_DEADLINE`].
+    /// Ask the seeds, in turn, to add this node; retried until `cluster.join_timeout_ms`
+    /// ([`JOIN_DEADLINE`] by default). Each failure is explained ([`join_failure`]); the retry
+    /// warning is logged once per seed and reason, then at most once per throttle period.
     async fn join(&self, seeds: &[String]) -> anyhow::Result<()> {
-        let until = Instant::now() + JOIN_DEADLINE;
+        let deadline = Duration::from_millis(self.cfg.join_timeout_ms);
+        let until = Instant::now() + deadline;
         let req = JoinRequest {
             id: self.id,
             member: self.member.clone(),
@@ -268,7 +271,7 @@ impl Cluster {
         let mut last = String::new();
         loop {
             for seed in seeds {
-                match self
+                let res = self
                     .client
                     .post::<_, MembershipReply>(
                         seed,
@@ -276,30 +279,40 @@ impl Cluster {
                         &req,
                         Duration::from_secs(30),
                     )
-                    .await
-                {
+                    .await;
+                let why = match res {
                     Ok(MembershipReply::Done { voter }) => {
                         tracing::info!(node_id = self.id, seed = %seed, voter, "joined the cluster");
                         return Ok(());
                     }
-                    Ok(MembershipReply::NotLeader(_)) => last = format!("{seed}: no leader yet"),
-                    Ok(MembershipReply::Failed(e)) => last = format!("{seed}: {e}"),
-                    Err(e) if e.to_string().contains("401") => anyhow::bail!(
-                        "{seed} refused this node: wrong cluster secret (set {} to the value \
-                         the other nodes use)",
-                        self.cfg.secret_env
-                    ),
-                    Err(e) => last = e.to_string(),
+                    Ok(MembershipReply::NotLeader(_)) => "no leader yet".to_string(),
+                    Ok(MembershipReply::Failed(e)) => e,
+                    Err(e) => match join_failure(&e.to_string()) {
+                        JoinFailure::WrongSecret => anyhow::bail!(
+                            "{seed} refused this node: wrong cluster secret (set {} to the value \
+                             the other nodes use)",
+                            self.cfg.secret_env
+                        ),
+                        JoinFailure::HttpPort => anyhow::bail!(
+                            "{seed} answered like a node's HTTP API: this looks like an HTTP \
+                             port, use the cluster port (the address that node was started \
+                             with as --cluster)"
+                        ),
+                        JoinFailure::Retry(why) => why,
+                    },
+                };
+                if let Some(suppressed) = crate::throttled!(&format!("join {seed} {why}")) {
+                    tracing::warn!(seed = %seed, reason = %why, suppressed, "cannot join the cluster yet; retrying");
                 }
+                last = format!("{seed}: {why}");
             }
             if Instant::now() > until {
                 anyhow::bail!(
-                    "could not join the cluster through {} within {} s: {last}",
+                    "could not join the cluster through {} within {} s; gave up. Last failure: {last}",
                     seeds.join(", "),
-                    JOIN_DEADLINE.as_secs()
+                    deadline.as_secs_f64().ceil() as u64
                 );
             }
-            tracing::warn!(reason = %last, "join attempt failed; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -481,6 +494,42 @@ impl Cluster {
 /// find it briefly taken).
 pub const BIND_RETRY: Duration = Duration::from_secs(5);
 
+/// What a failed join request means (pure, from the client error's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinFailure {
+    /// The seed is a cluster port that refused our secret: retrying cannot help.
+    WrongSecret,
+    /// The seed answered like the HTTP API (its JSON error shape): the wrong port.
+    HttpPort,
+    /// Worth retrying (the seed is starting, or has no leader yet); the cause as operators say it.
+    Retry(String),
+}
+
+/// Classify a join error (`PeerError`'s text: the URL, then the cause or `HTTP <status>: body`).
+pub fn join_failure(error: &str) -> JoinFailure {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("http 401") && lower.contains("wrong cluster secret") {
+        return JoinFailure::WrongSecret;
+    }
+    if lower.contains("http ") && lower.contains("{\"error\"") {
+        return JoinFailure::HttpPort;
+    }
+    let cause = if lower.contains("connection refused") {
+        "connection refused (nothing listens there: is the member running, and is this its \
+         --cluster address?)"
+            .to_string()
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        "timed out (a firewall, or a wrong address?)".to_string()
+    } else if lower.contains("dns") || lower.contains("failed to lookup") {
+        "the host name does not resolve".to_string()
+    } else if lower.contains("http 404") {
+        "HTTP 404: not an openclaw cluster port".to_string()
+    } else {
+        error.to_string()
+    };
+    JoinFailure::Retry(cause)
+}
+
 async fn bind_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let until = Instant::now() + BIND_RETRY;
     loop {
@@ -636,6 +685,47 @@ impl RemoteTasks for Cluster {
                 node: owner.to_string(),
                 why,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn join_failures_are_explained() {
+        let url = "http://127.0.0.2:3000/cluster/join";
+        // (error text, expected)
+        let cases = [
+            (
+                format!("{url}: HTTP 401 Unauthorized: wrong cluster secret"),
+                JoinFailure::WrongSecret,
+            ),
+            (
+                format!("{url}: HTTP 404 Not Found: {{\"error\":{{\"code\":\"not_found\",\"message\":\"no route\"}}}}"),
+                JoinFailure::HttpPort,
+            ),
+            (
+                format!("{url}: HTTP 401 Unauthorized: {{\"error\":{{\"code\":\"unauthorized\",\"message\":\"x\"}}}}"),
+                JoinFailure::HttpPort,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(join_failure(&text), want, "{text}");
+        }
+        let refused = format!(
+            "{url} unreachable: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        match join_failure(&refused) {
+            JoinFailure::Retry(why) => assert!(why.starts_with("connection refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match join_failure(&format!("{url}: HTTP 404 Not Found: nothing here")) {
+            JoinFailure::Retry(why) => {
+                assert!(why.contains("not an openclaw cluster port"), "{why}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

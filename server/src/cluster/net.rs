@@ -32,6 +32,79 @@ pub struct PeerClient {
     http: reqwest::Client,
     secret: Secret,
     pub rpc_timeout: Duration,
+    /// Which peers' Raft RPCs fail now, for one line when a peer goes away and one when it
+    /// comes back.
+    health: std::sync::Arc<PeerHealth>,
+}
+
+/// Raft peers whose RPCs are failing: since when, and how many failed.
+#[derive(Debug, Default)]
+pub struct PeerHealth {
+    down: std::sync::Mutex<std::collections::BTreeMap<NodeId, Down>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    since: std::time::Instant,
+    failures: u64,
+    /// When the last "still unreachable" line was logged.
+    logged: std::time::Instant,
+}
+
+impl PeerHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<NodeId, Down>> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A Raft RPC to `peer` failed: one warning when it starts failing, then one summary per
+    /// [`crate::activity::THROTTLE_EVERY`] while it keeps failing.
+    pub fn failed(&self, peer: NodeId, addr: &str, cause: &str) {
+        let now = std::time::Instant::now();
+        let mut down = self.lock();
+        match down.get_mut(&peer) {
+            None => {
+                down.insert(
+                    peer,
+                    Down {
+                        since: now,
+                        failures: 1,
+                        logged: now,
+                    },
+                );
+                drop(down);
+                tracing::warn!(peer, %addr, cause, "peer unreachable: Raft RPCs to it fail");
+            }
+            Some(d) => {
+                d.failures += 1;
+                if now.duration_since(d.logged) >= crate::activity::THROTTLE_EVERY {
+                    d.logged = now;
+                    let (failures, secs) = (d.failures, now.duration_since(d.since).as_secs());
+                    drop(down);
+                    tracing::warn!(peer, %addr, failures, down_s = secs, cause, "peer still unreachable");
+                }
+            }
+        }
+    }
+
+    /// A Raft RPC to `peer` succeeded: if it was failing, say it is back.
+    pub fn ok(&self, peer: NodeId, addr: &str) {
+        let was = {
+            let mut down = self.lock();
+            if down.is_empty() {
+                return;
+            }
+            down.remove(&peer)
+        };
+        if let Some(d) = was {
+            tracing::info!(
+                peer,
+                %addr,
+                failed_rpcs = d.failures,
+                down_ms = d.since.elapsed().as_millis() as u64,
+                "peer reachable again"
+            );
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +132,7 @@ impl PeerClient {
             http: b.build()?,
             secret,
             rpc_timeout,
+            health: Default::default(),
         })
     }
 
@@ -97,10 +171,11 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| {
+                let e = e.without_url();
                 if e.is_connect() {
-                    PeerError::Unreachable(url.clone(), e.without_url().to_string())
+                    PeerError::Unreachable(url.clone(), error_chain(&e))
                 } else {
-                    PeerError::Failed(url.clone(), e.without_url().to_string())
+                    PeerError::Failed(url.clone(), error_chain(&e))
                 }
             })?;
         let status = resp.status();
@@ -121,6 +196,22 @@ impl PeerClient {
         openclaw_proto::codec::decode(&body)
             .map_err(|e| PeerError::Failed(url, format!("decode: {e}")))
     }
+}
+
+/// An error with its causes (`error sending request: … : Connection refused (os error 111)`):
+/// reqwest's own text stops at the first line, which names no cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// openraft's network factory: one [`Conn`] per target.
@@ -168,10 +259,22 @@ impl Conn {
                 .post(&self.addr, path, req, option.hard_ttl())
                 .await
         };
-        let res: Result<Resp, RaftError<NodeId, E>> = sent.map_err(|e| match e {
-            PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
-            PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
-        })?;
+        let res: Result<Resp, RaftError<NodeId, E>> = match sent {
+            Ok(r) => {
+                self.client.health.ok(self.target, &self.addr);
+                r
+            }
+            Err(e) => {
+                let cause = match &e {
+                    PeerError::Unreachable(_, c) | PeerError::Failed(_, c) => c.clone(),
+                };
+                self.client.health.failed(self.target, &self.addr, &cause);
+                return Err(match e {
+                    PeerError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+                    PeerError::Failed(..) => RPCError::Network(NetworkError::new(&e)),
+                });
+            }
+        };
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

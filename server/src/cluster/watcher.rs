@@ -297,7 +297,7 @@ async fn reconcile(local: &Local, c: &Cluster, requeue_orphans: bool) {
             .propose(Command::Requeue {
                 id: id.clone(),
                 epoch,
-                preempted: false,
+                reason: openclaw_cluster::RequeueReason::Stopped,
             })
             .await
         {

@@ -84,6 +84,9 @@ impl ConfigError {
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    /// `merge` (default): the models configured here are added to the built-in ones (a model
+    /// of the same name replaces the built-in); `replace`: only the models configured here.
+    pub models_mode: ModelsMode,
     pub models: BTreeMap<String, ModelConfig>,
     pub agents: BTreeMap<String, AgentConfig>,
     pub model_routing: ModelRouting,
@@ -102,6 +105,7 @@ impl Default for Config {
         Config {
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
+            models_mode: ModelsMode::Merge,
             models: default_models(),
             agents: BTreeMap::new(),
             model_routing: ModelRouting::default(),
@@ -205,6 +209,9 @@ pub struct ClusterConfig {
     pub secret_env: String,
     /// A fixed node id; otherwise one is generated at first start and kept in the data dir.
     pub node_id: Option<u64>,
+    /// How long a new node keeps trying to join through `join` before it stops with the
+    /// reason of the last failure.
+    pub join_timeout_ms: u64,
     /// How often a node renews its liveness lease through Raft.
     pub heartbeat_ms: u64,
     /// How long a node stays alive without renewing; then its tasks move to live nodes.
@@ -235,6 +242,7 @@ impl Default for ClusterConfig {
             mesh_listen: None,
             secret_env: "OPENCLAW_CLUSTER_SECRET".into(),
             node_id: None,
+            join_timeout_ms: 60_000,
             heartbeat_ms: 500,
             node_lease_ms: 3000,
             // openraft waits a leader lease (= the max) plus a random timeout before electing:
@@ -250,6 +258,17 @@ impl Default for ClusterConfig {
             snapshot_every: 20_000,
         }
     }
+}
+
+/// How the configured `models` combine with the built-in ones ([`default_models`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelsMode {
+    /// Configured models are added to the built-ins; the same name replaces a built-in.
+    #[default]
+    Merge,
+    /// Only the configured models exist.
+    Replace,
 }
 
 /// Which protocol a model's provider speaks.
@@ -857,8 +876,32 @@ pub fn load(path: Option<&Path>, required: bool) -> Result<Config, ConfigError> 
         }
         _ => ("defaults".to_string(), Value::Object(Default::default())),
     };
-    apply_env_overrides(&mut root, std::env::vars())?;
-    from_value(&file_label, root)
+    let applied = apply_env_overrides(&mut root, std::env::vars())?;
+    from_value(&file_label, root).map_err(|e| blame_env(e, &applied))
+}
+
+/// An error at a key an environment override set names the variable, not the file: the file
+/// may not even mention the key.
+pub fn blame_env(e: ConfigError, applied: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid { path, reason, .. } = &e else {
+        return e;
+    };
+    let hit = applied.iter().find(|(_, key)| {
+        key == path
+            || path.starts_with(&format!("{key}."))
+            || path.starts_with(&format!("{key}["))
+            || key
+                .strip_prefix(&format!("{path}."))
+                .and_then(|rest| rest.split('.').next())
+                .is_some_and(|next| reason.contains(&format!("`{next}`")))
+    });
+    match hit {
+        Some((var, _)) => ConfigError::Env {
+            var: var.clone(),
+            reason: format!("at `{path}`: {reason}"),
+        },
+        None => e,
+    }
 }
 
 /// Parse JSON text, reporting line and column on a syntax error.
@@ -872,8 +915,9 @@ pub fn parse_json(file: &str, text: &str) -> Result<Value, ConfigError> {
 }
 
 /// Deserialize a JSON value strictly and validate it; errors name the JSON path.
-pub fn from_value(file: &str, root: Value) -> Result<Config, ConfigError> {
-    let cfg: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+pub fn from_value(file: &str, mut root: Value) -> Result<Config, ConfigError> {
+    primary_is_the_default(&mut root);
+    let mut cfg: Config = serde_path_to_error::deserialize(root).map_err(|e| {
         let path = e.path().to_string();
         ConfigError::Invalid {
             file: file.to_string(),
@@ -881,6 +925,11 @@ pub fn from_value(file: &str, root: Value) -> Result<Config, ConfigError> {
             reason: e.into_inner().to_string(),
         }
     })?;
+    if cfg.models_mode == ModelsMode::Merge {
+        for (name, m) in default_models() {
+            cfg.models.entry(name).or_insert(m);
+        }
+    }
     cfg.validate().map_err(|e| match e {
         ConfigError::Invalid { path, reason, .. } => ConfigError::Invalid {
             file: file.to_string(),
@@ -891,14 +940,35 @@ pub fn from_value(file: &str, root: Value) -> Result<Config, ConfigError> {
     })
 }
 
+/// `model_fallback.primary` given without `model_routing.default_model`: the primary model is
+/// the one routing falls back to when no rule, explicit model or agent model decides. (Both
+/// given and different: routing's `default_model` wins, and [`Config::warnings`] says so.)
+fn primary_is_the_default(root: &mut Value) {
+    let Some(primary) = get_path(root, "model_fallback.primary")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    if get_path(root, "model_routing.default_model").is_none()
+        && get_path(root, "model_routing").is_none_or(Value::is_object)
+    {
+        let path = ["model_routing".to_string(), "default_model".to_string()];
+        let _ = set_path(root, &path, Value::String(primary));
+    }
+}
+
 /// Merge `OPENCLAW__A__B=value` variables into `root` (`a.b`, keys lower-cased). The value is
-/// parsed as JSON when it can be (`16`, `true`, `["x"]`), else taken as a string.
+/// parsed as JSON when it can be (`16`, `true`, `["x"]`), else taken as a string. Returns the
+/// (variable, dotted key) pairs applied, so a later error can name the variable
+/// ([`blame_env`]).
 pub fn apply_env_overrides(
     root: &mut Value,
     vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars: Vec<(String, String)> = vars.filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
+    let mut applied = Vec::new();
     for (var, raw) in vars {
         let path: Vec<String> = var[ENV_PREFIX.len()..]
             .split("__")
@@ -911,9 +981,13 @@ pub fn apply_env_overrides(
             });
         }
         let value = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-        set_path(root, &path, value).map_err(|reason| ConfigError::Env { var, reason })?;
+        set_path(root, &path, value).map_err(|reason| ConfigError::Env {
+            var: var.clone(),
+            reason,
+        })?;
+        applied.push((var, path.join(".")));
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Set `path` in a JSON object tree, creating objects on the way.
@@ -983,11 +1057,11 @@ impl Config {
         fn bad(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
             ConfigError::invalid(path, reason)
         }
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        if !is_host_port(&self.server.listen) {
             return Err(bad(
                 "server.listen",
                 format!(
-                    "`{}` is not an address like 127.0.0.1:3000",
+                    "`{}` is not an address like 127.0.0.1:3000 or localhost:3000",
                     self.server.listen
                 ),
             ));
@@ -1033,6 +1107,9 @@ impl Config {
                 }
             }
             for (i, j) in c.join.iter().enumerate() {
+                if let Some(reason) = join_address_problem(j) {
+                    return Err(bad(format!("cluster.join[{i}]"), reason));
+                }
                 if !j.contains(':') {
                     return Err(bad(
                         format!("cluster.join[{i}]"),
@@ -1061,6 +1138,7 @@ impl Config {
                 ("cluster.max_voters", c.max_voters as u64),
                 ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
                 ("cluster.heartbeat_ms", c.heartbeat_ms),
+                ("cluster.join_timeout_ms", c.join_timeout_ms),
                 ("cluster.snapshot_every", c.snapshot_every),
             ] {
                 if v == 0 {
@@ -1105,10 +1183,19 @@ impl Config {
         let known = |m: &str| self.models.contains_key(m);
         let model_list = || self.models.keys().cloned().collect::<Vec<_>>().join(", ");
         if !known(&self.model_routing.default_model) {
+            let builtin = ModelRouting::default().default_model;
+            let hint = if self.model_routing.default_model == builtin {
+                format!(
+                    " (`{builtin}` is the built-in default; with `models_mode: \"replace\"` only \
+                     the models you list exist: set model_routing.default_model to one of them)"
+                )
+            } else {
+                String::new()
+            };
             return Err(bad(
                 "model_routing.default_model",
                 format!(
-                    "unknown model `{}`; configured models: {}",
+                    "unknown model `{}`{hint}; configured models: {}",
                     self.model_routing.default_model,
                     model_list()
                 ),
@@ -1186,6 +1273,32 @@ impl Config {
                     format!(
                         "unknown model `{name}`; configured models: {}",
                         model_list()
+                    ),
+                ));
+            }
+        }
+        if self.rate_limiting.backoff.strategy != "exponential" {
+            return Err(bad(
+                "rate_limiting.backoff.strategy",
+                format!(
+                    "`{}` is not supported: the back-off is `exponential` (initial_delay_ms × \
+                     multiplier per 429, up to max_delay_ms)",
+                    self.rate_limiting.backoff.strategy
+                ),
+            ));
+        }
+        for name in self.budget.limits.per_agent.keys() {
+            if name != "main" && !self.agents.contains_key(name) {
+                let mut agents: Vec<&str> = self.agents.keys().map(String::as_str).collect();
+                if !agents.contains(&"main") {
+                    agents.insert(0, "main");
+                }
+                return Err(bad(
+                    format!("budget.limits.per_agent.{name}"),
+                    format!(
+                        "unknown agent `{name}`: add it under `agents` (e.g. \"agents\": {{\"{name}\": {{}}}}) \
+                         or remove this limit; configured agents: {}",
+                        agents.join(", ")
                     ),
                 ));
             }
@@ -1272,6 +1385,207 @@ impl Config {
     pub fn default_model(&self) -> &str {
         &self.model_routing.default_model
     }
+
+    /// Keys that are accepted but do not (fully) act, each with what the node does instead. The
+    /// node logs each once at start-up and `doctor` lists them; values left at their defaults
+    /// are not reported. `env` reads environment variables (webhook URLs).
+    pub fn warnings(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigWarning> {
+        let mut out = Vec::new();
+        let mut warn = |path: &str, message: String| {
+            out.push(ConfigWarning {
+                path: path.to_string(),
+                message,
+            })
+        };
+        if let Some(p) = &self.model_fallback.primary {
+            if *p != self.model_routing.default_model {
+                warn(
+                    "model_fallback.primary",
+                    format!(
+                        "`{p}` is not used: model_routing.default_model (`{}`) is the model \
+                         routing falls back to; set only one of them (primary alone becomes \
+                         the default model)",
+                        self.model_routing.default_model
+                    ),
+                );
+            }
+        }
+        let n = &self.budget.notification;
+        if let Some(ch) = &n.channel {
+            if n.webhook_url_env.is_none() {
+                warn(
+                    "budget.notification.channel",
+                    format!(
+                        "`{ch}` has no webhook: set budget.notification.webhook_url_env to the \
+                         variable holding the {ch} webhook URL; until then budget notices are \
+                         only logged"
+                    ),
+                );
+            }
+        }
+        let mut vars: Vec<(String, &str)> = n
+            .webhook_url_env
+            .iter()
+            .map(|v| {
+                (
+                    "budget.notification.webhook_url_env".to_string(),
+                    v.as_str(),
+                )
+            })
+            .collect();
+        for (i, w) in n.webhooks.iter().enumerate() {
+            vars.push((
+                format!("budget.notification.webhooks[{i}].url_env"),
+                w.url_env.as_str(),
+            ));
+        }
+        for (path, var) in vars {
+            if env(var).filter(|v| !v.is_empty()).is_none() {
+                warn(
+                    &path,
+                    format!("{var} is not set: budget notices to this webhook are not sent"),
+                );
+            }
+        }
+        if !n.recipients.is_empty() && n.webhook_url_env.is_none() && n.webhooks.is_empty() {
+            warn(
+                "budget.notification.recipients",
+                "no webhook is configured, so nobody is notified: recipients are named in \
+                 each notice sent to budget.notification.webhook_url_env / webhooks"
+                    .to_string(),
+            );
+        }
+        if n.channel.is_none() && n.webhook_url_env.is_some() {
+            warn(
+                "budget.notification.channel",
+                "not set: notices to webhook_url_env use the generic JSON format (set \
+                 `feishu` for a Feishu bot)"
+                    .to_string(),
+            );
+        }
+        let l = &self.budget.limits;
+        if !self.budget.enabled
+            && (l.total_tokens.is_some() || l.total_cost_usd.is_some() || !l.per_agent.is_empty())
+        {
+            warn(
+                "budget.enabled",
+                "false: the limits under budget.limits are not enforced (spend is still \
+                 counted); set budget.enabled to true"
+                    .to_string(),
+            );
+        }
+        for (name, a) in &self.agents {
+            if a.budget_share.is_some() {
+                warn(
+                    &format!("agents.{name}.budget_share"),
+                    format!(
+                        "informative only: nothing is enforced from it; limit the agent with \
+                         budget.limits.per_agent.{name}"
+                    ),
+                );
+            }
+        }
+        let rc = &self.cache.request_cache;
+        let rc0 = RequestCache::default();
+        if rc.backend != rc0.backend {
+            warn(
+                "cache.request_cache.backend",
+                format!(
+                    "`{}` is not used: the cache lives in the node's store (<data-dir>/store)",
+                    rc.backend
+                ),
+            );
+        }
+        if rc.directory.is_some() {
+            warn(
+                "cache.request_cache.directory",
+                "not used: the cache lives in the node's store (<data-dir>/store)".to_string(),
+            );
+        }
+        if rc.hash_strategy == HashStrategy::Semantic {
+            warn(
+                "cache.request_cache.hash_strategy",
+                "`semantic` is not active yet: it runs as `exact` (similarity_threshold is \
+                 ignored)"
+                    .to_string(),
+            );
+        } else if rc.similarity_threshold != rc0.similarity_threshold {
+            warn(
+                "cache.request_cache.similarity_threshold",
+                "not used: only the `semantic` strategy would read it, and it is not active yet"
+                    .to_string(),
+            );
+        }
+        if self.cache.knowledge_cache != KnowledgeCache::default() {
+            warn(
+                "cache.knowledge_cache",
+                "not active yet: parsed and validated only".to_string(),
+            );
+        }
+        if self.session != SessionConfig::default() {
+            warn(
+                "session.context_management",
+                "not active yet: parsed and validated only; sessions keep their last messages"
+                    .to_string(),
+            );
+        }
+        if self.cluster.listen.is_none() && self.cluster != ClusterConfig::default() {
+            warn(
+                "cluster",
+                "cluster settings are set but cluster.listen is not: unless the node is started \
+                 with --cluster it runs alone and ignores them"
+                    .to_string(),
+            );
+        }
+        out
+    }
+}
+
+/// A key that is accepted but does not act as written: its JSON path and what happens instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigWarning {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.path, self.message)
+    }
+}
+
+/// `host:port` with a port number and a non-empty host (an IP literal or a name to resolve).
+pub fn is_host_port(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains('/')
+                && !host.contains(':')
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
+/// Why a `--join` / `cluster.join` entry is not a cluster address (None: it looks like one).
+pub fn join_address_problem(addr: &str) -> Option<String> {
+    if let Some((scheme, rest)) = addr.split_once("://") {
+        let bare = rest.trim_end_matches('/');
+        return Some(format!(
+            "`{addr}` is a URL; --join / cluster.join take a member's cluster address HOST:PORT \
+             (the address it was started with as --cluster), without `{scheme}://`, e.g. \
+             `--join {bare}` if that is its cluster port"
+        ));
+    }
+    if !is_host_port(addr) {
+        return Some(format!(
+            "`{addr}` is not HOST:PORT (a member's --cluster address, e.g. 10.0.0.5:7000)"
+        ));
+    }
+    None
 }
 
 /// `"80_percent"` → 80.
@@ -1425,6 +1739,270 @@ mod tests {
         let mut root = json!({});
         let bad = vec![("OPENCLAW__SERVER____X".to_string(), "1".to_string())];
         assert!(apply_env_overrides(&mut root, bad.into_iter()).is_err());
+    }
+
+    #[test]
+    fn configured_models_are_added_to_the_built_ins() {
+        let qwen = json!({"provider": "openai", "base_url": "https://dashscope.example/v1",
+                          "api_key_env": "QWEN_KEY", "price": {"input": 0.4, "output": 1.2}});
+        // (config, models expected, models not expected)
+        let cases = [
+            (
+                json!({"models": {"qwen-max": qwen.clone()}}),
+                vec![
+                    "qwen-max",
+                    "gpt-4o",
+                    "gpt-4o-mini",
+                    "claude-3-5-sonnet",
+                    "claude-3-5-haiku",
+                    "deepseek-v3",
+                ],
+                vec![],
+            ),
+            (
+                json!({"models_mode": "merge", "models": {"gpt-4o": {"provider": "sim", "price": {"input": 9, "output": 9}}}}),
+                vec!["gpt-4o", "gpt-4o-mini", "deepseek-v3"],
+                vec![],
+            ),
+            (
+                json!({"models_mode": "replace", "models": {"qwen-max": qwen.clone()},
+                       "model_routing": {"default_model": "qwen-max"}}),
+                vec!["qwen-max"],
+                vec!["gpt-4o", "gpt-4o-mini", "deepseek-v3"],
+            ),
+        ];
+        for (v, want, not) in cases {
+            let cfg = from_value("t", v.clone()).unwrap();
+            for m in want {
+                assert!(cfg.models.contains_key(m), "{v}: {m} missing");
+            }
+            for m in not {
+                assert!(!cfg.models.contains_key(m), "{v}: {m} present");
+            }
+        }
+        // Same name replaces the built-in entry.
+        let cfg = from_value(
+            "t",
+            json!({"models": {"gpt-4o": {"provider": "sim", "price": {"input": 9, "output": 9}}}}),
+        )
+        .unwrap();
+        assert_eq!(cfg.models["gpt-4o"].provider, ProviderKind::Sim);
+        assert_eq!(cfg.models["gpt-4o"].price.input, 9.0);
+        // Replace without a default model: the error says why and how.
+        let e = err_of(json!({"models_mode": "replace", "models": {"qwen-max": qwen}}));
+        assert!(e.contains("model_routing.default_model"), "{e}");
+        assert!(
+            e.contains("models_mode") && e.contains("built-in default"),
+            "{e}"
+        );
+        assert!(e.contains("qwen-max"), "{e}");
+        let e = err_of(json!({"models_mode": "sometimes"}));
+        assert!(e.contains("models_mode"), "{e}");
+    }
+
+    #[test]
+    fn primary_acts_as_the_default_model_unless_routing_names_one() {
+        let cfg = from_value("t", json!({"model_fallback": {"primary": "gpt-4o"}})).unwrap();
+        assert_eq!(cfg.default_model(), "gpt-4o");
+        assert!(
+            cfg.warnings(&|_| None).is_empty(),
+            "{:?}",
+            cfg.warnings(&|_| None)
+        );
+        let cfg = from_value(
+            "t",
+            json!({"model_fallback": {"primary": "gpt-4o"}, "model_routing": {"default_model": "gpt-4o-mini"}}),
+        )
+        .unwrap();
+        assert_eq!(cfg.default_model(), "gpt-4o-mini");
+        let w = cfg.warnings(&|_| None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].path, "model_fallback.primary");
+        let e = err_of(json!({"model_fallback": {"primary": "gpt-9"}}));
+        assert!(e.contains("gpt-9"), "{e}");
+    }
+
+    #[test]
+    fn accepted_keys_that_do_not_act_are_warned_about() {
+        // (config, env var set?, warned paths)
+        let cases: Vec<(Value, bool, Vec<&str>)> = vec![
+            (json!({}), false, vec![]),
+            (
+                json!({"budget": {"notification": {"channel": "feishu", "recipients": ["ops"]}}}),
+                false,
+                vec![
+                    "budget.notification.channel",
+                    "budget.notification.recipients",
+                ],
+            ),
+            (
+                json!({"budget": {"notification": {"channel": "feishu", "webhook_url_env": "HOOK", "recipients": ["ops"]}}}),
+                true,
+                vec![],
+            ),
+            (
+                json!({"budget": {"notification": {"channel": "feishu", "webhook_url_env": "HOOK"}}}),
+                false,
+                vec!["budget.notification.webhook_url_env"],
+            ),
+            (
+                json!({"budget": {"notification": {"webhooks": [{"kind": "generic", "url_env": "HOOK2"}]}}}),
+                false,
+                vec!["budget.notification.webhooks[0].url_env"],
+            ),
+            (
+                json!({"budget": {"limits": {"total_tokens": 5}}}),
+                false,
+                vec!["budget.enabled"],
+            ),
+            (
+                json!({"budget": {"enabled": true, "limits": {"total_tokens": 5}}}),
+                false,
+                vec![],
+            ),
+            (
+                json!({"agents": {"ops": {"budget_share": 0.5}}}),
+                false,
+                vec!["agents.ops.budget_share"],
+            ),
+            (
+                json!({"cache": {"request_cache": {"enabled": true, "hash_strategy": "semantic", "directory": "/x", "backend": "redis"}}}),
+                false,
+                vec![
+                    "cache.request_cache.backend",
+                    "cache.request_cache.directory",
+                    "cache.request_cache.hash_strategy",
+                ],
+            ),
+            (
+                json!({"cache": {"request_cache": {"similarity_threshold": 0.5}, "knowledge_cache": {"enabled": true}}}),
+                false,
+                vec![
+                    "cache.request_cache.similarity_threshold",
+                    "cache.knowledge_cache",
+                ],
+            ),
+            (
+                json!({"session": {"context_management": {"max_context_tokens": 8000}}}),
+                false,
+                vec!["session.context_management"],
+            ),
+            (
+                json!({"cluster": {"heartbeat_ms": 300}}),
+                false,
+                vec!["cluster"],
+            ),
+            (
+                json!({"cluster": {"listen": "127.0.0.1:7000", "heartbeat_ms": 300}}),
+                false,
+                vec![],
+            ),
+        ];
+        for (v, env_set, want) in cases {
+            let cfg = from_value("t", v.clone()).unwrap();
+            let env = |k: &str| (env_set && k.starts_with("HOOK")).then(|| "https://x".to_string());
+            let got: Vec<String> = cfg.warnings(&env).into_iter().map(|w| w.path).collect();
+            assert_eq!(got, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn per_agent_limits_name_configured_agents_and_backoff_is_exponential() {
+        let e = err_of(json!({"budget": {"limits": {"per_agent": {"reviewer": {"tokens": 5}}}}}));
+        assert!(e.contains("budget.limits.per_agent.reviewer"), "{e}");
+        assert!(e.contains("unknown agent") && e.contains("main"), "{e}");
+        // `main` always exists; a configured agent is fine.
+        from_value(
+            "t",
+            json!({"budget": {"limits": {"per_agent": {"main": {"tokens": 5}}}}}),
+        )
+        .unwrap();
+        from_value(
+            "t",
+            json!({"agents": {"reviewer": {}}, "budget": {"limits": {"per_agent": {"reviewer": {"tokens": 5}}}}}),
+        )
+        .unwrap();
+        let e = err_of(json!({"rate_limiting": {"backoff": {"strategy": "linear"}}}));
+        assert!(e.contains("rate_limiting.backoff.strategy"), "{e}");
+    }
+
+    #[test]
+    fn addresses_take_host_names_and_join_refuses_urls() {
+        for ok in [
+            "127.0.0.1:3000",
+            "localhost:3105",
+            "[::1]:3000",
+            "gw-1:3000",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in ["localhost", ":3000", "http://x:3000", "x:port", "x:70000"] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+        from_value("t", json!({"server": {"listen": "localhost:3105"}})).unwrap();
+        let e = err_of(json!({"cluster": {"join": ["http://127.0.0.2:7000"]}}));
+        assert!(
+            e.contains("cluster.join[0]") && e.contains("is a URL"),
+            "{e}"
+        );
+        assert!(e.contains("--join 127.0.0.2:7000"), "{e}");
+        let e = err_of(json!({"cluster": {"join": ["127.0.0.2"]}}));
+        assert!(
+            e.contains("cluster.join[0]") && e.contains("HOST:PORT"),
+            "{e}"
+        );
+        assert_eq!(join_address_problem("gw-1:7000"), None);
+    }
+
+    #[test]
+    fn a_failing_env_override_names_the_variable() {
+        // (variables, expected variable named, words)
+        let cases = [
+            (
+                vec![("OPENCLAW__SERVER__WORKERS", "many")],
+                "OPENCLAW__SERVER__WORKERS",
+                "invalid type",
+            ),
+            (
+                vec![("OPENCLAW__SERVER__WORKERS", "0")],
+                "OPENCLAW__SERVER__WORKERS",
+                "at least 1",
+            ),
+            (
+                vec![("OPENCLAW__SERVER__WORKERZ", "3")],
+                "OPENCLAW__SERVER__WORKERZ",
+                "workerz",
+            ),
+            (
+                vec![
+                    ("OPENCLAW__SERVER__NODE_NAME", "n"),
+                    ("OPENCLAW__MODEL_ROUTING__DEFAULT_MODEL", "gpt-9"),
+                ],
+                "OPENCLAW__MODEL_ROUTING__DEFAULT_MODEL",
+                "gpt-9",
+            ),
+        ];
+        for (vars, var, words) in cases {
+            let mut root = json!({"server": {"workers": 2}});
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let applied = apply_env_overrides(&mut root, vars.into_iter()).unwrap();
+            let e = blame_env(from_value("f.json", root).unwrap_err(), &applied).to_string();
+            assert!(e.contains(var), "`{e}` should name {var}");
+            assert!(!e.contains("f.json"), "`{e}` should not blame the file");
+            assert!(e.contains(words), "`{e}` should say {words}");
+        }
+        // An error the override did not cause still names the file.
+        let mut root = json!({"server": {"workers": 0}});
+        let applied = apply_env_overrides(
+            &mut root,
+            vec![("OPENCLAW__SERVER__NODE_NAME".to_string(), "n".to_string())].into_iter(),
+        )
+        .unwrap();
+        let e = blame_env(from_value("f.json", root).unwrap_err(), &applied).to_string();
+        assert!(e.contains("f.json") && e.contains("server.workers"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! decision. An invalid one is logged with its path and reason and the old config stays.
 //! What is built once at start-up cannot change under a running node — a model's provider
 //! (`provider`, `base_url`, `model`, `api_key_env`, models added or removed), the agent actors,
-//! the listen address, auth, the audit writer, the request-size and in-flight bounds — so a
+//! the listen address, auth, the audit writer, the request-size and in-flight bounds, the
+//! supervisor's restart policy, every `cluster` setting — so a
 //! change there is applied to the [`ConfigCell`] but logged as a warning naming what needs a restart.
 //!
 //! Reloads are serialized by one lock, so the watcher and the endpoint never interleave.
@@ -110,8 +111,18 @@ pub fn diff(old: &Config, new: &Config) -> ReloadReport {
             "server.max_in_flight_requests",
             os.max_in_flight_requests != ns.max_in_flight_requests,
         ),
+        ("server.restart_max", os.restart_max != ns.restart_max),
+        (
+            "server.restart_window_seconds",
+            os.restart_window_seconds != ns.restart_window_seconds,
+        ),
+        (
+            "server.restart_backoff_ms",
+            os.restart_backoff_ms != ns.restart_backoff_ms,
+        ),
         ("auth", old.auth != new.auth),
         ("audit", old.audit != new.audit),
+        ("cluster", old.cluster != new.cluster),
     ] {
         if differs {
             restart.push(format!("{key} changed"));
@@ -229,7 +240,8 @@ mod tests {
         v["models"]["fast"]["base_url"] = json!("http://127.0.0.1:1/v1");
         v["models"]["new"] = json!({"provider": "sim", "price": {"input": 1, "output": 1}});
         v["agents"] = json!({"ops": {}});
-        v["server"] = json!({"max_in_flight_requests": 5});
+        v["server"] = json!({"max_in_flight_requests": 5, "listen": "127.0.0.1:3999"});
+        v["cluster"] = json!({"heartbeat_ms": 400});
         let r = diff(&old, &cfg(v));
         let text = r.restart_needed.join("; ");
         for want in [
@@ -238,6 +250,8 @@ mod tests {
             "agents.main removed",
             "agents.ops added",
             "server.max_in_flight_requests",
+            "server.listen",
+            "cluster changed",
         ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }

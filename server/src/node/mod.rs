@@ -113,17 +113,87 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
+/// `host:port` → an address: an IP literal as is, a host name (`localhost:3105`) resolved, its
+/// first IPv4 address preferred.
+pub fn resolve_addr(addr: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let all: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("`{addr}` is not HOST:PORT or its host does not resolve"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| all.first())
+        .copied()
+        .with_context(|| format!("`{addr}` resolves to no address"))
+}
+
+/// The data dir exists (created if needed) and this process can write in it. Each failure
+/// says what is wrong with the directory itself (permission denied, not a directory,
+/// read-only file system) and how to fix it.
+pub fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let fix = "fix its owner/permissions (chown/chmod) or pass another --data-dir";
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        anyhow::bail!(
+            "cannot create data dir {}: {}; {fix}",
+            dir.display(),
+            io_reason(&e)
+        );
+    }
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    match std::fs::write(&probe, b"probe").and_then(|_| std::fs::remove_file(&probe)) {
+        Ok(()) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "data dir {} is not writable: {}; {fix}",
+            dir.display(),
+            io_reason(&e)
+        ),
+    }
+}
+
+/// An I/O error as an operator reads it: the kind first (`permission denied`), then the OS text.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!("permission denied ({e})"),
+        std::io::ErrorKind::NotADirectory => format!("a path component is not a directory ({e})"),
+        std::io::ErrorKind::ReadOnlyFilesystem => format!("read-only file system ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+/// What to add to a store-open error: "another node" only when the store's lock is taken.
+pub fn store_open_hint(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    if e.contains("lock") || e.contains("wouldblock") || e.contains("temporarily unavailable") {
+        " (another process, probably another node, is using this data dir: stop it or pass \
+         another --data-dir)"
+    } else if e.contains("permission denied") {
+        " (permission denied: fix the owner/permissions of the data dir or pass another \
+         --data-dir)"
+    } else {
+        ""
+    }
+}
+
 /// Start every part of a node; returns once it is serving.
 pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
     let started = Instant::now();
     let cfg = Arc::new(opts.config);
-    let listen: SocketAddr =
-        match opts.http {
-            Some(a) => a,
-            None => cfg.server.listen.parse().with_context(|| {
-                format!("server.listen `{}` is not an address", cfg.server.listen)
-            })?,
-        };
+    let listen: SocketAddr = match opts.http {
+        Some(a) => a,
+        None => resolve_addr(&cfg.server.listen).with_context(|| {
+            format!(
+                "server.listen `{}` is not a usable address",
+                cfg.server.listen
+            )
+        })?,
+    };
+    for w in cfg.warnings(&|v: &str| std::env::var(v).ok()) {
+        tracing::warn!(key = %w.path, "config: {}", w.message);
+    }
     let token = std::env::var(&cfg.auth.token_env)
         .ok()
         .filter(|t| !t.is_empty())
@@ -141,12 +211,14 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         .clone()
         .unwrap_or_else(crate::util::hostname);
 
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
-    let store = Store::open(&opts.data_dir.join("store")).with_context(|| {
-        format!(
-            "opening the store in {} (is another node using this data dir?)",
-            opts.data_dir.join("store").display()
+    check_data_dir(&opts.data_dir)?;
+    let store_dir = opts.data_dir.join("store");
+    let store = Store::open(&store_dir).map_err(|e| {
+        let e = e.to_string();
+        anyhow::anyhow!(
+            "opening the store in {}: {e}{}",
+            store_dir.display(),
+            store_open_hint(&e)
         )
     })?;
     // Bound before the cluster starts: the HTTP address is part of this node's membership.
@@ -428,6 +500,42 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("condition not reached in 15 s");
+    }
+
+    #[test]
+    fn addresses_and_data_dir_errors() {
+        assert_eq!(
+            resolve_addr("127.0.0.1:3105").unwrap(),
+            "127.0.0.1:3105".parse::<SocketAddr>().unwrap()
+        );
+        let a = resolve_addr("localhost:3105").unwrap();
+        assert!(a.ip().is_loopback() && a.port() == 3105, "{a}");
+        assert!(resolve_addr("localhost").is_err());
+        assert!(resolve_addr("no-such-host.invalid:1").is_err());
+
+        // (store error text, hint expected to contain)
+        let cases = [
+            ("IO error: could not acquire lock on \"/d/store/db\": Os { code: 11, kind: WouldBlock }", "another"),
+            ("IO error: Permission denied (os error 13)", "permission denied"),
+            ("corrupted data", ""),
+        ];
+        for (err, want) in cases {
+            let h = store_open_hint(err);
+            assert!(h.contains(want), "{err}: {h}");
+            if want != "another" {
+                assert!(!h.contains("another node"), "{err}: {h}");
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        check_data_dir(&dir.path().join("fresh")).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = check_data_dir(&file.join("data")).unwrap_err().to_string();
+        assert!(
+            e.contains("not a directory") && !e.contains("another node"),
+            "{e}"
+        );
     }
 
     /// The node as a library: start in-process on port 0, crash the scheduler actor, and check

@@ -69,11 +69,11 @@ pub enum Admission {
 }
 
 /// How a run ended (shared with the replicated protocol).
-pub use openclaw_cluster::Outcome;
+pub use openclaw_cluster::{Outcome, RequeueReason};
 
 /// Pure transitions of one task record (shared with the Raft `apply`).
 pub mod transition {
-    use super::LedgerError;
+    use super::{LedgerError, RequeueReason};
     use openclaw_proto::TaskRecord;
 
     pub use openclaw_cluster::transition::recover;
@@ -96,11 +96,9 @@ pub mod transition {
     pub fn requeue(
         rec: TaskRecord,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     ) -> Result<TaskRecord, LedgerError> {
-        Ok(openclaw_cluster::transition::requeue(
-            rec, epoch, preempted,
-        )?)
+        Ok(openclaw_cluster::transition::requeue(rec, epoch, reason)?)
     }
 
     pub fn cancel_queued(rec: TaskRecord, now_ms: u64) -> Result<TaskRecord, LedgerError> {
@@ -188,7 +186,7 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         id: &str,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     ) -> Result<TaskRecord, LedgerError>;
     async fn cancel_queued(&self, id: &str, now_ms: u64) -> Result<TaskRecord, LedgerError>;
     /// Tasks this node must run after a restart (queued, and running ones requeued), in admission order.
@@ -373,9 +371,9 @@ impl Ledger for LocalLedger {
         &self,
         id: &str,
         epoch: u64,
-        preempted: bool,
+        reason: RequeueReason,
     ) -> Result<TaskRecord, LedgerError> {
-        self.modify_durably(id, |r| transition::requeue(r, epoch, preempted))
+        self.modify_durably(id, |r| transition::requeue(r, epoch, reason))
             .await
     }
 
@@ -550,7 +548,7 @@ mod tests {
         // (name, result is ok)
         let running = start(record("a"), "n1", 1).unwrap();
         let done = finish(running.clone(), 1, ok_outcome(), 2).unwrap();
-        let requeued = requeue(running.clone(), 1, true).unwrap();
+        let requeued = requeue(running.clone(), 1, RequeueReason::Preempted).unwrap();
         let cases: Vec<(&str, Result<TaskRecord, LedgerError>, bool)> = vec![
             ("start twice", start(running.clone(), "n2", 2), false),
             (
@@ -570,7 +568,7 @@ mod tests {
             ),
             (
                 "requeue a finished task",
-                requeue(done.clone(), 1, false),
+                requeue(done.clone(), 1, RequeueReason::Stopped),
                 false,
             ),
             (
@@ -610,6 +608,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_budget_hold_is_not_an_attempt() {
+        // (reason, attempts, preemptions, holds) after start → requeue(reason) → start → requeue(reason)
+        let cases = [
+            (RequeueReason::Stopped, 2, 0, 0),
+            (RequeueReason::Preempted, 2, 2, 0),
+            (RequeueReason::BudgetHeld, 0, 0, 2),
+        ];
+        for (reason, attempts, preemptions, holds) in cases {
+            let r = start(record("a"), "n1", 1).unwrap();
+            let r = requeue(r, 1, reason).unwrap();
+            let r = start(r, "n1", 2).unwrap();
+            let r = requeue(r, 3, reason).unwrap();
+            assert_eq!(
+                (r.status, r.attempts, r.preemptions, r.holds),
+                (TaskStatus::Queued, attempts, preemptions, holds),
+                "{reason:?}"
+            );
+            // The run that finally calls the provider counts once.
+            let done = finish(start(r, "n1", 3).unwrap(), 5, ok_outcome(), 4).unwrap();
+            assert_eq!(done.attempts, attempts + 1, "{reason:?}");
+        }
     }
 
     #[test]

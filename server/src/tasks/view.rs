@@ -28,6 +28,7 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         },
         cost_usd: r.cost_usd,
         attempts: r.attempts,
+        holds: r.holds,
         node: r.owner.clone(),
         error: r.error.clone(),
         session_id: r.session_id.clone(),

@@ -33,7 +33,7 @@ use crate::metrics::metrics;
 use crate::storage::{PendingDelivery, TranscriptMessage};
 use crate::supervisor::Current;
 use crate::tasks::delivery::DeliveryMsg;
-use crate::tasks::ledger::{LedgerError, Outcome};
+use crate::tasks::ledger::{LedgerError, Outcome, RequeueReason};
 use crate::tasks::queue::QueueEntry;
 use crate::tasks::running::{RunningSlot, StopReason};
 use crate::tasks::scheduler::SchedulerMsg;
@@ -129,7 +129,10 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         (Some(Ok(o)), _) => o,
         (Some(Err(BudgetWait(scope))), _) => {
             // Not failed: back to the queue; the scheduler holds it while the budget is paused.
-            return match ledger.requeue(&rec.id, epoch, false).await {
+            return match ledger
+                .requeue(&rec.id, epoch, RequeueReason::BudgetHeld)
+                .await
+            {
                 Ok(r) => {
                     activity::bump(&activity::activity().budget_held);
                     tracing::debug!(%scope, "budget exhausted; task waits in the queue");
@@ -142,7 +145,10 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
             };
         }
         (None, Some(StopReason::Preempted)) => {
-            return match ledger.requeue(&rec.id, epoch, true).await {
+            return match ledger
+                .requeue(&rec.id, epoch, RequeueReason::Preempted)
+                .await
+            {
                 Ok(r) => {
                     activity::bump(&activity::activity().preempted);
                     tracing::debug!("task preempted and requeued");
