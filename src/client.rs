@@ -23,7 +23,11 @@ impl std::fmt::Display for ApiFailure {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
-        write!(f, "{} {reason} ({}): {}", self.status, self.code, self.message)
+        write!(
+            f,
+            "{} {reason} ({}): {}",
+            self.status, self.code, self.message
+        )
     }
 }
 
@@ -182,9 +186,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
     // Long-poll in slices, so a task that waits (budget pause, rate limit) is reported while
     // it waits, once per change.
     let mut said: Option<String> = None;
-    let mut view = client
-        .task(&accepted.id, wait.min(WAIT_SLICE_S))
-        .await?;
+    let mut view = client.task(&accepted.id, wait.min(WAIT_SLICE_S)).await?;
     loop {
         let now_waiting = waiting_line(&view);
         if now_waiting != said {

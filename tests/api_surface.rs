@@ -82,7 +82,11 @@ async fn models_retrieve_and_usage_chunk_only_when_asked() {
     let (st, m) = node.get_json("/v1/models/fast").await;
     assert_eq!(st, StatusCode::OK, "{m}");
     assert_eq!(
-        (m["id"].as_str(), m["object"].as_str(), m["owned_by"].as_str()),
+        (
+            m["id"].as_str(),
+            m["object"].as_str(),
+            m["owned_by"].as_str()
+        ),
         (Some("fast"), Some("model"), Some("sim")),
         "{m}"
     );
@@ -129,7 +133,10 @@ async fn models_retrieve_and_usage_chunk_only_when_asked() {
     let data = sse_data(&r.text().await.unwrap());
     let last: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(last["choices"], json!([]), "{last}");
-    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
+    assert!(
+        last["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{last}"
+    );
     let with_usage = data[..data.len() - 2]
         .iter()
         .filter(|d| d.contains("\"usage\""))
@@ -147,9 +154,7 @@ async fn models_retrieve_and_usage_chunk_only_when_asked() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["tokens"]["output"].as_u64().unwrap_or(0) > 0)
             .count();
-        if accounted >= 3
-            && metric_sum(&calls, "openclaw_tokens_consumed_total") > tokens_before
-        {
+        if accounted >= 3 && metric_sum(&calls, "openclaw_tokens_consumed_total") > tokens_before {
             break;
         }
         assert!(
@@ -183,7 +188,11 @@ async fn assert_all_json_4xx(http: &reqwest::Client, reqs: Vec<(String, reqwest:
             bad.push(format!("{what}: {st} {ct} {body}"));
         }
     }
-    assert!(bad.is_empty(), "answers without the JSON error shape:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "answers without the JSON error shape:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,18 +235,40 @@ async fn every_rejection_is_json_on_the_api_and_cluster_ports() {
             "DELETE /api/tasks/%ff".into(),
             http.delete(format!("{api}/api/tasks/%ff")),
         ),
-        ("PUT /api/tasks".into(), http.put(format!("{api}/api/tasks"))),
-        ("PATCH /v1/models".into(), http.patch(format!("{api}/v1/models"))),
+        (
+            "PUT /api/tasks".into(),
+            http.put(format!("{api}/api/tasks")),
+        ),
+        (
+            "PATCH /v1/models".into(),
+            http.patch(format!("{api}/v1/models")),
+        ),
         post("/api/tasks", "application/json", "{not json"),
         post("/api/tasks", "application/json", ""),
         post("/api/tasks", "application/json", "[]"),
         post("/api/tasks", "application/json", r#"{"input": 3}"#),
-        post("/api/tasks", "application/json", r#"{"input":"x","prio":"high"}"#),
+        post(
+            "/api/tasks",
+            "application/json",
+            r#"{"input":"x","prio":"high"}"#,
+        ),
         post("/api/tasks", "text/plain", r#"{"input":"x"}"#),
-        post("/api/tasks", "application/json", r#"{"input":"x","source":"fax"}"#),
+        post(
+            "/api/tasks",
+            "application/json",
+            r#"{"input":"x","source":"fax"}"#,
+        ),
         post("/v1/chat/completions", "application/json", "{"),
-        post("/v1/chat/completions", "application/x-www-form-urlencoded", "a=b"),
-        post("/v1/chat/completions", "application/json", r#"{"model":"fast"}"#),
+        post(
+            "/v1/chat/completions",
+            "application/x-www-form-urlencoded",
+            "a=b",
+        ),
+        post(
+            "/v1/chat/completions",
+            "application/json",
+            r#"{"model":"fast"}"#,
+        ),
         post(
             "/v1/chat/completions",
             "application/json",
@@ -251,7 +282,10 @@ async fn every_rejection_is_json_on_the_api_and_cluster_ports() {
     // The cluster port: without the secret, with a wrong one, with the secret and a bad body,
     // unknown routes.
     for (what, rb) in [
-        ("no secret", http.post(format!("{cluster}/cluster/write")).body("x")),
+        (
+            "no secret",
+            http.post(format!("{cluster}/cluster/write")).body("x"),
+        ),
         (
             "wrong secret",
             http.post(format!("{cluster}/raft/vote"))
@@ -290,12 +324,15 @@ async fn chats_and_tasks_are_validated_and_prompts_must_fit_the_window() {
     cfg["models"]["smart"]["context_window"] = json!(64);
     let node = Node::start(&cfg).await;
 
-    let chat = |model: &str, role: &str, content: String| {
-        json!({"model": model, "messages": [{"role": role, "content": content}]})
-    };
+    let chat = |model: &str, role: &str, content: String| json!({"model": model, "messages": [{"role": role, "content": content}]});
     let msg = assert_error(
         "unknown role",
-        post_json(&node, "/v1/chat/completions", chat("fast", "robot", "hi".into())).await,
+        post_json(
+            &node,
+            "/v1/chat/completions",
+            chat("fast", "robot", "hi".into()),
+        )
+        .await,
         400,
         "invalid_role",
     );
@@ -337,13 +374,22 @@ async fn chats_and_tasks_are_validated_and_prompts_must_fit_the_window() {
     let long = "please summarise this sentence about budgets and windows ".repeat(20);
     let msg = assert_error(
         "prompt over the window",
-        post_json(&node, "/v1/chat/completions", chat("smart", "user", long.clone())).await,
+        post_json(
+            &node,
+            "/v1/chat/completions",
+            chat("smart", "user", long.clone()),
+        )
+        .await,
         400,
         "context_length_exceeded",
     );
     assert!(msg.contains("64"), "{msg}");
-    let (st, _) =
-        post_json(&node, "/v1/chat/completions", chat("fast", "user", long.clone())).await;
+    let (st, _) = post_json(
+        &node,
+        "/v1/chat/completions",
+        chat("fast", "user", long.clone()),
+    )
+    .await;
     assert_eq!(st, 200, "the same prompt fits the default window");
     let id = node
         .submit_ok(json!({"input": long, "model": "smart"}))
@@ -352,7 +398,10 @@ async fn chats_and_tasks_are_validated_and_prompts_must_fit_the_window() {
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
     let sent: Vec<Value> = sim.calls(Some(&id)).await;
-    assert!(sent.is_empty(), "the refused prompt was never sent: {sent:?}");
+    assert!(
+        sent.is_empty(),
+        "the refused prompt was never sent: {sent:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +511,10 @@ async fn anthropic_messages_plain_streamed_and_errors() {
         if lines >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "messages calls not audited:\n{audit}");
+        assert!(
+            Instant::now() < deadline,
+            "messages calls not audited:\n{audit}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -491,7 +543,10 @@ async fn honest_output_rate_limited_provider_cost_and_status() {
         if v["waiting_reason"] == "rate_limited" {
             break v;
         }
-        assert!(Instant::now() < deadline, "never shown as rate limited: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "never shown as rate limited: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(v["status"], "running", "{v}");
@@ -529,7 +584,8 @@ async fn honest_output_rate_limited_provider_cost_and_status() {
     assert_eq!(v["provider"], "sim", "{v}");
 
     // `status` on a node running alone: its own view, exit 0.
-    let (code, out, err) = cli_async(vec!["status".into(), "--node".into(), node.url.clone()]).await;
+    let (code, out, err) =
+        cli_async(vec!["status".into(), "--node".into(), node.url.clone()]).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("runs alone"), "{out}");
     assert!(out.contains("Rate limits") && out.contains("fast"), "{out}");
@@ -563,11 +619,17 @@ async fn honest_output_rate_limited_provider_cost_and_status() {
         if out.contains("built-in simulator") {
             break out;
         }
-        assert!(Instant::now() < deadline, "cost never mentions simulated spend:\n{out}");
+        assert!(
+            Instant::now() < deadline,
+            "cost never mentions simulated spend:\n{out}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(out.contains("real provider spend: $0.00"), "{out}");
-    assert!(!out.contains("simulated: $0.00 "), "small spend keeps its digits: {out}");
+    assert!(
+        !out.contains("simulated: $0.00 "),
+        "small spend keeps its digits: {out}"
+    );
     let (code, out, _) = cli_async(vec!["tokens".into(), "--data-dir".into(), data]).await;
     assert_eq!(code, 0);
     assert!(out.contains("of which simulated"), "{out}");

@@ -145,8 +145,11 @@ pub fn report(
     });
     // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0.00".
     let total_cost_usd: f64 = models.iter().filter_map(|m| m.cost_usd).sum::<f64>() + 0.0;
-    let simulated_cost_usd: f64 =
-        models.iter().filter_map(|m| m.simulated_cost_usd).sum::<f64>() + 0.0;
+    let simulated_cost_usd: f64 = models
+        .iter()
+        .filter_map(|m| m.simulated_cost_usd)
+        .sum::<f64>()
+        + 0.0;
     let current = (today.year(), today.month()) == (month.year(), month.month());
     CostReport {
         month: month.format("%Y-%m").to_string(),

@@ -189,7 +189,9 @@ pub fn render_alone(node: &str, q: &QueueView, limits: &LimitsView, budget: &Bud
             vec![
                 b.scope.clone(),
                 b.spent_tokens.to_string(),
-                b.limit_tokens.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                b.limit_tokens
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 super::cost::usd(b.spent_cost_usd),
                 b.limit_cost_usd
                     .map(super::cost::usd)
@@ -200,7 +202,11 @@ pub fn render_alone(node: &str, q: &QueueView, limits: &LimitsView, budget: &Bud
         .collect();
     out.push_str(&format!(
         "\nBudgets {} ({}):\n",
-        if budget.enabled { budget.period.as_str() } else { "(disabled)" },
+        if budget.enabled {
+            budget.period.as_str()
+        } else {
+            "(disabled)"
+        },
         rows.len()
     ));
     out.push_str(&render_table(
@@ -257,8 +263,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
     let st = match client.cluster().await {
         Ok(st) => st,
         Err(e)
-            if e
-                .downcast_ref::<crate::client::ApiFailure>()
+            if e.downcast_ref::<crate::client::ApiFailure>()
                 .is_some_and(|f| f.code == "not_clustered") =>
         {
             return alone(&client, args.json).await;

@@ -509,21 +509,27 @@ mod tests {
         let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad").into_response();
         let out = json_errors(plain).await;
         assert_eq!(out.status(), StatusCode::BAD_REQUEST);
-        let b = axum::body::to_bytes(out.into_body(), 1 << 16).await.unwrap_or_default();
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
         assert_eq!(v["error"]["code"], "invalid_request", "{v}");
         assert_eq!(v["error"]["message"], "Invalid URL: bad", "{v}");
 
         let bare = StatusCode::NOT_FOUND.into_response();
         let out = json_errors(bare).await;
-        let b = axum::body::to_bytes(out.into_body(), 1 << 16).await.unwrap_or_default();
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
         assert_eq!(v["error"]["code"], "not_found", "{v}");
 
         let ok = (StatusCode::OK, "fine").into_response();
         let out = json_errors(ok).await;
         assert_eq!(out.status(), StatusCode::OK);
-        let b = axum::body::to_bytes(out.into_body(), 1 << 16).await.unwrap_or_default();
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
         assert_eq!(&b[..], b"fine");
     }
 }

@@ -101,7 +101,12 @@ async fn serve(
             Sse::new(events).into_response()
         }
     };
-    openai::set_model_headers(&mut http, &served.model, &served.provider, &served.fallbacks);
+    openai::set_model_headers(
+        &mut http,
+        &served.model,
+        &served.provider,
+        &served.fallbacks,
+    );
     if let Some(hit) = served.cache {
         openai::set_cache_header(&mut http, hit);
     }
@@ -363,8 +368,12 @@ mod tests {
 
     #[test]
     fn request_translation_and_roles() {
-        let r = to_chat_request(&mreq(vec![("user", "hi"), ("assistant", "yo"), ("user", "q")]))
-            .unwrap();
+        let r = to_chat_request(&mreq(vec![
+            ("user", "hi"),
+            ("assistant", "yo"),
+            ("user", "q"),
+        ]))
+        .unwrap();
         let turns: Vec<(&str, String)> = r
             .messages
             .iter()
@@ -388,7 +397,9 @@ mod tests {
             (vec![("user", "x")], None),
         ];
         for (msgs, want) in cases {
-            let got = to_chat_request(&mreq(msgs.clone())).err().map(|e| e.code.as_str());
+            let got = to_chat_request(&mreq(msgs.clone()))
+                .err()
+                .map(|e| e.code.as_str());
             assert_eq!(got, want, "{msgs:?}");
         }
     }
@@ -412,7 +423,11 @@ mod tests {
         assert_eq!(stop_reason(None), "end_turn");
     }
 
-    fn chunk(content: Option<&str>, finish: Option<&str>, usage: Option<Usage>) -> ChatCompletionChunk {
+    fn chunk(
+        content: Option<&str>,
+        finish: Option<&str>,
+        usage: Option<Usage>,
+    ) -> ChatCompletionChunk {
         ChatCompletionChunk {
             id: "c".into(),
             object: "chat.completion.chunk".into(),

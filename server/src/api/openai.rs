@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 
+use super::ApiPath;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
@@ -31,7 +32,6 @@ use openclaw_proto::openai::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Choice,
     ChunkChoice, Delta, ModelInfo, ModelList, Usage,
 };
-use super::ApiPath;
 use tracing::Instrument;
 
 use super::error::{provider_error, Code};
@@ -55,7 +55,14 @@ pub const CACHE_HEADER: &str = "x-openclaw-cache";
 /// Response: the provider serving the answering model (`openai`, `anthropic` or `sim`).
 pub const PROVIDER_HEADER: &str = "x-openclaw-provider";
 /// The message roles a chat request may use.
-pub const KNOWN_ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+pub const KNOWN_ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// A failed call: the gateway's own rate limit (429 + Retry-After), else the provider's error.
 fn failure_error(f: &fallback::Failure) -> ApiError {
@@ -87,7 +94,12 @@ pub async fn chat_completions(
             Sse::new(openai_events(chunks, served.model.clone(), include_usage)).into_response()
         }
     };
-    set_model_headers(&mut http, &served.model, &served.provider, &served.fallbacks);
+    set_model_headers(
+        &mut http,
+        &served.model,
+        &served.provider,
+        &served.fallbacks,
+    );
     if let Some(hit) = served.cache {
         set_cache_header(&mut http, hit);
     }
@@ -366,7 +378,10 @@ pub async fn run_chat(
 /// A chunk as the client gets it (pure): the usage travels only in a last chunk of its own
 /// with `"choices": []`, and only when the client asked for it (`include_usage`); a provider
 /// chunk carrying both choices and usage is split in two.
-pub fn split_usage(mut chunk: ChatCompletionChunk, include_usage: bool) -> Vec<ChatCompletionChunk> {
+pub fn split_usage(
+    mut chunk: ChatCompletionChunk,
+    include_usage: bool,
+) -> Vec<ChatCompletionChunk> {
     let usage = chunk.usage.take();
     let mut out = Vec::with_capacity(2);
     let usage_chunk = match (usage, include_usage) {
@@ -695,13 +710,24 @@ mod tests {
             extra: Default::default(),
         };
         let code = |r: ChatCompletionRequest, source: Option<&str>| {
-            validate_chat(&cfg, &r, source).err().map(|e| e.code.as_str())
+            validate_chat(&cfg, &r, source)
+                .err()
+                .map(|e| e.code.as_str())
         };
         assert_eq!(code(req("gpt-4o", "user", "hi"), None), None);
         assert_eq!(code(req("gpt-4o", "tool", "hi"), None), None);
-        assert_eq!(code(req("gpt-4o", "robot", "hi"), None), Some("invalid_role"));
-        assert_eq!(code(req("gpt-9", "user", "hi"), None), Some("model_not_found"));
-        assert_eq!(code(req("gpt-4o", "user", "hi"), Some("fax")), Some("unknown_source"));
+        assert_eq!(
+            code(req("gpt-4o", "robot", "hi"), None),
+            Some("invalid_role")
+        );
+        assert_eq!(
+            code(req("gpt-9", "user", "hi"), None),
+            Some("model_not_found")
+        );
+        assert_eq!(
+            code(req("gpt-4o", "user", "hi"), Some("fax")),
+            Some("unknown_source")
+        );
         assert_eq!(code(req("gpt-4o", "user", "hi"), Some("cron_job")), None);
         let mut empty = req("gpt-4o", "user", "hi");
         empty.messages.clear();

@@ -13,8 +13,8 @@ use openclaw_proto::{TaskRecord, TaskSubmit, TaskView};
 use serde::Deserialize;
 
 use super::error::Code;
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use super::openai::provider_of;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::node::app::App;
 use crate::tasks::view::{note_rate_wait, view_now};
 
@@ -126,7 +126,10 @@ mod tests {
             ("empty input", with(&|s| s.input = "  ".into())),
             ("unknown agent", with(&|s| s.agent = Some("ghost".into()))),
             ("unknown source", with(&|s| s.source = Some("fax".into()))),
-            ("known source", with(&|s| s.source = Some("cron_job".into()))),
+            (
+                "known source",
+                with(&|s| s.source = Some("cron_job".into())),
+            ),
             ("main agent", with(&|s| s.agent = Some("main".into()))),
             ("unknown model", with(&|s| s.model = Some("gpt-9".into()))),
             ("known model", with(&|s| s.model = Some("gpt-4o".into()))),

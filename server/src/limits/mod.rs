@@ -259,11 +259,9 @@ impl RateLimits {
                     rx: Some(rx),
                     limiter: r.clone(),
                 };
-                let quick = tokio::time::timeout(
-                    Duration::from_millis(WAIT_NOTE_AFTER_MS),
-                    pending.recv(),
-                )
-                .await;
+                let quick =
+                    tokio::time::timeout(Duration::from_millis(WAIT_NOTE_AFTER_MS), pending.recv())
+                        .await;
                 let got = match quick {
                     Ok(got) => got,
                     Err(_) => {

@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn waiting_reasons() {
         let mut r = TaskRecord::queued("t", "main", "hi", Priority::Normal);
-        assert_eq!(view_now(&r, |_| true).waiting_reason.as_deref(), Some("budget_paused"));
+        assert_eq!(
+            view_now(&r, |_| true).waiting_reason.as_deref(),
+            Some("budget_paused")
+        );
         assert_eq!(view_now(&r, |_| false).waiting_reason, None);
         let mut v = view_of(&r);
         note_rate_wait(&mut v, None, Some("gpt-4o".into()));

@@ -288,9 +288,7 @@ async fn execute(
     // A prompt that cannot fit the routed model's context window fails now, clearly, instead of
     // being sent to be refused (context management that could make it fit comes later).
     let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
-    if let Err(too_long) =
-        routing::check_context(&cfg, &route.model, est_prompt, rec.max_tokens)
-    {
+    if let Err(too_long) = routing::check_context(&cfg, &route.model, est_prompt, rec.max_tokens) {
         let mut out = Outcome::failed(routing::CONTEXT_LENGTH_EXCEEDED, too_long.to_string());
         out.model = Some(route.model.clone());
         out.route = Some(route.reason.label());
