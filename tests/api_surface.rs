@@ -279,8 +279,88 @@ async fn every_rejection_is_json_on_the_api_and_cluster_ports() {
         post("/v1/messages", "application/json", r#"{"model":"fast"}"#),
         post("/api/cluster/leave", "application/json", "{bad"),
     ];
+    // Generated: malformed path segments on every route with a parameter, malformed wait
+    // values, and malformed bodies x content types on every JSON route.
+    let segments = [
+        "%ff%fe",
+        "%c3%28",
+        "%80",
+        "%ed%a0%80",
+        "%f8%88%80%80%80",
+        "%00",
+        "a%2fb",
+        "%",
+    ];
+    for seg in segments {
+        for route in ["/api/tasks/", "/v1/models/"] {
+            reqs.push(get(&format!("{route}{seg}")));
+        }
+        reqs.push((
+            format!("DELETE /api/tasks/{seg}"),
+            http.delete(format!("{api}/api/tasks/{seg}")),
+        ));
+    }
+    for q in [
+        "wait=abc",
+        "wait=-1",
+        "wait=NaN",
+        "wait=inf",
+        "wait=1e400",
+        "wait",
+        "=1",
+        "wait=%ff",
+        "wait=1&wait=2",
+        "wait=1&x=2",
+        "x=1",
+    ] {
+        reqs.push(get(&format!("/api/tasks/x?{q}")));
+    }
+    let bodies: [&'static str; 9] = [
+        "{",
+        "",
+        "[]",
+        "null",
+        "1",
+        "\"x\"",
+        "{\"input\": 3}",
+        "{\"model\": 1}",
+        "\u{feff}{}",
+    ];
+    for route in ["/api/tasks", "/v1/chat/completions", "/v1/messages"] {
+        for body in bodies {
+            for ct in ["application/json", "text/plain"] {
+                reqs.push(post(route, ct, body));
+            }
+        }
+        reqs.push((
+            format!("POST {route} without a content type"),
+            http.post(format!("{api}{route}")).body("{}"),
+        ));
+    }
     // The cluster port: without the secret, with a wrong one, with the secret and a bad body,
     // unknown routes.
+    for route in [
+        "/raft/append",
+        "/raft/vote",
+        "/raft/snapshot",
+        "/cluster/write",
+        "/cluster/join",
+        "/cluster/leave",
+    ] {
+        for (who, header) in [
+            ("no secret", None),
+            ("wrong secret", Some("nope")),
+            ("secret", Some(secret)),
+        ] {
+            for body in [&b""[..], &b"\xff\xff\xff\xff"[..], &b"{}"[..]] {
+                let mut rb = http.post(format!("{cluster}{route}")).body(body.to_vec());
+                if let Some(h) = header {
+                    rb = rb.header("x-openclaw-cluster-secret", h);
+                }
+                reqs.push((format!("cluster port {route}, {who}, body {body:?}"), rb));
+            }
+        }
+    }
     for (what, rb) in [
         (
             "no secret",
