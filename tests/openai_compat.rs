@@ -204,7 +204,14 @@ async fn official_python_sdk_works_unchanged() {
 
 const ANTHROPIC_SCRIPT: &str = r#"
 import json, os, anthropic
-c = anthropic.Anthropic(base_url=os.environ["NODE_URL"], api_key="x", max_retries=0)
+# The node's bearer token, sent the Anthropic way (`x-api-key`).
+c = anthropic.Anthropic(base_url=os.environ["NODE_URL"], api_key=os.environ["NODE_TOKEN"], max_retries=0)
+try:
+    anthropic.Anthropic(base_url=os.environ["NODE_URL"], api_key="wrong", max_retries=0).messages.create(
+        model="fast", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    unauthorized = None
+except anthropic.AuthenticationError as e:
+    unauthorized = e.status_code
 msgs = [{"role": "user", "content": "hello from the official Anthropic SDK"}]
 r = c.messages.create(model="fast", max_tokens=200, system="You are terse.", messages=msgs)
 with c.messages.stream(model="fast", max_tokens=200, system="You are terse.", messages=msgs) as s:
@@ -230,6 +237,7 @@ print(json.dumps({
     "final_output_tokens": final.usage.output_tokens,
     "missing": missing,
     "bad_role": bad_role,
+    "unauthorized": unauthorized,
 }))
 "#;
 
@@ -243,13 +251,19 @@ async fn official_anthropic_sdk_works_unchanged() {
         return;
     }
     let sim = Sim::start(&[]).await;
-    let node = Node::start(&config(&sim, 2, json!({}))).await;
+    let token = "anthropic-sdk-token";
+    let node = Node::start_with_env(
+        &config(&sim, 2, json!({})),
+        &[("OPENCLAW_API_TOKEN", token)],
+    )
+    .await;
     let url = node.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg("-c")
             .arg(ANTHROPIC_SCRIPT)
             .env("NODE_URL", url)
+            .env("NODE_TOKEN", token)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .env_remove("ANTHROPIC_API_KEY")
@@ -277,6 +291,7 @@ async fn official_anthropic_sdk_works_unchanged() {
     assert!(v["final_output_tokens"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["missing"], json!([404, "not_found_error"]), "{v}");
     assert_eq!(v["bad_role"], 400, "{v}");
+    assert_eq!(v["unauthorized"], 401, "{v}");
     // Routed and accounted like chat completions: the simulator saw the answered calls.
     let answered = sim
         .calls(None)
