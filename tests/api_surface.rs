@@ -600,6 +600,101 @@ async fn anthropic_messages_plain_streamed_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_are_cached_and_rate_limited_like_chats() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({"cache": {"request_cache": {"enabled": true}},
+               "rate_limiting": {"window_seconds": 60, "per_model": {"fast": {"requests_per_minute": 1}}},
+               "model_fallback": {"timeout_ms": 1000}}),
+    );
+    let node = Node::start(&cfg).await;
+    let url = format!("{}/v1/messages", node.url);
+    let ask = |text: &str, stream: bool| {
+        json!({"model": "fast", "max_tokens": 50, "stream": stream,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    let r = node
+        .http
+        .post(&url)
+        .json(&ask("what is a lease?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-openclaw-cache"], "miss");
+    let first: Value = r.json().await.unwrap();
+    // The same question again: from the cache, as JSON and as Anthropic stream events.
+    let r = node
+        .http
+        .post(&url)
+        .json(&ask("what is a lease?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-openclaw-cache"], "hit");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["content"], first["content"]);
+    let r = node
+        .http
+        .post(&url)
+        .json(&ask("what is a lease?", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-openclaw-cache"], "hit");
+    let raw = r.text().await.unwrap();
+    let streamed: String = sse_data(&raw)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|ev| ev["type"] == "content_block_delta")
+        .map(|ev| ev["delta"]["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        Some(streamed.as_str()),
+        first["content"][0]["text"].as_str(),
+        "{raw}"
+    );
+    assert!(raw.contains("event: message_stop"), "{raw}");
+    // A new question: the model's one request of this minute is spent → 429, Anthropic's shape.
+    let r = node
+        .http
+        .post(&url)
+        .json(&ask("what is a quorum?", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "rate_limit_error", "{e}");
+    assert_eq!(e["error"]["code"], "rate_limited", "{e}");
+    assert_eq!(
+        sim.calls(None).await.len(),
+        1,
+        "hits and refusals never reached the provider"
+    );
+    // Audited like chat calls: one provider call and two cache hits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = std::fs::read_to_string(node.data_dir.join("logs/config-audit.jsonl"))
+            .unwrap_or_default();
+        let lines: Vec<Value> = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let hits = lines.iter().filter(|v| v["cache"] == "cache_hit").count();
+        let calls = lines.iter().filter(|v| v["provider"] == "sim").count();
+        if hits >= 2 && calls >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not audited:\n{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_output_rate_limited_provider_cost_and_status() {
     let sim = Sim::start(&[]).await;
     let cfg = config(
