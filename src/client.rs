@@ -9,6 +9,30 @@ use openclaw_proto::{ErrorBody, Priority, TaskSubmit, TaskView};
 
 use crate::cli::{CacheAction, CacheArgs, NodeUrl, SubmitArgs};
 
+/// An error answer of the node: status and `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = reqwest::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        write!(
+            f,
+            "{} {reason} ({}): {}",
+            self.status, self.code, self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -41,11 +65,27 @@ impl Client {
         let bytes = resp.bytes().await.context("reading the node's answer")?;
         if !status.is_success() {
             if let Ok(e) = serde_json::from_slice::<ErrorBody>(&bytes) {
-                bail!("{} ({}): {}", status, e.error.code, e.error.message);
+                return Err(ApiFailure {
+                    status: status.as_u16(),
+                    code: e.error.code,
+                    message: e.error.message,
+                }
+                .into());
             }
             bail!("{}: {}", status, String::from_utf8_lossy(&bytes));
         }
         serde_json::from_slice(&bytes).context("unexpected answer from the node")
+    }
+
+    /// `GET path` (a JSON answer).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .req(reqwest::Method::GET, path)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
     }
 
     pub async fn submit(&self, task: &TaskSubmit) -> anyhow::Result<TaskAccepted> {
@@ -73,7 +113,6 @@ impl Client {
 }
 
 impl Client {
-    /// `GET /api/queue`.
     /// `GET /api/cluster`.
     pub async fn cluster(&self) -> anyhow::Result<serde_json::Value> {
         let resp = self
@@ -144,24 +183,30 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
         return Ok(0);
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut view = client.task(&accepted.id, wait).await?;
-    while !view.status.is_final() && tokio::time::Instant::now() < deadline {
+    // Long-poll in slices, so a task that waits (budget pause, rate limit) is reported while
+    // it waits, once per change.
+    let mut said: Option<String> = None;
+    let mut view = client.task(&accepted.id, wait.min(WAIT_SLICE_S)).await?;
+    loop {
+        let now_waiting = waiting_line(&view);
+        if now_waiting != said {
+            if let Some(line) = &now_waiting {
+                eprintln!("{line}");
+            }
+            said = now_waiting;
+        }
+        if view.status.is_final() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        view = client.task(&accepted.id, left.as_secs().max(1)).await?;
+        view = client
+            .task(&accepted.id, left.as_secs().clamp(1, WAIT_SLICE_S))
+            .await?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        println!(
-            "task {} {} (model {}, {} in / {} out tokens, ${:.6}, attempts {})",
-            view.id,
-            view.status.as_str(),
-            view.model.as_deref().unwrap_or("-"),
-            view.tokens.input,
-            view.tokens.output,
-            view.cost_usd,
-            view.attempts
-        );
+        println!("{}", summary_line(&view));
         if let Some(out) = &view.output {
             println!("{out}");
         }
@@ -174,6 +219,58 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<i32> {
         s if s.is_final() => 1,
         _ => 2,
     })
+}
+
+/// Longest single long-poll of `submit --wait` (seconds), so waiting is reported as it changes.
+pub const WAIT_SLICE_S: u64 = 5;
+
+/// What a waiting task is held by, as one line (None when it is not held).
+pub fn waiting_line(v: &TaskView) -> Option<String> {
+    let reason = v.waiting_reason.as_deref()?;
+    Some(match (reason, v.waiting_scope.as_deref()) {
+        ("rate_limited", Some(scope)) => format!(
+            "task {} {}: waiting for the rate limit of `{scope}` (see `openclaw-node queue`, GET /api/limits)",
+            v.id,
+            v.status.as_str()
+        ),
+        ("budget_paused", _) => format!(
+            "task {} {}: waiting, the budget holds non-critical work of agent `{}` (see GET /api/budget)",
+            v.id,
+            v.status.as_str(),
+            v.agent
+        ),
+        (other, scope) => format!(
+            "task {} {}: waiting ({other}{})",
+            v.id,
+            v.status.as_str(),
+            scope.map(|s| format!(", {s}")).unwrap_or_default()
+        ),
+    })
+}
+
+/// The one-line summary `submit --wait` prints: status, model and provider (`sim` marked as
+/// the built-in simulator), tokens, cost, attempts, and what a still-running task waits for.
+pub fn summary_line(v: &TaskView) -> String {
+    let provider = match v.provider.as_deref() {
+        Some("sim") => " via sim (built-in simulator, not a real model)".to_string(),
+        Some(p) => format!(" via {p}"),
+        None => String::new(),
+    };
+    let waiting = match (v.waiting_reason.as_deref(), v.waiting_scope.as_deref()) {
+        (Some(r), Some(s)) => format!(", waiting: {r} on `{s}`"),
+        (Some(r), None) => format!(", waiting: {r}"),
+        _ => String::new(),
+    };
+    format!(
+        "task {} {} (model {}{provider}, {} in / {} out tokens, ${:.6}, attempts {}{waiting})",
+        v.id,
+        v.status.as_str(),
+        v.model.as_deref().unwrap_or("-"),
+        v.tokens.input,
+        v.tokens.output,
+        v.cost_usd,
+        v.attempts
+    )
 }
 
 /// `openclaw-node cache stats|prune|clear`: talks to the node over HTTP (the node holds the

@@ -1,7 +1,9 @@
 //! The OpenAI-compatible surface of a real node: `/v1/chat/completions` (JSON and SSE, the
 //! stream's deltas concatenating to the JSON answer), `/v1/models`, the `model_not_found`
-//! error, and the official Python SDK against the node (`.ci/run` installs it; without it the
-//! SDK test fails under `CI=true` and is a loud skip elsewhere).
+//! error, and the official Python SDKs against the node: `openai` (chat, streams with and
+//! without `include_usage`, `models.list`/`retrieve`) and `anthropic` (`messages.create` and
+//! `messages.stream` on `/v1/messages`). `.ci/run` installs both; without one its test fails
+//! under `CI=true` and is a loud skip elsewhere.
 
 #![allow(clippy::unwrap_used)]
 
@@ -124,20 +126,37 @@ c = OpenAI(base_url=os.environ["NODE_BASE"], api_key="x", max_retries=0)
 msgs = [{"role": "user", "content": "hello from the official SDK"}]
 r = c.chat.completions.create(model="fast", messages=msgs)
 parts = []
+# Without include_usage every chunk has a choice: reading choices[0] never fails.
 for ch in c.chat.completions.create(model="fast", messages=msgs, stream=True):
-    if ch.choices and ch.choices[0].delta.content:
+    if ch.choices[0].delta.content:
         parts.append(ch.choices[0].delta.content)
+    assert ch.usage is None, ch
+stream_usage = None
+with_usage = list(c.chat.completions.create(
+    model="fast", messages=msgs, stream=True, stream_options={"include_usage": True}))
+last = with_usage[-1]
+assert last.choices == [], last
+stream_usage = last.usage.total_tokens
 try:
     c.chat.completions.create(model="nope", messages=msgs)
     missing = None
 except openai.NotFoundError as e:
     missing = e.status_code
+m = c.models.retrieve("fast")
+try:
+    c.models.retrieve("nope")
+    retrieve_missing = None
+except openai.NotFoundError as e:
+    retrieve_missing = e.status_code
 print(json.dumps({
     "content": r.choices[0].message.content,
     "usage": r.usage.total_tokens,
     "streamed": "".join(parts),
+    "stream_usage": stream_usage,
     "models": sorted(m.id for m in c.models.list()),
     "missing": missing,
+    "retrieved": [m.id, m.object, m.owned_by],
+    "retrieve_missing": retrieve_missing,
 }))
 "#;
 
@@ -178,4 +197,107 @@ async fn official_python_sdk_works_unchanged() {
     assert!(v["usage"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["models"], json!(["fast", "smart"]), "{v}");
     assert_eq!(v["missing"], 404, "{v}");
+    assert!(v["stream_usage"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["retrieved"], json!(["fast", "model", "sim"]), "{v}");
+    assert_eq!(v["retrieve_missing"], 404, "{v}");
+}
+
+const ANTHROPIC_SCRIPT: &str = r#"
+import json, os, anthropic
+# The node's bearer token, sent the Anthropic way (`x-api-key`).
+c = anthropic.Anthropic(base_url=os.environ["NODE_URL"], api_key=os.environ["NODE_TOKEN"], max_retries=0)
+try:
+    anthropic.Anthropic(base_url=os.environ["NODE_URL"], api_key="wrong", max_retries=0).messages.create(
+        model="fast", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    unauthorized = None
+except anthropic.AuthenticationError as e:
+    unauthorized = e.status_code
+msgs = [{"role": "user", "content": "hello from the official Anthropic SDK"}]
+r = c.messages.create(model="fast", max_tokens=200, system="You are terse.", messages=msgs)
+with c.messages.stream(model="fast", max_tokens=200, system="You are terse.", messages=msgs) as s:
+    streamed = "".join(s.text_stream)
+    final = s.get_final_message()
+try:
+    c.messages.create(model="nope", max_tokens=10, messages=msgs)
+    missing = None
+except anthropic.NotFoundError as e:
+    missing = [e.status_code, e.body["error"]["type"]]
+try:
+    c.messages.create(model="fast", max_tokens=10, messages=[{"role": "robot", "content": "x"}])
+    bad_role = None
+except anthropic.BadRequestError as e:
+    bad_role = e.status_code
+print(json.dumps({
+    "type": r.type,
+    "content": r.content[0].text,
+    "stop_reason": r.stop_reason,
+    "usage": [r.usage.input_tokens, r.usage.output_tokens],
+    "streamed": streamed,
+    "final_stop": final.stop_reason,
+    "final_output_tokens": final.usage.output_tokens,
+    "missing": missing,
+    "bad_role": bad_role,
+    "unauthorized": unauthorized,
+}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_anthropic_sdk_works_unchanged() {
+    if !common::prereq::require(
+        "the official Anthropic Python SDK",
+        common::prereq::python(Some("anthropic")),
+        "python3 -m pip install 'anthropic>=0.34'",
+    ) {
+        return;
+    }
+    let sim = Sim::start(&[]).await;
+    let token = "anthropic-sdk-token";
+    let node = Node::start_with_env(
+        &config(&sim, 2, json!({})),
+        &[("OPENCLAW_API_TOKEN", token)],
+    )
+    .await;
+    let url = node.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg("-c")
+            .arg(ANTHROPIC_SCRIPT)
+            .env("NODE_URL", url)
+            .env("NODE_TOKEN", token)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    let content = v["content"].as_str().unwrap();
+    assert!(!content.is_empty(), "{v}");
+    assert_eq!(v["streamed"].as_str(), Some(content), "{v}");
+    let stop = v["stop_reason"].as_str().unwrap();
+    assert!(["end_turn", "max_tokens"].contains(&stop), "{v}");
+    assert_eq!(v["final_stop"], stop, "{v}");
+    assert!(v["usage"][0].as_u64().unwrap() > 0, "{v}");
+    assert!(v["final_output_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["missing"], json!([404, "not_found_error"]), "{v}");
+    assert_eq!(v["bad_role"], 400, "{v}");
+    assert_eq!(v["unauthorized"], 401, "{v}");
+    // Routed and accounted like chat completions: the simulator saw the answered calls.
+    let answered = sim
+        .calls(None)
+        .await
+        .iter()
+        .filter(|c| c["status"] == 200)
+        .count();
+    assert_eq!(answered, 2);
 }

@@ -15,8 +15,9 @@ pub struct MessagesRequest {
     pub model: String,
     pub max_tokens: u32,
     pub messages: Vec<Message>,
+    /// A string, or an array of text blocks (as the SDKs send it with `cache_control`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
+    pub system: Option<MessageContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -223,10 +223,18 @@ pub struct TaskView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// Why a queued task is not starting: `budget_paused` while the budget holds non-critical
-    /// work of its agent.
+    /// Why the task is not making progress now: `budget_paused` (queued while the budget holds
+    /// non-critical work of its agent) or `rate_limited` (running, its model call waiting for a
+    /// rate-limit grant of `waiting_scope`).
     #[serde(default)]
     pub waiting_reason: Option<String>,
+    /// The rate-limit scope (a model name or `global`) a `rate_limited` task waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_scope: Option<String>,
+    /// The provider serving `model` on the node that answered: `openai`, `anthropic`, or `sim`
+    /// when the built-in simulator answers (no API key set).
+    #[serde(default)]
+    pub provider: Option<String>,
 }
 
 /// Answer of `POST /api/tasks`.
@@ -289,6 +297,12 @@ pub struct RunningTask {
     pub priority: Priority,
     pub model: Option<String>,
     pub running_ms: u64,
+    /// `rate_limited` while the task's model call waits for a rate-limit grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    /// The scope it waits for (a model name or `global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_scope: Option<String>,
 }
 
 /// A callback delivery that ran out of retries.

@@ -9,6 +9,12 @@
 //! uses `× 30 / day`, which under-projects 31-day months and over-projects February; the real
 //! month length costs nothing and is what "month-end" means. A past or future month has no
 //! projection.
+//!
+//! Simulated spend is shown apart: calls the built-in simulator answered (audit `provider:
+//! "sim"`, a model with no API key) cost nothing real. They are in the per-model rows and the
+//! total (priced as if real, which is what the same traffic would cost), and the report says how
+//! much of it was simulated and how much was real provider spend. Amounts print with enough
+//! decimals to show small spend ([`usd`]).
 
 use std::collections::BTreeMap;
 
@@ -30,6 +36,10 @@ pub struct ModelRow {
     pub errors: u64,
     /// USD; `None` when the model has no configured price.
     pub cost_usd: Option<f64>,
+    /// Calls of this model the built-in simulator answered (no real provider billed).
+    pub simulated_calls: u64,
+    /// The part of `cost_usd` that was simulated.
+    pub simulated_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +52,10 @@ pub struct CostReport {
     pub total_output: u64,
     /// Sum over priced models.
     pub total_cost_usd: f64,
+    /// The part of the total the simulator answered (no real spend).
+    pub simulated_cost_usd: f64,
+    /// The part of the total real providers answered: `total - simulated`.
+    pub real_cost_usd: f64,
     /// Models in the log without a configured price.
     pub unpriced: Vec<String>,
     /// Month-end projection (current month only).
@@ -85,6 +99,9 @@ pub fn report(
         input: u64,
         output: u64,
         errors: u64,
+        sim_calls: u64,
+        sim_input: u64,
+        sim_output: u64,
     }
     let mut by_model: BTreeMap<&str, Acc> = BTreeMap::new();
     for e in entries {
@@ -99,12 +116,22 @@ pub fn report(
         if e.status != STATUS_OK {
             a.errors += 1;
         }
+        if e.provider == SIMULATED {
+            a.sim_calls += 1;
+            a.sim_input += e.tokens.input;
+            a.sim_output += e.tokens.output;
+        }
     }
     let mut models: Vec<ModelRow> = by_model
         .into_iter()
         .map(|(m, a)| ModelRow {
             model: m.to_string(),
             cost_usd: cfg.models.get(m).map(|c| c.price.cost(a.input, a.output)),
+            simulated_calls: a.sim_calls,
+            simulated_cost_usd: cfg
+                .models
+                .get(m)
+                .map(|c| c.price.cost(a.sim_input, a.sim_output)),
             calls: a.calls,
             input: a.input,
             output: a.output,
@@ -118,6 +145,11 @@ pub fn report(
     });
     // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0.00".
     let total_cost_usd: f64 = models.iter().filter_map(|m| m.cost_usd).sum::<f64>() + 0.0;
+    let simulated_cost_usd: f64 = models
+        .iter()
+        .filter_map(|m| m.simulated_cost_usd)
+        .sum::<f64>()
+        + 0.0;
     let current = (today.year(), today.month()) == (month.year(), month.month());
     CostReport {
         month: month.format("%Y-%m").to_string(),
@@ -133,7 +165,27 @@ pub fn report(
             total_cost_usd * f64::from(days_in_month(today)) / f64::from(today.day().max(1))
         }),
         total_cost_usd,
+        simulated_cost_usd,
+        real_cost_usd: (total_cost_usd - simulated_cost_usd).max(0.0),
         models,
+    }
+}
+
+/// The audit log's `provider` of calls the built-in simulator answered.
+pub const SIMULATED: &str = "sim";
+
+/// A USD amount with enough decimals for small spend: 2 from $1, 4 from a cent, else 6
+/// (so $0.0004 does not print as `0.00`).
+pub fn usd(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0.00".into()
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.01 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.6}")
     }
 }
 
@@ -145,6 +197,7 @@ pub fn render(r: &CostReport) -> String {
         ("output", Align::Right),
         ("errors", Align::Right),
         ("cost ($)", Align::Right),
+        ("simulated", Align::Left),
     ];
     let mut rows: Vec<Vec<String>> = r
         .models
@@ -156,9 +209,13 @@ pub fn render(r: &CostReport) -> String {
                 thousands(m.input),
                 thousands(m.output),
                 thousands(m.errors),
-                m.cost_usd
-                    .map(|c| format!("{c:.2}"))
-                    .unwrap_or_else(|| "unpriced".into()),
+                m.cost_usd.map(usd).unwrap_or_else(|| "unpriced".into()),
+                match (m.simulated_calls, m.simulated_cost_usd) {
+                    (0, _) => "-".into(),
+                    (n, _) if n == m.calls => "all".into(),
+                    (n, Some(c)) => format!("{n} calls, {}", usd(c)),
+                    (n, None) => format!("{n} calls"),
+                },
             ]
         })
         .collect();
@@ -168,7 +225,12 @@ pub fn render(r: &CostReport) -> String {
         thousands(r.total_input),
         thousands(r.total_output),
         String::new(),
-        format!("{:.2}", r.total_cost_usd),
+        usd(r.total_cost_usd),
+        if r.simulated_cost_usd > 0.0 {
+            usd(r.simulated_cost_usd)
+        } else {
+            "-".into()
+        },
     ]);
     let mut out = format!(
         "Cost {} (configured prices, USD per 1M tokens)\n{}",
@@ -181,8 +243,16 @@ pub fn render(r: &CostReport) -> String {
             r.unpriced.join(", ")
         ));
     }
+    let sim_calls: u64 = r.models.iter().map(|m| m.simulated_calls).sum();
+    if sim_calls > 0 {
+        out.push_str(&format!(
+            "real provider spend: ${}; simulated: ${} ({sim_calls} calls answered by the built-in simulator, nothing billed)\n",
+            usd(r.real_cost_usd),
+            usd(r.simulated_cost_usd),
+        ));
+    }
     match r.projected_month_end_usd {
-        Some(p) => out.push_str(&format!("projected month-end total: ${p:.2}\n")),
+        Some(p) => out.push_str(&format!("projected month-end total: ${}\n", usd(p))),
         None => out.push_str("no projection (not the current month)\n"),
     }
     out
@@ -305,5 +375,37 @@ mod tests {
             d("2026-11-02"),
         );
         assert!((r.total_cost_usd - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn small_amounts_keep_their_digits() {
+        let cases = [
+            (0.0, "0.00"),
+            (12.345, "12.35"),
+            (1.0, "1.00"),
+            (0.0912, "0.0912"),
+            (0.0004, "0.000400"),
+            (0.0000004, "0.000000"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(usd(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn simulated_spend_is_shown_apart() {
+        let cfg = Config::default();
+        let mut real = entry("2026-11-02T00:00:00.0", "gpt-4o", 1_000_000, 0, "ok");
+        real.provider = "openai".into();
+        let sim = entry("2026-11-02T00:00:01.0", "gpt-4o", 1_000_000, 0, "ok");
+        let r = report(&[real, sim], &cfg, d("2026-11-01"), d("2026-11-02"));
+        let price = cfg.models["gpt-4o"].price.input;
+        assert!((r.total_cost_usd - 2.0 * price).abs() < 1e-9, "{r:?}");
+        assert!((r.simulated_cost_usd - price).abs() < 1e-9, "{r:?}");
+        assert!((r.real_cost_usd - price).abs() < 1e-9, "{r:?}");
+        assert_eq!(r.models[0].simulated_calls, 1);
+        let text = render(&r);
+        assert!(text.contains("simulated"), "{text}");
+        assert!(text.contains("built-in simulator"), "{text}");
     }
 }

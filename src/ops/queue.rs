@@ -1,5 +1,5 @@
 //! `openclaw-node queue [--failed]`: a node's queue from `GET /api/queue` — depth per level,
-//! running tasks, recent failures; `--failed` shows only failed tasks and failed callback
+//! running tasks (with what they wait for: `rate_limited (scope)`), recent failures; `--failed` shows only failed tasks and failed callback
 //! deliveries. `--json` prints the node's answer (or, with `--failed`, its failure lists).
 
 use openclaw_proto::api::QueueView;
@@ -104,6 +104,11 @@ pub fn render(q: &QueueView, failed_only: bool) -> String {
                 t.priority.as_str().to_string(),
                 t.model.clone().unwrap_or_default(),
                 format!("{:.1}", t.running_ms as f64 / 1000.0),
+                match (&t.waiting_reason, &t.waiting_scope) {
+                    (Some(r), Some(s)) => format!("{r} ({s})"),
+                    (Some(r), None) => r.clone(),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
@@ -115,6 +120,7 @@ pub fn render(q: &QueueView, failed_only: bool) -> String {
             ("priority", Align::Left),
             ("model", Align::Left),
             ("running s", Align::Right),
+            ("waiting", Align::Left),
         ],
         &rows,
     ));

@@ -3,7 +3,13 @@
 //! `status` renders `GET /api/cluster`: the nodes (id, address, role, alive, last contact, lag,
 //! tasks per level), leader and term, task totals, budgets with their leases, and rate-limit
 //! headroom per model over the sliding window ending now. `--json` prints the node's answer unchanged.
+//!
+//! A node running alone has no cluster: `status` then prints that node's own view — its queue
+//! (`GET /api/queue`), rate limits (`GET /api/limits`) and budgets (`GET /api/budget`) — and
+//! exits 0 (`--json`: `{"clustered": false, "node", "queue", "limits", "budget"}`).
 
+use openclaw_proto::api::QueueView;
+use openclaw_proto::ops::{BudgetView, LimitsView};
 use serde_json::Value;
 
 use super::{render_table, Align};
@@ -160,13 +166,138 @@ pub fn render(st: &Value) -> String {
     out
 }
 
+/// The readable form of a lone node's view.
+pub fn render_alone(node: &str, q: &QueueView, limits: &LimitsView, budget: &BudgetView) -> String {
+    let mut out = format!("Node {node} runs alone (not clustered)\n");
+    out.push_str(&format!(
+        "Queue: {} waiting (max {}), {} running on {} workers{}\n",
+        q.queued,
+        q.queue_max,
+        q.running,
+        q.workers,
+        match &q.paused {
+            Some(p) => format!(" · paused by the {p}"),
+            None => String::new(),
+        }
+    ));
+    let waiting: Vec<String> = LEVELS
+        .iter()
+        .map(|l| q.depth.get(*l).copied().unwrap_or(0).to_string())
+        .collect();
+    out.push_str(&format!("Waiting c/h/n/l/b: {}\n", waiting.join("/")));
+    let rows: Vec<Vec<String>> = budget
+        .scopes
+        .iter()
+        .map(|b| {
+            vec![
+                b.scope.clone(),
+                b.spent_tokens.to_string(),
+                b.limit_tokens
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                super::cost::usd(b.spent_cost_usd),
+                b.limit_cost_usd
+                    .map(super::cost::usd)
+                    .unwrap_or_else(|| "-".into()),
+                b.state.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!(
+        "\nBudgets {} ({}):\n",
+        if budget.enabled {
+            budget.period.as_str()
+        } else {
+            "(disabled)"
+        },
+        rows.len()
+    ));
+    out.push_str(&render_table(
+        &[
+            ("scope", Align::Left),
+            ("spent tokens", Align::Right),
+            ("limit", Align::Right),
+            ("spent $", Align::Right),
+            ("limit $", Align::Right),
+            ("state", Align::Left),
+        ],
+        &rows,
+    ));
+    let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = limits
+        .scopes
+        .iter()
+        .map(|l| {
+            vec![
+                l.scope.clone(),
+                opt(l.requests_per_window.map(u64::from)),
+                l.requests_in_window.to_string(),
+                opt(l.remaining_requests),
+                opt(l.tokens_per_window),
+                opt(l.remaining_tokens),
+                l.in_flight.to_string(),
+                l.waiters.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!(
+        "\nRate limits per {} s ({}):\n",
+        limits.window_seconds,
+        rows.len()
+    ));
+    out.push_str(&render_table(
+        &[
+            ("scope", Align::Left),
+            ("requests", Align::Right),
+            ("used", Align::Right),
+            ("headroom", Align::Right),
+            ("tokens", Align::Right),
+            ("token headroom", Align::Right),
+            ("in flight", Align::Right),
+            ("waiting", Align::Right),
+        ],
+        &rows,
+    ));
+    out
+}
+
 pub async fn run(args: StatusArgs) -> anyhow::Result<i32> {
     let client = crate::client::Client::new(&args.target)?;
-    let st = client.cluster().await?;
+    let st = match client.cluster().await {
+        Ok(st) => st,
+        Err(e)
+            if e.downcast_ref::<crate::client::ApiFailure>()
+                .is_some_and(|f| f.code == "not_clustered") =>
+        {
+            return alone(&client, args.json).await;
+        }
+        Err(e) => return Err(e),
+    };
     if args.json {
         super::print_json(&st)?;
     } else {
         print!("{}", render(&st));
+    }
+    Ok(0)
+}
+
+/// `status` of a node running alone: its queue, limits and budgets.
+async fn alone(client: &crate::client::Client, json: bool) -> anyhow::Result<i32> {
+    let q: QueueView = client.get_json("/api/queue").await?;
+    let limits: LimitsView = client.get_json("/api/limits").await?;
+    let budget: BudgetView = client.get_json("/api/budget").await?;
+    let health: Value = client.get_json("/health").await?;
+    let node = s(&health["node"]);
+    if json {
+        super::print_json(&serde_json::json!({
+            "clustered": false,
+            "node": node,
+            "queue": q,
+            "limits": limits,
+            "budget": budget,
+        }))?;
+    } else {
+        print!("{}", render_alone(&node, &q, &limits, &budget));
     }
     Ok(0)
 }

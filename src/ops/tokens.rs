@@ -9,6 +9,8 @@
 //! are also counted in their own columns, so an average dragged down by them can be explained.
 //! `avg per call` is `(input + output) / calls`, integer division, as in the chapter; the ratio is
 //! `input / max(output, 1)` printed `N.N:1`, as in `seven_day_summary.py`.
+//! Calls the built-in simulator answered (audit `provider: "sim"`) count like the others and are
+//! also totalled apart (`simulated`), so simulated traffic is not taken for real usage.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +44,14 @@ pub struct Totals {
     pub avg_per_call: u64,
 }
 
+/// Calls answered by the built-in simulator (no real provider).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Simulated {
+    pub calls: u64,
+    pub input: u64,
+    pub output: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenReport {
     pub from: String,
@@ -49,6 +59,8 @@ pub struct TokenReport {
     /// Days with at least one call, oldest first (like the chapter's table).
     pub days: Vec<DayRow>,
     pub total: Totals,
+    /// The part of `total` the built-in simulator answered.
+    pub simulated: Simulated,
     /// `input / max(output, 1)`.
     pub ratio: f64,
     /// The chapter's `N.N:1`.
@@ -60,10 +72,16 @@ pub fn report(entries: &[AuditEntry], today: NaiveDate, days: u32) -> TokenRepor
     let days = days.max(1);
     let from = today - Duration::days(i64::from(days) - 1);
     let mut by_day: BTreeMap<NaiveDate, DayRow> = BTreeMap::new();
+    let mut simulated = Simulated::default();
     for e in entries {
         let d = e.timestamp.date();
         if d < from || d > today {
             continue;
+        }
+        if e.provider == super::cost::SIMULATED {
+            simulated.calls += 1;
+            simulated.input += e.tokens.input;
+            simulated.output += e.tokens.output;
         }
         let row = by_day.entry(d).or_default();
         row.input += e.tokens.input;
@@ -96,6 +114,7 @@ pub fn report(entries: &[AuditEntry], today: NaiveDate, days: u32) -> TokenRepor
         from: from.format("%Y-%m-%d").to_string(),
         to: today.format("%Y-%m-%d").to_string(),
         days,
+        simulated,
         ratio,
         ratio_text: format!("{ratio:.1}:1"),
         total,
@@ -138,13 +157,23 @@ pub fn render(r: &TokenReport) -> String {
         thousands(t.errors),
         thousands(t.cache_hits),
     ]);
-    format!(
+    let mut out = format!(
         "Tokens {} .. {} (local dates)\n{}input/output ratio: {}\n",
         r.from,
         r.to,
         render_table(&headers, &rows),
         r.ratio_text
-    )
+    );
+    let sim = &r.simulated;
+    if sim.calls > 0 {
+        out.push_str(&format!(
+            "of which simulated (built-in simulator, no provider key set): {} calls, {} input, {} output\n",
+            thousands(sim.calls),
+            thousands(sim.input),
+            thousands(sim.output)
+        ));
+    }
+    out
 }
 
 pub fn run(args: TokensArgs) -> anyhow::Result<i32> {
@@ -279,5 +308,24 @@ pub(crate) mod tests {
         assert!(t.contains("avg per call"), "{t}");
         assert!(t.contains("1,234,567"), "{t}");
         assert!(t.contains("input/output ratio: 1234.6:1"), "{t}");
+    }
+
+    #[test]
+    fn simulated_calls_are_totalled_apart() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        let sim = entry("2026-11-02T01:00:00.0", "gpt-4o", 10, 5, "ok");
+        let mut real = entry("2026-11-02T02:00:00.0", "gpt-4o", 100, 50, "ok");
+        real.provider = "openai".into();
+        let r = report(&[sim, real], today, 7);
+        assert_eq!((r.total.input, r.total.output), (110, 55));
+        assert_eq!(
+            r.simulated,
+            Simulated {
+                calls: 1,
+                input: 10,
+                output: 5
+            }
+        );
+        assert!(render(&r).contains("of which simulated"), "{}", render(&r));
     }
 }

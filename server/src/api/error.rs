@@ -1,10 +1,14 @@
 //! `ApiError`: every failure the API reports, as status + stable code + human message; the
 //! closed list of codes ([`Code`]); the mapping of every feature's error to them (one
-//! `From<FeatureError> for ApiError` each, here and nowhere else); and the JSON extractor that
-//! turns body rejections into the same shape.
+//! `From<FeatureError> for ApiError` each, here and nowhere else); the extractors that turn
+//! body, path and query rejections into the same shape ([`ApiJson`], [`ApiPath`], [`ApiQuery`]);
+//! and [`json_errors`], the last line: any error answer that is not JSON yet (a rejection of an
+//! extractor used without a wrapper, a bare status) is rewritten into the same shape, on the API
+//! port and on the cluster port.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openclaw_proto::ErrorBody;
@@ -27,9 +31,13 @@ pub enum Code {
     UnsupportedMediaType,
     BodyTooLarge,
     InvalidQuery,
+    InvalidPath,
     InvalidWait,
     InvalidRequest,
     InvalidInput,
+    InvalidRole,
+    UnknownSource,
+    ContextLengthExceeded,
     UnknownAgent,
     UnknownModel,
     InvalidCallbackUrl,
@@ -69,6 +77,8 @@ pub enum Code {
     LeaveFailed,
     NoConfigFile,
     InvalidConfig,
+    /// A failure inside the node with no better code (never expected).
+    Internal,
 }
 
 impl Code {
@@ -81,9 +91,13 @@ impl Code {
             UnsupportedMediaType => "unsupported_media_type",
             BodyTooLarge => "body_too_large",
             InvalidQuery => "invalid_query",
+            InvalidPath => "invalid_path",
             InvalidWait => "invalid_wait",
             InvalidRequest => "invalid_request",
             InvalidInput => "invalid_input",
+            InvalidRole => "invalid_role",
+            UnknownSource => "unknown_source",
+            ContextLengthExceeded => "context_length_exceeded",
             UnknownAgent => "unknown_agent",
             UnknownModel => "unknown_model",
             InvalidCallbackUrl => "invalid_callback_url",
@@ -118,6 +132,7 @@ impl Code {
             LeaveFailed => "leave_failed",
             NoConfigFile => "no_config_file",
             InvalidConfig => "invalid_config",
+            Internal => "internal",
         }
     }
 }
@@ -227,6 +242,7 @@ impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> ApiError {
         let code = match e.field {
             Field::Input => Code::InvalidInput,
+            Field::Source => Code::UnknownSource,
             Field::Agent => Code::UnknownAgent,
             Field::Model => Code::UnknownModel,
             Field::CallbackUrl => Code::InvalidCallbackUrl,
@@ -367,5 +383,153 @@ fn rejection(r: JsonRejection) -> ApiError {
             "the request body is larger than server.max_body_mb allows",
         ),
         other => ApiError::new(other.status(), Code::InvalidBody, text),
+    }
+}
+
+/// `Path<T>` whose rejections are [`ApiError`]s: 400 `invalid_path` (e.g. a segment that is not
+/// UTF-8 once percent-decoded, `GET /api/tasks/%ff%fe`).
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    axum::extract::Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(r) => Err(ApiError::bad_request(Code::InvalidPath, r.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s: 400 `invalid_query` naming what is wrong.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    axum::extract::Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(ApiError::bad_request(Code::InvalidQuery, r.body_text())),
+        }
+    }
+}
+
+/// Longest plain-text error body kept as the message when [`json_errors`] rewrites an answer.
+pub const PLAIN_ERROR_MESSAGE_MAX: usize = 2048;
+
+/// The code of an error answer that came without one (pure): by its status.
+pub fn code_for_status(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::InvalidRequest,
+        401 => Code::Unauthorized,
+        404 => Code::NotFound,
+        405 => Code::MethodNotAllowed,
+        413 => Code::BodyTooLarge,
+        415 => Code::UnsupportedMediaType,
+        422 => Code::InvalidField,
+        429 => Code::RateLimited,
+        503 => Code::Overloaded,
+        _ => Code::Internal,
+    }
+}
+
+/// Response middleware (`axum::middleware::map_response`): an error answer (4xx/5xx) that is not
+/// JSON becomes `{"error":{"code","message"}}` with the same status and headers, its text kept as
+/// the message (or the status's reason when it had none). JSON answers pass unchanged.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, PLAIN_ERROR_MESSAGE_MAX).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    let body = ErrorBody::new(code_for_status(status).as_str(), message);
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_for_bare_statuses() {
+        let cases = [
+            (400, "invalid_request"),
+            (401, "unauthorized"),
+            (404, "not_found"),
+            (405, "method_not_allowed"),
+            (413, "body_too_large"),
+            (415, "unsupported_media_type"),
+            (422, "invalid_field"),
+            (500, "internal"),
+            (418, "internal"),
+        ];
+        for (status, want) in cases {
+            let got = code_for_status(StatusCode::from_u16(status).unwrap_or_default());
+            assert_eq!(got.as_str(), want, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_error_answers_become_json() {
+        let plain = (StatusCode::BAD_REQUEST, "Invalid URL: bad").into_response();
+        let out = json_errors(plain).await;
+        assert_eq!(out.status(), StatusCode::BAD_REQUEST);
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        assert_eq!(v["error"]["message"], "Invalid URL: bad", "{v}");
+
+        let bare = StatusCode::NOT_FOUND.into_response();
+        let out = json_errors(bare).await;
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "not_found", "{v}");
+
+        let ok = (StatusCode::OK, "fine").into_response();
+        let out = json_errors(ok).await;
+        assert_eq!(out.status(), StatusCode::OK);
+        let b = axum::body::to_bytes(out.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        assert_eq!(&b[..], b"fine");
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
 //! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
-//! `/v1/chat/completions` (SSE with `stream: true`), `/v1/models`, `/health`, `/ready`, `/metrics`.
+//! `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
+//! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
 //! (`server.max_in_flight_requests`, beyond it 503 + Retry-After), long-poll length
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod cluster;
 pub mod error;
 pub mod limits;
+pub mod messages;
 pub mod openai;
 pub mod ops;
 pub mod tasks;
@@ -31,7 +33,7 @@ use axum::Router;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use crate::config::Secret;
 use crate::metrics::metrics;
@@ -62,7 +64,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cluster", get(cluster::status))
         .route("/api/cluster/leave", post(cluster::leave))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics_text))
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             admit_and_measure,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }
 
@@ -88,7 +93,8 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/limits") => "limits",
         Some("/api/budget") => "budget",
         Some("/v1/chat/completions") => "chat",
-        Some("/v1/models") => "models",
+        Some("/v1/messages") => "messages",
+        Some("/v1/models" | "/v1/models/{id}") => "models",
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
@@ -150,7 +156,8 @@ impl Drop for InFlightGauge {
     }
 }
 
-/// Bearer-token check for `/api` and `/v1` when a token is configured.
+/// Bearer-token check for `/api` and `/v1` when a token is configured. Anthropic clients send
+/// the token as `x-api-key`, which is accepted too.
 async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &st.token else {
         return next.run(req).await;
@@ -163,7 +170,8 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
         Some(_) => ApiError::unauthorized("the bearer token is not valid for this node").into_response(),

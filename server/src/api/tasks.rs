@@ -4,18 +4,20 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use openclaw_proto::api::{QueueView, TaskAccepted};
-use openclaw_proto::{TaskStatus, TaskSubmit, TaskView};
+use openclaw_proto::{TaskRecord, TaskStatus, TaskSubmit, TaskView};
 use serde::{Deserialize, Serialize};
 
 use super::error::Code;
-use super::{ApiError, ApiJson, AppState};
+use super::openai::provider_of;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
+use crate::node::app::App;
 use crate::tasks::ledger::{TaskQuery, TASK_PAGE_MAX};
-use crate::tasks::view::{view_now, view_of};
+use crate::tasks::view::{note_rate_wait, view_now};
 use crate::tasks::TaskError;
 
 /// `POST /api/tasks` → 202 `{id, status, duplicate}` once the task is durable. The idempotency
@@ -52,10 +54,9 @@ pub struct WaitQuery {
 /// `GET /api/tasks/{id}[?wait=SECONDS]`.
 pub async fn get_task(
     State(st): State<AppState>,
-    Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.body_text()))?;
     let app = &st.app;
     let max = app.cfg.get().server.long_poll_max_seconds as f64;
     let wait = match q.wait {
@@ -69,7 +70,19 @@ pub async fn get_task(
         }
     };
     let rec = app.tasks.get(&id, Duration::from_secs_f64(wait)).await?;
-    Ok(Json(view_now(&rec, |agent| app.budget.paused_for(agent))))
+    Ok(Json(live_view(app, &rec)))
+}
+
+/// A task as this node sees it now: [`view_now`] (budget pause), what its worker does when it
+/// runs here (the model it calls, the rate-limit scope it waits for), and the provider serving
+/// its model (`sim` for the simulator).
+pub fn live_view(app: &App, rec: &TaskRecord) -> TaskView {
+    let mut v = view_now(rec, |agent| app.budget.paused_for(agent));
+    if let Some(slot) = app.tasks.running.get(&rec.id) {
+        note_rate_wait(&mut v, slot.wait.model(), slot.wait.scope());
+    }
+    v.provider = v.model.as_deref().map(|m| provider_of(app, m));
+    v
 }
 
 /// Tasks per page when `limit` is not given.
@@ -102,9 +115,8 @@ pub struct TaskList {
 /// most `LIST_SCAN_MAX` records, so a selective filter may return a short page and a cursor).
 pub async fn list(
     State(st): State<AppState>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(Code::InvalidQuery, e.body_text()))?;
     let limit = q.limit.unwrap_or(TASK_PAGE_DEFAULT);
     if limit == 0 || limit > TASK_PAGE_MAX {
         return Err(ApiError::unprocessable(
@@ -124,11 +136,7 @@ pub async fn list(
     let app = &st.app;
     let page = app.tasks.ledger.list(&query).map_err(TaskError::from)?;
     Ok(Json(TaskList {
-        tasks: page
-            .tasks
-            .iter()
-            .map(|r| view_now(r, |agent| app.budget.paused_for(agent)))
-            .collect(),
+        tasks: page.tasks.iter().map(|r| live_view(app, r)).collect(),
         next_cursor: page.next,
     }))
 }
@@ -136,10 +144,10 @@ pub async fn list(
 /// `DELETE /api/tasks/{id}`: cancel a queued or running task.
 pub async fn cancel(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     let rec = st.app.tasks.cancel(&id).await?;
-    Ok(Json(view_of(&rec)))
+    Ok(Json(live_view(&st.app, &rec)))
 }
 
 /// `GET /api/queue`: depth per level, running tasks, recent failures, failed deliveries.
@@ -175,6 +183,11 @@ mod tests {
             ("ok", with(&|_| {})),
             ("empty input", with(&|s| s.input = "  ".into())),
             ("unknown agent", with(&|s| s.agent = Some("ghost".into()))),
+            ("unknown source", with(&|s| s.source = Some("fax".into()))),
+            (
+                "known source",
+                with(&|s| s.source = Some("cron_job".into())),
+            ),
             ("main agent", with(&|s| s.agent = Some("main".into()))),
             ("unknown model", with(&|s| s.model = Some("gpt-9".into()))),
             ("known model", with(&|s| s.model = Some("gpt-4o".into()))),
@@ -211,6 +224,8 @@ mod tests {
             None,
             Some("invalid_input"),
             Some("unknown_agent"),
+            Some("unknown_source"),
+            None,
             None,
             Some("unknown_model"),
             None,

@@ -245,9 +245,18 @@ async fn run<'a, T>(
                 &model_req.messages,
                 model_req.max_tokens.or(model_req.max_completion_tokens),
             );
+            if let Some(w) = &meta.wait {
+                w.set_model(model);
+            }
             let permit = match cx
                 .limits
-                .acquire(model, meta.priority, estimate, wait_deadline_ms)
+                .acquire(
+                    model,
+                    meta.priority,
+                    estimate,
+                    wait_deadline_ms,
+                    meta.wait.as_ref(),
+                )
                 .await
             {
                 Ok(p) => p,

@@ -51,6 +51,8 @@ pub struct CallMeta {
     pub cache_hit: bool,
     /// The first model, when this call is a fallback.
     pub fallback_from: Option<String>,
+    /// Where the caller sees the rate-limit scope the call waits for (task workers).
+    pub wait: Option<crate::limits::WaitNote>,
 }
 
 /// The result of a successful call.

@@ -185,6 +185,46 @@ pub fn route(cfg: &ModelRouting, input: &RouteInput<'_>) -> RouteDecision {
     decide(&cfg.default_model, RouteReason::Default)
 }
 
+/// The error code of a prompt that does not fit its model's context window (task errors and
+/// the API's `context_length_exceeded`).
+pub const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
+
+/// A prompt too long for a model's context window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the prompt is {prompt_tokens} tokens{}, more than model `{model}`'s context window of {window} tokens; shorten it or use a model with a larger context_window",
+    .max_output.map(|n| format!(" plus {n} output tokens asked")).unwrap_or_default()
+)]
+pub struct TooLong {
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub max_output: Option<u32>,
+    pub window: u32,
+}
+
+/// Does a prompt of `prompt_tokens` (plus the `max_output` the caller asked for) fit `model`'s
+/// `context_window`? A model that is not configured is not judged here. Pure.
+pub fn check_context(
+    cfg: &crate::config::Config,
+    model: &str,
+    prompt_tokens: u64,
+    max_output: Option<u32>,
+) -> Result<(), TooLong> {
+    let Some(m) = cfg.models.get(model) else {
+        return Ok(());
+    };
+    let needed = prompt_tokens + max_output.map(u64::from).unwrap_or(0);
+    if needed > u64::from(m.context_window) {
+        return Err(TooLong {
+            model: model.to_string(),
+            prompt_tokens,
+            max_output,
+            window: m.context_window,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +426,30 @@ mod tests {
         ];
         for (t, tokens, want) in cases {
             assert_eq!(estimate_complexity(t, tokens), want, "{t:?} {tokens}");
+        }
+    }
+
+    #[test]
+    fn context_window_table() {
+        let mut cfg = crate::config::Config::default();
+        if let Some(m) = cfg.models.get_mut("gpt-4o-mini") {
+            m.context_window = 100;
+        }
+        let cases: [(&str, u64, Option<u32>, bool); 6] = [
+            ("gpt-4o-mini", 100, None, true),
+            ("gpt-4o-mini", 101, None, false),
+            ("gpt-4o-mini", 60, Some(40), true),
+            ("gpt-4o-mini", 60, Some(41), false),
+            ("not-configured", 1_000_000, None, true),
+            ("gpt-4o", 101, None, true),
+        ];
+        for (model, prompt, out, fits) in cases {
+            let got = check_context(&cfg, model, prompt, out);
+            assert_eq!(got.is_ok(), fits, "{model} {prompt} {out:?}");
+            if let Err(e) = got {
+                let msg = e.to_string();
+                assert!(msg.contains("context window of 100"), "{msg}");
+            }
         }
     }
 }

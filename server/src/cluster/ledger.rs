@@ -16,7 +16,8 @@ use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 use super::proposer::ClusterError;
 use super::Cluster;
 use crate::tasks::ledger::{
-    page, Admission, Ledger, LedgerError, Outcome, RequeueReason, TaskPage, TaskQuery, LIST_SCAN_MAX,
+    page, Admission, Ledger, LedgerError, Outcome, RequeueReason, TaskPage, TaskQuery,
+    LIST_SCAN_MAX,
 };
 
 /// Finished records `recent_failures` looks at, newest first.

@@ -49,6 +49,10 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/cluster/leave", post(leave))
         .route("/cluster/ping", get(|| async { "pong" }))
         .layer(DefaultBodyLimit::max(CLUSTER_BODY_MAX))
+        // Refusals (401, 400, 413, unknown routes) answer `{"error":{"code","message"}}` too.
+        .layer(axum::middleware::map_response(
+            crate::api::error::json_errors,
+        ))
         .with_state(cluster)
 }
 

@@ -38,6 +38,52 @@ pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 512;
 const LIMITER_ABSENT_RETRY_MS: u64 = 20;
 /// Pause before waiting on the other scope (no busy loop between two full scopes).
 const SWAP_PAUSE_MS: u64 = 5;
+/// A grant not answered within this long counts as waiting (shown in the caller's [`WaitNote`]);
+/// a grant with room answers in far less.
+pub const WAIT_NOTE_AFTER_MS: u64 = 20;
+
+/// Where a caller's owner can see what its call is doing: the model it calls now (set by the
+/// fallback chain), and the rate-limit scope while it waits for a grant (the task view shows it
+/// as `waiting_reason: "rate_limited"`).
+#[derive(Debug, Clone, Default)]
+pub struct WaitNote(Arc<Mutex<NoteState>>);
+
+#[derive(Debug, Clone, Default)]
+struct NoteState {
+    model: Option<String>,
+    scope: Option<String>,
+}
+
+impl WaitNote {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NoteState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn set(&self, scope: Option<&str>) {
+        self.lock().scope = scope.map(str::to_string);
+    }
+    pub fn set_model(&self, model: &str) {
+        self.lock().model = Some(model.to_string());
+    }
+    /// The scope waited for now, if any.
+    pub fn scope(&self) -> Option<String> {
+        self.lock().scope.clone()
+    }
+    /// The model called (or waited for) now, if any.
+    pub fn model(&self) -> Option<String> {
+        self.lock().model.clone()
+    }
+}
+
+/// Clears a [`WaitNote`] when the wait ends however it ends (also when the future is dropped).
+struct Waiting<'a>(Option<&'a WaitNote>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            n.set(None);
+        }
+    }
+}
 
 /// Tokens to reserve for a call: the prompt's plus `max_tokens` (or the default estimate).
 pub fn estimate_tokens(messages: &[ChatMessage], max_tokens: Option<u32>) -> u64 {
@@ -193,6 +239,7 @@ impl RateLimits {
         tokens: u64,
         deadline_ms: u64,
         wait: bool,
+        note: Option<&WaitNote>,
     ) -> Result<Option<(ActorRef<LimiterMsg>, u64)>, LimitError> {
         loop {
             let Some(r) = self.limiters.get(scope) else {
@@ -212,7 +259,21 @@ impl RateLimits {
                     rx: Some(rx),
                     limiter: r.clone(),
                 };
-                match pending.recv().await {
+                let quick =
+                    tokio::time::timeout(Duration::from_millis(WAIT_NOTE_AFTER_MS), pending.recv())
+                        .await;
+                let got = match quick {
+                    Ok(got) => got,
+                    Err(_) => {
+                        // Still no answer: the call waits for this scope; say so until it ends.
+                        let _waiting = Waiting(note);
+                        if let Some(n) = note {
+                            n.set(Some(scope));
+                        }
+                        pending.recv().await
+                    }
+                };
+                match got {
                     Ok(Ok(id)) => return Ok(Some((r, id))),
                     Ok(Err(refused)) => return Err(LimitError::from_refused(scope, refused)),
                     Err(_) => {} // the limiter stopped while we waited: ask its next incarnation
@@ -265,16 +326,18 @@ impl Drop for PendingGrant {
 
 impl RateLimits {
     /// Acquire the grants for one call of `model` reserving `tokens`, waiting (in `priority`
-    /// order) until `deadline_ms` (node-monotonic, [`Mono::ms`]) at the latest.
+    /// order) until `deadline_ms` (node-monotonic, [`Mono::ms`]) at the latest. While it waits
+    /// for a scope, `note` names that scope.
     pub async fn acquire(
         &self,
         model: &str,
         priority: Priority,
         tokens: u64,
         deadline_ms: u64,
+        note: Option<&WaitNote>,
     ) -> Result<Permit, LimitError> {
         let permit = self
-            .acquire_local(model, priority, tokens, deadline_ms)
+            .acquire_local(model, priority, tokens, deadline_ms, note)
             .await?;
         // In a cluster the per-window quotas are shared: take this call from the node's share
         // (the local limiter above still paces and bounds concurrency on this node).
@@ -291,7 +354,23 @@ impl RateLimits {
             if !scopes.is_empty() {
                 let left = Duration::from_millis(deadline_ms.saturating_sub(self.mono.ms()));
                 let deadline = tokio::time::Instant::now() + left;
-                shared.acquire(&scopes, tokens, deadline).await?;
+                let shared_call = shared.acquire(&scopes, tokens, deadline);
+                tokio::pin!(shared_call);
+                let quick = tokio::time::timeout(
+                    Duration::from_millis(WAIT_NOTE_AFTER_MS),
+                    &mut shared_call,
+                )
+                .await;
+                match quick {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        let _waiting = Waiting(note);
+                        if let Some(n) = note {
+                            n.set(scopes.first().map(|(s, _)| s.as_str()));
+                        }
+                        shared_call.await?
+                    }
+                }
             }
         }
         Ok(permit)
@@ -303,6 +382,7 @@ impl RateLimits {
         priority: Priority,
         tokens: u64,
         deadline_ms: u64,
+        note: Option<&WaitNote>,
     ) -> Result<Permit, LimitError> {
         let backed_off = self.backoffs.backed_off(model, self.mono.ms());
         let scopes = scopes_for(&self.cfg.get(), model, backed_off);
@@ -311,7 +391,7 @@ impl RateLimits {
             [] => Ok(permit),
             [one] => {
                 if let Some(g) = self
-                    .acquire_one(one, priority, tokens, deadline_ms, true)
+                    .acquire_one(one, priority, tokens, deadline_ms, true, note)
                     .await?
                 {
                     permit.grants.push(g);
@@ -323,13 +403,13 @@ impl RateLimits {
                 loop {
                     let mut p = Permit::default();
                     if let Some(g) = self
-                        .acquire_one(waited, priority, tokens, deadline_ms, true)
+                        .acquire_one(waited, priority, tokens, deadline_ms, true, note)
                         .await?
                     {
                         p.grants.push(g);
                     }
                     match self
-                        .acquire_one(probed, priority, tokens, deadline_ms, false)
+                        .acquire_one(probed, priority, tokens, deadline_ms, false, None)
                         .await
                     {
                         Ok(g) => {

@@ -669,7 +669,7 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
     // Seen as the same conversation an OpenAI client would send: system first, then the turns.
     let mut msgs: Vec<ChatMessage> = Vec::with_capacity(req.messages.len() + 1);
     if let Some(system) = &req.system {
-        msgs.push(ChatMessage::new("system", system.clone()));
+        msgs.push(ChatMessage::new("system", system.text()));
     }
     msgs.extend(
         req.messages

@@ -16,6 +16,8 @@ pub const MAX_TOKENS_MAX: u32 = 1_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Input,
+    /// The source is not one of `task_priority.source_mapping`.
+    Source,
     /// The agent is not configured.
     Agent,
     /// The model is not configured.
@@ -45,6 +47,19 @@ fn invalid(field: Field, message: impl Into<String>) -> Invalid {
 pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), Invalid> {
     if s.input.trim().is_empty() {
         return Err(invalid(Field::Input, "`input` must not be empty"));
+    }
+    if let Some(source) = &s.source {
+        let mapping = &cfg.task_priority.source_mapping;
+        if !mapping.contains_key(source) {
+            let known: Vec<&str> = mapping.keys().map(String::as_str).collect();
+            return Err(invalid(
+                Field::Source,
+                format!(
+                    "source `{source}` is not one of task_priority.source_mapping: {} (add it there to give it a priority)",
+                    known.join(", ")
+                ),
+            ));
+        }
     }
     if let Some(agent) = &s.agent {
         if agent != "main" && !cfg.agents.contains_key(agent) {

@@ -285,7 +285,15 @@ impl Tasks {
             .snapshot()
             .into_iter()
             .map(|s| RunningTask {
-                model: self.ledger.get(&s.id).ok().flatten().and_then(|r| r.model),
+                model: self
+                    .ledger
+                    .get(&s.id)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.model)
+                    .or_else(|| s.wait.model()),
+                waiting_scope: s.wait.scope(),
+                waiting_reason: s.wait.scope().map(|_| view::RATE_LIMITED.to_string()),
                 id: s.id,
                 agent: s.agent,
                 priority: s.priority,

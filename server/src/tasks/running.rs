@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openclaw_proto::Priority;
+
+use crate::limits::WaitNote;
 use tokio_util::sync::CancellationToken;
 
 /// Why a running task was asked to stop.
@@ -29,6 +31,8 @@ pub struct RunningSlot {
     pub started: Instant,
     pub cancel: CancellationToken,
     pub stop: Arc<Mutex<Option<StopReason>>>,
+    /// The rate-limit scope the worker's model call waits for now, if any.
+    pub wait: WaitNote,
 }
 
 impl RunningSlot {

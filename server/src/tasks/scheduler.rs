@@ -178,6 +178,7 @@ fn dispatch(state: &mut SchedulerState) {
             started: Instant::now(),
             cancel: CancellationToken::new(),
             stop: Arc::new(Mutex::new(None)),
+            wait: Default::default(),
         };
         t.running.insert(slot.clone());
         let wait_s = t.mono.ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0;

@@ -1,5 +1,6 @@
 //! The API view of a task: the stored record as clients see it (`GET /api/tasks/{id}`,
-//! callbacks, `GET /api/queue`), with RFC 3339 times.
+//! callbacks, `GET /api/queue`), with RFC 3339 times, and what only the answering node knows now:
+//! why a task waits (budget pause, rate limit) and which provider serves its model.
 
 use openclaw_proto::api::TokenCounts;
 use openclaw_proto::{Priority, TaskRecord, TaskStatus, TaskView};
@@ -40,6 +41,8 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         started_at: r.started_at_ms.map(rfc3339),
         finished_at: r.finished_at_ms.map(rfc3339),
         waiting_reason: None,
+        waiting_scope: None,
+        provider: None,
     }
 }
 
@@ -51,4 +54,49 @@ pub fn view_now(r: &TaskRecord, paused_for: impl Fn(&str) -> bool) -> TaskView {
         v.waiting_reason = Some("budget_paused".into());
     }
     v
+}
+
+/// The waiting reason of a task whose model call waits for the rate limit of `scope`.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// A running view with what its worker does now (its wait note): the model it calls, and the
+/// rate-limit `scope` it waits for, if any.
+pub fn note_rate_wait(v: &mut TaskView, model: Option<String>, scope: Option<String>) {
+    if v.status == TaskStatus::Running {
+        if v.model.is_none() {
+            v.model = model;
+        }
+        if let Some(scope) = scope {
+            v.waiting_reason = Some(RATE_LIMITED.into());
+            v.waiting_scope = Some(scope);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_reasons() {
+        let mut r = TaskRecord::queued("t", "main", "hi", Priority::Normal);
+        assert_eq!(
+            view_now(&r, |_| true).waiting_reason.as_deref(),
+            Some("budget_paused")
+        );
+        assert_eq!(view_now(&r, |_| false).waiting_reason, None);
+        let mut v = view_of(&r);
+        note_rate_wait(&mut v, None, Some("gpt-4o".into()));
+        assert_eq!(v.waiting_reason, None, "a queued task is not rate limited");
+        r.status = TaskStatus::Running;
+        let mut v = view_of(&r);
+        note_rate_wait(&mut v, None, None);
+        assert_eq!(v.waiting_reason, None);
+        note_rate_wait(&mut v, Some("gpt-4o".into()), Some("global".into()));
+        assert_eq!(
+            (v.waiting_reason.as_deref(), v.waiting_scope.as_deref()),
+            (Some("rate_limited"), Some("global"))
+        );
+        assert_eq!(v.model.as_deref(), Some("gpt-4o"));
+    }
 }

@@ -123,7 +123,7 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
     let outcome = tokio::select! {
         biased;
         _ = slot.cancel.cancelled() => None,
-        o = execute(rt, &rec) => Some(o),
+        o = execute(rt, &rec, &slot.wait) => Some(o),
     };
     let outcome = match (outcome, slot.stop_reason()) {
         (Some(Ok(o)), _) => o,
@@ -225,8 +225,12 @@ async fn queue_callback(rt: &Runner, task_id: &str, url: String) {
     }
 }
 
-/// Run the model call(s) for a task.
-async fn execute(rt: &Runner, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
+/// Run the model call(s) for a task; `wait` shows the rate-limit scope a call waits for.
+async fn execute(
+    rt: &Runner,
+    rec: &TaskRecord,
+    wait: &crate::limits::WaitNote,
+) -> Result<Outcome, BudgetWait> {
     let history: Vec<ChatMessage> = match &rec.session_id {
         Some(s) => match rt.tasks.store.transcript(s) {
             Ok(t) => t
@@ -285,7 +289,18 @@ async fn execute(rt: &Runner, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
         attempt: 1,
         cache_hit: false,
         fallback_from: None,
+        wait: Some(wait.clone()),
     };
+    // A prompt that cannot fit the routed model's context window fails now, clearly, instead of
+    // being sent to be refused (context management that could make it fit comes later).
+    let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
+    if let Err(too_long) = routing::check_context(&cfg, &route.model, est_prompt, rec.max_tokens) {
+        let mut out = Outcome::failed(routing::CONTEXT_LENGTH_EXCEEDED, too_long.to_string());
+        out.model = Some(route.model.clone());
+        out.route = Some(route.reason.label());
+        out.prompt = prompt.breakdown;
+        return Ok(out);
+    }
     let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
     drop(cfg);
     if let Some(key) = &cache_key {
@@ -309,7 +324,6 @@ async fn execute(rt: &Runner, rec: &TaskRecord) -> Result<Outcome, BudgetWait> {
             });
         }
     }
-    let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
     let held = rt
         .budget
         .reserve(

@@ -178,7 +178,7 @@ pub fn to_messages_request(
         model: upstream_model.to_string(),
         max_tokens: req.output_cap().unwrap_or(DEFAULT_MAX_TOKENS),
         messages,
-        system: (!system.is_empty()).then(|| system.join("\n\n")),
+        system: (!system.is_empty()).then(|| MessageContent::Text(system.join("\n\n"))),
         temperature: req.temperature,
         top_p: f64_of("top_p"),
         stop_sequences,
@@ -366,7 +366,7 @@ mod tests {
         let m = to_messages_request(&r, "claude-3-5-haiku-20241022", false);
         assert_eq!(m.model, "claude-3-5-haiku-20241022");
         assert_eq!(
-            m.system.as_deref(),
+            m.system.as_ref().map(MessageContent::text).as_deref(),
             Some("You are terse.\n\nAnswer in English.")
         );
         assert_eq!(m.max_tokens, DEFAULT_MAX_TOKENS);

@@ -52,9 +52,17 @@ impl OpenAiProvider {
         body.model = self.upstream_model.clone();
         body.stream = stream;
         if stream {
-            if !body.extra.contains_key("stream_options") {
-                body.extra
-                    .insert("stream_options".into(), json!({"include_usage": true}));
+            // Always ask for the usage chunk: the gateway accounts every stream by it, whether
+            // or not its own client asked for it (the API passes it on only when asked).
+            let opts = body
+                .extra
+                .entry("stream_options")
+                .or_insert_with(|| json!({}));
+            match opts.as_object_mut() {
+                Some(o) => {
+                    o.insert("include_usage".into(), json!(true));
+                }
+                None => *opts = json!({"include_usage": true}),
             }
         } else {
             body.extra.remove("stream_options");
@@ -613,7 +621,11 @@ mod tests {
         req.extra
             .insert("stream_options".into(), json!({"include_usage": false}));
         let b = p.upstream_body(&req, true);
-        assert_eq!(b.extra["stream_options"], json!({"include_usage": false}));
+        assert_eq!(
+            b.extra["stream_options"],
+            json!({"include_usage": true}),
+            "usage is always asked for upstream (the API drops it unless the client asked)"
+        );
         assert!(!p
             .upstream_body(&req, false)
             .extra
