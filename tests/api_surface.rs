@@ -21,7 +21,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,26 +28,10 @@ use openclaw_harness::{Cluster, ClusterSpec};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Run `openclaw-node <args>` with a clean environment → (exit code, stdout, stderr).
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    scrub_env(&mut cmd);
-    let out = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running openclaw-node");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn cli_async(args: Vec<String>) -> (i32, String, String) {
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&a)
+        run_cli(&a)
     })
     .await
     .unwrap()

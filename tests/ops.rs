@@ -15,30 +15,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 
-/// Run `openclaw-node <args>` with a clean environment → (exit code, stdout, stderr).
-fn ops(args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(BIN);
-    scrub_env(&mut cmd);
-    let out = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running openclaw-node");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn ops_json(args: &[&str]) -> Value {
-    let (code, out, err) = ops(args);
+    let (code, out, err) = run_cli(args);
     assert_eq!(code, 0, "{args:?} failed: {err}\n{out}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
 }
@@ -128,7 +112,7 @@ async fn tokens_and_cost_match_the_tasks_and_the_chapter_tracker() {
     );
     let ratio = want_in as f64 / want_out as f64;
     assert_eq!(tokens["ratio_text"], format!("{ratio:.1}:1"), "{tokens}");
-    let (code, table, _) = ops(&["tokens", "--data-dir", &data]);
+    let (code, table, _) = run_cli(&["tokens", "--data-dir", &data]);
     assert_eq!(code, 0);
     assert!(
         table.contains("avg per call") && table.contains("input/output ratio"),
@@ -213,7 +197,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
         "fast"
     );
 
-    let (code, out, err) = ops(&[
+    let (code, out, err) = run_cli(&[
         "config",
         "set",
         "--config",
@@ -229,7 +213,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
         "other keys kept: {written}"
     );
     assert!(written["models"]["fast"].is_object(), "{written}");
-    let (code, out, _) = ops(&[
+    let (code, out, _) = run_cli(&[
         "config",
         "get",
         "--config",
@@ -265,7 +249,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
 
     // An invalid value: exit non-zero, path named, file unchanged.
     let before = std::fs::read(&file).unwrap();
-    let (code, _, err) = ops(&[
+    let (code, _, err) = run_cli(&[
         "config",
         "set",
         "--config",
@@ -278,7 +262,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
         err.contains("model_routing.default_model") && err.contains("gpt-9"),
         "{err}"
     );
-    let (code, _, err) = ops(&[
+    let (code, _, err) = run_cli(&[
         "config",
         "set",
         "--config",
@@ -293,7 +277,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
         before,
         "file changed by a rejected set"
     );
-    let (code, _, _) = ops(&["config", "validate", &cfg_path]);
+    let (code, _, _) = run_cli(&["config", "validate", &cfg_path]);
     assert_eq!(code, 0);
 
     // Reload on demand: nothing changed.
@@ -313,7 +297,7 @@ async fn config_set_reroutes_a_running_node_and_bad_edits_change_nothing() {
         b"{\"model_routing\": {\"default_model\": \"nope\"}, \"models\": {}}",
     )
     .unwrap();
-    let (code, _, err) = ops(&["config", "validate", &cfg_path]);
+    let (code, _, err) = run_cli(&["config", "validate", &cfg_path]);
     assert_eq!(code, 1);
     assert!(
         err.contains("models") || err.contains("default_model"),
@@ -358,7 +342,7 @@ async fn doctor_passes_a_healthy_node_and_names_a_dead_provider() {
         &node.url,
         "--json",
     ];
-    let (code, out, err) = ops(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let checks = v["checks"].as_array().unwrap();
@@ -390,7 +374,7 @@ async fn doctor_passes_a_healthy_node_and_names_a_dead_provider() {
         serde_json::to_vec_pretty(&cfg).unwrap(),
     )
     .unwrap();
-    let (code, out, err) = ops(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 1, "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let broken = v["checks"]
@@ -409,7 +393,7 @@ async fn doctor_passes_a_healthy_node_and_names_a_dead_provider() {
         "{broken}"
     );
     // The readable form says the same.
-    let (code, table, _) = ops(&args[..args.len() - 1]);
+    let (code, table, _) = run_cli(&args[..args.len() - 1]);
     assert_eq!(code, 1);
     assert!(
         table.contains("model broken") && table.contains("fix:"),
@@ -437,14 +421,14 @@ async fn queue_failed_lists_a_failed_task() {
     let failed = q["recent_failures"].as_array().unwrap();
     assert!(failed.iter().any(|t| t["id"] == id.as_str()), "{q}");
     assert!(q["failed_deliveries"].is_array(), "{q}");
-    let (code, table, _) = ops(&["queue", "--node", &node.url]);
+    let (code, table, _) = run_cli(&["queue", "--node", &node.url]);
     assert_eq!(code, 0);
     assert!(
         table.contains("Failed tasks") && table.contains(&id),
         "{table}"
     );
     // A node that is not there: a clear error, exit 1.
-    let (code, _, err) = ops(&[
+    let (code, _, err) = run_cli(&[
         "queue",
         "--node",
         &format!("http://127.0.0.1:{}", free_port()),

@@ -33,6 +33,22 @@ pub use openclaw_harness::scrub_env;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_openclaw-node");
+
+/// Run `openclaw-node <args>` with a clean environment → (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    scrub_env(&mut cmd);
+    let out = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running openclaw-node");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 /// How long a node or simulator may take to become ready.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Default deadline for a task to reach a final state.
