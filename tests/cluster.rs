@@ -81,6 +81,23 @@ impl TestCluster {
         st.is_success().then_some(v)
     }
 
+    /// Wait until the nodes `live` agree on a leader other than `gone` (a killed node: the
+    /// survivors may see it dead before they elect anyone, and still name it until they do).
+    async fn wait_new_leader(&self, live: &[usize], alive: usize, gone: Option<u64>) -> (u64, u64) {
+        let end = Instant::now() + AGREE_DEADLINE;
+        loop {
+            let (leader, term) = self.wait_agreed(live, alive).await;
+            if Some(leader) != gone {
+                return (leader, term);
+            }
+            assert!(
+                Instant::now() < end,
+                "nodes {live:?} still name the killed node {leader} as leader"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Wait until the nodes `live` agree on one leader and each sees `alive` nodes alive.
     async fn wait_agreed(&self, live: &[usize], alive: usize) -> (u64, u64) {
         let end = Instant::now() + AGREE_DEADLINE;
@@ -241,7 +258,7 @@ async fn any_node_takes_tasks_and_a_killed_leader_is_replaced() {
     let (_, old_term) = c.wait_agreed(&[0, 1, 2], 3).await;
     c.kill(leader);
     let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let (new_leader, term) = c.wait_agreed(&live, 2).await;
+    let (new_leader, term) = c.wait_new_leader(&live, 2, ids.get(leader).copied()).await;
     assert!(term > old_term, "a new term: {term} > {old_term}");
     assert_ne!(Some(new_leader), ids.get(leader).copied());
     let id = submit_retrying(&c.nodes[live[0]], json!({"input": "after the leader died"})).await;
