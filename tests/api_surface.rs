@@ -401,14 +401,14 @@ async fn chats_and_tasks_are_validated_and_prompts_must_fit_the_window() {
     );
     assert!(msg.contains("robot") && msg.contains("assistant"), "{msg}");
 
-    let r = node
-        .http
-        .post(format!("{}/v1/chat/completions", node.url))
-        .header("x-openclaw-source", "fax")
-        .json(&chat("fast", "user", "hi".into()))
-        .send()
-        .await
-        .unwrap();
+    let chat_from = |source: &'static str| {
+        node.http
+            .post(format!("{}/v1/chat/completions", node.url))
+            .header("x-openclaw-source", source)
+            .json(&chat("fast", "user", "hi".into()))
+            .send()
+    };
+    let r = chat_from("fax").await.unwrap();
     let st = r.status();
     let msg = assert_error(
         "unknown chat source",
@@ -417,14 +417,7 @@ async fn chats_and_tasks_are_validated_and_prompts_must_fit_the_window() {
         "unknown_source",
     );
     assert!(msg.contains("fax") && msg.contains("cron_job"), "{msg}");
-    let r = node
-        .http
-        .post(format!("{}/v1/chat/completions", node.url))
-        .header("x-openclaw-source", "cron_job")
-        .json(&chat("fast", "user", "hi".into()))
-        .send()
-        .await
-        .unwrap();
+    let r = chat_from("cron_job").await.unwrap();
     assert_eq!(r.status(), 200, "a known source is accepted");
     let msg = assert_error(
         "unknown task source",
