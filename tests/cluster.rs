@@ -706,3 +706,80 @@ async fn a_dead_peer_is_logged_throttled_and_its_return_too() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_rate_limit_reaches_every_node() {
+    // `fast`: 2 requests per minute for the whole cluster: the 12 tasks would need 6 minutes,
+    // twice the deadline below, unless the raise reaches every node that holds waiting work.
+    let window_ms = 60_000;
+    let extra = json!({
+        "rate_limiting": {"window_seconds": 60, "per_model": {"fast": {"requests_per_minute": 2}}},
+    });
+    let c = TestCluster::start(extra).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let id = c.nodes[i % 3]
+            .submit_ok(json!({"input": format!("held {i}")}))
+            .await;
+        tasks.push(id);
+    }
+    // The limit binds: the first calls went out, the rest wait on every node.
+    let end = Instant::now() + Duration::from_secs(30);
+    while c.sim.calls(None).await.len() < 2 {
+        assert!(Instant::now() < end, "no call reached the simulator");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = c.sim.calls(None).await.len();
+    assert!(before <= 2 + 1, "{before} calls under a limit of 2");
+
+    // Raise the limit on every node (the file, then a reload on demand).
+    let mut cfg = c.c.config().clone();
+    cfg["rate_limiting"]["per_model"]["fast"]["requests_per_minute"] = json!(1000);
+    for i in 0..3 {
+        c.c.node(i).write_config(&cfg).expect("writing the config");
+        let r = c.nodes[i]
+            .http
+            .post(format!("{}/api/config/reload", c.nodes[i].url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "reload on node {i}");
+    }
+
+    // Every task finishes, and the calls after the raise went past the old limit: some
+    // window-long stretch at the simulator holds more than 2 calls.
+    let mut owners = BTreeMap::new();
+    for id in &tasks {
+        let done = c.nodes[0].wait_final(id, Duration::from_secs(120)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        *owners
+            .entry(done["node"].as_str().unwrap_or("").to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        owners.len(),
+        3,
+        "every node ran some of the work: {owners:?}"
+    );
+    let mut at: Vec<u64> = c
+        .sim
+        .calls(None)
+        .await
+        .iter()
+        .map(|c| c["at_ms"].as_u64().unwrap_or(0))
+        .collect();
+    at.sort_unstable();
+    let busiest = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| **t < at[i] + window_ms)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest > 2,
+        "the raised limit is in effect: at most {busiest} calls in any {window_ms} ms ({at:?})"
+    );
+}

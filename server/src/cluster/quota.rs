@@ -25,7 +25,7 @@ use openclaw_cluster::{BudgetLimit, Command, RateLimit, Reply};
 use super::Cluster;
 use crate::budget::rules::{self as budget, Estimate, Exhausted};
 use crate::budget::{SharedBudget, SharedHold, SharedScope};
-use crate::limits::{window, LimitError, SharedRate};
+use crate::limits::{window, LimitError, LimitsOf, SharedRate};
 use crate::util::now_ms;
 
 /// The budget and rate-limit seams ([`SharedBudget`], [`SharedRate`]) over this node's
@@ -100,11 +100,12 @@ impl SharedBudget for Leases {
 impl SharedRate for Leases {
     async fn acquire(
         &self,
-        scopes: &[(String, window::Limits)],
+        scopes: &[String],
+        limits: &LimitsOf,
         tokens: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(), LimitError> {
-        acquire_rate(&self.0, scopes, tokens, deadline).await
+        acquire_rate(&self.0, scopes, limits, tokens, deadline).await
     }
 }
 
@@ -394,20 +395,22 @@ pub async fn return_idle_slices(c: &Cluster) {
 
 /// Take one request and `tokens` from this node's slice of every rate-limited `scope`'s current
 /// bucket (see `openclaw_cluster::lease`: sliding windows cut into buckets), asking for more or
-/// waiting for the next bucket until `deadline` passes.
+/// waiting for the next bucket until `deadline` passes. The limits are read again (`limits`)
+/// each time round, so a hot reload reaches calls that are already waiting.
 async fn acquire_rate(
     c: &Cluster,
-    scopes: &[(String, window::Limits)],
+    scopes: &[String],
+    limits_of: &LimitsOf,
     tokens: u64,
     deadline: tokio::time::Instant,
 ) -> Result<(), LimitError> {
-    for (scope, limits) in scopes {
-        let limits = *limits;
-        if limits.requests.is_none() && limits.tokens.is_none() {
-            continue;
-        }
-        let (bucket_ms, span) = rate_buckets(limits.window_ms.max(1000));
+    for scope in scopes {
         loop {
+            let limits = limits_of(scope);
+            if limits.requests.is_none() && limits.tokens.is_none() {
+                break;
+            }
+            let (bucket_ms, span) = rate_buckets(limits.window_ms.max(1000));
             let bucket = now_ms() / bucket_ms;
             if take_rate(c, scope, bucket, tokens, &limits) {
                 break;

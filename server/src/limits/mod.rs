@@ -155,13 +155,19 @@ impl Backoffs {
 /// The seam to cluster-wide quotas: in a cluster every call also takes one request and its
 /// estimated tokens from this node's share of each limited scope's window. Cluster mode
 /// implements it; a node alone has none.
+/// A scope's limits as the config has them now.
+pub type LimitsOf = dyn for<'a> Fn(&'a str) -> window::Limits + Send + Sync;
+
 #[async_trait::async_trait]
 pub trait SharedRate: Send + Sync {
     /// Take one request and `tokens` from every limited scope of `scopes`, waiting (for more
-    /// quota) until `deadline` at the latest.
+    /// quota) until `deadline` at the latest. `limits` gives a scope's limits as the config has
+    /// them *now*: a wait reads them again each time it asks, so a hot-reloaded limit (raised or
+    /// lowered) applies to calls already waiting.
     async fn acquire(
         &self,
-        scopes: &[(String, window::Limits)],
+        scopes: &[String],
+        limits: &LimitsOf,
         tokens: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(), LimitError>;
@@ -342,19 +348,13 @@ impl RateLimits {
         // In a cluster the per-window quotas are shared: take this call from the node's share
         // (the local limiter above still paces and bounds concurrency on this node).
         if let Some(shared) = &self.shared {
-            let cfg = self.cfg.get();
-            let scopes: Vec<(String, window::Limits)> = scopes_for(&cfg, model, false)
-                .into_iter()
-                .map(|s| {
-                    let l = scope_limits(&cfg, &s);
-                    (s, l)
-                })
-                .collect();
-            drop(cfg);
+            let scopes: Vec<String> = scopes_for(&self.cfg.get(), model, false);
+            let cfg = self.cfg.clone();
+            let limits = move |scope: &str| scope_limits(&cfg.get(), scope);
             if !scopes.is_empty() {
                 let left = Duration::from_millis(deadline_ms.saturating_sub(self.mono.ms()));
                 let deadline = tokio::time::Instant::now() + left;
-                let shared_call = shared.acquire(&scopes, tokens, deadline);
+                let shared_call = shared.acquire(&scopes, &limits, tokens, deadline);
                 tokio::pin!(shared_call);
                 let quick = tokio::time::timeout(
                     Duration::from_millis(WAIT_NOTE_AFTER_MS),
@@ -366,7 +366,7 @@ impl RateLimits {
                     Err(_) => {
                         let _waiting = Waiting(note);
                         if let Some(n) = note {
-                            n.set(scopes.first().map(|(s, _)| s.as_str()));
+                            n.set(scopes.first().map(String::as_str));
                         }
                         shared_call.await?
                     }
