@@ -5,6 +5,7 @@
 //! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
 //! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`).
 //! - [`cluster`]: the cluster status (`/api/cluster`, `openclaw-node status --json`).
+//! - [`session`]: a conversation's stored state and the turn that changes it.
 //! - [`task`]: the stored task envelope ([`task::TaskRecord`]) and its status.
 //! - [`codec`]: the one place that turns stored/sent envelopes into bytes (postcard + version byte).
 //!
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod codec;
 pub mod openai;
 pub mod ops;
+pub mod session;
 pub mod task;
 
 pub use api::{Complexity, ErrorBody, Priority, TaskSubmit, TaskView};

@@ -22,6 +22,7 @@ pub mod config;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod sessions;
 pub mod sim;
 pub mod storage;
 pub mod supervisor;

@@ -1,9 +1,10 @@
 //! The embedded store (sled), behind one module so it can be swapped.
 //!
-//! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `sessions`
-//! (session id → transcript), `deliveries` (task id → pending callback), `failed_deliveries`
-//! (task id → FailedDelivery), `cache` (request-cache key → the cache's entry, whose type the cache feature owns), `budget`
-//! (period key → BudgetRecord). Values go through `openclaw_proto::codec`.
+//! Trees: `tasks` (id → TaskRecord envelope), `idempotency` (key → task id), `session_state`
+//! (session id → `Session`; `sessions` holds the transcripts of older data dirs, moved on their
+//! next turn), `deliveries` (task id → pending callback), `failed_deliveries` (task id →
+//! FailedDelivery), `cache` (request-cache key → the cache's entry, whose type the cache feature
+//! owns), `budget` (period key → BudgetRecord). Values go through `openclaw_proto::codec`.
 //!
 //! Invariant: nothing is acknowledged before [`Store::flush`] returned (sled only flushes every
 //! 500 ms by itself).
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use openclaw_proto::codec::{self, CodecError};
+use openclaw_proto::session::{Session, SessionMessage};
 use openclaw_proto::TaskRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,11 +41,11 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
-/// One message of a session transcript.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TranscriptMessage {
-    pub role: String,
-    pub content: String,
+/// One message of a session as stored before sessions had summaries.
+#[derive(Deserialize)]
+struct LegacyMessage {
+    role: String,
+    content: String,
 }
 
 /// A callback waiting to be delivered.
@@ -92,7 +94,9 @@ pub struct Store {
     flusher: mpsc::Sender<FlushWaiter>,
     tasks: sled::Tree,
     idempotency: sled::Tree,
+    /// Transcripts as stored before sessions had summaries (read once, then moved).
     sessions: sled::Tree,
+    session_state: sled::Tree,
     deliveries: sled::Tree,
     failed_deliveries: sled::Tree,
     cache: sled::Tree,
@@ -114,6 +118,7 @@ impl Store {
             tasks: db.open_tree("tasks")?,
             idempotency: db.open_tree("idempotency")?,
             sessions: db.open_tree("sessions")?,
+            session_state: db.open_tree("session_state")?,
             deliveries: db.open_tree("deliveries")?,
             failed_deliveries: db.open_tree("failed_deliveries")?,
             cache: db.open_tree("cache")?,
@@ -223,23 +228,32 @@ impl Store {
         Ok(())
     }
 
-    pub fn transcript(&self, session: &str) -> Result<Vec<TranscriptMessage>, StorageError> {
-        Ok(get(&self.sessions, "sessions", session.as_bytes())?.unwrap_or_default())
+    /// A session (`session_state` tree). A data dir from before sessions had summaries holds a
+    /// bare list of messages under the id in the old `sessions` tree: it is read as a session
+    /// with those messages (and written to `session_state` with the next turn).
+    pub fn session(&self, id: &str) -> Result<Option<Session>, StorageError> {
+        if let Some(s) = get::<Session>(&self.session_state, "session_state", id.as_bytes())? {
+            return Ok(Some(s));
+        }
+        let old: Option<Vec<LegacyMessage>> = get(&self.sessions, "sessions", id.as_bytes())?;
+        Ok(old.map(|msgs| {
+            let mut s = Session::new(id, "");
+            s.messages = msgs
+                .into_iter()
+                .map(|m| SessionMessage {
+                    tokens: crate::tokens::count(&m.content),
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect();
+            s
+        }))
     }
 
-    /// Append messages to a session, keeping the newest `keep` messages.
-    pub fn append_transcript(
-        &self,
-        session: &str,
-        msgs: &[TranscriptMessage],
-        keep: usize,
-    ) -> Result<(), StorageError> {
-        let mut all = self.transcript(session)?;
-        all.extend_from_slice(msgs);
-        if all.len() > keep {
-            all.drain(..all.len() - keep);
-        }
-        put(&self.sessions, "sessions", session.as_bytes(), &all)
+    pub fn put_session(&self, s: &Session) -> Result<(), StorageError> {
+        put(&self.session_state, "session_state", s.id.as_bytes(), s)?;
+        self.sessions.remove(s.id.as_bytes())?;
+        Ok(())
     }
 
     pub fn put_delivery(&self, d: &PendingDelivery) -> Result<(), StorageError> {

@@ -329,6 +329,9 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         budget: budget.clone(),
         cache: RequestCache::default(),
         delivery: Default::default(),
+        sessions: crate::sessions::Sessions {
+            store: Arc::new(crate::sessions::LocalSessions::new(store.clone())),
+        },
     };
     let health = Arc::new(Health::default());
     let wake = runner.tasks.scheduler.clone();

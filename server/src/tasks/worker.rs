@@ -30,7 +30,8 @@ use crate::calls::routing::{self, RouteDecision, RouteInput, RouteReason};
 use crate::calls::{self, CallMeta, Calls};
 use crate::config::Config;
 use crate::metrics::metrics;
-use crate::storage::{PendingDelivery, TranscriptMessage};
+use crate::sessions::Sessions;
+use crate::storage::PendingDelivery;
 use crate::supervisor::Current;
 use crate::tasks::delivery::DeliveryMsg;
 use crate::tasks::ledger::{LedgerError, Outcome, RequeueReason};
@@ -39,6 +40,7 @@ use crate::tasks::running::{RunningSlot, StopReason};
 use crate::tasks::scheduler::SchedulerMsg;
 use crate::tasks::Tasks;
 use crate::util::now_ms;
+use openclaw_proto::session::{SessionMessage, TurnUpdate};
 
 /// Everything a worker uses to run a task: the tasks core (ledger, running set, events, the
 /// scheduler), the agents (prompts), the calls (routing, fallback, accounting), the budget,
@@ -52,10 +54,8 @@ pub struct Runner {
     pub budget: Budget,
     pub cache: RequestCache,
     pub delivery: Current<DeliveryMsg>,
+    pub sessions: Sessions,
 }
-
-/// Messages kept per session transcript.
-pub const SESSION_MESSAGES_MAX: usize = 200;
 
 /// Route a task (pure): explicit model, then `model_routing` rules, then the agent's model,
 /// then the default. `prompt_tokens` is the size of the built prompt.
@@ -232,8 +232,10 @@ async fn execute(
     wait: &crate::limits::WaitNote,
 ) -> Result<Outcome, BudgetWait> {
     let history: Vec<ChatMessage> = match &rec.session_id {
-        Some(s) => match rt.tasks.store.transcript(s) {
+        Some(s) => match rt.sessions.get(s).await {
             Ok(t) => t
+                .map(|t| t.messages)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|m| ChatMessage::new(m.role, m.content))
                 .collect(),
@@ -307,7 +309,7 @@ async fn execute(
         if let Some(hit) = rt.cache.lookup(key).await {
             tracing::debug!(model = %hit.model, "answer served from the request cache");
             calls::account_cache_hit(&rt.calls, &meta, &hit.model).await;
-            append_session(rt, rec, &hit.text);
+            append_session(rt, rec, &hit.text).await;
             let mut breakdown = prompt.breakdown;
             breakdown.output = hit.usage.completion_tokens as u32;
             return Ok(Outcome {
@@ -343,7 +345,7 @@ async fn execute(
                 done.cost_usd,
             );
             let output = done.response.text();
-            append_session(rt, rec, &output);
+            append_session(rt, rec, &output).await;
             if let Some(key) = cache_key {
                 let finish = done
                     .response
@@ -396,23 +398,22 @@ async fn execute(
     })
 }
 
-fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
+async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
     if let Some(s) = &rec.session_id {
-        let msgs = [
-            TranscriptMessage {
-                role: "user".into(),
-                content: rec.input.clone(),
-            },
-            TranscriptMessage {
-                role: "assistant".into(),
-                content: output.to_string(),
-            },
-        ];
-        if let Err(e) = rt
-            .tasks
-            .store
-            .append_transcript(s, &msgs, SESSION_MESSAGES_MAX)
-        {
+        let msg = |role: &str, content: &str| SessionMessage {
+            role: role.into(),
+            content: content.to_string(),
+            tokens: crate::tokens::count(content),
+        };
+        let upd = TurnUpdate {
+            session: s.clone(),
+            agent: rec.agent.clone(),
+            task_id: rec.id.clone(),
+            fold: 0,
+            summary: None,
+            append: vec![msg("user", &rec.input), msg("assistant", output)],
+        };
+        if let Err(e) = rt.sessions.record_turn(upd).await {
             tracing::warn!(error = %e, "cannot append to session");
         }
     }
