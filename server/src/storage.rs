@@ -88,6 +88,9 @@ pub struct BudgetRecord {
     pub scopes: std::collections::BTreeMap<String, BudgetScopeRecord>,
 }
 
+/// sled's page cache when the config does not say (`server.store_cache_mb`).
+pub const STORE_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -104,12 +107,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        Store::open_with_cache(dir, STORE_CACHE_BYTES_DEFAULT)
+    }
+
+    /// Open (or create) the store in `dir`; sled's page cache holds up to `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         let (flusher, waiters) = mpsc::channel(FLUSH_WAITERS_MAX);
         spawn_flusher(waiters);

@@ -102,6 +102,13 @@ pub struct BenchArgs {
     /// Retention: finished tasks kept at each step (cumulative), e.g. `10000,100000`.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub retained: Vec<u64>,
+    /// Soak: the node's `server.tasks_retained_max` (finished tasks kept); its default when
+    /// not given.
+    #[arg(long)]
+    pub tasks_retained_max: Option<u64>,
+    /// Soak: the node's `server.store_cache_mb` (sled's page cache); its default when not given.
+    #[arg(long)]
+    pub store_cache_mb: Option<u64>,
     /// Also print the results as one JSON document at the end.
     #[arg(long)]
     pub json: bool,
@@ -245,7 +252,7 @@ pub(crate) async fn start_children(
     dir: &Path,
     name: &str,
     sim_latency_ms: u64,
-    config: fn(SocketAddr) -> Value,
+    config: impl FnOnce(SocketAddr) -> Value,
 ) -> anyhow::Result<(Sim, Node)> {
     let bin = std::env::current_exe().context("locating this executable")?;
     let mut sim_spec = SimSpec::new(&bin, dir.join("sim.log"))

@@ -152,10 +152,16 @@ enum Kind {
     Chat,
 }
 
-fn soak_config(sim: SocketAddr) -> serde_json::Value {
+fn soak_config(sim: SocketAddr, args: &BenchArgs) -> serde_json::Value {
     let mut cfg = node_config(sim);
     // The node's own defaults for what bounds it: an operator's node, not a bench-tuned one.
     cfg["server"] = json!({});
+    if let Some(n) = args.tasks_retained_max {
+        cfg["server"]["tasks_retained_max"] = json!(n);
+    }
+    if let Some(n) = args.store_cache_mb {
+        cfg["server"]["store_cache_mb"] = json!(n);
+    }
     cfg
 }
 
@@ -249,7 +255,10 @@ async fn fds_settled(pid: u32, baseline: u64) -> u64 {
 /// Run the soak; prints a row per sample as it goes.
 pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<SoakReport> {
     let dir = ScratchDir::create()?;
-    let (_sim, mut node) = start_children(&dir.0, "soak", args.sim_latency_ms, soak_config).await?;
+    let (_sim, mut node) = start_children(&dir.0, "soak", args.sim_latency_ms, |sim| {
+        soak_config(sim, args)
+    })
+    .await?;
     let base = node.http_url();
     let Some(pid) = node.pid() else {
         anyhow::bail!("the node child is not running");

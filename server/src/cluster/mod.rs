@@ -48,11 +48,6 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// the file into sled) before the receiver answers, which takes seconds for a large one.
 pub const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// sled's page cache for the Raft store (log and state machine). sled's default is 1 GiB, and
-/// the cache fills with the finished records kept on disk: this bound keeps a node's memory
-/// independent of the work it retains.
-pub const RAFT_DB_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// This node's part of the cluster.
 pub struct Cluster {
     pub id: NodeId,
@@ -126,9 +121,11 @@ impl Cluster {
                 .with_context(|| format!("cluster.mesh_listen `{a}` is not an address"))?,
             None => SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)),
         };
+        // `server.store_cache_mb`: sled's default cache is 1 GiB, and it fills with the
+        // finished records kept on disk.
         let db = sled::Config::new()
             .path(data_dir.join("raft"))
-            .cache_capacity(RAFT_DB_CACHE_BYTES)
+            .cache_capacity(cfg.server.store_cache_mb << 20)
             .open()
             .with_context(|| {
                 format!(

@@ -150,6 +150,9 @@ pub struct ServerConfig {
     pub restart_max: u32,
     pub restart_window_seconds: u64,
     pub restart_backoff_ms: u64,
+    /// Memory sled may use as its page cache, per embedded database (the node's store and, in a
+    /// cluster, the Raft store).
+    pub store_cache_mb: u64,
 }
 
 impl Default for ServerConfig {
@@ -170,6 +173,7 @@ impl Default for ServerConfig {
             restart_max: 5,
             restart_window_seconds: 60,
             restart_backoff_ms: 200,
+            store_cache_mb: 64,
         }
     }
 }
@@ -1078,6 +1082,10 @@ impl Config {
                 "server.tasks_retained_max",
                 usize::try_from(self.server.tasks_retained_max).unwrap_or(usize::MAX),
             ),
+            (
+                "server.store_cache_mb",
+                usize::try_from(self.server.store_cache_mb).unwrap_or(usize::MAX),
+            ),
         ] {
             if v == 0 {
                 return Err(bad(path, "must be at least 1"));
@@ -1668,6 +1676,11 @@ mod tests {
             (
                 json!({"server": {"tasks_retained_max": 0}}),
                 "server.tasks_retained_max",
+                "at least 1",
+            ),
+            (
+                json!({"server": {"store_cache_mb": 0}}),
+                "server.store_cache_mb",
                 "at least 1",
             ),
             (

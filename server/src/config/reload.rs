@@ -10,7 +10,7 @@
 //! What is built once at start-up cannot change under a running node — a model's provider
 //! (`provider`, `base_url`, `model`, `api_key_env`, models added or removed), the agent actors,
 //! the listen address, auth, the audit writer, the request-size and in-flight bounds, the
-//! supervisor's restart policy, every `cluster` setting — so a
+//! supervisor's restart policy, sled's page cache, every `cluster` setting — so a
 //! change there is applied to the [`ConfigCell`] but logged as a warning naming what needs a restart.
 //!
 //! Reloads are serialized by one lock, so the watcher and the endpoint never interleave.
@@ -119,6 +119,10 @@ pub fn diff(old: &Config, new: &Config) -> ReloadReport {
         (
             "server.restart_backoff_ms",
             os.restart_backoff_ms != ns.restart_backoff_ms,
+        ),
+        (
+            "server.store_cache_mb",
+            os.store_cache_mb != ns.store_cache_mb,
         ),
         ("auth", old.auth != new.auth),
         ("audit", old.audit != new.audit),

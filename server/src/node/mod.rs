@@ -213,14 +213,15 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
 
     check_data_dir(&opts.data_dir)?;
     let store_dir = opts.data_dir.join("store");
-    let store = Store::open(&store_dir).map_err(|e| {
-        let e = e.to_string();
-        anyhow::anyhow!(
-            "opening the store in {}: {e}{}",
-            store_dir.display(),
-            store_open_hint(&e)
-        )
-    })?;
+    let store =
+        Store::open_with_cache(&store_dir, cfg.server.store_cache_mb << 20).map_err(|e| {
+            let e = e.to_string();
+            anyhow::anyhow!(
+                "opening the store in {}: {e}{}",
+                store_dir.display(),
+                store_open_hint(&e)
+            )
+        })?;
     // Bound before the cluster starts: the HTTP address is part of this node's membership.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
