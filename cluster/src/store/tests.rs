@@ -66,8 +66,23 @@ fn entries() -> Vec<Entry> {
     ]
 }
 
+/// Opens the database at `path`, waiting for a previous handle's lock to go: sled's flusher
+/// thread keeps the file lock for up to one flush period after the last `Db` is dropped, so a
+/// test that reopens at once would otherwise race it.
 fn open_at(path: &Path) -> (sled::Db, LogStore, StateMachineStore) {
-    let db = sled::open(path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::open(path) {
+            Ok(db) => break db,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("open {}: {e}", path.display()),
+        }
+    };
     let (log, sm) = open(&db, &path.with_extension("snaps"), event_channel()).unwrap();
     (db, log, sm)
 }
