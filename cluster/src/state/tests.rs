@@ -1,0 +1,675 @@
+//! Table tests of the replicated state's `apply`: ownership, fencing, budgets, rate slices,
+//! retention.
+
+use super::*;
+use crate::disk::MemDisk;
+use openclaw_proto::Priority;
+
+/// A replica: the in-memory state and its disk.
+#[derive(Default, Clone)]
+struct R {
+    s: ClusterState,
+    d: MemDisk,
+}
+
+impl std::ops::Deref for R {
+    type Target = ClusterState;
+    fn deref(&self) -> &ClusterState {
+        &self.s
+    }
+}
+
+impl std::ops::DerefMut for R {
+    fn deref_mut(&mut self) -> &mut ClusterState {
+        &mut self.s
+    }
+}
+
+impl R {
+    fn apply(&mut self, req: &Request) -> (Response, Vec<Event>) {
+        self.s.apply(req, &mut self.d)
+    }
+
+    /// What a snapshot carries: the control state's bytes and the disk; restored as a new
+    /// node would (decode, then load the live tasks from disk).
+    fn snapshot_round_trip(&self) -> R {
+        let bytes = openclaw_proto::codec::encode(&self.s).unwrap();
+        let mut s: ClusterState = openclaw_proto::codec::decode(&bytes).unwrap();
+        let d = self.d.clone();
+        s.load_live(&d);
+        R { s, d }
+    }
+}
+
+fn rec(id: &str, p: Priority) -> TaskRecord {
+    TaskRecord::queued(id, "main", "hi", p)
+}
+
+fn hb(node: NodeId, workers: u32) -> Command {
+    Command::Heartbeat {
+        node,
+        report: NodeReport {
+            http_addr: format!("h{node}"),
+            workers,
+            lease_ms: 1000,
+        },
+    }
+}
+
+fn admit(id: &str, p: Priority) -> Command {
+    Command::Admit {
+        rec: Box::new(rec(id, p)),
+        via: 1,
+        may_preempt: p == Priority::Critical,
+    }
+}
+
+fn run(s: &mut R, now_ms: u64, cmds: Vec<Command>) -> (Vec<Reply>, Vec<Event>) {
+    let (r, e) = s.apply(&Request { now_ms, cmds });
+    (r.replies, e)
+}
+
+fn task(r: &Reply) -> &TaskRecord {
+    match r {
+        Reply::Task(t) => t,
+        other => panic!("not a task: {other:?}"),
+    }
+}
+
+#[test]
+fn admission_spreads_over_live_nodes_and_honours_idempotency() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 1), hb(2, 1), hb(3, 1)]);
+    let (r, ev) = run(
+        &mut s,
+        10,
+        vec![
+            admit("a", Priority::Normal),
+            admit("b", Priority::Normal),
+            admit("c", Priority::Normal),
+        ],
+    );
+    let owners: Vec<_> = r.iter().map(|r| task(r).owner.clone().unwrap()).collect();
+    assert_eq!(owners, vec!["1", "2", "3"]);
+    assert_eq!(task(&r[2]).seq, 3);
+    assert_eq!(ev.len(), 3);
+
+    let mut k = rec("d", Priority::Normal);
+    k.idempotency_key = Some("key".into());
+    let mut k2 = rec("e", Priority::Normal);
+    k2.idempotency_key = Some("key".into());
+    let (r, _) = run(
+        &mut s,
+        11,
+        vec![
+            Command::Admit {
+                rec: Box::new(k),
+                via: 1,
+                may_preempt: false,
+            },
+            Command::Admit {
+                rec: Box::new(k2),
+                via: 1,
+                may_preempt: false,
+            },
+        ],
+    );
+    assert!(matches!(&r[1], Reply::Duplicate(t) if t.id == "d"));
+    assert!(!s.tasks.contains_key("e"));
+}
+
+#[test]
+fn only_the_owner_starts_and_only_the_current_epoch_finishes() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 2), hb(2, 2)]);
+    run(&mut s, 1, vec![admit("a", Priority::High)]);
+    let (r, _) = run(
+        &mut s,
+        2,
+        vec![Command::Start {
+            id: "a".into(),
+            node: 2,
+        }],
+    );
+    assert!(matches!(&r[0], Reply::Rejected(Rejection::NotOwner { .. })));
+    let (r, _) = run(
+        &mut s,
+        3,
+        vec![Command::Start {
+            id: "a".into(),
+            node: 1,
+        }],
+    );
+    let t = task(&r[0]);
+    assert_eq!((t.status, t.epoch, t.attempts), (TaskStatus::Running, 1, 1));
+    let done = Box::new(Outcome::failed("x", "y"));
+    let (r, ev) = run(
+        &mut s,
+        4,
+        vec![
+            Command::Finish {
+                id: "a".into(),
+                epoch: 0,
+                outcome: done.clone(),
+            },
+            Command::Finish {
+                id: "a".into(),
+                epoch: 1,
+                outcome: done.clone(),
+            },
+            Command::Finish {
+                id: "a".into(),
+                epoch: 1,
+                outcome: done,
+            },
+        ],
+    );
+    assert!(matches!(&r[0], Reply::Rejected(Rejection::Fenced { .. })));
+    assert_eq!(task(&r[1]).status, TaskStatus::Failed);
+    assert!(matches!(
+        &r[2],
+        Reply::Rejected(Rejection::WrongState { .. })
+    ));
+    assert_eq!(ev, vec![Event::Finished { id: "a".into() }]);
+}
+
+#[test]
+fn a_dead_nodes_tasks_move_and_its_old_run_is_fenced() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 1), hb(2, 1)]);
+    run(
+        &mut s,
+        1,
+        vec![admit("a", Priority::Normal), admit("b", Priority::Normal)],
+    );
+    let (r, _) = run(
+        &mut s,
+        2,
+        vec![Command::Start {
+            id: "b".into(),
+            node: 2,
+        }],
+    );
+    let old_epoch = task(&r[0]).epoch;
+    // Node 1 keeps heartbeating, node 2 goes silent.
+    run(&mut s, 900, vec![hb(1, 1)]);
+    assert!(!s.has_orphans(), "node 2 is still within its lease at 900");
+    let (r, ev) = run(&mut s, 1500, vec![Command::Expire]);
+    assert_eq!(r[0], Reply::Expired(vec![2]));
+    assert!(!s.has_orphans(), "everything moved to node 1");
+    assert!(ev.contains(&Event::Revoked {
+        id: "b".into(),
+        from: 2
+    }));
+    assert!(ev.contains(&Event::Queued {
+        id: "b".into(),
+        owner: 1
+    }));
+    let b = &s.tasks["b"];
+    assert_eq!(
+        (b.status, b.owner.as_deref()),
+        (TaskStatus::Queued, Some("1"))
+    );
+    assert!(b.epoch > old_epoch);
+    // The old owner wakes up and reports: fenced.
+    let (r, _) = run(
+        &mut s,
+        1600,
+        vec![Command::Finish {
+            id: "b".into(),
+            epoch: old_epoch,
+            outcome: Box::new(Outcome::cancelled()),
+        }],
+    );
+    assert!(matches!(&r[0], Reply::Rejected(_)));
+    // Expire again: nothing more to do.
+    let (r, _) = run(&mut s, 1700, vec![Command::Expire]);
+    assert_eq!(r[0], Reply::Moved(vec![]));
+}
+
+#[test]
+fn idle_nodes_steal_from_backlogged_ones() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 1)]);
+    let cmds = (0..5)
+        .map(|i| admit(&format!("t{i}"), Priority::Normal))
+        .collect();
+    run(&mut s, 1, cmds);
+    run(
+        &mut s,
+        2,
+        vec![Command::Start {
+            id: "t0".into(),
+            node: 1,
+        }],
+    );
+    run(&mut s, 3, vec![hb(2, 2)]);
+    let (r, ev) = run(&mut s, 4, vec![Command::Steal { node: 2, max: 8 }]);
+    assert_eq!(r[0], Reply::Moved(vec!["t1".into(), "t2".into()]));
+    assert_eq!(ev.len(), 4);
+    assert_eq!(s.tasks["t1"].owner.as_deref(), Some("2"));
+    assert_eq!(s.tasks["t3"].owner.as_deref(), Some("1"));
+}
+
+#[test]
+fn budget_slices_never_pass_the_limit_and_thresholds_fire_once() {
+    let mut s = R::default();
+    let limit = BudgetLimit {
+        tokens: Some(1000),
+        cost_usd: None,
+    };
+    let lease = |node, want| Command::LeaseBudget {
+        node,
+        period: "2026-11".into(),
+        scope: "total".into(),
+        limit,
+        want_tokens: want,
+        want_cost_usd: 0.0,
+    };
+    let (r, _) = run(&mut s, 0, vec![lease(1, 600), lease(2, 600), lease(3, 600)]);
+    let granted: Vec<u64> = r
+        .iter()
+        .map(|r| match r {
+            Reply::BudgetSlice { tokens, .. } => *tokens,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(granted, vec![600, 400, 0]);
+    let spend = Command::Spend {
+        id: "s1".into(),
+        node: 1,
+        period: "2026-11".into(),
+        scopes: vec!["total".into()],
+        model: "m".into(),
+        tokens: 250,
+        cost_usd: 0.01,
+        reserved_tokens: 300,
+        reserved_cost_usd: 0.0,
+    };
+    run(&mut s, 1, vec![spend.clone(), spend]);
+    let t = &s.budget["total"];
+    assert_eq!((t.spent_tokens, t.slices[&1].tokens), (250, 300));
+    // An idle node hands part of its slice back.
+    let give_back = |tokens| Command::ReturnBudget {
+        node: 2,
+        scope: "total".into(),
+        tokens,
+        cost_usd: 0.0,
+    };
+    run(&mut s, 1, vec![give_back(100)]);
+    assert_eq!(s.budget["total"].slices[&2].tokens, 300);
+    run(&mut s, 1, vec![give_back(300)]);
+    assert!(!s.budget["total"].slices.contains_key(&2));
+    // Node 2 takes its 400 again, so the free remainder below stays 50.
+    let (r, _) = run(&mut s, 1, vec![lease(2, 400)]);
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 400,
+            cost_usd: 0.0
+        }
+    );
+    // 1000 - 250 spent - 300 - 400 held = 50 free.
+    let (r, _) = run(&mut s, 2, vec![lease(3, 600)]);
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 50,
+            cost_usd: 0.0
+        }
+    );
+    let claim = |p: &str| Command::ClaimThreshold {
+        period: p.into(),
+        scope: "total".into(),
+        percent: 80,
+    };
+    let (r, _) = run(
+        &mut s,
+        3,
+        vec![claim("2026-11"), claim("2026-11"), claim("2026-10")],
+    );
+    assert_eq!(
+        r,
+        vec![
+            Reply::Claimed(true),
+            Reply::Claimed(false),
+            Reply::Claimed(false)
+        ]
+    );
+    // A new period starts from zero.
+    let (r, _) = run(
+        &mut s,
+        4,
+        vec![Command::LeaseBudget {
+            node: 1,
+            period: "2026-12".into(),
+            scope: "total".into(),
+            limit,
+            want_tokens: 1000,
+            want_cost_usd: 0.0,
+        }],
+    );
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 1000,
+            cost_usd: 0.0
+        }
+    );
+    let (r, _) = run(&mut s, 5, vec![claim("2026-12")]);
+    assert_eq!(r[0], Reply::Claimed(true));
+}
+
+#[test]
+fn rate_slices_stay_within_every_sliding_window() {
+    // 10 requests per window of 5 buckets: any 6 consecutive buckets hold at most 10 grants.
+    let mut s = R::default();
+    let limit = RateLimit {
+        requests: Some(10),
+        tokens: None,
+    };
+    let ask = |node, bucket, want| Command::LeaseRate {
+        node,
+        scope: "gpt-4o".into(),
+        bucket,
+        bucket_ms: 1000,
+        span: 5,
+        limit,
+        want_requests: want,
+        want_tokens: 100,
+    };
+    let grants = |r: Vec<Reply>| -> Vec<u64> {
+        r.iter()
+            .map(|r| match r {
+                Reply::RateSlice { requests, .. } => *requests,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    // Bucket 5: the limit is reached; a late ask for bucket 4 gets nothing.
+    let (r, _) = run(
+        &mut s,
+        0,
+        vec![ask(1, 5, 4), ask(2, 5, 4), ask(3, 5, 4), ask(1, 4, 4)],
+    );
+    assert_eq!(grants(r), vec![4, 4, 2, 0]);
+    // A calendar window would start afresh at bucket 6..10; the sliding one does not: the
+    // grants of bucket 5 count until bucket 5 is more than `span` buckets old.
+    for b in 6..=10 {
+        let (r, _) = run(&mut s, b * 1000, vec![ask(3, b, 4)]);
+        assert_eq!(grants(r), vec![0], "bucket {b}");
+    }
+    let (r, _) = run(
+        &mut s,
+        11_000,
+        vec![ask(3, 11, 4), ask(1, 11, 4), ask(2, 11, 4)],
+    );
+    assert_eq!(grants(r), vec![4, 4, 2]);
+    assert_eq!(s.rate["gpt-4o"].buckets.len(), 1, "old buckets pruned");
+    // A change of the bucket width starts a fresh history.
+    let (r, _) = run(
+        &mut s,
+        12_000,
+        vec![Command::LeaseRate {
+            node: 1,
+            scope: "gpt-4o".into(),
+            bucket: 24,
+            bucket_ms: 500,
+            span: 10,
+            limit,
+            want_requests: 3,
+            want_tokens: 0,
+        }],
+    );
+    assert_eq!(grants(r), vec![3]);
+}
+
+#[test]
+fn apply_is_deterministic_and_survives_a_snapshot_round_trip() {
+    let batches: Vec<Request> = (0..20u64)
+        .map(|i| Request {
+            now_ms: i * 300,
+            cmds: vec![
+                hb(1 + i % 3, 2),
+                admit(
+                    &format!("t{i}"),
+                    Priority::from_level((i % 5) as u8).unwrap(),
+                ),
+                Command::Start {
+                    id: format!("t{}", i / 2),
+                    node: 1 + (i / 2) % 3,
+                },
+                Command::Expire,
+                Command::Steal {
+                    node: 1 + i % 3,
+                    max: 2,
+                },
+            ],
+        })
+        .collect();
+    let mut a = R::default();
+    let mut b = R::default();
+    for (i, req) in batches.iter().enumerate() {
+        // Finish what was started two batches ago, with a payload, and keep at most 4.
+        let mut req = req.clone();
+        if i >= 2 {
+            let id = format!("t{}", (i - 2) / 2);
+            let epoch = a.tasks.get(&id).map(|r| r.epoch).unwrap_or(0);
+            let mut out = Outcome::failed("x", "y");
+            out.status = TaskStatus::Succeeded;
+            out.output = Some(format!("output of {id}"));
+            req.cmds.push(Command::Finish {
+                id,
+                epoch,
+                outcome: Box::new(out),
+            });
+            req.cmds.push(Command::Retain {
+                before_ms: 0,
+                keep_max: 4,
+                max: 2,
+            });
+        }
+        if i == 10 {
+            // b restarts from a snapshot of itself here.
+            let restored = b.snapshot_round_trip();
+            assert!(
+                restored.s == b.s && restored.d == b.d,
+                "a restored snapshot compares equal, payloads included"
+            );
+            b = restored;
+        }
+        let ra = a.apply(&req);
+        let rb = b.apply(&req);
+        assert_eq!(ra, rb, "batch {i}");
+    }
+    assert!(a.retained_total() > 0, "some finished records are kept");
+    assert!(a.retained_total() <= 4);
+    assert_eq!(a.s, b.s);
+    assert_eq!(a.d, b.d, "the disks hold the same bytes, payloads included");
+    assert_eq!(a.loads, b.loads);
+    let restored = a.snapshot_round_trip();
+    assert!(restored.s == a.s && restored.d == a.d);
+}
+
+fn finish(id: &str, epoch: u64, output: &str) -> Command {
+    let mut out = Outcome::failed("x", "y");
+    out.status = TaskStatus::Succeeded;
+    out.output = Some(output.into());
+    Command::Finish {
+        id: id.into(),
+        epoch,
+        outcome: Box::new(out),
+    }
+}
+
+#[test]
+fn finished_tasks_leave_memory_and_are_read_from_disk() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 1)]);
+    let mut k = rec("a", Priority::Normal);
+    k.idempotency_key = Some("key".into());
+    run(
+        &mut s,
+        1,
+        vec![Command::Admit {
+            rec: Box::new(k),
+            via: 1,
+            may_preempt: false,
+        }],
+    );
+    run(
+        &mut s,
+        2,
+        vec![Command::Start {
+            id: "a".into(),
+            node: 1,
+        }],
+    );
+    let (r, ev) = run(&mut s, 3, vec![finish("a", 1, "the answer")]);
+    assert_eq!(task(&r[0]).status, TaskStatus::Succeeded);
+    assert_eq!(ev, vec![Event::Finished { id: "a".into() }]);
+    assert!(s.tasks.is_empty(), "a finished task is not held in memory");
+    let got = s.s.task(&s.d, "a").unwrap();
+    assert_eq!(
+        (got.output.as_deref(), got.input.as_str()),
+        (Some("the answer"), "hi")
+    );
+    assert_eq!(s.retained_total(), 1);
+    // Its idempotency key still finds it; a second finish is refused as before.
+    let mut k2 = rec("b", Priority::Normal);
+    k2.idempotency_key = Some("key".into());
+    let (r, _) = run(
+        &mut s,
+        4,
+        vec![
+            Command::Admit {
+                rec: Box::new(k2),
+                via: 1,
+                may_preempt: false,
+            },
+            finish("a", 1, "again"),
+        ],
+    );
+    assert!(matches!(&r[0], Reply::Duplicate(t) if t.id == "a"));
+    assert!(matches!(
+        &r[1],
+        Reply::Rejected(Rejection::WrongState { .. })
+    ));
+}
+
+#[test]
+fn retention_removes_the_oldest_finished_first_within_a_bounded_batch() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 8)]);
+    let n = 6u64;
+    for i in 0..n {
+        let id = format!("t{i}");
+        let mut r = rec(&id, Priority::Normal);
+        r.idempotency_key = Some(format!("k{i}"));
+        run(
+            &mut s,
+            10 + i * 10,
+            vec![
+                Command::Admit {
+                    rec: Box::new(r),
+                    via: 1,
+                    may_preempt: false,
+                },
+                Command::Start {
+                    id: id.clone(),
+                    node: 1,
+                },
+                finish(&id, 1, "out"),
+            ],
+        );
+    }
+    assert_eq!(s.retained_total(), n);
+    // Past the TTL: t0 and t1 ended before 30.
+    let (r, _) = run(
+        &mut s,
+        100,
+        vec![Command::Retain {
+            before_ms: 30,
+            keep_max: u64::MAX,
+            max: 100,
+        }],
+    );
+    assert_eq!(r[0], Reply::Purged(2));
+    assert!(s.s.task(&s.d, "t1").is_none() && s.s.task(&s.d, "t2").is_some());
+    assert!(s.d.get(&key::idempotency("k1")).is_none());
+    // Over the count bound: the oldest go first, at most `max` per command.
+    let (r, _) = run(
+        &mut s,
+        101,
+        vec![
+            Command::Retain {
+                before_ms: 0,
+                keep_max: 1,
+                max: 2,
+            },
+            Command::Retain {
+                before_ms: 0,
+                keep_max: 1,
+                max: 2,
+            },
+        ],
+    );
+    assert_eq!(r, vec![Reply::Purged(2), Reply::Purged(1)]);
+    assert_eq!(s.retained_total(), 1);
+    assert!(s.s.task(&s.d, "t5").is_some() && s.s.task(&s.d, "t4").is_none());
+    // Only t5's keys are left on disk.
+    let keys: Vec<Vec<u8>> = s.d.0.keys().cloned().collect();
+    assert_eq!(
+        keys,
+        vec![
+            key::finished(60, "t5"),
+            key::idempotency("k5"),
+            key::task("t5")
+        ]
+    );
+    // A key whose task was purged is free again.
+    let mut again = rec("t9", Priority::Normal);
+    again.idempotency_key = Some("k0".into());
+    let (r, _) = run(
+        &mut s,
+        102,
+        vec![Command::Admit {
+            rec: Box::new(again),
+            via: 1,
+            may_preempt: false,
+        }],
+    );
+    assert_eq!(task(&r[0]).id, "t9");
+}
+
+#[test]
+fn spend_ids_are_remembered_on_disk_for_their_window_only() {
+    let mut s = R::default();
+    let spend = Command::Spend {
+        id: "s1".into(),
+        node: 1,
+        period: "p".into(),
+        scopes: vec!["total".into()],
+        model: "m".into(),
+        tokens: 10,
+        cost_usd: 0.0,
+        reserved_tokens: 0,
+        reserved_cost_usd: 0.0,
+    };
+    run(&mut s, 1, vec![spend.clone(), spend.clone()]);
+    assert_eq!(s.budget["total"].spent_tokens, 10);
+    run(
+        &mut s,
+        SPEND_IDS_KEEP_MS,
+        vec![Command::Purge { before_ms: 0 }],
+    );
+    assert!(s.d.get(&key::spend("s1")).is_some(), "still in its window");
+    run(
+        &mut s,
+        SPEND_IDS_KEEP_MS + 2,
+        vec![Command::Purge { before_ms: 0 }],
+    );
+    assert!(s.d.0.is_empty(), "forgotten after its window");
+    run(&mut s, SPEND_IDS_KEEP_MS + 3, vec![spend]);
+    assert_eq!(s.budget["total"].spent_tokens, 20);
+}
