@@ -783,3 +783,41 @@ async fn a_raised_rate_limit_reaches_every_node() {
         "the raised limit is in effect: at most {busiest} calls in any {window_ms} ms ({at:?})"
     );
 }
+
+/// Issue 14 item 3: pre-vote. A follower paused (SIGSTOP) for several election timeouts comes
+/// back, finds no leader contact and asks the others; they still hear the leader and say no, so
+/// it starts no election: the leader and the term stay the same on every node, and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_does_not_depose_the_leader() {
+    let mut c = TestCluster::start(json!({})).await;
+    let (leader_id, term) = c.wait_agreed(&[0, 1, 2], 3).await;
+    let leader = c.leader_index(&[0, 1, 2]).await;
+    let follower = (leader + 1) % 3;
+    c.c.stop(follower)
+        .unwrap_or_else(|e| panic!("SIGSTOP node {follower}: {e}"));
+    // The fault's length, not a wait for an event: five times the default maximum election
+    // timeout (1 s), while the leader keeps taking writes.
+    let paused = Instant::now();
+    let mut ids = Vec::new();
+    while paused.elapsed() < Duration::from_secs(5) {
+        ids.push(submit_retrying(&c.nodes[leader], json!({"input": "during the pause"})).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.c.cont(follower)
+        .unwrap_or_else(|e| panic!("SIGCONT node {follower}: {e}"));
+    // It catches up, and over the next several election timeouts nobody's view changes.
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        let (l, t) = c.wait_agreed(&[0, 1, 2], 3).await;
+        assert_eq!(
+            (l, t),
+            (leader_id, term),
+            "the leader or the term changed after a follower's pause"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for id in &ids {
+        let t = c.nodes[follower].wait_final(id, AGREE_DEADLINE).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`ledger`]: the task [`crate::tasks::ledger::Ledger`] backed by the replicated state.
 //! - [`watcher`]: follows applied events (feeds the scheduler), heartbeats, the leader's sweeps
 //!   (expire, purge, promote learners), work stealing and reconciliation.
+//! - [`prevote`]: the pre-vote openraft 0.9 lacks: an election starts only when a majority
+//!   of voters has lost the leader too, so a paused or cut-off follower cannot depose it.
 //! - [`quota`]: budget and rate-limit leases on the hot path.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
 //!
@@ -16,6 +18,7 @@
 
 pub mod ledger;
 pub mod net;
+pub mod prevote;
 pub mod proposer;
 pub mod quota;
 pub mod server;
@@ -64,6 +67,8 @@ pub struct Cluster {
     pub mesh: std::sync::Mutex<Option<Arc<openclaw_cluster::mesh::Mesh>>>,
     /// Budget and rate-limit leases held by this node.
     pub quota: quota::Quota,
+    /// When this node last heard from a leader (the pre-vote's clock).
+    pub contact: prevote::Contact,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -150,6 +155,9 @@ impl Cluster {
             snapshot_max_chunk_size: store::SNAPSHOT_CHUNK_BYTES,
             install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
             max_payload_entries: 64,
+            // Elections start from `prevote` after a majority agrees, never from openraft's
+            // own timer (which would let a returning follower depose a healthy leader).
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -214,6 +222,7 @@ impl Cluster {
             mesh_addr,
             mesh: std::sync::Mutex::new(None),
             quota: quota::Quota::default(),
+            contact: prevote::Contact::default(),
         });
 
         let listener = bind_retrying(listen)
@@ -252,6 +261,7 @@ impl Cluster {
         } else {
             cluster.join(&c.join).await?;
         }
+        prevote::spawn(cluster.clone(), shutdown.clone());
         Ok(cluster)
     }
 

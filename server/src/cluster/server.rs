@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use openclaw_cluster::{Command, Member, NodeId};
+use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
+        .route(super::prevote::PREVOTE_PATH, post(prevote))
         .route("/raft/snapshot", post(snapshot))
         .route("/cluster/write", post(write))
         .route("/cluster/join", post(join))
@@ -128,7 +130,23 @@ type VoteRequest = openraft::raft::VoteRequest<NodeId>;
 type SnapshotRequest = openraft::raft::InstallSnapshotRequest<openclaw_cluster::TypeConfig>;
 
 async fn append(State(c): State<Arc<Cluster>>, Peer(req): Peer<AppendRequest>) -> Response {
-    encode(&c.raft.append_entries(req).await)
+    let res = c.raft.append_entries(req).await;
+    if matches!(
+        res,
+        Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+            | Ok(AppendEntriesResponse::Conflict)
+    ) {
+        // A leader at our term or newer reached us (a conflict is still a live leader).
+        c.contact.touch();
+    }
+    encode(&res)
+}
+
+async fn prevote(
+    State(c): State<Arc<Cluster>>,
+    Peer(req): Peer<super::prevote::PreVoteRequest>,
+) -> Response {
+    encode(&c.prevote_answer(&req))
 }
 
 async fn vote(State(c): State<Arc<Cluster>>, Peer(req): Peer<VoteRequest>) -> Response {
@@ -136,7 +154,11 @@ async fn vote(State(c): State<Arc<Cluster>>, Peer(req): Peer<VoteRequest>) -> Re
 }
 
 async fn snapshot(State(c): State<Arc<Cluster>>, Peer(req): Peer<SnapshotRequest>) -> Response {
-    encode(&c.raft.install_snapshot(req).await)
+    let res = c.raft.install_snapshot(req).await;
+    if res.is_ok() {
+        c.contact.touch();
+    }
+    encode(&res)
 }
 
 async fn write(State(c): State<Arc<Cluster>>, Peer(cmds): Peer<Vec<Command>>) -> Response {
