@@ -8,6 +8,7 @@
 //! - [`watcher`]: follows applied events (feeds the scheduler), heartbeats, the leader's sweeps
 //!   (expire, purge, promote learners), work stealing and reconciliation.
 //! - [`quota`]: budget and rate-limit leases on the hot path.
+//! - [`sessions`]: the [`crate::sessions::SessionStore`] backed by the replicated state.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
 //!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
@@ -19,6 +20,7 @@ pub mod net;
 pub mod proposer;
 pub mod quota;
 pub mod server;
+pub mod sessions;
 pub mod status;
 pub mod watcher;
 
