@@ -228,6 +228,25 @@ pub enum Command {
         keep_max: u64,
         max: u32,
     },
+    /// Record one finished turn of a session (`Session::apply_turn` at the batch's time;
+    /// idempotent per task). `node` ran the turn (the session sticks to it); `messages_max` and
+    /// `sessions_max` are the proposer's bounds (a new session past `sessions_max` makes the
+    /// least recently updated one leave).
+    RecordTurn {
+        turn: Box<openclaw_proto::session::TurnUpdate>,
+        node: NodeId,
+        messages_max: u32,
+        sessions_max: u64,
+    },
+    /// Session expiry: forget sessions updated before `before_ms` (`session.ttl_hours`) and,
+    /// least recently updated first, more while more than `keep_max` are kept
+    /// (`session.sessions_max`); at most `max` (capped at
+    /// [`crate::state::SESSION_SWEEP_BATCH_MAX`]). Replied `Purged(n)`.
+    SweepSessions {
+        before_ms: u64,
+        keep_max: u64,
+        max: u32,
+    },
 }
 
 /// A budget scope's limits as the proposer's config has them (`None` = unlimited).
@@ -267,6 +286,12 @@ pub enum Rejection {
     NoLiveNode,
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
+    /// An earlier task of the same session is not final yet.
+    #[error("task {id} waits for an earlier turn of session {session}")]
+    SessionBusy { id: String, session: String },
+    /// The session has as many live tasks as it may.
+    #[error("session {session} already has {max} tasks waiting; retry when one has finished")]
+    SessionFull { session: String, max: u64 },
 }
 
 /// The reply to one command.

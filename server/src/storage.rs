@@ -264,6 +264,21 @@ impl Store {
         Ok(())
     }
 
+    /// Forget a session (and an older data dir's transcript of it).
+    pub fn remove_session(&self, id: &str) -> Result<(), StorageError> {
+        self.session_state.remove(id.as_bytes())?;
+        self.sessions.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every stored session, in id order (streamed; used to rebuild an index at start).
+    pub fn sessions(&self) -> impl Iterator<Item = Session> + '_ {
+        self.session_state
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, v)| openclaw_proto::codec::decode::<Session>(&v).ok())
+    }
+
     pub fn put_delivery(&self, d: &PendingDelivery) -> Result<(), StorageError> {
         put(&self.deliveries, "deliveries", d.task_id.as_bytes(), d)
     }

@@ -9,6 +9,7 @@
 //! spend ids — is written by `apply` through [`Disk`] (see [`crate::disk`]) and read from there
 //! on demand. Retention ([`Command::Retain`]) removes the oldest finished records first, at most
 //! [`PURGE_BATCH_MAX`] per command, each through the `f/` index (a few key operations each).
+//! Sessions and the order of their turns live in [`sessions`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +22,9 @@ use crate::lease;
 use crate::placement::{self, NodeLoad, LEVELS};
 use crate::transition;
 use crate::types::*;
+
+pub mod sessions;
+pub use sessions::{SESSION_SWEEP_BATCH_MAX, SESSION_WAITING_MAX};
 
 /// How long applied `Spend` ids are remembered (pruned by `Purge`); a node retries a settlement
 /// for well under a minute.
@@ -106,6 +110,10 @@ pub struct ClusterState {
     loads: BTreeMap<NodeId, ([u32; LEVELS], [u32; LEVELS])>,
     #[serde(skip)]
     loads_valid: bool,
+    /// Each session's live tasks, in submission order `(seq, id)`; derived from `tasks`
+    /// (rebuilt with the load index).
+    #[serde(skip)]
+    session_live: BTreeMap<String, BTreeSet<(u64, String)>>,
 }
 
 impl PartialEq for ClusterState {
@@ -149,16 +157,27 @@ impl ClusterState {
                 via,
                 may_preempt,
             } => self.admit(rec, *via, *may_preempt, disk, ev),
-            Command::Start { id, node } => self.modify(id, disk, ev, |rec| {
-                if rec.owner.as_deref() != Some(owner_name(*node).as_str()) {
-                    return Err(Rejection::NotOwner {
-                        id: rec.id.clone(),
-                        owner: rec.owner.clone().unwrap_or_default(),
-                        node: *node,
-                    });
+            Command::Start { id, node } => {
+                if let Some(rec) = self.tasks.get(id) {
+                    if rec.status == TaskStatus::Queued && !self.session_turn_ready(rec) {
+                        // An earlier turn of its session is not final yet.
+                        return Reply::Rejected(Rejection::SessionBusy {
+                            id: id.clone(),
+                            session: rec.session_id.clone().unwrap_or_default(),
+                        });
+                    }
                 }
-                transition::start(rec, &owner_name(*node), now)
-            }),
+                self.modify(id, disk, ev, |rec| {
+                    if rec.owner.as_deref() != Some(owner_name(*node).as_str()) {
+                        return Err(Rejection::NotOwner {
+                            id: rec.id.clone(),
+                            owner: rec.owner.clone().unwrap_or_default(),
+                            node: *node,
+                        });
+                    }
+                    transition::start(rec, &owner_name(*node), now)
+                })
+            }
             Command::Finish { id, epoch, outcome } => {
                 let outcome = (**outcome).clone();
                 self.modify(id, disk, ev, |rec| {
@@ -355,6 +374,20 @@ impl ClusterState {
                     tokens: t,
                 }
             }
+            Command::RecordTurn {
+                turn,
+                node,
+                messages_max,
+                sessions_max,
+            } => {
+                self.record_turn(disk, turn, *node, *messages_max, *sessions_max);
+                Reply::Ok
+            }
+            Command::SweepSessions {
+                before_ms,
+                keep_max,
+                max,
+            } => Reply::Purged(self.sweep_sessions(disk, *before_ms, *keep_max, *max)),
         }
     }
 
@@ -428,12 +461,16 @@ impl ClusterState {
 
     fn rebuild_loads(&mut self) {
         self.loads.clear();
-        for rec in self.tasks.values() {
+        self.session_live.clear();
+        let tasks = std::mem::take(&mut self.tasks);
+        for rec in tasks.values() {
             if let Some(o) = owner_id(rec) {
                 let e = self.loads.entry(o).or_default();
                 count(rec, &mut e.0, &mut e.1, 1);
             }
+            self.index_session(rec, 1);
         }
+        self.tasks = tasks;
         self.loads_valid = true;
     }
 
@@ -468,6 +505,7 @@ impl ClusterState {
             let e = self.loads.entry(o).or_default();
             count(&rec, &mut e.0, &mut e.1, 1);
         }
+        self.index_session(&rec, 1);
         disk.put(key::live(&rec.id), enc(&rec));
         self.tasks.insert(rec.id.clone(), rec);
     }
@@ -478,6 +516,7 @@ impl ClusterState {
                 let e = self.loads.entry(o).or_default();
                 count(&old, &mut e.0, &mut e.1, -1);
             }
+            self.index_session(&old, -1);
             disk.del(&key::live(id));
         }
     }
@@ -572,6 +611,9 @@ impl ClusterState {
             Ok(rec) => {
                 emit(&old, &rec, ev);
                 self.store(Some(&old), rec.clone(), disk);
+                if rec.status.is_final() && !old.status.is_final() {
+                    self.next_turn_event(&rec, ev);
+                }
                 Reply::Task(Box::new(rec))
             }
             Err(e) => Reply::Rejected(e),
@@ -599,8 +641,22 @@ impl ClusterState {
             // The same command applied twice (a retried forward): idempotent.
             return Reply::Duplicate(Box::new(same));
         }
+        let session_owner = match &rec.session_id {
+            Some(s) => {
+                if self.session_waiting(s) >= SESSION_WAITING_MAX {
+                    return Reply::Rejected(Rejection::SessionFull {
+                        session: s.clone(),
+                        max: SESSION_WAITING_MAX as u64,
+                    });
+                }
+                self.session_owner(&*disk, s)
+            }
+            None => None,
+        };
         let live = self.live_loads();
-        let owner = placement::place(&live, rec.priority, may_preempt).unwrap_or(via);
+        let owner = session_owner
+            .or_else(|| placement::place(&live, rec.priority, may_preempt))
+            .unwrap_or(via);
         let mut r = rec.clone();
         self.seq += 1;
         r.seq = self.seq;
@@ -637,6 +693,8 @@ impl ClusterState {
                 .tasks
                 .values()
                 .filter(|r| r.status == TaskStatus::Queued && owner_id(r) == Some(victim))
+                // A session's waiting turn stays with the turn before it.
+                .filter(|r| self.session_turn_ready(r))
                 .map(|r| (r.priority.level(), r.seq, r.id.clone()))
                 .collect();
             q.sort();
@@ -704,7 +762,12 @@ impl ClusterState {
             let Some(p) = openclaw_proto::Priority::from_level(level) else {
                 continue;
             };
-            let Some(to) = placement::place(&live, p, false) else {
+            let together = self
+                .tasks
+                .get(&id)
+                .and_then(|r| r.session_id.clone())
+                .and_then(|s| self.session_owner(&*disk, &s));
+            let Some(to) = together.or_else(|| placement::place(&live, p, false)) else {
                 break;
             };
             if let Reply::Task(_) =

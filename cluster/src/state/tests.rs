@@ -673,3 +673,233 @@ fn spend_ids_are_remembered_on_disk_for_their_window_only() {
     run(&mut s, SPEND_IDS_KEEP_MS + 3, vec![spend]);
     assert_eq!(s.budget["total"].spent_tokens, 20);
 }
+
+fn admit_in(id: &str, session: &str, p: Priority) -> Command {
+    let mut r = rec(id, p);
+    r.session_id = Some(session.into());
+    Command::Admit {
+        rec: Box::new(r),
+        via: 1,
+        may_preempt: false,
+    }
+}
+
+fn start(id: &str, node: NodeId) -> Command {
+    Command::Start {
+        id: id.into(),
+        node,
+    }
+}
+
+fn turn(session: &str, task: &str, text: &str) -> Command {
+    use openclaw_proto::session::{SessionMessage, TurnUpdate};
+    let m = |role: &str| SessionMessage {
+        role: role.into(),
+        content: format!("{role}: {text}"),
+        tokens: 3,
+    };
+    Command::RecordTurn {
+        turn: Box::new(TurnUpdate {
+            session: session.into(),
+            agent: "main".into(),
+            task_id: task.into(),
+            fold: 0,
+            summary: None,
+            append: if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![m("user"), m("assistant")]
+            },
+        }),
+        node: 1,
+        messages_max: 4,
+        sessions_max: 3,
+    }
+}
+
+/// One turn at a time, in submission order, cluster-wide: a later task of a session cannot
+/// start (even on its owner, even at a higher priority) until every earlier one is final; when
+/// one ends the next one's owner hears `Queued`; a waiting turn is not stolen; the session's
+/// tasks wait on one node; the per-session bound refuses more.
+#[test]
+fn a_sessions_turns_start_one_at_a_time_in_order() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 4), hb(2, 4), hb(3, 4)]);
+    let (r, _) = run(
+        &mut s,
+        1,
+        vec![
+            admit_in("s1", "conv", Priority::Low),
+            admit_in("s2", "conv", Priority::Critical),
+            admit_in("s3", "conv", Priority::Normal),
+            admit("other", Priority::Normal),
+        ],
+    );
+    let owner = task(&r[0]).owner.clone();
+    assert_eq!(
+        task(&r[1]).owner,
+        owner,
+        "a session's turns wait on one node"
+    );
+    assert_eq!(task(&r[2]).owner, owner);
+    let o: NodeId = owner.as_deref().unwrap().parse().unwrap();
+    // The later turns may not start first (the critical one included).
+    let (r, _) = run(&mut s, 2, vec![start("s2", o), start("s3", o)]);
+    for r in &r {
+        assert!(
+            matches!(r, Reply::Rejected(Rejection::SessionBusy { session, .. }) if session == "conv"),
+            "{r:?}"
+        );
+    }
+    assert!(!s.session_turn_ready(s.tasks.get("s2").unwrap()));
+    // An idle node steals nothing of the session's waiting turns.
+    let idle = [1, 2, 3].into_iter().find(|n| *n != o).unwrap();
+    let (r, _) = run(
+        &mut s,
+        3,
+        vec![Command::Steal {
+            node: idle,
+            max: 10,
+        }],
+    );
+    if let Reply::Moved(m) = &r[0] {
+        assert!(!m.iter().any(|id| id == "s2" || id == "s3"), "{m:?}");
+    }
+    // The first runs and ends (failed): the second's owner is told it may start now.
+    let (r, _) = run(&mut s, 4, vec![start("s1", o)]);
+    assert_eq!(task(&r[0]).status, TaskStatus::Running);
+    let (_, ev) = run(
+        &mut s,
+        5,
+        vec![Command::Finish {
+            id: "s1".into(),
+            epoch: 1,
+            outcome: Box::new(Outcome::failed("provider_error", "boom")),
+        }],
+    );
+    assert!(ev.contains(&Event::Queued {
+        id: "s2".into(),
+        owner: o
+    }));
+    let (r, _) = run(&mut s, 6, vec![start("s3", o), start("s2", o)]);
+    assert!(matches!(
+        &r[0],
+        Reply::Rejected(Rejection::SessionBusy { .. })
+    ));
+    assert_eq!(task(&r[1]).status, TaskStatus::Running);
+    // Its end lets the next one go.
+    let (_, ev) = run(&mut s, 7, vec![finish("s2", 1, "ok")]);
+    assert!(ev.contains(&Event::Queued {
+        id: "s3".into(),
+        owner: o
+    }));
+    // The bound: SESSION_WAITING_MAX live tasks per session.
+    let cmds = (0..SESSION_WAITING_MAX + 1)
+        .map(|i| admit_in(&format!("b{i}"), "busy", Priority::Normal))
+        .collect();
+    let (r, _) = run(&mut s, 8, cmds);
+    assert!(r[..SESSION_WAITING_MAX]
+        .iter()
+        .all(|r| matches!(r, Reply::Task(_))));
+    assert!(matches!(
+        &r[SESSION_WAITING_MAX],
+        Reply::Rejected(Rejection::SessionFull { .. })
+    ));
+}
+
+/// Turns recorded through `apply`: at the batch's time, once per task (a retried write changes
+/// nothing), a failed turn counts with no messages, the window bound holds; the session sticks
+/// to the node that ran its last turn; `sessions_max` and the ttl forget the least recently
+/// updated first; everything survives a snapshot round trip, and two replicas agree.
+#[test]
+fn recorded_turns_apply_once_stay_bounded_and_expire() {
+    let mut a = R::default();
+    run(&mut a, 0, vec![hb(1, 1), hb(2, 1)]);
+    let mut b = a.clone();
+    let batches: Vec<(u64, Vec<Command>)> = vec![
+        (10, vec![turn("x", "t1", "one"), turn("x", "t1", "one")]),
+        (20, vec![turn("x", "t2", "two"), turn("y", "t3", "hi")]),
+        (30, vec![turn("x", "t4", "")]),
+        (40, vec![turn("z", "t5", "z")]),
+    ];
+    for (now, cmds) in batches.clone() {
+        run(&mut a, now, cmds.clone());
+        run(&mut b, now, cmds);
+    }
+    assert!(a.s == b.s && a.d == b.d, "replicas agree");
+    let x = a.session(&a.d, "x").unwrap();
+    // t1 once, t2, failed t4: 3 turns; 4 messages at most (the window bound).
+    assert_eq!(x.turns, 3);
+    assert_eq!(x.messages.len(), 4);
+    assert_eq!(x.messages[0].content, "user: one");
+    assert_eq!(x.last_task.as_deref(), Some("t4"));
+    assert_eq!(x.updated_at_ms, 30);
+    assert_eq!(a.sessions_kept(&a.d), 3);
+    assert_eq!(a.session_node(&a.d, "x"), Some(1));
+    // Sticky: the next turn of `x` goes to node 1 while it is live.
+    let (r, _) = run(&mut a, 41, vec![admit_in("n1", "x", Priority::Normal)]);
+    assert_eq!(task(&r[0]).owner.as_deref(), Some("1"));
+    // The bound (3): a fourth session makes the least recently updated (`y`, at 20) leave.
+    run(&mut a, 50, vec![turn("w", "t6", "w")]);
+    assert!(a.session(&a.d, "y").is_none());
+    assert_eq!(a.sessions_kept(&a.d), 3);
+    // Snapshot round trip keeps them.
+    let restored = a.snapshot_round_trip();
+    assert!(restored.s == a.s && restored.d == a.d);
+    assert_eq!(restored.session(&restored.d, "x").unwrap().turns, 3);
+    // Expiry: everything updated before 45 goes (x at 30, z at 40); at most `max` per command.
+    let (r, _) = run(
+        &mut a,
+        60,
+        vec![Command::SweepSessions {
+            before_ms: 45,
+            keep_max: 10,
+            max: 1,
+        }],
+    );
+    assert_eq!(r[0], Reply::Purged(1));
+    let (r, _) = run(
+        &mut a,
+        60,
+        vec![Command::SweepSessions {
+            before_ms: 45,
+            keep_max: 10,
+            max: 10,
+        }],
+    );
+    assert_eq!(r[0], Reply::Purged(1));
+    assert!(a.session(&a.d, "x").is_none() && a.session(&a.d, "z").is_none());
+    assert!(a.session(&a.d, "w").is_some());
+    assert_eq!(a.sessions_kept(&a.d), 1);
+    assert_eq!(a.session_node(&a.d, "x"), None);
+}
+
+/// A dead node's session tasks move together, to one live node, and keep their order.
+#[test]
+fn a_sessions_waiting_turns_move_together_on_failover() {
+    let mut s = R::default();
+    run(&mut s, 0, vec![hb(1, 1), hb(2, 1), hb(3, 1)]);
+    let (r, _) = run(
+        &mut s,
+        1,
+        vec![
+            admit_in("a", "conv", Priority::Normal),
+            admit_in("b", "conv", Priority::Normal),
+            admit_in("c", "conv", Priority::Normal),
+        ],
+    );
+    let dead: NodeId = task(&r[0]).owner.as_deref().unwrap().parse().unwrap();
+    run(&mut s, 2, vec![start("a", dead)]);
+    // Only the others renew; the owner's lease runs out.
+    let live: Vec<NodeId> = [1, 2, 3].into_iter().filter(|n| *n != dead).collect();
+    run(&mut s, 900, live.iter().map(|n| hb(*n, 1)).collect());
+    run(&mut s, 1500, vec![Command::Expire]);
+    let owners: BTreeSet<Option<String>> = ["a", "b", "c"]
+        .iter()
+        .map(|id| s.tasks.get(*id).unwrap().owner.clone())
+        .collect();
+    assert_eq!(owners.len(), 1, "moved together: {owners:?}");
+    assert_ne!(owners.into_iter().next().unwrap(), Some(dead.to_string()));
+    assert!(s.session_turn_ready(s.tasks.get("a").unwrap()));
+    assert!(!s.session_turn_ready(s.tasks.get("b").unwrap()));
+}

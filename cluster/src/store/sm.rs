@@ -261,6 +261,19 @@ impl StateMachineStore {
         }
     }
 
+    /// One session (from disk).
+    pub fn session(
+        &self,
+        id: &str,
+    ) -> Result<Option<openclaw_proto::session::Session>, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self.applied_read().state.session(&reader, id);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
     /// Up to `max` tasks, live and finished, in id order, after `after` (exclusive).
     pub fn tasks_after(
         &self,

@@ -221,6 +221,14 @@ impl From<LedgerError> for ApiError {
             Fenced { id, .. } | NotOwner { id, .. } => {
                 ApiError::conflict(Code::TaskState, format!("task {id} changed owner"))
             }
+            SessionBusy { id, .. } => {
+                ApiError::conflict(Code::TaskState, format!("task {id} waits for its session"))
+            }
+            SessionFull { session, max } => ApiError::unavailable(
+                Code::QueueFull,
+                format!("session {session} already has {max} tasks waiting; retry later"),
+                QUEUE_FULL_RETRY_S,
+            ),
             Unavailable(why) => ApiError::unavailable(
                 Code::ClusterUnavailable,
                 format!("the cluster cannot commit right now ({why}); retry"),

@@ -27,6 +27,9 @@ pub const FAILURES_SCAN_MAX: usize = 10_000;
 /// [`PURGE_BATCH_MAX`]); the next round continues.
 pub const RETAIN_ROUNDS_MAX: u32 = 100;
 
+/// How long `start` waits for this replica to apply a session task's `Start`.
+pub const REPLICA_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct RaftLedger {
     cluster: Arc<Cluster>,
     /// Priorities that may preempt running work (`task_priority.allow_preempt_levels`).
@@ -89,11 +92,27 @@ impl Ledger for RaftLedger {
     }
 
     async fn start(&self, id: &str, _node: &str, _now_ms: u64) -> Result<TaskRecord, LedgerError> {
-        self.task_cmd(Command::Start {
-            id: id.to_string(),
-            node: self.me(),
-        })
-        .await
+        let rec = self
+            .task_cmd(Command::Start {
+                id: id.to_string(),
+                node: self.me(),
+            })
+            .await?;
+        if rec.session_id.is_some() {
+            // The worker reads the session next: wait until this replica has applied the
+            // `Start`, and so the previous turn recorded before it (bounded; a replica that
+            // lags longer reads what it has).
+            let deadline = tokio::time::Instant::now() + REPLICA_CATCH_UP;
+            while tokio::time::Instant::now() < deadline
+                && !self
+                    .cluster
+                    .sm
+                    .read(|s| s.tasks.get(id).is_some_and(|r| r.epoch >= rec.epoch))
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        Ok(rec)
     }
 
     async fn finish(

@@ -10,6 +10,7 @@
 //! - [`prevote`]: the pre-vote openraft 0.9 lacks: an election starts only when a majority
 //!   of voters has lost the leader too, so a paused or cut-off follower cannot depose it.
 //! - [`quota`]: budget and rate-limit leases on the hot path.
+//! - [`sessions`]: the [`crate::sessions::SessionStore`] backed by the replicated state.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
 //!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
@@ -22,6 +23,7 @@ pub mod prevote;
 pub mod proposer;
 pub mod quota;
 pub mod server;
+pub mod sessions;
 pub mod status;
 pub mod watcher;
 

@@ -572,10 +572,31 @@ impl Default for KnowledgeCache {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     pub context_management: ContextManagement,
+    /// A session untouched this long is forgotten (replicated expiry in a cluster).
+    pub ttl_hours: u64,
+    /// Sessions kept at most; past it the least recently updated are forgotten first.
+    pub sessions_max: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            context_management: ContextManagement::default(),
+            ttl_hours: 168,
+            sessions_max: 100_000,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Sessions updated before this time (Unix ms) have expired at `now_ms`.
+    pub fn expired_before(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.ttl_hours.saturating_mul(3_600_000))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1379,6 +1400,18 @@ impl Config {
                 "must be a number of megabytes > 0 (at most 1048576)",
             ));
         }
+        if !(1..=87_600).contains(&self.session.ttl_hours) {
+            return Err(bad(
+                "session.ttl_hours",
+                "must be between 1 and 87600 hours (10 years)",
+            ));
+        }
+        if !(1..=100_000_000).contains(&self.session.sessions_max) {
+            return Err(bad(
+                "session.sessions_max",
+                "must be between 1 and 100000000",
+            ));
+        }
         let cm = &self.session.context_management.compression;
         if !(0.0..=1.0).contains(&cm.trigger_threshold) || !(0.0..=1.0).contains(&cm.target_ratio) {
             return Err(bad(
@@ -1530,7 +1563,7 @@ impl Config {
                 "not active yet: parsed and validated only".to_string(),
             );
         }
-        if self.session != SessionConfig::default() {
+        if self.session.context_management != ContextManagement::default() {
             warn(
                 "session.context_management",
                 "not active yet: parsed and validated only; sessions keep their last messages"
@@ -1728,6 +1761,16 @@ mod tests {
                 "rate_limiting.per_model.gpt-9",
                 "unknown model",
             ),
+            (
+                json!({"session": {"ttl_hours": 0}}),
+                "session.ttl_hours",
+                "between 1 and",
+            ),
+            (
+                json!({"session": {"sessions_max": 0}}),
+                "session.sessions_max",
+                "between 1 and",
+            ),
         ];
         for (v, path, words) in cases {
             let e = err_of(v.clone());
@@ -1899,6 +1942,12 @@ mod tests {
                 json!({"session": {"context_management": {"max_context_tokens": 8000}}}),
                 false,
                 vec!["session.context_management"],
+            ),
+            // Expiry and the bound act (sessions::LocalSessions, the replicated sessions).
+            (
+                json!({"session": {"ttl_hours": 2, "sessions_max": 10}}),
+                false,
+                vec![],
             ),
             (
                 json!({"cluster": {"heartbeat_ms": 300}}),

@@ -331,7 +331,16 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         cache: RequestCache::default(),
         delivery: Default::default(),
         sessions: crate::sessions::Sessions {
-            store: Arc::new(crate::sessions::LocalSessions::new(store.clone())),
+            store: match &cluster {
+                Some(c) => Arc::new(crate::cluster::sessions::RaftSessions::new(
+                    c.clone(),
+                    cfg_cell.clone(),
+                )),
+                None => Arc::new(
+                    crate::sessions::LocalSessions::new(store.clone(), cfg_cell.clone())
+                        .context("opening the sessions")?,
+                ),
+            },
         },
     };
     let health = Arc::new(Health::default());
@@ -394,6 +403,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
 
     {
         let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
+        let sessions = runner.sessions.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             loop {
@@ -414,6 +424,14 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                         "purged finished tasks past their ttl or the retained maximum"
                     ),
                     Err(e) => tracing::error!(error = %e, "purge failed"),
+                }
+                match sessions.sweep(now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        forgotten = n,
+                        "forgot sessions past session.ttl_hours or session.sessions_max"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "session sweep failed"),
                 }
             }
         });

@@ -4,16 +4,26 @@
 //!
 //! A session changes only by whole turns ([`TurnUpdate`], applied by the pure
 //! [`Session::apply_turn`]), so every store gives the same session for the same turns.
+//!
+//! Bounded: a session holds at most [`SESSION_MESSAGES_MAX`] messages; a store keeps at most
+//! `session.sessions_max` sessions (recording a turn of a new session past it forgets the least
+//! recently updated one) and forgets sessions untouched for `session.ttl_hours` (the periodic
+//! [`SessionStore::sweep`], at most [`SESSION_SWEEP_MAX`] per call).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openclaw_proto::session::{Session, TurnUpdate};
 
+use crate::config::ConfigCell;
 use crate::storage::{StorageError, Store};
 
 /// Messages a session keeps in full at most (the context layer folds older ones into the
 /// summary or drops them first).
 pub const SESSION_MESSAGES_MAX: usize = 200;
+
+/// Sessions one sweep forgets at most (the next sweep continues).
+pub const SESSION_SWEEP_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -31,6 +41,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Session>, SessionError>;
     /// Durably record one finished turn (flushed, or committed, before it returns).
     async fn record_turn(&self, upd: TurnUpdate) -> Result<(), SessionError>;
+    /// Forget the sessions not updated for `session.ttl_hours` before `now_ms`, and the least
+    /// recently updated while more than `session.sessions_max` are kept; at most
+    /// [`SESSION_SWEEP_MAX`]. Returns how many were forgotten (in a cluster only the leader
+    /// proposes; the others return 0).
+    async fn sweep(&self, now_ms: u64) -> Result<u64, SessionError>;
 }
 
 /// The sessions handle.
@@ -47,21 +62,101 @@ impl Sessions {
     pub async fn record_turn(&self, upd: TurnUpdate) -> Result<(), SessionError> {
         self.store.record_turn(upd).await
     }
+
+    pub async fn sweep(&self, now_ms: u64) -> Result<u64, SessionError> {
+        self.store.sweep(now_ms).await
+    }
 }
 
-/// Sessions in this node's sled (`sessions` tree).
+/// Which sessions a sweep forgets, oldest first (pure): given the oldest sessions' update
+/// times (ascending) and how many are kept, the number of leading ones that are older than
+/// `before_ms` or beyond `keep_max`.
+pub fn sweep_count(oldest_updated_ms: &[u64], kept: u64, before_ms: u64, keep_max: u64) -> usize {
+    let over = kept.saturating_sub(keep_max);
+    oldest_updated_ms
+        .iter()
+        .enumerate()
+        .take_while(|(i, at)| (*i as u64) < over || **at < before_ms)
+        .count()
+}
+
+/// The index key of a session updated at `at_ms`: time first, so the oldest come first.
+fn index_key(at_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = at_ms.to_be_bytes().to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Sessions in this node's sled (`session_state` tree), with `session_updated` (update time +
+/// id) as the index expiry and the bound walk.
 pub struct LocalSessions {
     store: Store,
+    cfg: ConfigCell,
+    index: sled::Tree,
+    /// Sessions kept (the index's length, which sled counts only by walking it).
+    kept: AtomicU64,
     /// One writer at a time: a turn is read, applied and written whole.
     write: tokio::sync::Mutex<()>,
 }
 
 impl LocalSessions {
-    pub fn new(store: Store) -> LocalSessions {
-        LocalSessions {
-            store,
-            write: tokio::sync::Mutex::new(()),
+    /// Open the sessions of `store`, rebuilding the update-time index from the sessions (one
+    /// streaming pass; it also heals an index write a crash cut short).
+    pub fn new(store: Store, cfg: ConfigCell) -> Result<LocalSessions, SessionError> {
+        let index = store.index_tree("session_updated")?;
+        index.clear().map_err(StorageError::from)?;
+        let mut kept = 0u64;
+        for s in store.sessions() {
+            index
+                .insert(index_key(s.updated_at_ms, &s.id), &[])
+                .map_err(StorageError::from)?;
+            kept += 1;
         }
+        Ok(LocalSessions {
+            store,
+            cfg,
+            index,
+            kept: AtomicU64::new(kept),
+            write: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Forget the oldest sessions that `sweep_count` picks (under the write lock).
+    fn forget_oldest(
+        &self,
+        before_ms: u64,
+        keep_max: u64,
+        max: usize,
+    ) -> Result<u64, SessionError> {
+        let oldest: Vec<(sled::IVec, u64)> = self
+            .index
+            .iter()
+            .take(max)
+            .filter_map(|item| item.ok())
+            .filter_map(|(k, _)| {
+                let at: [u8; 8] = k.get(..8)?.try_into().ok()?;
+                Some((k, u64::from_be_bytes(at)))
+            })
+            .collect();
+        let times: Vec<u64> = oldest.iter().map(|(_, at)| *at).collect();
+        let n = sweep_count(
+            &times,
+            self.kept.load(Ordering::Relaxed),
+            before_ms,
+            keep_max,
+        );
+        for (k, _) in oldest.iter().take(n) {
+            if let Ok(id) = std::str::from_utf8(&k[8..]) {
+                self.store.remove_session(id)?;
+            }
+            self.index.remove(k).map_err(StorageError::from)?;
+            let _ = self
+                .kept
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(1))
+                });
+        }
+        Ok(n as u64)
     }
 }
 
@@ -74,15 +169,48 @@ impl SessionStore for LocalSessions {
     async fn record_turn(&self, upd: TurnUpdate) -> Result<(), SessionError> {
         {
             let _one = self.write.lock().await;
-            let mut s = self
-                .store
-                .session(&upd.session)?
-                .unwrap_or_else(|| Session::new(&upd.session, &upd.agent));
-            s.apply_turn(&upd, crate::util::now_ms(), SESSION_MESSAGES_MAX);
-            self.store.put_session(&s)?;
+            let old = self.store.session(&upd.session)?;
+            let was_indexed = old
+                .as_ref()
+                .map(|s| self.index.contains_key(index_key(s.updated_at_ms, &s.id)))
+                .transpose()
+                .map_err(StorageError::from)?
+                .unwrap_or(false);
+            let mut s = old.unwrap_or_else(|| Session::new(&upd.session, &upd.agent));
+            let before = s.updated_at_ms;
+            if s.apply_turn(&upd, crate::util::now_ms(), SESSION_MESSAGES_MAX) {
+                self.store.put_session(&s)?;
+                if was_indexed {
+                    self.index
+                        .remove(index_key(before, &s.id))
+                        .map_err(StorageError::from)?;
+                } else {
+                    self.kept.fetch_add(1, Ordering::Relaxed);
+                }
+                self.index
+                    .insert(index_key(s.updated_at_ms, &s.id), &[])
+                    .map_err(StorageError::from)?;
+                // Past the bound: the least recently updated other session leaves.
+                let keep_max = self.cfg.get().session.sessions_max;
+                self.forget_oldest(0, keep_max, 1)?;
+            }
         }
         self.store.flush().await?;
         Ok(())
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<u64, SessionError> {
+        let cfg = self.cfg.get();
+        let (before, keep_max) = (cfg.session.expired_before(now_ms), cfg.session.sessions_max);
+        drop(cfg);
+        let n = {
+            let _one = self.write.lock().await;
+            self.forget_oldest(before, keep_max, SESSION_SWEEP_MAX)?
+        };
+        if n > 0 {
+            self.store.flush().await?;
+        }
+        Ok(n)
     }
 }
 
@@ -91,14 +219,22 @@ mod tests {
     use super::*;
     use openclaw_proto::session::SessionMessage;
 
+    fn cfg() -> ConfigCell {
+        ConfigCell::new(crate::config::Config::default())
+    }
+
     fn turn(task: &str, text: &str) -> TurnUpdate {
+        turn_of("s1", task, text)
+    }
+
+    fn turn_of(session: &str, task: &str, text: &str) -> TurnUpdate {
         let m = |role: &str| SessionMessage {
             role: role.into(),
             content: format!("{role}: {text}"),
             tokens: 2,
         };
         TurnUpdate {
-            session: "s1".into(),
+            session: session.into(),
             agent: "a".into(),
             task_id: task.into(),
             fold: 0,
@@ -113,12 +249,12 @@ mod tests {
     async fn turns_persist_in_order_and_apply_once() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = LocalSessions::new(Store::open(dir.path()).unwrap());
+            let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
             s.record_turn(turn("t1", "one")).await.unwrap();
             s.record_turn(turn("t2", "two")).await.unwrap();
             s.record_turn(turn("t2", "two")).await.unwrap();
         }
-        let s = LocalSessions::new(Store::open(dir.path()).unwrap());
+        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
         let got = s.get("s1").await.unwrap().unwrap();
         assert_eq!(got.turns, 2);
         assert_eq!(got.messages.len(), 4);
@@ -148,10 +284,64 @@ mod tests {
             .unwrap();
         db.flush().unwrap();
         drop(db);
-        let s = LocalSessions::new(Store::open(dir.path()).unwrap());
+        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
         let got = s.get("s-old").await.unwrap().unwrap();
         assert_eq!(got.messages.len(), 1);
         assert_eq!(got.messages[0].content, "hello there");
         assert!(got.messages[0].tokens > 0);
+    }
+
+    /// The sweep's choice: every session older than the cut-off, and more, oldest first, while
+    /// over the bound.
+    #[test]
+    fn sweep_count_table() {
+        // (oldest update times, kept, before, keep_max) -> forgotten
+        let cases: [(&[u64], u64, u64, u64, usize); 6] = [
+            (&[], 0, 100, 10, 0),
+            (&[10, 20, 30], 3, 0, 10, 0),
+            (&[10, 20, 30], 3, 25, 10, 2),
+            (&[10, 20, 30], 3, 0, 1, 2),
+            (&[10, 20, 30], 5, 0, 1, 3),
+            (&[10, 20, 30], 3, 15, 2, 1),
+        ];
+        for (times, kept, before, max, want) in cases {
+            assert_eq!(
+                sweep_count(times, kept, before, max),
+                want,
+                "{times:?} {kept} {before} {max}"
+            );
+        }
+    }
+
+    /// `session.sessions_max` holds at every turn (the least recently updated leaves), and the
+    /// sweep forgets sessions past `session.ttl_hours`; both survive a reopen.
+    #[tokio::test]
+    async fn the_bound_and_the_ttl_forget_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::config::Config::default();
+        c.session.sessions_max = 2;
+        let cell = ConfigCell::new(c);
+        {
+            let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cell.clone()).unwrap();
+            s.record_turn(turn_of("a", "t1", "x")).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            s.record_turn(turn_of("b", "t2", "x")).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            s.record_turn(turn_of("a", "t3", "x")).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            // A third session: `b` is the least recently updated and leaves.
+            s.record_turn(turn_of("c", "t4", "x")).await.unwrap();
+            assert!(s.get("b").await.unwrap().is_none());
+            assert_eq!(s.get("a").await.unwrap().unwrap().turns, 2);
+            assert!(s.get("c").await.unwrap().is_some());
+            assert_eq!(s.sweep(crate::util::now_ms()).await.unwrap(), 0);
+        }
+        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cell).unwrap();
+        assert!(s.get("a").await.unwrap().is_some());
+        // 168 hours later both expired.
+        let later = crate::util::now_ms() + 169 * 3_600_000;
+        assert_eq!(s.sweep(later).await.unwrap(), 2);
+        assert!(s.get("a").await.unwrap().is_none());
+        assert!(s.get("c").await.unwrap().is_none());
     }
 }

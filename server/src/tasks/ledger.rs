@@ -41,6 +41,13 @@ pub enum LedgerError {
     /// Another node owns the task.
     #[error("task {id} is owned by node {owner}")]
     NotOwner { id: String, owner: String },
+    /// An earlier task of the same session is not final yet (cluster mode: its owner is told
+    /// when it may start).
+    #[error("task {id} waits for an earlier turn of session {session}")]
+    SessionBusy { id: String, session: String },
+    /// The session has as many live tasks as it may (`state::SESSION_WAITING_MAX`).
+    #[error("session {session} already has {max} tasks waiting; retry when one has finished")]
+    SessionFull { session: String, max: u64 },
     /// The cluster cannot commit right now (no leader, no quorum, proposals full).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
@@ -55,6 +62,8 @@ impl From<Rejection> for LedgerError {
             Rejection::Fenced { id, given, current } => LedgerError::Fenced { id, given, current },
             Rejection::WrongState { id, status } => LedgerError::WrongState { id, status },
             Rejection::NotOwner { id, owner, .. } => LedgerError::NotOwner { id, owner },
+            Rejection::SessionBusy { id, session } => LedgerError::SessionBusy { id, session },
+            Rejection::SessionFull { session, max } => LedgerError::SessionFull { session, max },
             other => LedgerError::Unavailable(other.to_string()),
         }
     }
