@@ -96,9 +96,12 @@ pub enum Command {
         after_help = "Example:\n  cargo build --release && ./target/release/openclaw-node bench"
     )]
     Bench(crate::bench::BenchArgs),
-    /// Tokens per day from the audit log (the chapter's daily table) and the input/output ratio.
+    /// Tokens per day from the audit log (the chapter's daily table) and the input/output ratio;
+    /// with --breakdown, where the prompt tokens go (system, memory, tools, history, summary,
+    /// input, output) beside the chapter's typical shares.
     #[command(
-        after_help = "Examples:\n  openclaw-node tokens\n  openclaw-node tokens --days 30 --json"
+        after_help = "Examples:\n  openclaw-node tokens\n  openclaw-node tokens --days 30 --json\n  \
+                            openclaw-node tokens --breakdown --days 1"
     )]
     Tokens(TokensArgs),
     /// Cost per model for a month at the configured prices, total and month-end projection.
@@ -111,6 +114,13 @@ pub enum Command {
         after_help = "Examples:\n  openclaw-node queue\n  openclaw-node queue --failed --json"
     )]
     Queue(QueueArgs),
+    /// A node's conversations: list them, show one (messages, summary, token counts), clear one.
+    #[command(after_help = "Examples:\n  openclaw-node session list\n  \
+                            openclaw-node session list --limit 50 --after s-alice\n  \
+                            openclaw-node session show s-alice\n  \
+                            openclaw-node session clear s-alice --node http://10.0.0.5:3000\n  \
+                            openclaw-node session show s-alice --json")]
+    Session(SessionArgs),
     /// Check config, data dir, disk, providers, clock and the node; each failure with its fix.
     #[command(
         after_help = "Example:\n  openclaw-node doctor --data-dir ~/.openclaw --node http://127.0.0.1:3000"
@@ -204,12 +214,62 @@ pub struct ConfigLocation {
 }
 
 #[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(subcommand)]
+    pub action: SessionAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionAction {
+    /// Sessions in id order, a page at a time: id, agent, turns, messages, tokens, updated.
+    List {
+        #[command(flatten)]
+        opts: SessionOpts,
+        /// Sessions per page (1..=100).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Start after this session id (the `next` a previous page printed).
+        #[arg(long)]
+        after: Option<String>,
+        /// Follow the cursor and print every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One session: its recent messages, running summary and token counts.
+    Show {
+        #[command(flatten)]
+        opts: SessionOpts,
+        id: String,
+    },
+    /// Forget a session (its next turn starts a new conversation).
+    Clear {
+        #[command(flatten)]
+        opts: SessionOpts,
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionOpts {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// Print the node's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct TokensArgs {
     #[command(flatten)]
     pub location: ConfigLocation,
     /// Days to show, today included (local dates).
     #[arg(long, default_value_t = 7)]
     pub days: u32,
+    /// Where the tokens go: prompt components (system, memory, tools, history, summary, input)
+    /// and output over the period, beside the chapter's typical shares (§18.1), and what the
+    /// context layer kept out of the prompts.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -1,5 +1,5 @@
 //! A small HTTP client for the node's API, used by the CLI's client commands (`submit`,
-//! `cache`, …).
+//! `cache`, `session`, …).
 
 use std::time::Duration;
 
@@ -81,6 +81,20 @@ impl Client {
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
             .req(reqwest::Method::GET, path)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
+    /// `DELETE path` (a JSON answer).
+    pub async fn delete_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .req(reqwest::Method::DELETE, path)
             .timeout(Duration::from_secs(30))
             .send()
             .await

@@ -123,6 +123,15 @@ fn entry(i: usize, ts: NaiveDateTime, model: &str, input: u64, output: u64) -> A
         status: if i % 7 == 0 { "timeout" } else { "ok" }.into(),
         attempt: 1 + (i % 2) as u32,
         fallback_from: (i % 6 == 0).then(|| "gpt-4o".to_string()),
+        // A task's line carries its prompt's components; the chapter's scripts ignore them.
+        prompt: (i % 3 != 0).then(|| audit::AuditPrompt {
+            system: input / 5,
+            memory: input / 10,
+            history: input / 3,
+            input: input / 10,
+            saved: i as u64,
+            ..Default::default()
+        }),
     }
 }
 

@@ -247,6 +247,9 @@ pub enum Command {
         keep_max: u64,
         max: u32,
     },
+    /// Forget one session (`DELETE /api/sessions/{id}`). Replied `Purged(1)` if it existed,
+    /// `Purged(0)` if not.
+    RemoveSession { id: String },
 }
 
 /// A budget scope's limits as the proposer's config has them (`None` = unlimited).

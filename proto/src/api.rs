@@ -377,3 +377,66 @@ mod tests {
         assert_eq!(ok.priority, Some(Priority::High));
     }
 }
+
+// ---- Sessions (`/api/sessions`) ----
+
+/// A session's token counts: the messages kept in full and the running summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTokens {
+    pub messages: u64,
+    pub summary: u64,
+}
+
+/// One message of a session as served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMessageView {
+    pub role: String,
+    pub content: String,
+}
+
+/// Answer of `GET /api/sessions/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub agent: String,
+    /// The newest messages, oldest first.
+    pub messages: Vec<SessionMessageView>,
+    /// The running summary of the older messages (none until the context layer folds any).
+    pub summary: Option<String>,
+    pub tokens: SessionTokens,
+    /// Turns recorded, failed ones included.
+    pub turns: u64,
+    pub last_task: Option<String>,
+    /// RFC 3339; absent for a session never updated since it was stored by an older version.
+    pub updated_at: Option<String>,
+}
+
+/// One session in `GET /api/sessions`: its counts, without the messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionListEntry {
+    pub id: String,
+    pub agent: String,
+    /// Messages kept in full.
+    pub messages: u64,
+    /// Whether it has a running summary.
+    pub summarised: bool,
+    pub tokens: SessionTokens,
+    pub turns: u64,
+    pub last_task: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// Answer of `GET /api/sessions?limit=&after=`: sessions in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionListEntry>,
+    /// Pass as `after` for the next page; absent at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `DELETE /api/sessions/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCleared {
+    pub id: String,
+    pub cleared: bool,
+}

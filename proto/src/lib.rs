@@ -1,6 +1,7 @@
 //! openclaw-proto: every type that crosses a process boundary.
 //!
-//! - [`api`]: the task API (`/api/tasks`) request and response shapes, the error body.
+//! - [`api`]: the task API (`/api/tasks`) request and response shapes, the error body, and the
+//!   sessions API's answers (`/api/sessions`).
 //! - [`openai`]: OpenAI-compatible chat-completion DTOs (`/v1/chat/completions`, `/v1/models`).
 //! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
 //! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`).

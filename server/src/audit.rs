@@ -120,6 +120,52 @@ pub struct AuditEntry {
     /// The model this call replaced, when it is a fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+    /// What the prompt was made of (a task's call; absent on direct `/v1` calls and on lines
+    /// written before the field existed). Read by `openclaw-node tokens --breakdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<AuditPrompt>,
+}
+
+/// The components of a task's prompt (§18.1's table), counted by the gateway's token
+/// estimator when the prompt was built — so their sum is near, not equal to, the provider's
+/// `tokens.input` — and what the context layer kept out of it. Every field defaults to 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditPrompt {
+    /// SOUL.md, AGENTS.md and the other workspace files.
+    pub system: u64,
+    /// MEMORY.md and the loaded memory files.
+    pub memory: u64,
+    /// Tool descriptions.
+    pub tools: u64,
+    /// The session's messages sent in full.
+    pub history: u64,
+    /// The session's running summary.
+    pub summary: u64,
+    /// The user's message.
+    pub input: u64,
+    /// Tokens the context layer kept out of this prompt (window, summary, compression).
+    pub saved: u64,
+}
+
+impl AuditPrompt {
+    /// The components of a built prompt (summary and saved are the context layer's to add).
+    pub fn of(b: &openclaw_proto::api::PromptBreakdown) -> AuditPrompt {
+        AuditPrompt {
+            system: u64::from(b.system),
+            memory: u64::from(b.memory),
+            tools: u64::from(b.tools),
+            history: u64::from(b.history),
+            summary: 0,
+            input: u64::from(b.input),
+            saved: 0,
+        }
+    }
+
+    /// The estimated prompt: every component but `saved`.
+    pub fn total(&self) -> u64 {
+        self.system + self.memory + self.tools + self.history + self.summary + self.input
+    }
 }
 
 /// `timestamp` as local naive ISO 8601 with exactly six fractional digits. Reading also accepts
@@ -470,6 +516,15 @@ mod tests {
             } else {
                 None
             },
+            prompt: (i % 2 == 0).then(|| AuditPrompt {
+                system: 40,
+                memory: 20,
+                tools: 10,
+                history: 25,
+                summary: 0,
+                input: 5 + i as u64,
+                saved: 3,
+            }),
         }
     }
 
@@ -526,6 +581,14 @@ mod tests {
                 assert!(v["task_id"].is_null(), "task_id must be present and null");
             }
             assert_eq!(v.get("fallback_from").is_some(), i % 5 == 0);
+            if i % 2 == 0 {
+                let p = &v["prompt"];
+                assert_eq!(p["system"], 40, "{v}");
+                assert_eq!(p["input"], 5 + i as u64, "{v}");
+                assert_eq!(p["saved"], 3, "{v}");
+            } else {
+                assert!(v.get("prompt").is_none(), "no prompt, no field: {v}");
+            }
             for key in ["node", "request_id", "agent", "source", "provider"] {
                 assert!(v[key].is_string(), "{key}");
             }

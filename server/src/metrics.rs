@@ -34,6 +34,9 @@
 //! | `openclaw_cluster_term` | gauge | — this node's Raft term |
 //! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
 //! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
+//! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), refreshed on each change here and each scrape |
+//! | `openclaw_session_summary_calls_total` | counter | `result` (`ok`, `error`): model calls that fold older messages into a session's summary |
+//! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `summary`, `compression`): prompt tokens the context layer kept out of calls |
 //!
 //! Probes (`/health`, `/ready`, `/metrics`: Prometheus's scrapes, Docker's health checks, load
 //! balancers) are counted apart, in `openclaw_probe_requests_total`: the chapter's QPS panel
@@ -78,6 +81,14 @@ pub const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 /// `reason` label values of `openclaw_cluster_tasks_moved_total`.
 pub const MOVE_REASONS: [&str; 2] = ["steal", "failover"];
 
+/// `result` label values of `openclaw_session_summary_calls_total`.
+pub const SUMMARY_RESULTS: [&str; 2] = ["ok", "error"];
+
+/// `by` label values of `openclaw_context_tokens_saved_total`: what kept the tokens out of the
+/// prompt — the sliding window (older messages dropped), the summary (older messages replaced
+/// by their shorter summary), compression (content condensed to `target_ratio`).
+pub const SAVED_BY: [&str; 3] = ["window", "summary", "compression"];
+
 /// Whether an endpoint label is a probe's (health check, readiness, scrape).
 pub fn is_probe(endpoint: &str) -> bool {
     PROBE_ENDPOINTS.contains(&endpoint)
@@ -120,6 +131,9 @@ pub struct Metrics {
     pub cluster_term: IntGauge,
     pub cluster_nodes_alive: IntGauge,
     pub cluster_tasks_moved_total: IntCounterVec,
+    pub sessions_live: IntGauge,
+    pub session_summary_calls_total: IntCounterVec,
+    pub context_tokens_saved_total: IntCounterVec,
 }
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
@@ -405,6 +419,24 @@ impl Metrics {
                 )
                 .expect("valid counter definition"),
             ),
+            sessions_live: int_gauge(
+                &r,
+                "openclaw_sessions_live",
+                "Sessions stored (this node's store, or its replica of the cluster's).",
+            ),
+            session_summary_calls_total: counter_vec(
+                &r,
+                "openclaw_session_summary_calls_total",
+                "Model calls that fold a session's older messages into its summary, by result.",
+                &["result"],
+            ),
+            context_tokens_saved_total: counter_vec(
+                &r,
+                "openclaw_context_tokens_saved_total",
+                "Prompt tokens the context layer kept out of model calls, by what saved them \
+                 (window, summary, compression).",
+                &["by"],
+            ),
             registry: r,
         };
         // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
@@ -429,6 +461,12 @@ impl Metrics {
         }
         for result in ["hit", "miss"] {
             m.cache_requests_total.with_label_values(&[result]);
+        }
+        for result in SUMMARY_RESULTS {
+            m.session_summary_calls_total.with_label_values(&[result]);
+        }
+        for by in SAVED_BY {
+            m.context_tokens_saved_total.with_label_values(&[by]);
         }
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
@@ -517,6 +555,28 @@ impl Metrics {
         self.queue_depth
             .with_label_values(&[priority.as_str()])
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Sessions stored now.
+    pub fn set_sessions_live(&self, n: u64) {
+        self.sessions_live.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// One summary call (the context layer folding older messages into a session's summary).
+    pub fn observe_summary_call(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.session_summary_calls_total
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// Prompt tokens the context layer kept out of a call; `by` is one of [`SAVED_BY`] (any
+    /// other value is counted as `window`, so the label stays bounded).
+    pub fn add_context_tokens_saved(&self, by: &'static str, tokens: u64) {
+        let by = if SAVED_BY.contains(&by) { by } else { "window" };
+        self.context_tokens_saved_total
+            .with_label_values(&[by])
+            .inc_by(tokens);
     }
 
     /// The text exposition format of every metric.
@@ -669,6 +729,17 @@ mod tests {
                 "openclaw_cluster_tasks_moved_total{{reason=\"{r}\"}} 0"
             ));
         }
+        for r in SUMMARY_RESULTS {
+            want.push(format!(
+                "openclaw_session_summary_calls_total{{result=\"{r}\"}} 0"
+            ));
+        }
+        for by in SAVED_BY {
+            want.push(format!(
+                "openclaw_context_tokens_saved_total{{by=\"{by}\"}} 0"
+            ));
+        }
+        want.push("openclaw_sessions_live 0".into());
         want.push("openclaw_cluster_nodes_alive 0".into());
         want.push("openclaw_cluster_is_leader 0".into());
         for line in want {
@@ -677,6 +748,29 @@ mod tests {
                 "{line} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn session_metrics_count_with_bounded_labels() {
+        // A private instance: the global one is shared with other tests.
+        let m = Metrics::new();
+        m.set_sessions_live(3);
+        m.observe_summary_call(true);
+        m.observe_summary_call(false);
+        m.observe_summary_call(true);
+        m.add_context_tokens_saved("window", 100);
+        m.add_context_tokens_saved("summary", 40);
+        m.add_context_tokens_saved("made-up", 1);
+        assert_eq!(m.sessions_live.get(), 3);
+        let calls = |r: &str| m.session_summary_calls_total.with_label_values(&[r]).get();
+        assert_eq!((calls("ok"), calls("error")), (2, 1));
+        let saved = |b: &str| m.context_tokens_saved_total.with_label_values(&[b]).get();
+        assert_eq!(
+            (saved("window"), saved("summary"), saved("compression")),
+            (101, 40, 0)
+        );
+        let text = m.render();
+        assert!(!text.contains("made-up"), "{text}");
     }
 
     #[test]

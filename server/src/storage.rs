@@ -264,19 +264,58 @@ impl Store {
         Ok(())
     }
 
-    /// Forget a session (and an older data dir's transcript of it).
-    pub fn remove_session(&self, id: &str) -> Result<(), StorageError> {
-        self.session_state.remove(id.as_bytes())?;
-        self.sessions.remove(id.as_bytes())?;
-        Ok(())
+    /// Up to `limit` sessions with ids after `after`, in id order (both trees: a transcript of
+    /// an older data dir lists like a session).
+    pub fn sessions_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Session>, StorageError> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let range = (lower, Bound::<Vec<u8>>::Unbounded);
+        let mut ids: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for tree in [&self.session_state, &self.sessions] {
+            for k in tree.range(range.clone()).keys().take(limit) {
+                ids.insert(k?.to_vec());
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids.into_iter().take(limit) {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(s) = self.session(&id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a session (and an older data dir's transcript of it); whether there was one.
+    pub fn remove_session(&self, id: &str) -> Result<bool, StorageError> {
+        let a = self.session_state.remove(id.as_bytes())?.is_some();
+        let b = self.sessions.remove(id.as_bytes())?.is_some();
+        Ok(a || b)
     }
 
     /// Every stored session, in id order (streamed; used to rebuild an index at start).
+    /// An older data dir's transcripts come after, as sessions updated at time 0.
     pub fn sessions(&self) -> impl Iterator<Item = Session> + '_ {
-        self.session_state
+        let current = self
+            .session_state
             .iter()
             .filter_map(|item| item.ok())
-            .filter_map(|(_, v)| openclaw_proto::codec::decode::<Session>(&v).ok())
+            .filter_map(|(_, v)| openclaw_proto::codec::decode::<Session>(&v).ok());
+        let legacy = self
+            .sessions
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| String::from_utf8(k.to_vec()).ok())
+            .filter_map(|id| self.session(&id).ok().flatten());
+        current.chain(legacy)
     }
 
     pub fn put_delivery(&self, d: &PendingDelivery) -> Result<(), StorageError> {

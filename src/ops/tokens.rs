@@ -11,6 +11,15 @@
 //! `input / max(output, 1)` printed `N.N:1`, as in `seven_day_summary.py`.
 //! Calls the built-in simulator answered (audit `provider: "sim"`) count like the others and are
 //! also totalled apart (`simulated`), so simulated traffic is not taken for real usage.
+//!
+//! `--breakdown` ([`breakdown`]): where the tokens of the same days went, by the components of
+//! §18.1's table — system prompt, memory, tools, history, summary, user input, output — beside
+//! the chapter's typical shares. A task's audit line carries its prompt's components as the
+//! gateway estimated them (`prompt`); each line's provider-counted `tokens.input` is split in
+//! those proportions, so the components add up to what was billed. Lines without components
+//! (direct `/v1` calls, summary calls, lines written before the field) count as
+//! `unattributed`. The `saved` tokens the context layer kept out of the prompts are summed
+//! beside them: `saved / (saved + attributed prompt tokens)` is how much smaller it made them.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +28,19 @@ use serde::Serialize;
 
 use crate::cli::TokensArgs;
 use openclaw_server::audit::{AuditEntry, CacheOutcome, STATUS_OK};
+
+/// §18.1's typical share of each component, in percent (low, high); `None` where the chapter
+/// has no row (the summary is part of its "history"; unattributed is ours).
+pub const TYPICAL_SHARES: [(&str, Option<(u32, u32)>); 8] = [
+    ("system", Some((15, 25))),
+    ("memory", Some((10, 20))),
+    ("tools", Some((10, 15))),
+    ("history", Some((30, 40))),
+    ("summary", None),
+    ("input", Some((5, 10))),
+    ("output", Some((10, 20))),
+    ("unattributed", None),
+];
 
 use super::{render_table, thousands, Align};
 
@@ -176,11 +198,189 @@ pub fn render(r: &TokenReport) -> String {
     out
 }
 
+/// One component's row of the breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentRow {
+    pub component: &'static str,
+    pub tokens: u64,
+    /// Of all tokens (input + output) over the period, 0..=1.
+    pub share: f64,
+    /// The chapter's typical share in percent, `[low, high]`.
+    pub typical: Option<(u32, u32)>,
+    /// `below`, `within` or `above` the typical share; `None` without one or without tokens.
+    pub versus_typical: Option<&'static str>,
+}
+
+/// `openclaw-node tokens --breakdown`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub from: String,
+    pub to: String,
+    pub calls: u64,
+    /// Calls whose line carries the prompt's components.
+    pub calls_with_components: u64,
+    /// Input + output tokens over the period (the provider's counts).
+    pub total: u64,
+    pub components: Vec<ComponentRow>,
+    /// Tokens the context layer kept out of the prompts (window, summary, compression).
+    pub saved: u64,
+    /// `saved / (saved + prompt tokens of the calls with components)`, 0..=1.
+    pub saved_share: f64,
+}
+
+/// Where the tokens of `entries` over `[today - (days-1), today]` went (see the module doc).
+pub fn breakdown(entries: &[AuditEntry], today: NaiveDate, days: u32) -> Breakdown {
+    let days = days.max(1);
+    let from = today - Duration::days(i64::from(days) - 1);
+    // system, memory, tools, history, summary, input, output, unattributed
+    let mut acc = [0f64; 8];
+    let (mut calls, mut with, mut total, mut saved, mut attributed_in) = (0u64, 0u64, 0, 0, 0);
+    for e in entries {
+        let d = e.timestamp.date();
+        if d < from || d > today {
+            continue;
+        }
+        calls += 1;
+        total += e.tokens.input + e.tokens.output;
+        acc[6] += e.tokens.output as f64;
+        let Some(p) = e.prompt.filter(|p| p.total() > 0) else {
+            acc[7] += e.tokens.input as f64;
+            continue;
+        };
+        with += 1;
+        saved += p.saved;
+        attributed_in += e.tokens.input;
+        let scale = e.tokens.input as f64 / p.total() as f64;
+        for (i, part) in [p.system, p.memory, p.tools, p.history, p.summary, p.input]
+            .into_iter()
+            .enumerate()
+        {
+            acc[i] += part as f64 * scale;
+        }
+    }
+    let components = TYPICAL_SHARES
+        .iter()
+        .zip(acc)
+        .map(|((name, typical), tokens)| {
+            let tokens = tokens.round() as u64;
+            let share = if total == 0 {
+                0.0
+            } else {
+                tokens as f64 / total as f64
+            };
+            let pct = share * 100.0;
+            let versus_typical = match typical {
+                Some((lo, hi)) if tokens > 0 => Some(if pct < f64::from(*lo) {
+                    "below"
+                } else if pct > f64::from(*hi) {
+                    "above"
+                } else {
+                    "within"
+                }),
+                _ => None,
+            };
+            ComponentRow {
+                component: name,
+                tokens,
+                share,
+                typical: *typical,
+                versus_typical,
+            }
+        })
+        .collect();
+    let before = saved + attributed_in;
+    Breakdown {
+        from: from.format("%Y-%m-%d").to_string(),
+        to: today.format("%Y-%m-%d").to_string(),
+        calls,
+        calls_with_components: with,
+        total,
+        components,
+        saved,
+        saved_share: if before == 0 {
+            0.0
+        } else {
+            saved as f64 / before as f64
+        },
+    }
+}
+
+/// The readable breakdown.
+pub fn render_breakdown(b: &Breakdown) -> String {
+    let rows: Vec<Vec<String>> = b
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.component.to_string(),
+                thousands(c.tokens),
+                format!("{:.1}%", c.share * 100.0),
+                c.typical
+                    .map(|(lo, hi)| format!("{lo}-{hi}%"))
+                    .unwrap_or_else(|| "-".into()),
+                c.versus_typical.unwrap_or("-").to_string(),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "Where the tokens went, {} .. {} (local dates): {} tokens over {} calls
+",
+        b.from,
+        b.to,
+        thousands(b.total),
+        thousands(b.calls)
+    );
+    out.push_str(&render_table(
+        &[
+            ("component", Align::Left),
+            ("tokens", Align::Right),
+            ("share", Align::Right),
+            ("typical (§18.1)", Align::Right),
+            ("vs typical", Align::Left),
+        ],
+        &rows,
+    ));
+    out.push_str(&format!(
+        "{} of {} calls carry their prompt's components; each call's billed input is split in \
+         their proportions. unattributed: direct /v1 calls, summary calls, older lines.
+",
+        thousands(b.calls_with_components),
+        thousands(b.calls)
+    ));
+    if b.saved > 0 {
+        out.push_str(&format!(
+            "context layer: {} tokens kept out of the prompts ({:.1}% smaller than without it)
+",
+            thousands(b.saved),
+            b.saved_share * 100.0
+        ));
+    } else {
+        out.push_str(
+            "context layer: no tokens kept out of the prompts over the period
+",
+        );
+    }
+    out
+}
+
 pub fn run(args: TokensArgs) -> anyhow::Result<i32> {
     let loc = super::Resolved::of(&args.location);
     let logs = openclaw_server::audit::logs_dir(&loc.data_dir);
     let entries = openclaw_server::audit::read_entries(&logs)
         .map_err(|e| anyhow::anyhow!("reading the audit log in {}: {e}", logs.display()))?;
+    if args.breakdown {
+        let b = breakdown(
+            &entries,
+            openclaw_server::audit::local_now().date(),
+            args.days,
+        );
+        if args.json {
+            super::print_json(&b)?;
+        } else {
+            print!("{}", render_breakdown(&b));
+        }
+        return Ok(0);
+    }
     let r = report(
         &entries,
         openclaw_server::audit::local_now().date(),
@@ -224,6 +424,7 @@ pub(crate) mod tests {
             status: status.into(),
             attempt: 1,
             fallback_from: None,
+            prompt: None,
         }
     }
 
@@ -327,5 +528,148 @@ pub(crate) mod tests {
             }
         );
         assert!(render(&r).contains("of which simulated"), "{}", render(&r));
+    }
+
+    fn with_prompt(mut e: AuditEntry, parts: [u64; 6], saved: u64) -> AuditEntry {
+        let [system, memory, tools, history, summary, input] = parts;
+        e.prompt = Some(openclaw_server::audit::AuditPrompt {
+            system,
+            memory,
+            tools,
+            history,
+            summary,
+            input,
+            saved,
+        });
+        e
+    }
+
+    fn tokens_of(b: &Breakdown) -> Vec<(&'static str, u64)> {
+        b.components
+            .iter()
+            .map(|c| (c.component, c.tokens))
+            .collect()
+    }
+
+    #[test]
+    fn breakdown_splits_billed_input_by_the_components() {
+        let today = day("2026-11-23");
+        // (lines, expected tokens per component, saved, saved share)
+        type Case = (Vec<AuditEntry>, [u64; 8], u64, f64);
+        let at = "2026-11-23T10:00:00.0";
+        let cases: Vec<Case> = vec![
+            (vec![], [0; 8], 0, 0.0),
+            // Estimates equal to the billed input: taken as they are.
+            (
+                vec![with_prompt(
+                    entry(at, "m", 100, 30, "ok"),
+                    [20, 10, 10, 40, 0, 20],
+                    0,
+                )],
+                [20, 10, 10, 40, 0, 20, 30, 0],
+                0,
+                0.0,
+            ),
+            // The provider counted twice the estimate: every component doubles.
+            (
+                vec![with_prompt(
+                    entry(at, "m", 200, 10, "ok"),
+                    [20, 10, 10, 30, 10, 20],
+                    100,
+                )],
+                [40, 20, 20, 60, 20, 40, 10, 0],
+                100,
+                100.0 / 300.0,
+            ),
+            // A line without components (a /v1 call) is unattributed; its output still counts.
+            (
+                vec![
+                    entry(at, "m", 70, 5, "ok"),
+                    with_prompt(entry(at, "m", 10, 5, "ok"), [0, 0, 0, 0, 0, 10], 0),
+                ],
+                [0, 0, 0, 0, 0, 10, 10, 70],
+                0,
+                0.0,
+            ),
+            // A failed call (0 tokens) and a cache hit attribute nothing; all-zero components
+            // count as unattributed; a line outside the period is left out.
+            (
+                vec![
+                    with_prompt(entry(at, "m", 0, 0, "timeout"), [5, 5, 5, 5, 5, 5], 9),
+                    with_prompt(entry(at, "m", 40, 0, "ok"), [0; 6], 0),
+                    with_prompt(
+                        entry("2026-11-10T10:00:00.0", "m", 999, 999, "ok"),
+                        [1, 1, 1, 1, 1, 1],
+                        999,
+                    ),
+                ],
+                [0, 0, 0, 0, 0, 0, 0, 40],
+                9,
+                1.0,
+            ),
+        ];
+        for (lines, want, saved, share) in cases {
+            let b = breakdown(&lines, today, 7);
+            let names: Vec<&str> = TYPICAL_SHARES.iter().map(|(n, _)| *n).collect();
+            let want: Vec<(&str, u64)> = names.into_iter().zip(want).collect();
+            assert_eq!(tokens_of(&b), want, "{lines:?}");
+            assert_eq!(b.saved, saved);
+            assert!((b.saved_share - share).abs() < 1e-9, "{b:?}");
+            let sum: u64 = b.components.iter().map(|c| c.tokens).sum();
+            assert_eq!(sum, b.total, "components add up to the billed tokens");
+        }
+    }
+
+    #[test]
+    fn breakdown_sits_beside_the_chapter_shares() {
+        // A prompt in the chapter's proportions: 20% system, 15% memory, 12% tools, 35%
+        // history, 8% input, 10% output. All within; then history above, tools below.
+        let e = with_prompt(
+            entry("2026-11-23T09:00:00.0", "m", 900, 100, "ok"),
+            [200, 150, 120, 350, 0, 80],
+            0,
+        );
+        let b = breakdown(&[e], day("2026-11-23"), 1);
+        let verdicts: Vec<(&str, Option<&str>)> = b
+            .components
+            .iter()
+            .map(|c| (c.component, c.versus_typical))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("system", Some("within")),
+                ("memory", Some("within")),
+                ("tools", Some("within")),
+                ("history", Some("within")),
+                ("summary", None),
+                ("input", Some("within")),
+                ("output", Some("within")),
+                ("unattributed", None),
+            ]
+        );
+        let e = with_prompt(
+            entry("2026-11-23T09:00:00.0", "m", 900, 100, "ok"),
+            [200, 150, 20, 450, 0, 80],
+            300,
+        );
+        let b = breakdown(&[e], day("2026-11-23"), 1);
+        let v = |name: &str| {
+            b.components
+                .iter()
+                .find(|c| c.component == name)
+                .and_then(|c| c.versus_typical)
+        };
+        assert_eq!((v("history"), v("tools")), (Some("above"), Some("below")));
+        let t = render_breakdown(&b);
+        assert!(t.contains("typical (§18.1)"), "{t}");
+        assert!(t.contains("30-40%"), "{t}");
+        assert!(t.contains("45.0%"), "{t}");
+        assert!(
+            t.contains("300 tokens kept out of the prompts (25.0% smaller"),
+            "{t}"
+        );
+        let t = render_breakdown(&breakdown(&[], day("2026-11-23"), 1));
+        assert!(t.contains("no tokens kept out"), "{t}");
     }
 }

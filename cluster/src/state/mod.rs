@@ -388,6 +388,9 @@ impl ClusterState {
                 keep_max,
                 max,
             } => Reply::Purged(self.sweep_sessions(disk, *before_ms, *keep_max, *max)),
+            Command::RemoveSession { id } => {
+                Reply::Purged(u64::from(self.remove_session(disk, id)))
+            }
         }
     }
 

@@ -174,6 +174,41 @@ impl ClusterState {
         n
     }
 
+    /// Up to `limit` sessions with ids after `after` (exclusive), in id order.
+    pub fn sessions_page<D: DiskRead + ?Sized>(
+        &self,
+        disk: &D,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Session> {
+        let from = match after {
+            // The first key after `v/<after>`: the same bytes with a 0 appended.
+            Some(a) => {
+                let mut k = skey::session(a);
+                k.push(0);
+                k
+            }
+            None => skey::SESSION.to_vec(),
+        };
+        disk.range(&from, &key::end(skey::SESSION), limit)
+            .into_iter()
+            .filter_map(|(_, v)| dec(&v))
+            .collect()
+    }
+
+    /// Forget one session; whether it existed.
+    pub(super) fn remove_session(&mut self, disk: &mut dyn Disk, id: &str) -> bool {
+        let Some(s) = self.session(&*disk, id) else {
+            return false;
+        };
+        disk.del(&skey::updated(s.updated_at_ms, id));
+        disk.del(&skey::session(id));
+        disk.del(&skey::node(id));
+        let left = self.sessions_kept(&*disk).saturating_sub(1);
+        disk.put(skey::COUNT.to_vec(), left.to_be_bytes().to_vec());
+        true
+    }
+
     /// Keep the per-session order index right for a live task entering (`d` = 1) or leaving
     /// (`d` = -1) memory.
     pub(super) fn index_session(&mut self, rec: &TaskRecord, d: i32) {

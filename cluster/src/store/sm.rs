@@ -274,6 +274,33 @@ impl StateMachineStore {
         }
     }
 
+    /// Up to `limit` sessions after `after`, in id order, from this replica.
+    pub fn sessions_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<openclaw_proto::session::Session>, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self
+            .applied_read()
+            .state
+            .sessions_page(&reader, after, limit);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
+    /// Sessions kept by this replica.
+    pub fn sessions_kept(&self) -> Result<u64, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self.applied_read().state.sessions_kept(&reader);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
     /// Up to `max` tasks, live and finished, in id order, after `after` (exclusive).
     pub fn tasks_after(
         &self,

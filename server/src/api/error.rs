@@ -17,6 +17,7 @@ use crate::budget::{AccountantUnavailable, BudgetWait};
 use crate::cache::CacheUnavailable;
 use crate::calls::providers::ProviderError;
 use crate::limits::LimitError;
+use crate::sessions::SessionError;
 use crate::tasks::admit::{Field, Invalid};
 use crate::tasks::ledger::LedgerError;
 use crate::tasks::TaskError;
@@ -53,6 +54,8 @@ pub enum Code {
     TaskState,
     AlreadyFinished,
     QueueFull,
+    // Sessions.
+    SessionNotFound,
     // Capacity and availability.
     Overloaded,
     NotReady,
@@ -112,6 +115,7 @@ impl Code {
             TaskState => "task_state",
             AlreadyFinished => "already_finished",
             QueueFull => "queue_full",
+            SessionNotFound => "session_not_found",
             Overloaded => "overloaded",
             NotReady => "not_ready",
             SchedulerUnavailable => "scheduler_unavailable",
@@ -235,6 +239,26 @@ impl From<LedgerError> for ApiError {
                 1,
             ),
             Storage(e) => {
+                tracing::error!(error = %e, "storage error");
+                ApiError::unavailable(
+                    Code::StorageUnavailable,
+                    "the node's store failed; retry",
+                    1,
+                )
+            }
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
+        match e {
+            SessionError::Unavailable(why) => ApiError::unavailable(
+                Code::ClusterUnavailable,
+                format!("the cluster cannot serve sessions right now ({why}); retry"),
+                1,
+            ),
+            SessionError::Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 ApiError::unavailable(
                     Code::StorageUnavailable,

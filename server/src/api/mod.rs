@@ -3,7 +3,8 @@
 //! `From<FeatureError>` each) to a code of one closed list ([`error::Code`]). Every error is `{"error":{"code","message"}}` with the right status
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
-//! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
+//! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/sessions`
+//! (+ `/{id}`: show, `DELETE` clears), `/api/cache`
 //! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
 //! `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
 //! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod messages;
 pub mod openai;
 pub mod ops;
+pub mod sessions;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -57,6 +59,11 @@ pub fn router(state: AppState) -> Router {
             get(tasks::get_task).delete(tasks::cancel),
         )
         .route("/api/queue", get(tasks::queue))
+        .route("/api/sessions", get(sessions::list))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::get_session).delete(sessions::clear),
+        )
         .route("/api/cache", get(cache::stats).delete(cache::clear))
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
@@ -89,6 +96,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/tasks") => "tasks",
         Some("/api/tasks/{id}") => "task",
         Some("/api/queue") => "queue",
+        Some("/api/sessions" | "/api/sessions/{id}") => "sessions",
         Some("/api/cache" | "/api/cache/prune") => "cache",
         Some("/api/limits") => "limits",
         Some("/api/budget") => "budget",

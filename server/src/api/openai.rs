@@ -220,6 +220,7 @@ pub fn prepare(
         cache_hit: false,
         fallback_from: None,
         wait: None,
+        prompt: None,
     };
     let rc = &cfg.cache.request_cache;
     let cache_key = (rc.enabled && !cache_opt_out(headers))

@@ -21,7 +21,10 @@ pub async fn ready(State(st): State<AppState>) -> Result<impl IntoResponse, ApiE
     }
 }
 
-pub async fn metrics_text() -> impl IntoResponse {
+/// The Prometheus text. Gauges that read a store are refreshed first (`openclaw_sessions_live`:
+/// in a cluster, turns recorded by other nodes change it too).
+pub async fn metrics_text(State(st): State<AppState>) -> impl IntoResponse {
+    st.app.sessions.refresh_gauge().await;
     (
         [(
             header::CONTENT_TYPE,

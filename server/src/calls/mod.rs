@@ -53,6 +53,8 @@ pub struct CallMeta {
     pub fallback_from: Option<String>,
     /// Where the caller sees the rate-limit scope the call waits for (task workers).
     pub wait: Option<crate::limits::WaitNote>,
+    /// What the prompt is made of (task workers), for the audit line.
+    pub prompt: Option<crate::audit::AuditPrompt>,
 }
 
 /// The result of a successful call.
@@ -348,6 +350,7 @@ async fn account(
         status,
         attempt: meta.attempt,
         fallback_from: meta.fallback_from.clone(),
+        prompt: meta.prompt,
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");
@@ -374,6 +377,7 @@ pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
         status: crate::audit::STATUS_OK.to_string(),
         attempt: meta.attempt,
         fallback_from: None,
+        prompt: meta.prompt,
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; cache hit not audited");

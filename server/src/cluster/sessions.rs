@@ -17,7 +17,7 @@ use openclaw_proto::session::{Session, TurnUpdate};
 
 use super::Cluster;
 use crate::config::ConfigCell;
-use crate::sessions::{SessionError, SessionStore, SESSION_MESSAGES_MAX};
+use crate::sessions::{page_limit, SessionError, SessionPage, SessionStore, SESSION_MESSAGES_MAX};
 
 /// `SweepSessions` commands one sweep proposes at most (the next sweep continues).
 pub const SWEEP_ROUNDS_MAX: u32 = 10;
@@ -84,5 +84,34 @@ impl SessionStore for RaftSessions {
             }
         }
         Ok(total)
+    }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<SessionPage, SessionError> {
+        let limit = page_limit(limit);
+        let sessions = self
+            .cluster
+            .sm
+            .sessions_page(after, limit + 1)
+            .map_err(|e| SessionError::Unavailable(format!("reading the replica: {e}")))?;
+        Ok(SessionPage::of(sessions, limit))
+    }
+
+    /// A replicated command: every node forgets it.
+    async fn remove(&self, id: &str) -> Result<bool, SessionError> {
+        let cmd = Command::RemoveSession { id: id.to_string() };
+        match self.cluster.proposer.propose(cmd).await {
+            Ok(Reply::Purged(n)) => Ok(n > 0),
+            Ok(other) => Err(SessionError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(SessionError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn count(&self) -> Result<u64, SessionError> {
+        self.cluster
+            .sm
+            .sessions_kept()
+            .map_err(|e| SessionError::Unavailable(format!("reading the replica: {e}")))
     }
 }

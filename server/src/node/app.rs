@@ -14,6 +14,7 @@ use crate::config::reload::ConfigSource;
 use crate::config::ConfigCell;
 use crate::limits::RateLimits;
 use crate::node::health::Health;
+use crate::sessions::Sessions;
 use crate::tasks::Tasks;
 
 /// Every feature's handle, and what the node itself owns.
@@ -28,6 +29,7 @@ pub struct App {
     pub limits: RateLimits,
     pub cache: RequestCache,
     pub agents: Agents,
+    pub sessions: Sessions,
     pub health: Arc<Health>,
     /// This node's part of the cluster (cluster mode only).
     pub cluster: Option<Arc<Cluster>>,

@@ -395,6 +395,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         limits,
         cache: runner.cache.clone(),
         agents: runner.agents.clone(),
+        sessions: runner.sessions.clone(),
         health: health.clone(),
         cluster: cluster.clone(),
         config_source: opts.config_source.clone(),

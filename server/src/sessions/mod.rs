@@ -2,6 +2,12 @@
 //! [`LocalSessions`] (this node's sled) when alone; cluster mode plugs in a replicated store.
 //! [`Sessions`] is the handle the worker and the API use.
 //!
+//! Besides turns, a store lists sessions a page at a time ([`SessionStore::list`], at most
+//! [`SESSION_PAGE_MAX`] per page, in id order, with a cursor), removes one
+//! ([`SessionStore::remove`], `DELETE /api/sessions/{id}`), and counts them
+//! ([`SessionStore::count`], the `openclaw_sessions_live` gauge). A turn that finishes after its
+//! session was removed starts the session anew.
+//!
 //! A session changes only by whole turns ([`TurnUpdate`], applied by the pure
 //! [`Session::apply_turn`]), so every store gives the same session for the same turns.
 //!
@@ -25,6 +31,31 @@ pub const SESSION_MESSAGES_MAX: usize = 200;
 /// Sessions one sweep forgets at most (the next sweep continues).
 pub const SESSION_SWEEP_MAX: usize = 10_000;
 
+/// Sessions one `list` call returns at most (`GET /api/sessions?limit=`; beyond it 422).
+pub const SESSION_PAGE_MAX: usize = 100;
+
+/// One page of sessions, in id order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    /// The id to list after for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+impl SessionPage {
+    /// A page from up to `limit + 1` sessions in id order: the extra one only says there is more.
+    pub fn of(mut sessions: Vec<Session>, limit: usize) -> SessionPage {
+        let more = sessions.len() > limit;
+        sessions.truncate(limit);
+        let next = if more {
+            sessions.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        SessionPage { sessions, next }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -46,6 +77,30 @@ pub trait SessionStore: Send + Sync + 'static {
     /// [`SESSION_SWEEP_MAX`]. Returns how many were forgotten (in a cluster only the leader
     /// proposes; the others return 0).
     async fn sweep(&self, now_ms: u64) -> Result<u64, SessionError>;
+    /// Up to `limit` sessions (clamped to 1..=[`SESSION_PAGE_MAX`]) with ids after `after`, in
+    /// id order, and the cursor of the next page.
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<SessionPage, SessionError>;
+    /// Remove a session durably; whether it existed.
+    async fn remove(&self, id: &str) -> Result<bool, SessionError>;
+    /// Sessions stored. The default pages through [`list`](Self::list) (bounded by the
+    /// store's session bound); a store that keeps a count overrides it.
+    async fn count(&self) -> Result<u64, SessionError> {
+        let mut n = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(after.as_deref(), SESSION_PAGE_MAX).await?;
+            n += page.sessions.len() as u64;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(n),
+            }
+        }
+    }
+}
+
+/// Clamp a requested page size to 1..=[`SESSION_PAGE_MAX`].
+pub fn page_limit(limit: usize) -> usize {
+    limit.clamp(1, SESSION_PAGE_MAX)
 }
 
 /// The sessions handle.
@@ -60,7 +115,36 @@ impl Sessions {
     }
 
     pub async fn record_turn(&self, upd: TurnUpdate) -> Result<(), SessionError> {
-        self.store.record_turn(upd).await
+        self.store.record_turn(upd).await?;
+        self.refresh_gauge().await;
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionError> {
+        self.store.list(after, limit).await
+    }
+
+    /// Remove a session; whether it existed.
+    pub async fn remove(&self, id: &str) -> Result<bool, SessionError> {
+        let existed = self.store.remove(id).await?;
+        self.refresh_gauge().await;
+        Ok(existed)
+    }
+
+    pub async fn count(&self) -> Result<u64, SessionError> {
+        self.store.count().await
+    }
+
+    /// Set `openclaw_sessions_live` from the store's count (after a change here, and before
+    /// each scrape, so turns recorded by other nodes show too). A failed count leaves it.
+    pub async fn refresh_gauge(&self) {
+        if let Ok(n) = self.store.count().await {
+            crate::metrics::metrics().set_sessions_live(n);
+        }
     }
 
     pub async fn sweep(&self, now_ms: u64) -> Result<u64, SessionError> {
@@ -212,6 +296,41 @@ impl SessionStore for LocalSessions {
         }
         Ok(n)
     }
+
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<SessionPage, SessionError> {
+        let limit = page_limit(limit);
+        let sessions = self.store.sessions_page(after, limit + 1)?;
+        Ok(SessionPage::of(sessions, limit))
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, SessionError> {
+        let existed = {
+            let _one = self.write.lock().await;
+            if let Some(old) = self.store.session(id)? {
+                let key = index_key(old.updated_at_ms, &old.id);
+                if self
+                    .index
+                    .remove(key)
+                    .map_err(StorageError::from)?
+                    .is_some()
+                {
+                    let _ = self
+                        .kept
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                            Some(v.saturating_sub(1))
+                        });
+                }
+            }
+            self.store.remove_session(id)?
+        };
+        self.store.flush().await?;
+        Ok(existed)
+    }
+
+    /// The update-time index's length, kept by the writers.
+    async fn count(&self) -> Result<u64, SessionError> {
+        Ok(self.kept.load(Ordering::Relaxed))
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +383,77 @@ mod tests {
         assert!(s.get("nope").await.unwrap().is_none());
     }
 
+    fn turn_in(session: &str, task: &str) -> TurnUpdate {
+        turn_of(session, task, "x")
+    }
+
+    /// Every page of a listing, `limit` per page: (ids in order, pages).
+    async fn all_ids(s: &LocalSessions, limit: usize) -> (Vec<String>, usize) {
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = s.list(after.as_deref(), limit).await.unwrap();
+            pages += 1;
+            assert!(page.sessions.len() <= page_limit(limit));
+            ids.extend(page.sessions.iter().map(|x| x.id.clone()));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return (ids, pages),
+            }
+            assert!(pages < 1000, "paging does not end");
+        }
+    }
+
+    /// Listing pages through every session once, in id order; the page size is clamped to the
+    /// bound; removal removes once; the count follows turns and removals (and a reopen).
+    #[tokio::test]
+    async fn sessions_list_in_pages_remove_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
+        assert_eq!(s.count().await.unwrap(), 0);
+        assert_eq!(s.list(None, 10).await.unwrap(), SessionPage::default());
+        let n = SESSION_PAGE_MAX + 5;
+        for i in 0..n {
+            s.record_turn(turn_in(&format!("s{i:04}"), "t1"))
+                .await
+                .unwrap();
+        }
+        s.record_turn(turn_in("s0000", "t2")).await.unwrap();
+        assert_eq!(s.count().await.unwrap(), n as u64);
+        let want: Vec<String> = (0..n).map(|i| format!("s{i:04}")).collect();
+        // (limit asked, pages expected)
+        for (limit, pages) in [(1, n), (7, n.div_ceil(7)), (n, 2), (10_000, 2), (0, n)] {
+            let (ids, got_pages) = all_ids(&s, limit).await;
+            assert_eq!(ids, want, "limit {limit}");
+            assert_eq!(got_pages, pages, "limit {limit}");
+        }
+        let page = s.list(Some("s0100"), 3).await.unwrap();
+        let ids: Vec<&str> = page.sessions.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(ids, ["s0101", "s0102", "s0103"]);
+        assert_eq!(page.next.as_deref(), Some("s0103"));
+        let last = s.list(Some("s0103"), 100).await.unwrap();
+        assert_eq!(last.sessions.len(), 1);
+        assert_eq!(last.next, None);
+
+        assert!(s.remove("s0003").await.unwrap());
+        assert!(!s.remove("s0003").await.unwrap(), "removed once");
+        assert!(!s.remove("nope").await.unwrap());
+        assert!(s.get("s0003").await.unwrap().is_none());
+        assert_eq!(s.count().await.unwrap(), n as u64 - 1);
+        // A turn after the removal starts the session anew.
+        s.record_turn(turn_in("s0003", "t9")).await.unwrap();
+        assert_eq!(s.get("s0003").await.unwrap().unwrap().turns, 1);
+        assert_eq!(s.count().await.unwrap(), n as u64);
+        drop(s);
+        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
+        assert_eq!(
+            s.count().await.unwrap(),
+            n as u64,
+            "counted again after a reopen"
+        );
+    }
+
     /// A data dir written before sessions had summaries (a bare list of messages) still reads.
     #[tokio::test]
     async fn an_old_transcript_reads_as_a_session() {
@@ -289,6 +479,14 @@ mod tests {
         assert_eq!(got.messages.len(), 1);
         assert_eq!(got.messages[0].content, "hello there");
         assert!(got.messages[0].tokens > 0);
+        // It lists and counts like a session, and is removed like one.
+        let page = s.list(None, 10).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        assert_eq!(page.sessions[0].id, "s-old");
+        assert_eq!(s.count().await.unwrap(), 1);
+        assert!(s.remove("s-old").await.unwrap());
+        assert!(s.get("s-old").await.unwrap().is_none());
+        assert_eq!(s.count().await.unwrap(), 0);
     }
 
     /// The sweep's choice: every session older than the cut-off, and more, oldest first, while

@@ -292,6 +292,7 @@ async fn execute(
         cache_hit: false,
         fallback_from: None,
         wait: Some(wait.clone()),
+        prompt: Some(crate::audit::AuditPrompt::of(&prompt.breakdown)),
     };
     // A prompt that cannot fit the routed model's context window fails now, clearly, instead of
     // being sent to be refused (context management that could make it fit comes later).
