@@ -2,7 +2,8 @@
 //! processes joined over their cluster addresses, a standalone simulator, HTTP only. Join and
 //! forwarded writes, reads on any node, leader failover and rejoin, a dead owner's tasks
 //! running elsewhere (fenced duplicates explained), no quorum → 503, a wrong secret refused,
-//! leave, and cluster-wide rate limits and budgets.
+//! leave, cluster-wide rate limits and budgets, and replicated sessions (a conversation continues
+//! on another node after its node dies; a session's turns run one at a time in order).
 //!
 //! Partitions (firewall rules between node addresses) are exercised by the chaos suite
 //! (`chaos/`, `tests/chaos.rs`).
@@ -819,5 +820,132 @@ async fn a_paused_follower_does_not_depose_the_leader() {
     for id in &ids {
         let t = c.nodes[follower].wait_final(id, AGREE_DEADLINE).await;
         assert_eq!(t["status"], "succeeded", "{t}");
+    }
+}
+
+/// What a session turn's prompt history should be after `prev`: the previous history plus the
+/// previous turn's input and answer (as its own prompt breakdown counted them).
+fn history_after(prev: &Value) -> u64 {
+    let p = &prev["prompt"];
+    p["history"].as_u64().unwrap_or(0)
+        + p["input"].as_u64().unwrap_or(0)
+        + p["output"].as_u64().unwrap_or(0)
+}
+
+/// The largest input a task's calls sent to the simulator.
+async fn sim_input_tokens(sim: &SimApi, id: &str) -> u64 {
+    sim.calls(Some(id))
+        .await
+        .iter()
+        .filter_map(|c| c["input_tokens"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Issue 10: a conversation survives the node that ran it. Three turns of a session run on one
+/// node (it sticks); that node is SIGKILLed; the next turn, submitted to another node, runs on
+/// a live node and reaches the provider with the earlier messages (the simulator's log: input
+/// tokens keep growing, no reset), its history exactly the earlier turns' inputs and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_on_another_node_after_its_node_dies() {
+    let mut c = TestCluster::start(json!({})).await;
+    let mut turns: Vec<Value> = Vec::new();
+    let mut inputs = Vec::new();
+    for i in 0..3 {
+        let id = submit_retrying(
+            &c.nodes[i % 3],
+            json!({"input": format!("turn {i}: tell me more about the cluster"), "session_id": "s-alice"}),
+        )
+        .await;
+        let done = c.nodes[(i + 1) % 3]
+            .wait_final(&id, Duration::from_secs(30))
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        inputs.push(sim_input_tokens(&c.sim, &id).await);
+        turns.push(done);
+    }
+    let owner = turns[0]["node"].as_str().unwrap_or("").to_string();
+    assert!(
+        turns
+            .iter()
+            .all(|t| t["node"].as_str() == Some(owner.as_str())),
+        "a session sticks to the node of its last turn: {turns:?}"
+    );
+    for k in 1..turns.len() {
+        assert_eq!(
+            turns[k]["prompt"]["history"].as_u64(),
+            Some(history_after(&turns[k - 1]))
+        );
+    }
+    assert!(
+        inputs.windows(2).all(|w| w[1] > w[0]),
+        "input grows: {inputs:?}"
+    );
+
+    let ids = c.node_ids().await;
+    let victim = ids
+        .iter()
+        .position(|id| id.to_string() == owner)
+        .expect("owner is a node");
+    c.kill(victim);
+    let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    c.wait_not_alive(live[0], &[ids[victim]]).await;
+    let id = submit_retrying(
+        &c.nodes[live[0]],
+        json!({"input": "turn 3: and after the node died?", "session_id": "s-alice"}),
+    )
+    .await;
+    let done = c.nodes[live[1]]
+        .wait_final(&id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_ne!(done["node"].as_str(), Some(owner.as_str()), "{done}");
+    assert_eq!(
+        done["prompt"]["history"].as_u64(),
+        Some(history_after(&turns[2])),
+        "the earlier messages came along: {done}"
+    );
+    let after = sim_input_tokens(&c.sim, &id).await;
+    assert!(
+        after > inputs[2],
+        "the provider saw the history ({after} input tokens after {inputs:?})"
+    );
+}
+
+/// Issue 10: five turns of one session submitted at once, through different nodes, run one at
+/// a time in submission order (each starts after the one before finished, on the replicated
+/// clock), each seeing the previous turn's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_turns_submitted_at_once_run_in_order() {
+    let c = TestCluster::start(json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = submit_retrying(
+            &c.nodes[i % 3],
+            json!({"input": format!("[sim:slow:300] question {i}"), "session_id": "s-five"}),
+        )
+        .await;
+        ids.push(id);
+    }
+    let mut done = Vec::new();
+    for id in &ids {
+        let t = c.nodes[0].wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(t["status"], "succeeded", "{t}");
+        done.push(t);
+    }
+    assert_eq!(done[0]["prompt"]["history"].as_u64(), Some(0));
+    for k in 1..done.len() {
+        let (prev, t) = (&done[k - 1], &done[k]);
+        assert!(
+            t["started_at"].as_str() >= prev["finished_at"].as_str(),
+            "turn {k} started after turn {} finished: {t} / {prev}",
+            k - 1
+        );
+        assert_eq!(
+            t["prompt"]["history"].as_u64(),
+            Some(history_after(prev)),
+            "turn {k} saw turn {}'s answer",
+            k - 1
+        );
     }
 }

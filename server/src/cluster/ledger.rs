@@ -156,10 +156,13 @@ impl Ledger for RaftLedger {
 
     fn queued(&self) -> Result<Vec<TaskRecord>, LedgerError> {
         let me = self.me();
-        Ok(self
-            .cluster
-            .sm
-            .read(|s| s.queued_on(me).into_iter().cloned().collect()))
+        Ok(self.cluster.sm.read(|s| {
+            s.queued_on(me)
+                .into_iter()
+                .filter(|r| s.session_turn_ready(r))
+                .cloned()
+                .collect()
+        }))
     }
 
     async fn purge_finished(&self, before_ms: u64, keep_max: u64) -> Result<usize, LedgerError> {

@@ -48,7 +48,11 @@ pub fn spawn(local: Local, c: Arc<Cluster>) {
 }
 
 fn enqueue(local: &Local, c: &Cluster, id: &str) {
-    let Some(rec) = c.sm.read(|s| s.tasks.get(id).cloned()) else {
+    // A session's later turn is enqueued only once the turns before it are final (`apply`
+    // emits `Queued` then); until then it would only be refused `Start`.
+    let Some(rec) =
+        c.sm.read(|s| s.tasks.get(id).filter(|r| s.session_turn_ready(r)).cloned())
+    else {
         return;
     };
     if rec.status != TaskStatus::Queued || !owned_by(&rec, c.id) {

@@ -6,9 +6,14 @@
 //! that is at least `preempt_threshold` levels lower — the lowest-priority one, and among those
 //! the most recently started (it has lost the least work).
 //!
+//! Sessions: the turns of one session run one at a time in submission order
+//! ([`session_turn_free`]): a task with a `session` starts only when no task of that session
+//! runs on this node and no earlier (lower `seq`) task of it waits here, whatever the
+//! priorities. Alone this is the whole rule; in a cluster `apply` enforces it across nodes.
+//!
 //! Invariant: nothing here does I/O, reads the clock or knows about actors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use openclaw_proto::Priority;
 
@@ -24,6 +29,22 @@ pub struct QueueEntry {
     pub agent: String,
     /// Monotonic milliseconds when it (re)entered the queue, for queue-wait metrics.
     pub enqueued_at_ms: u64,
+    /// The session whose turn it is, if any.
+    pub session: Option<String>,
+}
+
+/// May `e` start as far as its session goes (pure)? Not while a turn of its session runs
+/// (`running`), nor while an earlier turn of it waits (`first_waiting`: the lowest waiting `seq`
+/// per session, from [`ReadyQueue::first_per_session`]).
+pub fn session_turn_free(
+    e: &QueueEntry,
+    running: &HashSet<String>,
+    first_waiting: &HashMap<String, u64>,
+) -> bool {
+    let Some(s) = &e.session else {
+        return true;
+    };
+    !running.contains(s) && first_waiting.get(s).is_none_or(|first| *first >= e.seq)
 }
 
 /// The ready queue: five FIFO levels with removal by id.
@@ -94,6 +115,18 @@ impl ReadyQueue {
         self.levels[p.level() as usize].remove(&seq)
     }
 
+    /// The lowest waiting `seq` of each session with a task here.
+    pub fn first_per_session(&self) -> HashMap<String, u64> {
+        let mut first: HashMap<String, u64> = HashMap::new();
+        for e in self.levels.iter().flat_map(|l| l.values()) {
+            if let Some(s) = &e.session {
+                let f = first.entry(s.clone()).or_insert(e.seq);
+                *f = (*f).min(e.seq);
+            }
+        }
+        first
+    }
+
     /// Waiting tasks per level, critical first.
     pub fn depth(&self) -> [usize; 5] {
         let mut d = [0; 5];
@@ -148,6 +181,59 @@ mod tests {
             seq,
             agent: "main".into(),
             enqueued_at_ms: 0,
+            session: None,
+        }
+    }
+
+    fn turn(id: &str, p: Priority, seq: u64, session: &str) -> QueueEntry {
+        QueueEntry {
+            session: Some(session.into()),
+            ..entry(id, p, seq)
+        }
+    }
+
+    /// A session's turns go one at a time in submission order, whatever their priorities;
+    /// other sessions and plain tasks pass them.
+    #[test]
+    fn a_sessions_turns_wait_for_the_one_before() {
+        // (queued, sessions running) -> the order tasks are taken in, finishing each before the next
+        type Case = (Vec<QueueEntry>, Vec<&'static str>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                vec![
+                    turn("s1", Low, 1, "a"),
+                    turn("s2", Critical, 2, "a"),
+                    turn("s3", Normal, 3, "a"),
+                ],
+                vec![],
+                vec!["s1", "s2", "s3"],
+            ),
+            (
+                vec![
+                    turn("a2", High, 5, "a"),
+                    entry("plain", Low, 6),
+                    turn("b1", Normal, 7, "b"),
+                ],
+                vec!["a"],
+                vec!["b1", "plain"],
+            ),
+            (vec![turn("x", High, 9, "c")], vec!["c"], vec![]),
+        ];
+        for (queued, running, want) in cases {
+            let mut q = ReadyQueue::new();
+            for e in queued {
+                q.push(e);
+            }
+            let running: HashSet<String> = running.iter().map(|s| s.to_string()).collect();
+            let mut got = Vec::new();
+            loop {
+                let first = q.first_per_session();
+                let Some(e) = q.pop_where(|e| session_turn_free(e, &running, &first)) else {
+                    break;
+                };
+                got.push(e.id);
+            }
+            assert_eq!(got, want);
         }
     }
 

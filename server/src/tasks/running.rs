@@ -26,6 +26,8 @@ pub enum StopReason {
 pub struct RunningSlot {
     pub id: String,
     pub agent: String,
+    /// The session whose turn it runs, if any (its next turn waits).
+    pub session: Option<String>,
     pub priority: Priority,
     pub started_seq: u64,
     pub started: Instant,

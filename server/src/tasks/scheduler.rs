@@ -9,6 +9,7 @@
 //! On (re)start the queue is rebuilt from the ledger (queued tasks not already running), so a
 //! scheduler crash loses nothing. The handler never does I/O beyond that start-up read.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,15 +19,21 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::metrics;
-use crate::tasks::queue::{choose_victim, may_preempt, QueueEntry, ReadyQueue, RunningInfo};
+use crate::tasks::queue::{
+    choose_victim, may_preempt, session_turn_free, QueueEntry, ReadyQueue, RunningInfo,
+};
 use crate::tasks::running::{RunningSlot, StopReason};
 use crate::tasks::worker::Runner;
 
 pub enum SchedulerMsg {
     /// A task (new, or requeued) is ready to run.
     Enqueue(QueueEntry),
-    /// A worker finished with its slot.
-    Done { id: String },
+    /// A worker finished with its slot; a task it handed back (preempted, held by the budget)
+    /// re-enters the queue in the same step, so no later turn of its session passes it.
+    Done {
+        id: String,
+        requeued: Option<QueueEntry>,
+    },
     /// Cancel a task: removed if queued, stopped if running.
     Cancel {
         id: String,
@@ -109,8 +116,11 @@ impl Actor for Scheduler {
                     state.queue.push(e);
                 }
             }
-            SchedulerMsg::Done { id } => {
+            SchedulerMsg::Done { id, requeued } => {
                 state.rt.tasks.running.remove(&id);
+                if let Some(e) = requeued {
+                    state.queue.push(e);
+                }
             }
             SchedulerMsg::Cancel { id, reply } => {
                 let outcome = if state.queue.remove(&id).is_some() {
@@ -153,6 +163,7 @@ pub fn entry_of(rec: &TaskRecord, now_mono_ms: u64) -> QueueEntry {
         seq: rec.seq,
         agent: rec.agent.clone(),
         enqueued_at_ms: now_mono_ms,
+        session: rec.session_id.clone(),
     }
 }
 
@@ -162,17 +173,26 @@ fn dispatch(state: &mut SchedulerState) {
     let t = &rt.tasks;
     let workers = t.cfg.get().server.workers;
     while t.running.len() < workers {
+        // A session's turns one at a time, in order (see `queue::session_turn_free`).
+        let running: HashSet<String> = t
+            .running
+            .snapshot()
+            .into_iter()
+            .filter_map(|s| s.session)
+            .collect();
+        let first = state.queue.first_per_session();
         // While the budget pauses an agent (or everything), only its critical tasks start.
-        let Some(e) = state
-            .queue
-            .pop_where(|e| e.priority == Priority::Critical || !rt.budget.paused_for(&e.agent))
-        else {
+        let Some(e) = state.queue.pop_where(|e| {
+            (e.priority == Priority::Critical || !rt.budget.paused_for(&e.agent))
+                && session_turn_free(e, &running, &first)
+        }) else {
             break;
         };
         state.started_seq += 1;
         let slot = RunningSlot {
             id: e.id.clone(),
             agent: e.agent.clone(),
+            session: e.session.clone(),
             priority: e.priority,
             started_seq: state.started_seq,
             started: Instant::now(),

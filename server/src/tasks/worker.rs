@@ -37,7 +37,7 @@ use crate::tasks::delivery::DeliveryMsg;
 use crate::tasks::ledger::{LedgerError, Outcome, RequeueReason};
 use crate::tasks::queue::QueueEntry;
 use crate::tasks::running::{RunningSlot, StopReason};
-use crate::tasks::scheduler::SchedulerMsg;
+use crate::tasks::scheduler::{entry_of, SchedulerMsg};
 use crate::tasks::Tasks;
 use crate::util::now_ms;
 use openclaw_proto::session::{SessionMessage, TurnUpdate};
@@ -92,10 +92,8 @@ pub fn spawn(rt: Runner, entry: QueueEntry, slot: RunningSlot) {
             if let Some(s) = t.scheduler.get() {
                 let _ = s.cast(SchedulerMsg::Done {
                     id: entry.id.clone(),
+                    requeued: requeued.map(|r| entry_of(&r, t.mono.ms())),
                 });
-                if let Some(rec) = requeued {
-                    t.enqueue(&rec);
-                }
             } else {
                 t.running.remove(&entry.id);
             }
@@ -111,6 +109,12 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         Ok(r) => r,
         Err(LedgerError::WrongState { status, .. }) => {
             tracing::debug!(status, "task no longer queued; skipping");
+            return None;
+        }
+        Err(LedgerError::SessionBusy { session, .. }) => {
+            // An earlier turn runs on another node (cluster): this node is told when this one
+            // may start (`Event::Queued`).
+            tracing::debug!(%session, "an earlier turn of the session is not final; waiting");
             return None;
         }
         Err(e) => {
@@ -171,6 +175,10 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         }
     };
     let status = outcome.status;
+    if status == TaskStatus::Failed {
+        // A failed turn counts in its session (no messages), so the next turn runs after it.
+        record_failed_turn(rt, &rec).await;
+    }
     match ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
         Ok(done) => {
             note_finished(&done);
@@ -397,6 +405,22 @@ async fn execute(
             out
         }
     })
+}
+
+async fn record_failed_turn(rt: &Runner, rec: &TaskRecord) {
+    if let Some(s) = &rec.session_id {
+        let upd = TurnUpdate {
+            session: s.clone(),
+            agent: rec.agent.clone(),
+            task_id: rec.id.clone(),
+            fold: 0,
+            summary: None,
+            append: Vec::new(),
+        };
+        if let Err(e) = rt.sessions.record_turn(upd).await {
+            tracing::warn!(error = %e, "cannot record the failed turn in its session");
+        }
+    }
 }
 
 async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
