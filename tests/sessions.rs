@@ -185,7 +185,13 @@ async fn sessions_are_listed_shown_and_cleared_over_http_and_the_cli() {
         "session_not_found",
     );
 
-    // The CLI.
+    // The CLI (with examples in its help).
+    let (code, help, _) = run_cli(&["session", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("openclaw-node session show s-alice"),
+        "{help}"
+    );
     let v = cli_json(&["session", "list", "--node", &url, "--all", "--json"]);
     assert_eq!(v["sessions"].as_array().unwrap().len(), total - 1, "{v}");
     let v = cli_json(&["session", "list", "--node", &url, "--limit", "3", "--json"]);

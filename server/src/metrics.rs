@@ -34,7 +34,7 @@
 //! | `openclaw_cluster_term` | gauge | — this node's Raft term |
 //! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
 //! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
-//! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), refreshed on each change here and each scrape |
+//! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), read at each scrape |
 //! | `openclaw_session_summary_calls_total` | counter | `result` (`ok`, `error`): model calls that fold older messages into a session's summary |
 //! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `summary`, `compression`): prompt tokens the context layer kept out of calls |
 //!

@@ -115,9 +115,7 @@ impl Sessions {
     }
 
     pub async fn record_turn(&self, upd: TurnUpdate) -> Result<(), SessionError> {
-        self.store.record_turn(upd).await?;
-        self.refresh_gauge().await;
-        Ok(())
+        self.store.record_turn(upd).await
     }
 
     pub async fn list(
@@ -130,17 +128,16 @@ impl Sessions {
 
     /// Remove a session; whether it existed.
     pub async fn remove(&self, id: &str) -> Result<bool, SessionError> {
-        let existed = self.store.remove(id).await?;
-        self.refresh_gauge().await;
-        Ok(existed)
+        self.store.remove(id).await
     }
 
     pub async fn count(&self) -> Result<u64, SessionError> {
         self.store.count().await
     }
 
-    /// Set `openclaw_sessions_live` from the store's count (after a change here, and before
-    /// each scrape, so turns recorded by other nodes show too). A failed count leaves it.
+    /// Set `openclaw_sessions_live` from the store's count. Called before each scrape (not per
+    /// turn: a store without a kept count pages through its sessions), so sessions recorded by
+    /// other nodes of a cluster show too. A failed count leaves the gauge as it was.
     pub async fn refresh_gauge(&self) {
         if let Ok(n) = self.store.count().await {
             crate::metrics::metrics().set_sessions_live(n);
