@@ -123,6 +123,7 @@ fn entry(i: usize, ts: NaiveDateTime, model: &str, input: u64, output: u64) -> A
         status: if i % 7 == 0 { "timeout" } else { "ok" }.into(),
         attempt: 1 + (i % 2) as u32,
         fallback_from: (i % 6 == 0).then(|| "gpt-4o".to_string()),
+        purpose: None,
     }
 }
 

@@ -120,6 +120,10 @@ pub struct AuditEntry {
     /// The model this call replaced, when it is a fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+    /// Why the gateway made the call when it is not the answer itself: `summary` (a session's
+    /// older messages folded into its running summary). Absent for answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// `timestamp` as local naive ISO 8601 with exactly six fractional digits. Reading also accepts
@@ -470,6 +474,7 @@ mod tests {
             } else {
                 None
             },
+            purpose: None,
         }
     }
 

@@ -120,7 +120,12 @@ pub struct Metrics {
     pub cluster_term: IntGauge,
     pub cluster_nodes_alive: IntGauge,
     pub cluster_tasks_moved_total: IntCounterVec,
+    pub context_summary_calls_total: IntCounterVec,
+    pub context_tokens_saved_total: IntCounterVec,
 }
+
+/// `by` label values of `openclaw_context_tokens_saved_total`.
+pub const SAVED_BY: [&str; 2] = ["window", "compression"];
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
 pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[
@@ -405,6 +410,21 @@ impl Metrics {
                 )
                 .expect("valid counter definition"),
             ),
+            context_summary_calls_total: counter_vec(
+                &r,
+                "openclaw_context_summary_calls_total",
+                "Summary calls folding a session's older messages into its running summary, by \
+                 status (ok, failed).",
+                &["status"],
+            ),
+            context_tokens_saved_total: counter_vec(
+                &r,
+                "openclaw_context_tokens_saved_total",
+                "Prompt tokens the context layer did not send, by what cut them (window: \
+                 messages that left the sliding window, net of the summary sent instead; \
+                 compression: condensed messages).",
+                &["by"],
+            ),
             registry: r,
         };
         // Series that always exist, so dashboards and `rate()` see zeros instead of nothing.
@@ -426,6 +446,12 @@ impl Metrics {
         }
         for reason in MOVE_REASONS {
             m.cluster_tasks_moved_total.with_label_values(&[reason]);
+        }
+        for status in ["ok", "failed"] {
+            m.context_summary_calls_total.with_label_values(&[status]);
+        }
+        for by in SAVED_BY {
+            m.context_tokens_saved_total.with_label_values(&[by]);
         }
         for result in ["hit", "miss"] {
             m.cache_requests_total.with_label_values(&[result]);

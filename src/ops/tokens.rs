@@ -224,6 +224,7 @@ pub(crate) mod tests {
             status: status.into(),
             attempt: 1,
             fallback_from: None,
+            purpose: None,
         }
     }
 

@@ -53,6 +53,9 @@ pub struct CallMeta {
     pub fallback_from: Option<String>,
     /// Where the caller sees the rate-limit scope the call waits for (task workers).
     pub wait: Option<crate::limits::WaitNote>,
+    /// Why the gateway made the call when it is not the answer itself (`summary`: folding a
+    /// session's older messages into its summary); audited as `purpose`.
+    pub purpose: Option<String>,
 }
 
 /// The result of a successful call.
@@ -348,6 +351,7 @@ async fn account(
         status,
         attempt: meta.attempt,
         fallback_from: meta.fallback_from.clone(),
+        purpose: meta.purpose.clone(),
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");
@@ -374,6 +378,7 @@ pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
         status: crate::audit::STATUS_OK.to_string(),
         attempt: meta.attempt,
         fallback_from: None,
+        purpose: meta.purpose.clone(),
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; cache hit not audited");
