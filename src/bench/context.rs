@@ -105,7 +105,7 @@ async fn session(
         let deadline = Instant::now() + TURN_TIMEOUT;
         let view = loop {
             let v: Value = client
-                .get(format!("{base}/api/tasks/{id}?wait=30"))
+                .get(format!("{base}/api/tasks/{id}?wait=5"))
                 .send()
                 .await?
                 .json()
