@@ -132,6 +132,7 @@ fn entry(i: usize, ts: NaiveDateTime, model: &str, input: u64, output: u64) -> A
             saved: i as u64,
             ..Default::default()
         }),
+        purpose: None,
     }
 }
 

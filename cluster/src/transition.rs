@@ -71,6 +71,7 @@ pub fn finish(
     rec.error = outcome.error;
     rec.cache_hit = outcome.cache_hit;
     rec.prompt = outcome.prompt;
+    rec.context = outcome.context;
     rec.finished_at_ms = Some(now_ms);
     Ok(rec)
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use openclaw_proto::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
+use openclaw_proto::api::{ContextCut, FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
 use openclaw_proto::{TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,7 @@ pub struct Outcome {
     pub error: Option<TaskErrorView>,
     pub cache_hit: bool,
     pub prompt: PromptBreakdown,
+    pub context: ContextCut,
 }
 
 impl Outcome {
@@ -91,6 +92,7 @@ impl Outcome {
             }),
             cache_hit: false,
             prompt: PromptBreakdown::default(),
+            context: ContextCut::default(),
         }
     }
 

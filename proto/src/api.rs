@@ -164,7 +164,8 @@ pub struct TokenCounts {
     pub output: u64,
 }
 
-/// Where the prompt's tokens went (§18.1 table): system, memory, tools, history, input, output.
+/// Where the prompt's tokens went (§18.1 table): system, memory, tools, history, input, output,
+/// and the running summary of the session's older messages (`summary`, 0 without one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptBreakdown {
     pub system: u32,
@@ -173,6 +174,19 @@ pub struct PromptBreakdown {
     pub history: u32,
     pub input: u32,
     pub output: u32,
+    #[serde(default)]
+    pub summary: u32,
+}
+
+/// How the context layer cut a task's prompt (all 0 when it sent the whole history): messages
+/// that left the sliding window (`window_dropped`; those folded into the running summary by a
+/// summary call are also counted in `summarised`), and history messages sent condensed
+/// (`compressed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextCut {
+    pub window_dropped: u32,
+    pub summarised: u32,
+    pub compressed: u32,
 }
 
 /// One move to the next model of the fallback chain.
@@ -219,6 +233,9 @@ pub struct TaskView {
     pub cache_hit: bool,
     pub preemptions: u32,
     pub prompt: PromptBreakdown,
+    /// How the context layer cut the prompt (sliding window, summary, compression).
+    #[serde(default)]
+    pub context: ContextCut,
     /// RFC 3339 times.
     pub created_at: String,
     pub started_at: Option<String>,

@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The first line of the system message of a summary request (the gateway folding a session's
+/// older messages into its running summary). The simulator answers such a request with a short
+/// summary built from the messages it is given.
+pub const SUMMARY_MARKER: &str = "[openclaw:summary]";
+
 /// One message kept in full.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMessage {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
+use crate::api::{ContextCut, FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
 use crate::{Complexity, Priority};
 
 /// Lifecycle of a task. `Succeeded`, `Failed` and `Cancelled` are final.
@@ -85,6 +85,8 @@ pub struct TaskRecord {
     pub error: Option<TaskErrorView>,
     pub cache_hit: bool,
     pub prompt: PromptBreakdown,
+    /// How the context layer cut the prompt.
+    pub context: ContextCut,
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
@@ -127,6 +129,7 @@ impl TaskRecord {
             error: None,
             cache_hit: false,
             prompt: PromptBreakdown::default(),
+            context: ContextCut::default(),
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
@@ -177,6 +180,7 @@ mod tests {
             error: None,
             cache_hit: false,
             prompt: PromptBreakdown::default(),
+            context: ContextCut::default(),
             created_at_ms: 1,
             started_at_ms: None,
             finished_at_ms: None,

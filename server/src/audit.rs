@@ -120,6 +120,10 @@ pub struct AuditEntry {
     /// The model this call replaced, when it is a fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+    /// Why the gateway made the call when it is not the answer itself: `summary` (a session's
+    /// older messages folded into its running summary). Absent for answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
     /// What the prompt was made of (a task's call; absent on direct `/v1` calls and on lines
     /// written before the field existed). Read by `openclaw-node tokens --breakdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,6 +529,7 @@ mod tests {
                 input: 5 + i as u64,
                 saved: 3,
             }),
+            purpose: None,
         }
     }
 

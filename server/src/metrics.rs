@@ -35,8 +35,8 @@
 //! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
 //! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
 //! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), read at each scrape |
-//! | `openclaw_session_summary_calls_total` | counter | `result` (`ok`, `error`): model calls that fold older messages into a session's summary |
-//! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `summary`, `compression`): prompt tokens the context layer kept out of calls |
+//! | `openclaw_context_summary_calls_total` | counter | `status` (`ok`, `failed`): model calls that fold older messages into a session's summary |
+//! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `compression`): prompt tokens the context layer kept out of calls (the window's net of the summary sent instead) |
 //!
 //! Probes (`/health`, `/ready`, `/metrics`: Prometheus's scrapes, Docker's health checks, load
 //! balancers) are counted apart, in `openclaw_probe_requests_total`: the chapter's QPS panel
@@ -81,13 +81,8 @@ pub const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 /// `reason` label values of `openclaw_cluster_tasks_moved_total`.
 pub const MOVE_REASONS: [&str; 2] = ["steal", "failover"];
 
-/// `result` label values of `openclaw_session_summary_calls_total`.
-pub const SUMMARY_RESULTS: [&str; 2] = ["ok", "error"];
-
-/// `by` label values of `openclaw_context_tokens_saved_total`: what kept the tokens out of the
-/// prompt — the sliding window (older messages dropped), the summary (older messages replaced
-/// by their shorter summary), compression (content condensed to `target_ratio`).
-pub const SAVED_BY: [&str; 3] = ["window", "summary", "compression"];
+/// `status` label values of `openclaw_context_summary_calls_total`.
+pub const SUMMARY_STATUSES: [&str; 2] = ["ok", "failed"];
 
 /// Whether an endpoint label is a probe's (health check, readiness, scrape).
 pub fn is_probe(endpoint: &str) -> bool {
@@ -132,9 +127,12 @@ pub struct Metrics {
     pub cluster_nodes_alive: IntGauge,
     pub cluster_tasks_moved_total: IntCounterVec,
     pub sessions_live: IntGauge,
-    pub session_summary_calls_total: IntCounterVec,
+    pub context_summary_calls_total: IntCounterVec,
     pub context_tokens_saved_total: IntCounterVec,
 }
+
+/// `by` label values of `openclaw_context_tokens_saved_total`.
+pub const SAVED_BY: [&str; 2] = ["window", "compression"];
 
 /// Buckets for rate-limit waits: none (1 ms) … `rate_limiting.max_wait_ms`'s default (300 s).
 pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] = &[
@@ -424,17 +422,19 @@ impl Metrics {
                 "openclaw_sessions_live",
                 "Sessions stored (this node's store, or its replica of the cluster's).",
             ),
-            session_summary_calls_total: counter_vec(
+            context_summary_calls_total: counter_vec(
                 &r,
-                "openclaw_session_summary_calls_total",
-                "Model calls that fold a session's older messages into its summary, by result.",
-                &["result"],
+                "openclaw_context_summary_calls_total",
+                "Summary calls folding a session's older messages into its running summary, by \
+                 status (ok, failed).",
+                &["status"],
             ),
             context_tokens_saved_total: counter_vec(
                 &r,
                 "openclaw_context_tokens_saved_total",
-                "Prompt tokens the context layer kept out of model calls, by what saved them \
-                 (window, summary, compression).",
+                "Prompt tokens the context layer did not send, by what cut them (window: \
+                 messages that left the sliding window, net of the summary sent instead; \
+                 compression: condensed messages).",
                 &["by"],
             ),
             registry: r,
@@ -459,14 +459,14 @@ impl Metrics {
         for reason in MOVE_REASONS {
             m.cluster_tasks_moved_total.with_label_values(&[reason]);
         }
-        for result in ["hit", "miss"] {
-            m.cache_requests_total.with_label_values(&[result]);
-        }
-        for result in SUMMARY_RESULTS {
-            m.session_summary_calls_total.with_label_values(&[result]);
+        for status in SUMMARY_STATUSES {
+            m.context_summary_calls_total.with_label_values(&[status]);
         }
         for by in SAVED_BY {
             m.context_tokens_saved_total.with_label_values(&[by]);
+        }
+        for result in ["hit", "miss"] {
+            m.cache_requests_total.with_label_values(&[result]);
         }
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
@@ -564,9 +564,9 @@ impl Metrics {
 
     /// One summary call (the context layer folding older messages into a session's summary).
     pub fn observe_summary_call(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.session_summary_calls_total
-            .with_label_values(&[result])
+        let status = if ok { "ok" } else { "failed" };
+        self.context_summary_calls_total
+            .with_label_values(&[status])
             .inc();
     }
 
@@ -729,9 +729,9 @@ mod tests {
                 "openclaw_cluster_tasks_moved_total{{reason=\"{r}\"}} 0"
             ));
         }
-        for r in SUMMARY_RESULTS {
+        for r in SUMMARY_STATUSES {
             want.push(format!(
-                "openclaw_session_summary_calls_total{{result=\"{r}\"}} 0"
+                "openclaw_context_summary_calls_total{{status=\"{r}\"}} 0"
             ));
         }
         for by in SAVED_BY {
@@ -759,16 +759,13 @@ mod tests {
         m.observe_summary_call(false);
         m.observe_summary_call(true);
         m.add_context_tokens_saved("window", 100);
-        m.add_context_tokens_saved("summary", 40);
+        m.add_context_tokens_saved("compression", 40);
         m.add_context_tokens_saved("made-up", 1);
         assert_eq!(m.sessions_live.get(), 3);
-        let calls = |r: &str| m.session_summary_calls_total.with_label_values(&[r]).get();
-        assert_eq!((calls("ok"), calls("error")), (2, 1));
+        let calls = |r: &str| m.context_summary_calls_total.with_label_values(&[r]).get();
+        assert_eq!((calls("ok"), calls("failed")), (2, 1));
         let saved = |b: &str| m.context_tokens_saved_total.with_label_values(&[b]).get();
-        assert_eq!(
-            (saved("window"), saved("summary"), saved("compression")),
-            (101, 40, 0)
-        );
+        assert_eq!((saved("window"), saved("compression")), (101, 40));
         let text = m.render();
         assert!(!text.contains("made-up"), "{text}");
     }

@@ -29,7 +29,8 @@ Examples:
   ./target/release/openclaw-node bench --scenario policy --requests 5000
   ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3
   ./target/release/openclaw-node bench --scenario soak --minutes 30 --task-rate 200 --chat-rate 200
-  ./target/release/openclaw-node bench --scenario retention --retained 10000,100000,1000000";
+  ./target/release/openclaw-node bench --scenario retention --retained 10000,100000,1000000
+  ./target/release/openclaw-node bench --scenario context --sessions 20 --turns 40";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -49,6 +50,10 @@ pub enum Scenario {
     /// Three nodes filled with `--retained` finished tasks: RSS, snapshot size, old-task GET
     /// latency, and a fourth node's catch-up (`bench::retention`). Not part of `all`.
     Retention,
+    /// `--sessions` × `--turns` conversation turns with context management off, then on (the
+    /// chapter's §18.3 config): tokens, cost, summary calls, turn latency (`bench::context`).
+    /// Not part of `all`.
+    Context,
 }
 
 /// Options of `openclaw-node bench`.
@@ -109,6 +114,12 @@ pub struct BenchArgs {
     /// Soak: the node's `server.store_cache_mb` (sled's page cache); its default when not given.
     #[arg(long)]
     pub store_cache_mb: Option<u64>,
+    /// Context: concurrent sessions.
+    #[arg(long, default_value_t = 20)]
+    pub sessions: usize,
+    /// Context: turns per session (one after another).
+    #[arg(long, default_value_t = 40)]
+    pub turns: usize,
     /// Also print the results as one JSON document at the end.
     #[arg(long)]
     pub json: bool,

@@ -18,6 +18,8 @@
 //!    `SOAK_SAMPLE_EVERY`, then the growth per hour — see `soak`.
 //! 7. `retention` (by name only): three nodes filled with `--retained` finished tasks, RSS and
 //!    snapshot size per step, old-task GET latency, a joiner's catch-up — see `retention`.
+//! 8. `context` (by name only): `--sessions` × `--turns` conversation turns with context
+//!    management off, then on — tokens, cost, summary calls, turn latency — see `context`.
 //!
 //! The node children log at the default level (`info`), as an operator runs them: a defect that
 //! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
@@ -27,10 +29,11 @@
 //! Invariant: the bench talks to the node only over HTTP, like any client.
 //!
 //! Files: `common` (options, bounds, statistics, children, client), `single` (the four
-//! single-node scenarios), `cluster`, `soak`, `retention`. This file only dispatches.
+//! single-node scenarios), `cluster`, `soak`, `retention`, `context`. This file only dispatches.
 
 mod cluster;
 mod common;
+mod context;
 mod retention;
 mod single;
 mod soak;
@@ -53,7 +56,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let wants = |s: Scenario| {
         args.scenario == s
             || (args.scenario == Scenario::All
-                && !matches!(s, Scenario::Cluster | Scenario::Soak | Scenario::Retention))
+                && !matches!(
+                    s,
+                    Scenario::Cluster | Scenario::Soak | Scenario::Retention | Scenario::Context
+                ))
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
     let mut fx = if wants(Scenario::Latency) || wants(Scenario::Sweep) || wants(Scenario::Tasks) {
@@ -109,6 +115,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     if wants(Scenario::Retention) {
         let report = retention::run(&args).await?;
         out["retention"] = serde_json::to_value(&report)?;
+    }
+    if wants(Scenario::Context) {
+        let rows = context::run(&args).await?;
+        context::print(&rows, &args);
+        out["context"] = serde_json::to_value(&rows)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -425,6 +425,7 @@ pub(crate) mod tests {
             attempt: 1,
             fallback_from: None,
             prompt: None,
+            purpose: None,
         }
     }
 

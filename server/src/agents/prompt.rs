@@ -10,7 +10,8 @@
 //! session history, then the user input. [`PromptBreakdown`] counts the tokens of each part:
 //! `system + memory + tools` are the counts of the sections the system message is made of
 //! (concatenated without anything in between), `history` the sum over history messages, `input`
-//! the user input; `output` is left at 0 for the caller to fill in after the call.
+//! the user input; `output` (after the call) and `summary` (the context layer adds the session's
+//! running summary) are left at 0 for the caller to fill in.
 //!
 //! Limits: [`MAX_FILE_BYTES`] per file, [`MAX_MEMORY_FILES`] and [`MAX_SKILLS`] files.
 //! Invariant: this module reads files and builds text; it knows nothing about models, sessions
@@ -131,6 +132,7 @@ impl Workspace {
             history: 0,
             input: count(input),
             output: 0,
+            summary: 0,
         };
         let system_text = [sections.system, sections.memory, sections.tools].concat();
         let mut messages = Vec::with_capacity(history.len() + 2);

@@ -3,8 +3,9 @@
 //! gateway unchanged — and the chat path that `/v1/messages` (Anthropic) runs too.
 //!
 //! [`prepare`] validates a request like a task ([`validate_chat`], pure: known roles, a
-//! configured model, a known source from `X-OpenClaw-Source`, a prompt that fits the model's
-//! `context_window`) and builds its call metadata and cache key; [`run_chat`] runs it: the
+//! configured model, a known source from `X-OpenClaw-Source`, a prompt within
+//! `min(session.context_management.max_context_tokens, the model's context_window)`) and builds
+//! its call metadata and cache key; [`run_chat`] runs it: the
 //! request cache, the budget reservation, the fallback chain with rate limits, accounted in
 //! `calls` like task calls (audit line, tokens, cost, latency). Provider failures map to the
 //! status an SDK expects: 429 (+ Retry-After), 502, 504, or the upstream's own 4xx.
@@ -177,8 +178,8 @@ pub fn validate_chat(
         },
     };
     let prompt = u64::from(crate::tokens::count_messages(&req.messages));
-    crate::calls::routing::check_context(cfg, &req.model, prompt, req.output_cap())
-        .map_err(|e| ApiError::bad_request(Code::ContextLengthExceeded, e.to_string()))?;
+    crate::context::check_prompt(cfg, &req.model, prompt, req.output_cap())
+        .map_err(|e| ApiError::bad_request(Code::ContextLengthExceeded, e))?;
     Ok(priority)
 }
 
@@ -221,6 +222,7 @@ pub fn prepare(
         fallback_from: None,
         wait: None,
         prompt: None,
+        purpose: None,
     };
     let rc = &cfg.cache.request_cache;
     let cache_key = (rc.enabled && !cache_opt_out(headers))

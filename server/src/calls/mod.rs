@@ -55,6 +55,9 @@ pub struct CallMeta {
     pub wait: Option<crate::limits::WaitNote>,
     /// What the prompt is made of (task workers), for the audit line.
     pub prompt: Option<crate::audit::AuditPrompt>,
+    /// Why the gateway made the call when it is not the answer itself (`summary`: folding a
+    /// session's older messages into its summary); audited as `purpose`.
+    pub purpose: Option<String>,
 }
 
 /// The result of a successful call.
@@ -351,6 +354,7 @@ async fn account(
         attempt: meta.attempt,
         fallback_from: meta.fallback_from.clone(),
         prompt: meta.prompt,
+        purpose: meta.purpose.clone(),
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; call not audited");
@@ -378,6 +382,7 @@ pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
         attempt: meta.attempt,
         fallback_from: None,
         prompt: meta.prompt,
+        purpose: meta.purpose.clone(),
     };
     if cx.audit.record(entry).await.is_err() {
         tracing::error!("audit log writer is gone; cache hit not audited");

@@ -602,10 +602,21 @@ impl SessionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContextManagement {
+    /// No prompt (task or chat call) passes this many tokens, nor its model's `context_window`.
     pub max_context_tokens: u32,
     pub sliding_window: SlidingWindow,
     pub compression: Compression,
+    /// The model that writes a session's running summary (`sliding_window.summarize_older`);
+    /// none: the cheapest configured model.
+    pub summary_model: Option<String>,
 }
+
+/// Most messages `sliding_window.keep_recent_messages` may keep in full (a session stores at
+/// most this many plus one turn).
+pub const KEEP_RECENT_MAX: usize = 198;
+
+/// Smallest `max_context_tokens` accepted: room for a system prompt and a short input.
+pub const MAX_CONTEXT_TOKENS_MIN: u32 = 64;
 
 impl Default for ContextManagement {
     fn default() -> Self {
@@ -613,6 +624,7 @@ impl Default for ContextManagement {
             max_context_tokens: 32_000,
             sliding_window: SlidingWindow::default(),
             compression: Compression::default(),
+            summary_model: None,
         }
     }
 }
@@ -1419,6 +1431,28 @@ impl Config {
                 "trigger_threshold and target_ratio must be between 0 and 1",
             ));
         }
+        let ctx = &self.session.context_management;
+        if ctx.max_context_tokens < MAX_CONTEXT_TOKENS_MIN {
+            return Err(bad(
+                "session.context_management.max_context_tokens",
+                format!("must be at least {MAX_CONTEXT_TOKENS_MIN}"),
+            ));
+        }
+        if ctx.sliding_window.keep_recent_messages > KEEP_RECENT_MAX {
+            return Err(bad(
+                "session.context_management.sliding_window.keep_recent_messages",
+                format!("must be at most {KEEP_RECENT_MAX}"),
+            ));
+        }
+        if let Some(m) = &ctx.summary_model {
+            if !self.models.contains_key(m) {
+                let known: Vec<&str> = self.models.keys().map(String::as_str).collect();
+                return Err(bad(
+                    "session.context_management.summary_model",
+                    format!("`{m}` is not a configured model ({})", known.join(", ")),
+                ));
+            }
+        }
         Ok(self)
     }
 
@@ -1561,13 +1595,6 @@ impl Config {
             warn(
                 "cache.knowledge_cache",
                 "not active yet: parsed and validated only".to_string(),
-            );
-        }
-        if self.session.context_management != ContextManagement::default() {
-            warn(
-                "session.context_management",
-                "not active yet: parsed and validated only; sessions keep their last messages"
-                    .to_string(),
             );
         }
         if self.cluster.listen.is_none() && self.cluster != ClusterConfig::default() {
@@ -1941,7 +1968,7 @@ mod tests {
             (
                 json!({"session": {"context_management": {"max_context_tokens": 8000}}}),
                 false,
-                vec!["session.context_management"],
+                vec![],
             ),
             // Expiry and the bound act (sessions::LocalSessions, the replicated sessions).
             (

@@ -28,6 +28,9 @@ pub struct CallRecord {
     pub api: String,
     /// `500`, `429`, `hang`, `slow` or null.
     pub fault: Option<String>,
+    /// A summary request (its system message starts with `SUMMARY_MARKER`).
+    #[serde(default)]
+    pub summary: bool,
 }
 
 /// `GET /sim/calls` answer.
@@ -111,6 +114,7 @@ mod tests {
             at_ms: 0,
             api: "openai".into(),
             fault: None,
+            summary: false,
         }
     }
 

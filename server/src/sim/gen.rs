@@ -4,8 +4,15 @@
 //! stable across processes and Rust versions — truncated by the caller's output cap. Its length in
 //! tokens, measured with [`crate::tokens::count`], is exact: the generator spends a token budget
 //! piece by piece, relying on the additivity of the counter across word boundaries.
+//!
+//! A summary request (a system message starting with [`SUMMARY_MARKER`]) is answered by
+//! [`summarise`] instead: a short text made of the words of the messages it is given (in order
+//! of first appearance, without repeats), about a quarter of the prompt's tokens, within the
+//! caller's cap — so what a later prompt carries of it is traceable to the conversation.
 
 use openclaw_proto::openai::ChatMessage;
+
+use openclaw_proto::session::SUMMARY_MARKER;
 
 use crate::tokens;
 
@@ -24,6 +31,8 @@ pub struct Generated {
     pub prompt_tokens: u32,
     /// True when the caller's cap cut the answer (`finish_reason: "length"`).
     pub capped: bool,
+    /// True when the request was a summary request (answered by [`summarise`]).
+    pub summary: bool,
 }
 
 const WORDS: &[&str] = &[
@@ -225,6 +234,9 @@ pub fn generate(
     cap: Option<u32>,
     max_output_tokens: u32,
 ) -> Generated {
+    if is_summary_request(messages) {
+        return summarise(messages, cap, max_output_tokens);
+    }
     let mut rng = SplitMix64::new(seed(model, messages));
     let hi = max_output_tokens.max(1);
     let lo = MIN_OUTPUT_TOKENS.min(hi);
@@ -288,6 +300,60 @@ pub fn generate(
         completion_tokens,
         prompt_tokens: tokens::count_messages(messages),
         capped,
+        summary: false,
+    }
+}
+
+/// Is this a summary request (a system message starting with [`SUMMARY_MARKER`])?
+pub fn is_summary_request(messages: &[ChatMessage]) -> bool {
+    messages
+        .iter()
+        .any(|m| m.role == "system" && m.text().starts_with(SUMMARY_MARKER))
+}
+
+/// The answer to a summary request: `Summary:` and the distinct words (CJK characters count as
+/// words) of the non-system messages in order of first appearance, skipping short ones, for
+/// about a quarter of the prompt's tokens — at least [`MIN_OUTPUT_TOKENS`], at most the cap (or
+/// `max_output_tokens`), fewer when the words run out.
+pub fn summarise(messages: &[ChatMessage], cap: Option<u32>, max_output_tokens: u32) -> Generated {
+    let prompt_tokens = tokens::count_messages(messages);
+    let hi = cap.unwrap_or(max_output_tokens).max(1);
+    let target = (prompt_tokens / 4).clamp(MIN_OUTPUT_TOKENS.min(hi), hi);
+    let mut pieces = vec!["Summary:".to_string()];
+    let mut spent = tokens::count("Summary:");
+    let mut seen = std::collections::BTreeSet::new();
+    let words = messages
+        .iter()
+        .filter(|m| m.role != "system")
+        .flat_map(|m| {
+            m.text()
+                .split(|c: char| !(c.is_alphanumeric() || tokens::is_cjk(c)))
+                .filter(|w| w.chars().count() > 3 || w.chars().any(tokens::is_cjk))
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        });
+    // Leave one token for the full stop.
+    for w in words {
+        if !seen.insert(w.clone()) {
+            continue;
+        }
+        let piece = format!(" {w}");
+        let cost = tokens::count(&piece);
+        if spent + cost + 1 > target {
+            break;
+        }
+        spent += cost;
+        pieces.push(piece);
+    }
+    pieces.push(".".to_string());
+    let text: String = pieces.concat();
+    Generated {
+        completion_tokens: tokens::count(&text),
+        pieces,
+        text,
+        prompt_tokens,
+        capped: false,
+        summary: true,
     }
 }
 
@@ -373,6 +439,41 @@ mod tests {
         assert_eq!(g.completion_tokens, tokens::count(&g.text));
         let en = generate("m", &msgs("summarize the week"), None, 256);
         assert!(!en.text.chars().any(tokens::is_cjk), "{}", en.text);
+    }
+
+    #[test]
+    fn summary_requests_get_a_short_summary_of_their_messages() {
+        let convo =
+            "The deployment of cluster alpha moved to Tuesday; Alice owns the rollback plan. ";
+        let msgs = vec![
+            ChatMessage::new("system", format!("{SUMMARY_MARKER}\nUpdate the summary.")),
+            ChatMessage::new("user", convo.repeat(20)),
+        ];
+        let g = generate("gpt-4o-mini", &msgs, Some(60), 400);
+        assert!(g.summary);
+        assert!(g.text.starts_with("Summary:"), "{}", g.text);
+        for w in ["deployment", "cluster", "alpha", "alice", "rollback"] {
+            assert!(g.text.contains(w), "{w} in {}", g.text);
+        }
+        assert_eq!(
+            g.text.matches("cluster").count(),
+            1,
+            "no repeats: {}",
+            g.text
+        );
+        assert_eq!(g.completion_tokens, tokens::count(&g.text));
+        assert!(g.completion_tokens <= 60);
+        assert!(g.completion_tokens < g.prompt_tokens / 2);
+        assert_eq!(
+            g,
+            generate("gpt-4o-mini", &msgs, Some(60), 400),
+            "deterministic"
+        );
+        // Capped by the caller.
+        let g = generate("gpt-4o-mini", &msgs, Some(20), 400);
+        assert!(g.completion_tokens <= 20, "{}", g.text);
+        // Not a summary request: a normal answer.
+        assert!(!generate("gpt-4o-mini", &msgs[1..], Some(60), 400).summary);
     }
 
     #[test]

@@ -288,6 +288,7 @@ impl Sim {
             at_ms: 0,
             api: api.as_str().into(),
             fault: fault.map(str::to_string),
+            summary: generated.summary,
         });
         Call {
             api,
@@ -314,6 +315,7 @@ impl Sim {
             at_ms: 0,
             api: api.as_str().into(),
             fault: None,
+            summary: false,
         });
         tracing::debug!(api = api.as_str(), %message, "sim rejected a request");
         error_response(api, StatusCode::BAD_REQUEST, &message, None)

@@ -536,6 +536,7 @@ mod tests {
             error: None,
             cache_hit: false,
             prompt: PromptBreakdown::default(),
+            context: Default::default(),
         }
     }
 

@@ -29,6 +29,7 @@ use crate::calls::fallback;
 use crate::calls::routing::{self, RouteDecision, RouteInput, RouteReason};
 use crate::calls::{self, CallMeta, Calls};
 use crate::config::Config;
+use crate::context;
 use crate::metrics::metrics;
 use crate::sessions::Sessions;
 use crate::storage::PendingDelivery;
@@ -239,21 +240,25 @@ async fn execute(
     rec: &TaskRecord,
     wait: &crate::limits::WaitNote,
 ) -> Result<Outcome, BudgetWait> {
-    let history: Vec<ChatMessage> = match &rec.session_id {
+    let session = match &rec.session_id {
         Some(s) => match rt.sessions.get(s).await {
-            Ok(t) => t
-                .map(|t| t.messages)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|m| ChatMessage::new(m.role, m.content))
-                .collect(),
+            Ok(t) => t,
             Err(e) => return Ok(Outcome::failed("storage", e.to_string())),
         },
-        None => Vec::new(),
+        None => None,
     };
+    let history: Vec<ChatMessage> = session
+        .as_ref()
+        .map(|s| {
+            s.messages
+                .iter()
+                .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let prompt = match rt
         .agents
-        .build_prompt(&rec.agent, history, &rec.input)
+        .build_prompt(&rec.agent, history.clone(), &rec.input)
         .await
     {
         Ok(p) => p,
@@ -281,16 +286,7 @@ async fn execute(
         language = %route.language,
         "model chosen"
     );
-    let req = ChatCompletionRequest {
-        model: route.model.clone(),
-        messages: prompt.messages,
-        stream: false,
-        max_tokens: rec.max_tokens,
-        max_completion_tokens: None,
-        temperature: None,
-        extra: Default::default(),
-    };
-    let meta = CallMeta {
+    let mut meta = CallMeta {
         request_id: rec.id.clone(),
         task_id: Some(rec.id.clone()),
         agent: rec.agent.clone(),
@@ -301,15 +297,109 @@ async fn execute(
         fallback_from: None,
         wait: Some(wait.clone()),
         prompt: Some(crate::audit::AuditPrompt::of(&prompt.breakdown)),
+        purpose: None,
     };
-    // A prompt that cannot fit the routed model's context window fails now, clearly, instead of
-    // being sent to be refused (context management that could make it fit comes later).
-    let est_prompt = u64::from(crate::tokens::count_messages(&req.messages)).max(prompt_tokens);
-    if let Err(too_long) = routing::check_context(&cfg, &route.model, est_prompt, rec.max_tokens) {
-        let mut out = Outcome::failed(routing::CONTEXT_LENGTH_EXCEEDED, too_long.to_string());
+    // Context management (§18.3): the sliding window, the running summary, compression and the
+    // hard window of min(max_context_tokens, the model's context_window).
+    let too_long = |needed: u64, breakdown| {
+        let mut out = Outcome::failed(
+            routing::CONTEXT_LENGTH_EXCEEDED,
+            context::too_long_message(&cfg, &route.model, rec.max_tokens, needed),
+        );
         out.model = Some(route.model.clone());
         out.route = Some(route.reason.label());
-        out.prompt = prompt.breakdown;
+        out.prompt = breakdown;
+        out
+    };
+    let limits = context::limits_for(&cfg, &route.model, rec.max_tokens);
+    let Some(system_msg) = prompt.messages.first() else {
+        return Ok(Outcome::failed(
+            "agent_unavailable",
+            "the agent built no prompt",
+        ));
+    };
+    let mut summary = session.as_ref().and_then(|s| s.summary.clone());
+    let parts = context::parts_of(
+        system_msg,
+        summary.as_ref(),
+        &history,
+        prompt.breakdown.input,
+    );
+    let mut plan = match context::plan::decide(&parts, &limits) {
+        Ok(p) => p,
+        Err(e) => return Ok(too_long(u64::from(e.needed), prompt.breakdown)),
+    };
+    let mut new_summary = None;
+    let mut summarised = 0u32;
+    if let (Some(sess), true) = (&session, plan.fold > 0 && context::summarises(&cfg)) {
+        let folded = &history[..plan.fold];
+        let critical = rec.priority == Priority::Critical;
+        if let Some(s) = context::summarise(
+            &rt.calls,
+            &rt.budget,
+            &meta,
+            critical,
+            sess,
+            folded,
+            limits.window,
+        )
+        .await?
+        {
+            summarised = plan.fold as u32;
+            let rest = context::parts_of(
+                system_msg,
+                Some(&s),
+                &history[plan.fold..],
+                prompt.breakdown.input,
+            );
+            plan = match context::replan(&plan, &rest, &limits) {
+                Ok(p) => p,
+                Err(e) => return Ok(too_long(u64::from(e.needed), prompt.breakdown)),
+            };
+            summary = Some(s.clone());
+            new_summary = Some(s);
+        }
+    }
+    let sent = context::assemble(&prompt.messages, summary.as_ref(), &plan);
+    let saved = context::note_saved(&parts, &plan, sent.summary);
+    let mut breakdown = prompt.breakdown;
+    breakdown.history = sent.history;
+    breakdown.summary = sent.summary;
+    if let Some(cut) = sent.system_cut {
+        // A cut system message loses its tail first: tools, then memory.
+        breakdown.system = breakdown.system.min(cut);
+        breakdown.memory = breakdown.memory.min(cut - breakdown.system);
+        breakdown.tools = cut - breakdown.system - breakdown.memory;
+    }
+    // The answer's audit line carries the prompt as sent, and what the context layer saved.
+    meta.prompt = Some(crate::audit::AuditPrompt {
+        summary: u64::from(breakdown.summary),
+        saved,
+        ..crate::audit::AuditPrompt::of(&breakdown)
+    });
+    let cut = context::cut_of(&plan, summarised);
+    let turn = Turn {
+        fold: plan.fold as u32,
+        summary: new_summary,
+    };
+    let req = ChatCompletionRequest {
+        model: route.model.clone(),
+        messages: sent.messages,
+        stream: false,
+        max_tokens: rec.max_tokens,
+        max_completion_tokens: None,
+        temperature: None,
+        extra: Default::default(),
+    };
+    // The assembled prompt is checked as the provider counts it (the plan's invariant, kept
+    // honest): a prompt over the window is never sent.
+    let est_prompt = u64::from(crate::tokens::count_messages(&req.messages));
+    if let Err(msg) = context::check_prompt(&cfg, &route.model, est_prompt, rec.max_tokens) {
+        let mut out = Outcome::failed(routing::CONTEXT_LENGTH_EXCEEDED, msg);
+        out.model = Some(route.model.clone());
+        out.route = Some(route.reason.label());
+        out.prompt = breakdown;
+        out.context = cut;
         return Ok(out);
     }
     let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
@@ -318,8 +408,7 @@ async fn execute(
         if let Some(hit) = rt.cache.lookup(key).await {
             tracing::debug!(model = %hit.model, "answer served from the request cache");
             calls::account_cache_hit(&rt.calls, &meta, &hit.model).await;
-            append_session(rt, rec, &hit.text).await;
-            let mut breakdown = prompt.breakdown;
+            append_session(rt, rec, &hit.text, turn).await;
             breakdown.output = hit.usage.completion_tokens as u32;
             return Ok(Outcome {
                 status: TaskStatus::Succeeded,
@@ -332,6 +421,7 @@ async fn execute(
                 error: None,
                 cache_hit: true,
                 prompt: breakdown,
+                context: cut,
             });
         }
     }
@@ -354,7 +444,7 @@ async fn execute(
                 done.cost_usd,
             );
             let output = done.response.text();
-            append_session(rt, rec, &output).await;
+            append_session(rt, rec, &output, turn).await;
             if let Some(key) = cache_key {
                 let finish = done
                     .response
@@ -373,7 +463,6 @@ async fn execute(
                     );
                 }
             }
-            let mut breakdown = prompt.breakdown;
             breakdown.output = done.usage.completion_tokens as u32;
             Outcome {
                 status: TaskStatus::Succeeded,
@@ -389,6 +478,7 @@ async fn execute(
                 error: None,
                 cache_hit: false,
                 prompt: breakdown,
+                context: cut,
             }
         }
         Err(f) => {
@@ -400,7 +490,8 @@ async fn execute(
             out.model = Some(f.model);
             out.route = Some(route.reason.label());
             out.fallbacks = f.fallbacks;
-            out.prompt = prompt.breakdown;
+            out.prompt = breakdown;
+            out.context = cut;
             drop(held);
             out
         }
@@ -423,7 +514,14 @@ async fn record_failed_turn(rt: &Runner, rec: &TaskRecord) {
     }
 }
 
-async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
+/// What a turn changes in its session besides its two messages: the oldest messages that left
+/// the window, and the new running summary when a summary call made one.
+struct Turn {
+    fold: u32,
+    summary: Option<openclaw_proto::session::SessionSummary>,
+}
+
+async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str, turn: Turn) {
     if let Some(s) = &rec.session_id {
         let msg = |role: &str, content: &str| SessionMessage {
             role: role.into(),
@@ -434,8 +532,8 @@ async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str) {
             session: s.clone(),
             agent: rec.agent.clone(),
             task_id: rec.id.clone(),
-            fold: 0,
-            summary: None,
+            fold: turn.fold,
+            summary: turn.summary,
             append: vec![msg("user", &rec.input), msg("assistant", output)],
         };
         if let Err(e) = rt.sessions.record_turn(upd).await {
