@@ -406,3 +406,93 @@ async fn a_failing_reply_is_retried_then_parked_in_failed_deliveries() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A 3-node cluster (nodes on 127.0.0.2-4 through the process harness) whose Feishu Open API is
+/// a simulator of its own: the same event delivered to every node, one after the other and then
+/// all at once, runs once and is answered once (the idempotency key goes through Raft).
+#[tokio::test]
+async fn in_a_cluster_the_same_event_to_every_node_runs_once() {
+    use openclaw_harness::{Cluster, ClusterSpec};
+    let feishu = Sim::start(&[]).await;
+    let mut spec = ClusterSpec::new(BIN, 3);
+    spec.workers = 2;
+    spec.extra_config = json!({
+        "cluster": {"heartbeat_ms": 300, "node_lease_ms": 2000},
+        "channels": {"feishu": {"app_id": "cli_test", "encrypt_key_env": "FS_ENCRYPT_KEY",
+                                "base_url": feishu.url}},
+    });
+    spec.env = ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec.ready_path = Some("/ready".into());
+    spec.secret = Some("feishu-cluster-secret".into());
+    let c = Cluster::start(spec)
+        .await
+        .unwrap_or_else(|e| panic!("the cluster did not start: {e}"));
+    let nodes: Vec<NodeApi> = c.nodes().iter().map(NodeApi::of).collect();
+
+    // One after the other, to each node (the first waits out the election).
+    let event = dm("ev-cluster-1", "om_c1", "hello cluster");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let first = loop {
+        let (s, v) = deliver(&nodes[0].url, &event).await;
+        if s == StatusCode::OK {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "node 0 never admitted: {s} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = first["task_id"].as_str().expect("task_id").to_string();
+    for n in &nodes[1..] {
+        let (s, v) = deliver(&n.url, &event).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["task_id"].as_str(), &v["duplicate"]),
+            (Some(id.as_str()), &json!(true))
+        );
+    }
+    nodes[0].wait_final(&id, TASK_DEADLINE).await;
+    wait_replies(&feishu, "om_c1", 1).await;
+
+    // All at once.
+    let event = dm("ev-cluster-2", "om_c2", "hello again");
+    let answers = futures::future::join_all(nodes.iter().map(|n| deliver(&n.url, &event))).await;
+    let mut fresh = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for (s, v) in &answers {
+        assert_eq!(*s, StatusCode::OK, "{v}");
+        ids.insert(v["task_id"].as_str().expect("task_id").to_string());
+        fresh += usize::from(v["duplicate"] == false);
+    }
+    assert_eq!((ids.len(), fresh), (1, 1), "{answers:?}");
+    let id2 = ids.into_iter().next().unwrap();
+    nodes[1].wait_final(&id2, TASK_DEADLINE).await;
+    wait_replies(&feishu, "om_c2", 1).await;
+
+    // A third event after both, answered: the first two still have exactly one reply each.
+    let (_, v) = deliver(&nodes[2].url, &dm("ev-cluster-3", "om_c3", "last")).await;
+    nodes[2]
+        .wait_final(v["task_id"].as_str().expect("task_id"), TASK_DEADLINE)
+        .await;
+    wait_replies(&feishu, "om_c3", 1).await;
+    for m in ["om_c1", "om_c2"] {
+        assert_eq!(wait_replies(&feishu, m, 1).await.len(), 1, "{m}");
+    }
+    // Every replica shows three tasks (polling: a replica may apply a moment later).
+    for n in &nodes {
+        let deadline = Instant::now() + TASK_DEADLINE;
+        loop {
+            let (_, list) = n
+                .get_json("/api/tasks?source=feishu_direct_message&limit=500")
+                .await;
+            let count = list["tasks"].as_array().map(Vec::len).unwrap_or(0);
+            assert!(count <= 3, "{list}");
+            if count == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{list}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -362,7 +362,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             shutdown: shutdown.clone(),
             channels: feishu
                 .iter()
-                .map(|f| crate::channels::feishu::FeishuReplies::new(f.client().clone()))
+                .map(|f| crate::channels::feishu::FeishuReplies::sender(f.client().clone()))
                 .collect(),
         },
         cache: CacheArgs {

@@ -123,6 +123,8 @@ impl FeishuSim {
     }
 
     /// Check the bearer token; Feishu's answer when it is not valid.
+    // The error is the handler's whole answer, returned at once: its size does not matter.
+    #[allow(clippy::result_large_err)]
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
@@ -198,6 +200,7 @@ async fn token(State(f): State<FeishuSim>, body: Option<Json<TokenBody>>) -> Res
 }
 
 /// Read `msg_type` and `content` (a JSON string) like Feishu does.
+#[allow(clippy::result_large_err)]
 fn message_body(b: &Value) -> Result<(String, String, Option<String>, Option<String>), Response> {
     let bad = |m: &str| feishu_error(StatusCode::BAD_REQUEST, 99992402, m);
     let msg_type = b

@@ -188,13 +188,17 @@ impl Feishu {
         };
         let incoming = event::parse(&plain).map_err(|e| FeishuError::Malformed(e.0))?;
         match &self.secrets.verification_token {
-            Some(t) => {
-                if !crypto::constant_time_eq(incoming.token().as_bytes(), t.expose().as_bytes()) {
-                    return Err(FeishuError::BadToken(
-                        "the event's verification token is not this app's",
-                    ));
-                }
+            Some(t)
+                if !crypto::constant_time_eq(
+                    incoming.token().as_bytes(),
+                    t.expose().as_bytes(),
+                ) =>
+            {
+                return Err(FeishuError::BadToken(
+                    "the event's verification token is not this app's",
+                ));
             }
+            Some(_) => {}
             None if key.is_none() => {
                 return Err(FeishuError::BadToken(
                     "no verification token nor encrypt key is configured, so no event can be \
@@ -257,7 +261,8 @@ pub struct FeishuReplies {
 }
 
 impl FeishuReplies {
-    pub fn new(client: FeishuClient) -> Arc<dyn ChannelSender> {
+    /// The sender the delivery actor is given.
+    pub fn sender(client: FeishuClient) -> Arc<dyn ChannelSender> {
         Arc::new(FeishuReplies { client })
     }
 }
