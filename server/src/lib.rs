@@ -17,6 +17,7 @@ pub mod audit;
 pub mod budget;
 pub mod cache;
 pub mod calls;
+pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod context;

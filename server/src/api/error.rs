@@ -16,6 +16,7 @@ use openclaw_proto::ErrorBody;
 use crate::budget::{AccountantUnavailable, BudgetWait};
 use crate::cache::CacheUnavailable;
 use crate::calls::providers::ProviderError;
+use crate::channels::feishu::FeishuError;
 use crate::limits::LimitError;
 use crate::sessions::SessionError;
 use crate::tasks::admit::{Field, Invalid};
@@ -49,6 +50,9 @@ pub enum Code {
     NotFound,
     MethodNotAllowed,
     Unauthorized,
+    // Channels (Feishu events).
+    InvalidSignature,
+    InvalidEvent,
     // Tasks.
     TaskNotFound,
     TaskState,
@@ -111,6 +115,8 @@ impl Code {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Unauthorized => "unauthorized",
+            InvalidSignature => "invalid_signature",
+            InvalidEvent => "invalid_event",
             TaskNotFound => "task_not_found",
             TaskState => "task_state",
             AlreadyFinished => "already_finished",
@@ -288,6 +294,25 @@ impl From<Invalid> for ApiError {
 
 /// How long a client should wait before retrying a full queue.
 pub const QUEUE_FULL_RETRY_S: u64 = 5;
+
+impl From<FeishuError> for ApiError {
+    fn from(e: FeishuError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            FeishuError::BadSignature(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, Code::InvalidSignature, message)
+            }
+            FeishuError::BadToken(_) => ApiError::unauthorized(message),
+            FeishuError::Undecryptable(_) | FeishuError::Malformed(_) => {
+                ApiError::bad_request(Code::InvalidEvent, message)
+            }
+            FeishuError::BotUnknown(_) => {
+                ApiError::unavailable(Code::UpstreamUnavailable, message, 1)
+            }
+            FeishuError::Task(t) => t.into(),
+        }
+    }
+}
 
 impl From<TaskError> for ApiError {
     fn from(e: TaskError) -> ApiError {

@@ -6,7 +6,8 @@
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/sessions`
 //! (+ `/{id}`: show, `DELETE` clears), `/api/cache`
 //! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
-//! `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
+//! `/channels/feishu/events` (Feishu's event subscription; authenticated by Feishu's signature
+//! and verification token, not the bearer token), `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
 //! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
@@ -15,6 +16,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod channels;
 pub mod cluster;
 pub mod error;
 pub mod limits;
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics_text))
         .route("/api/config/reload", post(ops::reload_config))
+        .route("/channels/feishu/events", post(channels::feishu_events))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth))
@@ -107,6 +110,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
         Some("/api/config/reload") => "config_reload",
+        Some("/channels/feishu/events") => "feishu_events",
         _ => "other",
     }
 }

@@ -98,6 +98,7 @@ pub struct Config {
     pub budget: BudgetConfig,
     pub audit: AuditConfig,
     pub cluster: ClusterConfig,
+    pub channels: ChannelsConfig,
 }
 
 impl Default for Config {
@@ -117,6 +118,7 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             audit: AuditConfig::default(),
             cluster: ClusterConfig::default(),
+            channels: ChannelsConfig::default(),
         }
     }
 }
@@ -191,6 +193,49 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             token_env: "OPENCLAW_API_TOKEN".into(),
+        }
+    }
+}
+
+/// `channels`: chat platforms whose messages become tasks (read at start; restart to change).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    /// The Feishu (Lark) app; absent: `POST /channels/feishu/events` answers 404.
+    pub feishu: Option<FeishuConfig>,
+}
+
+/// `channels.feishu`: one Feishu (or Lark) app. Its secrets are read from the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeishuConfig {
+    /// The app's App ID (`cli_...`).
+    pub app_id: String,
+    /// Environment variable holding the App Secret (for the tenant access token).
+    pub app_secret_env: String,
+    /// Environment variable holding the event subscription's Verification Token.
+    pub verification_token_env: String,
+    /// Environment variable holding the Encrypt Key; unset: events arrive in plain JSON and
+    /// carry no signature.
+    pub encrypt_key_env: Option<String>,
+    /// The Open API: Feishu's by default; Lark's is `https://open.larksuite.com`.
+    pub base_url: String,
+    /// The agent that answers (default `main`).
+    pub agent: String,
+    /// Send the answer back as a reply to the message.
+    pub reply: bool,
+}
+
+impl Default for FeishuConfig {
+    fn default() -> Self {
+        FeishuConfig {
+            app_id: String::new(),
+            app_secret_env: "FEISHU_APP_SECRET".into(),
+            verification_token_env: "FEISHU_VERIFICATION_TOKEN".into(),
+            encrypt_key_env: None,
+            base_url: "https://open.feishu.cn".into(),
+            agent: "main".into(),
+            reply: true,
         }
     }
 }
@@ -1424,6 +1469,52 @@ impl Config {
                 "must be between 1 and 100000000",
             ));
         }
+        if let Some(f) = &self.channels.feishu {
+            if f.app_id.trim().is_empty() {
+                return Err(bad(
+                    "channels.feishu.app_id",
+                    "must be set to the app's App ID (cli_...)",
+                ));
+            }
+            if !(f.base_url.starts_with("http://") || f.base_url.starts_with("https://")) {
+                return Err(bad(
+                    "channels.feishu.base_url",
+                    format!(
+                        "`{}` is not an http(s) URL like https://open.feishu.cn",
+                        f.base_url
+                    ),
+                ));
+            }
+            for (path, var) in [
+                ("channels.feishu.app_secret_env", Some(&f.app_secret_env)),
+                (
+                    "channels.feishu.verification_token_env",
+                    Some(&f.verification_token_env),
+                ),
+                (
+                    "channels.feishu.encrypt_key_env",
+                    f.encrypt_key_env.as_ref(),
+                ),
+            ] {
+                if var.is_some_and(|v| v.trim().is_empty()) {
+                    return Err(bad(path, "must name an environment variable"));
+                }
+            }
+            if f.agent != "main" && !self.agents.contains_key(&f.agent) {
+                return Err(bad(
+                    "channels.feishu.agent",
+                    format!("agent `{}` is not configured under `agents`", f.agent),
+                ));
+            }
+            for source in ["feishu_direct_message", "feishu_group_mention"] {
+                if !self.task_priority.source_mapping.contains_key(source) {
+                    return Err(bad(
+                        "task_priority.source_mapping",
+                        format!("must map `{source}` (the Feishu channel's tasks) to a priority"),
+                    ));
+                }
+            }
+        }
         let cm = &self.session.context_management.compression;
         if !(0.0..=1.0).contains(&cm.trigger_threshold) || !(0.0..=1.0).contains(&cm.target_ratio) {
             return Err(bad(
@@ -1597,6 +1688,24 @@ impl Config {
                 "not active yet: parsed and validated only".to_string(),
             );
         }
+        if let Some(f) = &self.channels.feishu {
+            let vars = [
+                ("channels.feishu.app_secret_env", Some(&f.app_secret_env), "no answer can be sent to Feishu"),
+                (
+                    "channels.feishu.verification_token_env",
+                    Some(&f.verification_token_env),
+                    "events are not checked against a verification token (only the signature, when an encrypt key is set; without either every event is refused)",
+                ),
+                ("channels.feishu.encrypt_key_env", f.encrypt_key_env.as_ref(), "encrypted events are refused"),
+            ];
+            for (path, var, effect) in vars {
+                if let Some(var) = var {
+                    if env(var).filter(|v| !v.is_empty()).is_none() {
+                        warn(path, format!("{var} is not set: {effect}"));
+                    }
+                }
+            }
+        }
         if self.cluster.listen.is_none() && self.cluster != ClusterConfig::default() {
             warn(
                 "cluster",
@@ -1732,6 +1841,36 @@ mod tests {
                 json!({"server": {"workers": 0}}),
                 "server.workers",
                 "at least 1",
+            ),
+            (
+                json!({"channels": {"feishu": {}}}),
+                "channels.feishu.app_id",
+                "App ID",
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "base_url": "open.feishu.cn"}}}),
+                "channels.feishu.base_url",
+                "http(s)",
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "agent": "ghost"}}}),
+                "channels.feishu.agent",
+                "ghost",
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "encrypt_key_env": ""}}}),
+                "channels.feishu.encrypt_key_env",
+                "environment variable",
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "reply": "yes"}}}),
+                "channels.feishu.reply",
+                "invalid type",
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "app_secret": "x"}}}),
+                "channels.feishu",
+                "app_secret",
             ),
             (
                 json!({"server": {"tasks_retained_max": 0}}),
@@ -1944,6 +2083,20 @@ mod tests {
                 vec![],
             ),
             (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "encrypt_key_env": "FS_KEY"}}}),
+                false,
+                vec![
+                    "channels.feishu.app_secret_env",
+                    "channels.feishu.verification_token_env",
+                    "channels.feishu.encrypt_key_env",
+                ],
+            ),
+            (
+                json!({"channels": {"feishu": {"app_id": "cli_a", "encrypt_key_env": "FS_KEY"}}}),
+                true,
+                vec![],
+            ),
+            (
                 json!({"agents": {"ops": {"budget_share": 0.5}}}),
                 false,
                 vec!["agents.ops.budget_share"],
@@ -1989,7 +2142,10 @@ mod tests {
         ];
         for (v, env_set, want) in cases {
             let cfg = from_value("t", v.clone()).unwrap();
-            let env = |k: &str| (env_set && k.starts_with("HOOK")).then(|| "https://x".to_string());
+            let env = |k: &str| {
+                let ours = k.starts_with("HOOK") || k.starts_with("FEISHU_") || k == "FS_KEY";
+                (env_set && ours).then(|| "https://x".to_string())
+            };
             let got: Vec<String> = cfg.warnings(&env).into_iter().map(|w| w.path).collect();
             assert_eq!(got, want, "{v}");
         }

@@ -10,7 +10,7 @@
 //! What is built once at start-up cannot change under a running node — a model's provider
 //! (`provider`, `base_url`, `model`, `api_key_env`, models added or removed), the agent actors,
 //! the listen address, auth, the audit writer, the request-size and in-flight bounds, the
-//! supervisor's restart policy, sled's page cache, every `cluster` setting — so a
+//! supervisor's restart policy, sled's page cache, every `cluster` and `channels` setting — so a
 //! change there is applied to the [`ConfigCell`] but logged as a warning naming what needs a restart.
 //!
 //! Reloads are serialized by one lock, so the watcher and the endpoint never interleave.
@@ -127,6 +127,7 @@ pub fn diff(old: &Config, new: &Config) -> ReloadReport {
         ("auth", old.auth != new.auth),
         ("audit", old.audit != new.audit),
         ("cluster", old.cluster != new.cluster),
+        ("channels", old.channels != new.channels),
     ] {
         if differs {
             restart.push(format!("{key} changed"));

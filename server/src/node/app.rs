@@ -33,6 +33,8 @@ pub struct App {
     pub health: Arc<Health>,
     /// This node's part of the cluster (cluster mode only).
     pub cluster: Option<Arc<Cluster>>,
+    /// The Feishu channel (`channels.feishu` set).
+    pub feishu: Option<Arc<crate::channels::feishu::Feishu>>,
     /// The config file to hot-reload from (None: the config came from code).
     pub config_source: Option<ConfigSource>,
     /// Cancelled when the node shuts down.

@@ -323,6 +323,22 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         store: store.clone(),
         remote: cluster.clone().map(|c| c as Arc<dyn RemoteTasks>),
     };
+    // The Feishu channel (channels.feishu): its Open API client serves the event handler and
+    // the delivery actor (replies).
+    let feishu = cfg.channels.feishu.as_ref().map(|fc| {
+        use crate::channels::feishu::{Feishu, FeishuClient, FeishuSecrets};
+        let secrets = FeishuSecrets::from_env(fc, &env);
+        let client = FeishuClient::new(
+            &fc.base_url,
+            &fc.app_id,
+            secrets
+                .app_secret
+                .clone()
+                .unwrap_or_else(|| crate::config::Secret::new("")),
+            http.clone(),
+        );
+        Arc::new(Feishu::new(fc.clone(), secrets, client, tasks.clone()))
+    });
     let runner = Runner {
         tasks: tasks.clone(),
         agents: Agents::default(),
@@ -353,6 +369,10 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             store: store.clone(),
             http: http.clone(),
             shutdown: shutdown.clone(),
+            channels: feishu
+                .iter()
+                .map(|f| crate::channels::feishu::FeishuReplies::sender(f.client().clone()))
+                .collect(),
         },
         cache: CacheArgs {
             cfg: cfg_cell.clone(),
@@ -398,6 +418,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         sessions: runner.sessions.clone(),
         health: health.clone(),
         cluster: cluster.clone(),
+        feishu,
         config_source: opts.config_source.clone(),
         shutdown: shutdown.clone(),
     });

@@ -12,7 +12,9 @@
 //! - `GET /v1/models` — the models seen so far;
 //! - `GET|DELETE /sim/calls` — the call log (`?task_id=`, `?since=<seq>`) / reset it;
 //! - `GET|PUT /sim/faults` — runtime fault settings, global and per model;
-//! - `GET /health`.
+//! - `GET /health`;
+//! - Feishu's Open API (token, message reply and send, bot info) and its message log
+//!   `GET /sim/feishu/messages` ([`feishu`]).
 //!
 //! Per-request faults: header `X-Sim-Fault: 500|429|hang|slow:<ms>`, or `[sim:...]` in the last
 //! user message. A hang holds the request until the client leaves, the simulator shuts down or
@@ -23,6 +25,7 @@
 
 pub mod calls;
 pub mod faults;
+pub mod feishu;
 pub mod gen;
 
 #[cfg(test)]
@@ -98,6 +101,9 @@ pub struct SimOptions {
     /// Calls kept in the call log (the count keeps going past it).
     #[arg(long, default_value_t = 100_000)]
     pub calls_max: usize,
+    /// Lifetime of the simulated Feishu tenant access tokens, in seconds.
+    #[arg(long, default_value_t = 7200)]
+    pub feishu_token_ttl_s: u64,
 }
 
 impl Default for SimOptions {
@@ -113,6 +119,7 @@ impl Default for SimOptions {
             seed: 1,
             max_output_tokens: 256,
             calls_max: 100_000,
+            feishu_token_ttl_s: 7200,
         }
     }
 }
@@ -143,6 +150,8 @@ struct Inner {
     dice: Mutex<Dice>,
     calls: Mutex<CallLog>,
     models: Mutex<BTreeSet<String>>,
+    /// The Feishu Open API.
+    feishu: feishu::FeishuSim,
     /// Cancelled when [`Sim::serve`] shuts down: ends hangs and delays so shutdown is prompt.
     closing: CancellationToken,
 }
@@ -196,6 +205,7 @@ impl Sim {
                 dice: Mutex::new(Dice::new(opts.seed)),
                 calls: Mutex::new(CallLog::new(opts.calls_max)),
                 models: Mutex::new(BTreeSet::new()),
+                feishu: feishu::FeishuSim::new(opts.feishu_token_ttl_s),
                 closing: CancellationToken::new(),
             }),
         }
@@ -211,6 +221,12 @@ impl Sim {
             .route("/sim/faults", get(get_faults).put(put_faults))
             .route("/health", get(|| async { "ok" }))
             .with_state(self.clone())
+            .merge(self.inner.feishu.router())
+    }
+
+    /// The Feishu messages received, as `GET /sim/feishu/messages` shows them.
+    pub fn feishu_log(&self) -> feishu::FeishuLog {
+        self.inner.feishu.log()
     }
 
     /// Serve until `shutdown` is cancelled, then finish in-flight answers (hangs end at once).

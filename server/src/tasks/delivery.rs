@@ -6,6 +6,10 @@
 //! `server.callback_max_attempts`; then it is parked in `failed_deliveries` (shown by
 //! `GET /api/queue` and `openclaw-node queue --failed`). The in-memory backlog is bounded by
 //! `DELIVERY_BACKLOG_MAX`; beyond it entries wait in the store and a periodic rescan picks them up.
+//!
+//! A target that is not an HTTP URL but a chat channel's (`feishu:reply:<message_id>`) goes to
+//! the [`ChannelSender`] that accepts it (a seam: channels implement it, `node/` wires it), with
+//! the same attempts, back-off and parking.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -13,6 +17,8 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
+
+use openclaw_proto::TaskRecord;
 
 use crate::config::ConfigCell;
 use crate::metrics::metrics;
@@ -27,6 +33,15 @@ pub const DELIVERIES_IN_FLIGHT_MAX: usize = 64;
 pub const DELIVERY_BACKLOG_MAX: usize = 10_000;
 /// How often the store is rescanned for deliveries that did not fit in memory.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// Delivers finished tasks to chat-channel targets (`<channel>:...` in `callback_url`).
+#[async_trait::async_trait]
+pub trait ChannelSender: Send + Sync {
+    /// Whether this sender owns `target`.
+    fn accepts(&self, target: &str) -> bool;
+    /// Send the finished task's answer to `target`; the error is a short reason, free of secrets.
+    async fn send(&self, target: &str, rec: &TaskRecord) -> Result<(), String>;
+}
 
 pub enum DeliveryMsg {
     /// Deliver this (already stored) pending delivery.
@@ -47,6 +62,8 @@ pub struct DeliveryArgs {
     pub store: Store,
     pub http: reqwest::Client,
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Chat channels' senders (targets that are not HTTP URLs).
+    pub channels: Vec<Arc<dyn ChannelSender>>,
 }
 
 pub struct DeliveryState {
@@ -154,8 +171,8 @@ fn pump(myself: &ActorRef<DeliveryMsg>, state: &mut DeliveryState) {
 async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
     let all = cx.cfg.get();
     let cfg = &all.server;
-    let body = match cx.ledger.get(&d.task_id) {
-        Ok(Some(rec)) => view_of(&rec),
+    let rec = match cx.ledger.get(&d.task_id) {
+        Ok(Some(rec)) => rec,
         Ok(None) => {
             let _ = cx.store.remove_delivery(&d.task_id);
             return;
@@ -165,6 +182,12 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
             return;
         }
     };
+    let body = view_of(&rec);
+    let channel = cx
+        .channels
+        .iter()
+        .find(|c| c.accepts(&d.callback_url))
+        .cloned();
     let mut last_error = String::new();
     while d.attempts < cfg.callback_max_attempts {
         d.attempts += 1;
@@ -178,15 +201,12 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
                 _ = cx.shutdown.cancelled() => return,
             }
         }
-        let res = cx
-            .http
-            .post(&d.callback_url)
-            .timeout(Duration::from_millis(cfg.callback_timeout_ms))
-            .json(&body)
-            .send()
-            .await;
+        let res = match &channel {
+            Some(c) => c.send(&d.callback_url, &rec).await,
+            None => post_callback(cx, &d.callback_url, &body, cfg.callback_timeout_ms).await,
+        };
         match res {
-            Ok(r) if r.status().is_success() => {
+            Ok(()) => {
                 tracing::debug!(attempt = d.attempts, "callback delivered");
                 metrics()
                     .callback_deliveries_total
@@ -197,16 +217,7 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
                 }
                 return;
             }
-            Ok(r) => last_error = format!("callback answered {}", r.status()),
-            Err(e) => {
-                last_error = if e.is_timeout() {
-                    "callback timed out".to_string()
-                } else if e.is_connect() {
-                    "cannot connect to callback url".to_string()
-                } else {
-                    "callback request failed".to_string()
-                }
-            }
+            Err(e) => last_error = e,
         }
         metrics()
             .callback_deliveries_total
@@ -237,4 +248,27 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
         tracing::error!(error = %e, "cannot park failed callback");
     }
     let _ = cx.store.flush().await;
+}
+
+/// POST the task view to an HTTP callback; the error says what went wrong, without the URL.
+async fn post_callback(
+    cx: &DeliveryArgs,
+    url: &str,
+    body: &openclaw_proto::api::TaskView,
+    timeout_ms: u64,
+) -> Result<(), String> {
+    let res = cx
+        .http
+        .post(url)
+        .timeout(Duration::from_millis(timeout_ms))
+        .json(body)
+        .send()
+        .await;
+    match res {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("callback answered {}", r.status())),
+        Err(e) if e.is_timeout() => Err("callback timed out".to_string()),
+        Err(e) if e.is_connect() => Err("cannot connect to callback url".to_string()),
+        Err(_) => Err("callback request failed".to_string()),
+    }
 }

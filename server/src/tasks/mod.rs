@@ -132,6 +132,18 @@ impl Tasks {
     /// Admit a submission durably; `(record, duplicate)`. A duplicate (same idempotency key)
     /// returns the first task.
     pub async fn admit(&self, sub: TaskSubmit) -> Result<(TaskRecord, bool), TaskError> {
+        self.admit_replying(sub, None).await
+    }
+
+    /// Admit a submission from a chat channel: `reply_to` is the channel's delivery target
+    /// (`feishu:reply:<message_id>`), kept as the task's `callback_url` so that its owner
+    /// delivers the answer like a callback (retried, then parked). The API cannot set such a
+    /// target: it accepts only http(s) callbacks.
+    pub async fn admit_replying(
+        &self,
+        sub: TaskSubmit,
+        reply_to: Option<String>,
+    ) -> Result<(TaskRecord, bool), TaskError> {
         let cfg = self.cfg.get();
         admit::validate(&cfg, &sub)?;
         let max = cfg.server.queue_max;
@@ -140,7 +152,10 @@ impl Tasks {
             return Err(TaskError::QueueFull { max });
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let rec = admit::record_of(&cfg, sub, id, self.ledger.next_seq()?, now_ms());
+        let mut rec = admit::record_of(&cfg, sub, id, self.ledger.next_seq()?, now_ms());
+        if reply_to.is_some() {
+            rec.callback_url = reply_to;
+        }
         drop(cfg);
         match self.ledger.admit(rec).await? {
             Admission::Accepted(r) => {
