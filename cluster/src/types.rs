@@ -8,7 +8,7 @@
 use std::fmt;
 
 use openclaw_proto::api::{FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
-use openclaw_proto::{TaskRecord, TaskStatus};
+use openclaw_proto::{CronMark, TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// A node's id in Raft. Persisted in the node's data dir; never reused.
@@ -228,6 +228,10 @@ pub enum Command {
         keep_max: u64,
         max: u32,
     },
+    /// Move cron job `job`'s "last fired" mark forward to `mark` (see `state/cron.rs`):
+    /// replied `Claimed(true)` when it moved — exactly once per (job, scheduled time) in the
+    /// cluster — `Claimed(false)` when the mark was already there or later.
+    CronMark { job: String, mark: CronMark },
 }
 
 /// A budget scope's limits as the proposer's config has them (`None` = unlimited).

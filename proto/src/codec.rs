@@ -8,7 +8,9 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The version byte written in front of every envelope. Bump it when a stored type changes shape.
 /// 2: `TaskRecord` gained `template_id` and `template_params` (request cache).
 /// 3: `TaskRecord` gained `holds` (budget holds, no longer counted as attempts).
-pub const ENVELOPE_VERSION: u8 = 3;
+/// 4: `TaskRecord` gained `cron` (the cron firing that created it); the cluster state gained the
+/// cron marks.
+pub const ENVELOPE_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod calls;
 pub mod cluster;
 pub mod config;
+pub mod cron;
 pub mod limits;
 pub mod metrics;
 pub mod node;

@@ -53,6 +53,8 @@ pub enum Code {
     TaskState,
     AlreadyFinished,
     QueueFull,
+    // Cron.
+    CronJobNotFound,
     // Capacity and availability.
     Overloaded,
     NotReady,
@@ -112,6 +114,7 @@ impl Code {
             TaskState => "task_state",
             AlreadyFinished => "already_finished",
             QueueFull => "queue_full",
+            CronJobNotFound => "cron_job_not_found",
             Overloaded => "overloaded",
             NotReady => "not_ready",
             SchedulerUnavailable => "scheduler_unavailable",
@@ -274,6 +277,18 @@ impl From<TaskError> for ApiError {
                 ApiError::unavailable(Code::SchedulerUnavailable, message, 1)
             }
             TaskError::Ledger(l) => l.into(),
+        }
+    }
+}
+
+impl From<crate::cron::CronError> for ApiError {
+    fn from(e: crate::cron::CronError) -> ApiError {
+        use crate::cron::CronError;
+        let message = e.to_string();
+        match e {
+            CronError::UnknownJob { .. } => ApiError::not_found(Code::CronJobNotFound, message),
+            CronError::Task(t) => t.into(),
+            CronError::Marks(_) => ApiError::unavailable(Code::ClusterUnavailable, message, 1),
         }
     }
 }

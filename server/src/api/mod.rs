@@ -4,7 +4,7 @@
 //! (see [`ApiError`]), including the extractor's own rejections and unknown routes.
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/cache`
-//! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
+//! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/cron` (+ `/{name}/run`), `/api/config/reload`,
 //! `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
 //! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
 //!
@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod cache;
 pub mod cluster;
+pub mod cron;
 pub mod error;
 pub mod limits;
 pub mod messages;
@@ -61,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
         .route("/api/budget", get(budget::budget))
+        .route("/api/cron", get(cron::list))
+        .route("/api/cron/{name}/run", post(cron::run))
         .route("/api/cluster", get(cluster::status))
         .route("/api/cluster/leave", post(cluster::leave))
         .route("/v1/chat/completions", post(openai::chat_completions))

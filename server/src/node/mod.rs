@@ -377,6 +377,20 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let supervisor = tree::start_tree(tree)
         .await
         .context("starting the actors")?;
+    let cron = crate::cron::Cron {
+        cfg: cfg_cell.clone(),
+        node: node.clone(),
+        tasks: tasks.clone(),
+        marks: match &cluster {
+            Some(c) => Arc::new(crate::cluster::cron::RaftMarks(c.clone())),
+            None => {
+                Arc::new(crate::cron::LocalMarks::open(&store).context("opening the cron marks")?)
+            }
+        },
+        // The Feishu channel plugs its sender in here once it exists.
+        deliver: Arc::new(crate::cron::deliver::Deliverer::new(None)),
+        logs_dir: opts.data_dir.join("logs"),
+    };
     let app = Arc::new(App {
         cfg: cfg_cell.clone(),
         node: node.clone(),
@@ -386,6 +400,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         limits,
         cache: runner.cache.clone(),
         agents: runner.agents.clone(),
+        cron: cron.clone(),
         health: health.clone(),
         cluster: cluster.clone(),
         config_source: opts.config_source.clone(),
@@ -465,6 +480,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         })
     };
     health.set_started();
+    crate::cron::ticker::spawn(cron, shutdown.clone());
     tracing::info!(
         node = %node,
         http = %http_addr,

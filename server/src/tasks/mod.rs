@@ -132,6 +132,15 @@ impl Tasks {
     /// Admit a submission durably; `(record, duplicate)`. A duplicate (same idempotency key)
     /// returns the first task.
     pub async fn admit(&self, sub: TaskSubmit) -> Result<(TaskRecord, bool), TaskError> {
+        self.admit_with(sub, None).await
+    }
+
+    /// [`Tasks::admit`] for a task a cron firing creates: the record carries the firing.
+    pub async fn admit_with(
+        &self,
+        sub: TaskSubmit,
+        cron: Option<openclaw_proto::CronFiring>,
+    ) -> Result<(TaskRecord, bool), TaskError> {
         let cfg = self.cfg.get();
         admit::validate(&cfg, &sub)?;
         let max = cfg.server.queue_max;
@@ -140,7 +149,8 @@ impl Tasks {
             return Err(TaskError::QueueFull { max });
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let rec = admit::record_of(&cfg, sub, id, self.ledger.next_seq()?, now_ms());
+        let mut rec = admit::record_of(&cfg, sub, id, self.ledger.next_seq()?, now_ms());
+        rec.cron = cron;
         drop(cfg);
         match self.ledger.admit(rec).await? {
             Admission::Accepted(r) => {
