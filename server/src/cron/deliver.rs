@@ -45,7 +45,6 @@ pub struct Deliverer {
     http: reqwest::Client,
     feishu: Option<Arc<dyn FeishuSender>>,
     slots: Arc<Semaphore>,
-    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
 }
 
 impl Deliverer {
@@ -57,7 +56,6 @@ impl Deliverer {
                 .unwrap_or_default(),
             feishu,
             slots: Arc::new(Semaphore::new(CRON_DELIVERIES_MAX)),
-            env: Arc::new(|v| std::env::var(v).ok()),
         }
     }
 
@@ -68,7 +66,7 @@ impl Deliverer {
             return false;
         };
         let r = match to {
-            DeliverTo::Webhook(var) => match (self.env)(var).filter(|u| !u.is_empty()) {
+            DeliverTo::Webhook(var) => match std::env::var(var).ok().filter(|u| !u.is_empty()) {
                 Some(url) => self.webhook(&url, msg).await,
                 None => Err(format!("{var} is not set")),
             },

@@ -318,7 +318,7 @@ impl Cron {
         let text = match (&rec.output, &rec.error) {
             (Some(o), _) => o.clone(),
             (None, Some(e)) => format!("failed: {} ({})", e.message, e.code),
-            (None, None) => format!("{}", rec.status.as_str()),
+            (None, None) => rec.status.as_str().to_string(),
         };
         let msg = Message {
             job: job.to_string(),
