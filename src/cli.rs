@@ -141,6 +141,9 @@ pub enum Command {
                             openclaw-node leave --node http://10.0.0.5:3000 --id 1234"
     )]
     Leave(LeaveArgs),
+    /// The node's cron jobs (next and last firing), or fire one now.
+    #[command(subcommand)]
+    Cron(CronCmd),
     /// Inspect or empty a running node's request cache.
     #[command(after_help = "Examples:\n  openclaw-node cache stats\n  \
                             openclaw-node cache prune --node http://127.0.0.1:3100\n  \
@@ -181,6 +184,34 @@ pub struct DemoArgs {
 pub struct CacheArgs {
     #[command(subcommand)]
     pub action: CacheAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CronCmd {
+    /// Every job: schedule, zone, kind, next firing, last firing (task, node, status).
+    #[command(after_help = "Example:\n  openclaw-node cron list --node http://127.0.0.1:3000")]
+    List(CronListArgs),
+    /// Fire a job now (its own idempotency key; the schedule is unchanged).
+    #[command(after_help = "Example:\n  openclaw-node cron run daily-cost")]
+    Run(CronRunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CronListArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CronRunArgs {
+    #[command(flatten)]
+    pub target: NodeUrl,
+    /// The job's name (`cron.jobs[].name`).
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]

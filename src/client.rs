@@ -154,6 +154,17 @@ impl Client {
         Self::read(resp).await
     }
 
+    /// `POST path` with no body (a JSON answer).
+    pub async fn post_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .req(reqwest::Method::POST, path)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
     pub async fn queue(&self) -> anyhow::Result<openclaw_proto::api::QueueView> {
         let resp = self
             .req(reqwest::Method::GET, "/api/queue")

@@ -130,6 +130,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Submit(a)) => crate::client::submit(a).await,
         Some(Command::Bench(a)) => crate::bench::run(a).await,
         Some(Command::Cache(a)) => crate::client::cache(a).await,
+        Some(Command::Cron(c)) => crate::ops::cron::run(c).await,
         Some(Command::Status(a)) => crate::ops::status::run(a).await,
         Some(Command::Session(a)) => crate::ops::session::run(a).await,
         Some(Command::Leave(a)) => crate::ops::status::leave(a).await,

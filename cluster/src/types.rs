@@ -8,7 +8,7 @@
 use std::fmt;
 
 use openclaw_proto::api::{ContextCut, FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
-use openclaw_proto::{TaskRecord, TaskStatus};
+use openclaw_proto::{CronMark, TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// A node's id in Raft. Persisted in the node's data dir; never reused.
@@ -252,6 +252,10 @@ pub enum Command {
     /// Forget one session (`DELETE /api/sessions/{id}`). Replied `Purged(1)` if it existed,
     /// `Purged(0)` if not.
     RemoveSession { id: String },
+    /// Move cron job `job`'s "last fired" mark forward to `mark` (see `state/cron.rs`):
+    /// replied `Claimed(true)` when it moved — exactly once per (job, scheduled time) in the
+    /// cluster — `Claimed(false)` when the mark was already there or later.
+    CronMark { job: String, mark: CronMark },
 }
 
 /// A budget scope's limits as the proposer's config has them (`None` = unlimited).

@@ -252,6 +252,19 @@ pub struct TaskView {
     /// when the built-in simulator answers (no API key set).
     #[serde(default)]
     pub provider: Option<String>,
+    /// The cron firing that created the task (tasks of cron jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronRef>,
+}
+
+/// A task's cron firing: the job and the scheduled time (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronRef {
+    pub job: String,
+    pub scheduled_at: String,
+    /// True for `cron run` (an immediate firing, not a scheduled one).
+    #[serde(default)]
+    pub manual: bool,
 }
 
 /// Answer of `POST /api/tasks`.

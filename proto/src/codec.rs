@@ -10,7 +10,9 @@ use serde::{de::DeserializeOwned, Serialize};
 /// 3: `TaskRecord` gained `holds` (budget holds, no longer counted as attempts).
 /// 4: `PromptBreakdown` gained `summary`, `TaskRecord` and the cluster's `Outcome` `context`
 ///    (context management).
-pub const ENVELOPE_VERSION: u8 = 4;
+/// 5: `TaskRecord` gained `cron` (the cron firing that created it); the cluster state gained the
+/// cron marks.
+pub const ENVELOPE_VERSION: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

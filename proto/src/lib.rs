@@ -4,7 +4,7 @@
 //!   sessions API's answers (`/api/sessions`).
 //! - [`openai`]: OpenAI-compatible chat-completion DTOs (`/v1/chat/completions`, `/v1/models`).
 //! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
-//! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`).
+//! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`, `/api/cron`).
 //! - [`cluster`]: the cluster status (`/api/cluster`, `openclaw-node status --json`).
 //! - [`session`]: a conversation's stored state and the turn that changes it.
 //! - [`task`]: the stored task envelope ([`task::TaskRecord`]) and its status.
@@ -22,4 +22,4 @@ pub mod session;
 pub mod task;
 
 pub use api::{Complexity, ErrorBody, Priority, TaskSubmit, TaskView};
-pub use task::{TaskRecord, TaskStatus};
+pub use task::{CronFiring, CronMark, TaskRecord, TaskStatus};

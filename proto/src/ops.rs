@@ -1,5 +1,5 @@
 //! The operator views of one node: `GET /api/budget` ([`BudgetView`]) and `GET /api/limits`
-//! ([`LimitsView`]).
+//! ([`LimitsView`]), `GET /api/cron` ([`CronView`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -59,4 +59,46 @@ pub struct LimitScopeView {
     pub waiters: usize,
     pub backoff_ms: u64,
     pub consecutive_429s: u32,
+}
+
+/// `GET /api/cron`: the configured cron jobs, their next firing and the last one fired.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CronView {
+    pub jobs: Vec<CronJobView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronJobView {
+    pub name: String,
+    pub schedule: String,
+    /// The zone the schedule is read in (`UTC` when not configured).
+    pub timezone: String,
+    /// `agent`, `cost_report` or `token_stats`.
+    pub kind: String,
+    /// RFC 3339 (UTC); `None` when the schedule has no further firing.
+    pub next_at: Option<String>,
+    pub last: Option<CronLastView>,
+}
+
+/// The latest scheduled firing of a job, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronLastView {
+    pub scheduled_at: String,
+    /// The task it created (kind `agent`); `None` for the built-in kinds.
+    pub task_id: Option<String>,
+    /// The node that fired it.
+    pub node: String,
+    /// The task's status, or `delivered`/`failed` for the built-in kinds.
+    pub status: Option<String>,
+}
+
+/// Answer of `POST /api/cron/{name}/run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CronRunView {
+    pub job: String,
+    pub scheduled_at: String,
+    /// The task created (kind `agent`).
+    pub task_id: Option<String>,
+    /// What happened: the task's status, or `delivered`/`failed` for the built-in kinds.
+    pub status: String,
 }

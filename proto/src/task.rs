@@ -90,6 +90,28 @@ pub struct TaskRecord {
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
+    /// The cron firing that created the task, if a cron job did.
+    pub cron: Option<CronFiring>,
+}
+
+/// The cron firing behind a task: the job and the scheduled time (Unix ms) it fired for. A
+/// manual `cron run` fires at the time it was asked (`manual`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronFiring {
+    pub job: String,
+    pub scheduled_at_ms: u64,
+    pub manual: bool,
+}
+
+/// A cron job's latest scheduled firing (the replicated "last fired" mark, or the standalone
+/// node's). Marks only move forward: a firing at or before the mark has been fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronMark {
+    pub scheduled_at_ms: u64,
+    /// The task it created (kind `agent`); `None` for the built-in kinds.
+    pub task_id: Option<String>,
+    /// The node that fired it.
+    pub node: String,
 }
 
 impl TaskRecord {
@@ -133,6 +155,7 @@ impl TaskRecord {
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
+            cron: None,
         }
     }
 }
@@ -184,6 +207,11 @@ mod tests {
             created_at_ms: 1,
             started_at_ms: None,
             finished_at_ms: None,
+            cron: Some(CronFiring {
+                job: "daily".into(),
+                scheduled_at_ms: 1_800_000_000_000,
+                manual: false,
+            }),
         };
         let bytes = crate::codec::encode(&rec).unwrap();
         let back: TaskRecord = crate::codec::decode(&bytes).unwrap();

@@ -21,6 +21,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod context;
+pub mod cron;
 pub mod limits;
 pub mod metrics;
 pub mod node;

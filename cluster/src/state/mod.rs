@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openclaw_proto::codec::{decode, encode};
-use openclaw_proto::{TaskRecord, TaskStatus};
+use openclaw_proto::{CronMark, TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{key, Disk, DiskRead};
@@ -105,6 +105,8 @@ pub struct ClusterState {
     pub rate: BTreeMap<String, RateWindow>,
     /// Time of the last applied batch.
     pub now_ms: u64,
+    /// Each cron job's latest fired scheduled time (at most [`cron::CRON_MARKS_MAX`] jobs).
+    pub cron: BTreeMap<String, CronMark>,
     /// Per-node load, derived from `tasks`; rebuilt after decoding.
     #[serde(skip)]
     loads: BTreeMap<NodeId, ([u32; LEVELS], [u32; LEVELS])>,
@@ -128,6 +130,7 @@ impl PartialEq for ClusterState {
             && self.thresholds == o.thresholds
             && self.rate == o.rate
             && self.now_ms == o.now_ms
+            && self.cron == o.cron
     }
 }
 
@@ -221,6 +224,7 @@ impl ClusterState {
             } => {
                 Reply::Purged(self.retain(disk, *before_ms, *keep_max, (*max).min(PURGE_BATCH_MAX)))
             }
+            Command::CronMark { job, mark } => Reply::Claimed(self.cron_mark(job, mark)),
             Command::LeaseBudget {
                 node,
                 period,
@@ -864,6 +868,8 @@ fn emit(old: &TaskRecord, new: &TaskRecord, ev: &mut Vec<Event>) {
         ev.push(Event::Finished { id: new.id.clone() });
     }
 }
+
+pub mod cron;
 
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,8 @@ pub enum Code {
     QueueFull,
     // Sessions.
     SessionNotFound,
+    // Cron.
+    CronJobNotFound,
     // Capacity and availability.
     Overloaded,
     NotReady,
@@ -122,6 +124,7 @@ impl Code {
             AlreadyFinished => "already_finished",
             QueueFull => "queue_full",
             SessionNotFound => "session_not_found",
+            CronJobNotFound => "cron_job_not_found",
             Overloaded => "overloaded",
             NotReady => "not_ready",
             SchedulerUnavailable => "scheduler_unavailable",
@@ -331,6 +334,18 @@ impl From<TaskError> for ApiError {
                 ApiError::unavailable(Code::SchedulerUnavailable, message, 1)
             }
             TaskError::Ledger(l) => l.into(),
+        }
+    }
+}
+
+impl From<crate::cron::CronError> for ApiError {
+    fn from(e: crate::cron::CronError) -> ApiError {
+        use crate::cron::CronError;
+        let message = e.to_string();
+        match e {
+            CronError::UnknownJob { .. } => ApiError::not_found(Code::CronJobNotFound, message),
+            CronError::Task(t) => t.into(),
+            CronError::Marks(_) => ApiError::unavailable(Code::ClusterUnavailable, message, 1),
         }
     }
 }

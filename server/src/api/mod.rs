@@ -5,7 +5,7 @@
 //!
 //! Routes: `/api/tasks` (+ `/{id}`, long-poll with `?wait=`), `/api/queue`, `/api/sessions`
 //! (+ `/{id}`: show, `DELETE` clears), `/api/cache`
-//! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/config/reload`,
+//! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/cron` (+ `/{name}/run`), `/api/config/reload`,
 //! `/channels/feishu/events` (Feishu's event subscription; authenticated by Feishu's signature
 //! and verification token, not the bearer token), `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
 //! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
@@ -18,6 +18,7 @@ pub mod budget;
 pub mod cache;
 pub mod channels;
 pub mod cluster;
+pub mod cron;
 pub mod error;
 pub mod limits;
 pub mod messages;
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
         .route("/api/budget", get(budget::budget))
+        .route("/api/cron", get(cron::list))
+        .route("/api/cron/{name}/run", post(cron::run))
         .route("/api/cluster", get(cluster::status))
         .route("/api/cluster/leave", post(cluster::leave))
         .route("/v1/chat/completions", post(openai::chat_completions))

@@ -17,6 +17,7 @@
 //! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
 //! restarted with its data dir is already a member and needs neither.
 
+pub mod cron;
 pub mod ledger;
 pub mod net;
 pub mod prevote;

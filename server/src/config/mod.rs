@@ -11,6 +11,7 @@
 //! `auth`, `audit`. Secrets never live here: API keys are named by `api_key_env` and read from the
 //! environment into a [`Secret`], whose `Debug`/`Display` print `***`.
 
+pub mod cron;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub cluster: ClusterConfig,
     pub channels: ChannelsConfig,
+    pub cron: cron::CronConfig,
 }
 
 impl Default for Config {
@@ -119,6 +121,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             cluster: ClusterConfig::default(),
             channels: ChannelsConfig::default(),
+            cron: cron::CronConfig::default(),
         }
     }
 }
@@ -1389,6 +1392,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_cron()?;
         if self.rate_limiting.window_seconds == 0 {
             return Err(bad("rate_limiting.window_seconds", "must be at least 1"));
         }
@@ -1555,6 +1559,84 @@ impl Config {
     /// Keys that are accepted but do not (fully) act, each with what the node does instead. The
     /// node logs each once at start-up and `doctor` lists them; values left at their defaults
     /// are not reported. `env` reads environment variables (webhook URLs).
+    /// `cron.jobs[]`: names unique and key-safe, schedule and zone parse, agent and model exist.
+    fn validate_cron(&self) -> Result<(), ConfigError> {
+        use cron::{CronKind, CRON_JOBS_MAX, CRON_NAME_MAX};
+        let jobs = &self.cron.jobs;
+        if jobs.len() > CRON_JOBS_MAX {
+            return Err(ConfigError::invalid(
+                "cron.jobs",
+                format!("{} jobs; at most {CRON_JOBS_MAX}", jobs.len()),
+            ));
+        }
+        if !jobs.is_empty() && !self.task_priority.source_mapping.contains_key("cron_job") {
+            return Err(ConfigError::invalid(
+                "task_priority.source_mapping",
+                "cron jobs need the source `cron_job` (its priority is their default)",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, j) in jobs.iter().enumerate() {
+            let p = format!("cron.jobs[{i}]");
+            if j.name.is_empty()
+                || j.name.len() > CRON_NAME_MAX
+                || !j
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ConfigError::invalid(
+                    format!("{p}.name"),
+                    format!(
+                        "`{}`: 1..={CRON_NAME_MAX} letters, digits, '_' or '-'",
+                        j.name
+                    ),
+                ));
+            }
+            if !seen.insert(j.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{p}.name"),
+                    format!("`{}` is the name of an earlier job", j.name),
+                ));
+            }
+            cron::parse_schedule(&j.schedule)
+                .map_err(|e| ConfigError::invalid(format!("{p}.schedule"), e))?;
+            cron::parse_timezone(j.timezone.as_deref())
+                .map_err(|e| ConfigError::invalid(format!("{p}.timezone"), e))?;
+            if j.agent != "main" && !self.agents.contains_key(&j.agent) {
+                return Err(ConfigError::invalid(
+                    format!("{p}.agent"),
+                    format!("unknown agent `{}`: add it under `agents`", j.agent),
+                ));
+            }
+            if let Some(m) = &j.model {
+                if !self.models.contains_key(m) {
+                    return Err(ConfigError::invalid(
+                        format!("{p}.model"),
+                        format!("unknown model `{m}`"),
+                    ));
+                }
+            }
+            if j.kind == CronKind::Agent && j.input.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{p}.input"),
+                    "a job of kind `agent` needs the prompt to run",
+                ));
+            }
+            if let Some(cron::DeliverTo::Webhook(var) | cron::DeliverTo::FeishuChat(var)) =
+                &j.deliver_to
+            {
+                if var.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{p}.deliver_to"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn warnings(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigWarning> {
         let mut out = Vec::new();
         let mut warn = |path: &str, message: String| {
@@ -1628,6 +1710,27 @@ impl Config {
                  `feishu` for a Feishu bot)"
                     .to_string(),
             );
+        }
+        for (i, j) in self.cron.jobs.iter().enumerate() {
+            match &j.deliver_to {
+                Some(cron::DeliverTo::FeishuChat(chat)) => warn(
+                    &format!("cron.jobs[{i}].deliver_to.feishu_chat"),
+                    format!(
+                        "`{chat}`: this build has no Feishu channel yet, so job `{}` fires but \
+                         its result is only logged",
+                        j.name
+                    ),
+                ),
+                Some(cron::DeliverTo::Webhook(var))
+                    if env(var).filter(|v| !v.is_empty()).is_none() =>
+                {
+                    warn(
+                        &format!("cron.jobs[{i}].deliver_to.webhook"),
+                        format!("{var} is not set: job `{}` results are not sent", j.name),
+                    )
+                }
+                _ => {}
+            }
         }
         let l = &self.budget.limits;
         if !self.budget.enabled
@@ -1826,6 +1929,90 @@ mod tests {
         let cfg = from_value("chapter.json", chapter).unwrap();
         assert_eq!(cfg.model_routing.rules.len(), 3);
         assert_eq!(cfg.budget.limits.per_agent["main"].tokens, Some(5_000_000));
+    }
+
+    #[test]
+    fn cron_jobs_parse_and_bad_ones_name_their_path() {
+        let ok = json!({"cron": {"jobs": [
+            {"name": "daily-cost", "schedule": "0 9 * * *", "timezone": "Asia/Shanghai",
+             "kind": "cost_report", "deliver_to": {"feishu_chat": "oc_123"}, "catch_up": "latest"},
+            {"name": "tick", "schedule": "*/2 * * * * *", "input": "ping", "priority": "low",
+             "model": "gpt-4o-mini", "deliver_to": {"webhook": "CRON_HOOK_URL"}},
+            {"name": "tokens", "schedule": "@daily", "kind": "token_stats"}
+        ]}});
+        let cfg = from_value("cron.json", ok).unwrap();
+        assert_eq!(cfg.cron.jobs.len(), 3);
+        assert_eq!(cfg.cron.jobs[0].catch_up, cron::CatchUp::Latest);
+        assert_eq!(
+            cfg.cron.jobs[1].deliver_to,
+            Some(cron::DeliverTo::Webhook("CRON_HOOK_URL".into()))
+        );
+        assert_eq!(cfg.cron.jobs[2].agent, "main");
+        let w = cfg.warnings(&|_| None);
+        assert!(
+            w.iter()
+                .any(|w| w.path == "cron.jobs[0].deliver_to.feishu_chat"),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.path == "cron.jobs[1].deliver_to.webhook"),
+            "{w:?}"
+        );
+
+        let job = |extra: Value| {
+            let mut j = json!({"name": "j", "schedule": "@hourly", "input": "hi"});
+            for (k, v) in extra.as_object().unwrap() {
+                j[k] = v.clone();
+            }
+            json!({"cron": {"jobs": [j]}})
+        };
+        let cases = [
+            (
+                job(json!({"schedule": "* * * *"})),
+                "cron.jobs[0].schedule",
+                "4 fields",
+            ),
+            (
+                job(json!({"schedule": "99 * * * *"})),
+                "cron.jobs[0].schedule",
+                "not a cron",
+            ),
+            (
+                job(json!({"timezone": "Mars/Base"})),
+                "cron.jobs[0].timezone",
+                "IANA",
+            ),
+            (
+                job(json!({"agent": "ghost"})),
+                "cron.jobs[0].agent",
+                "ghost",
+            ),
+            (
+                job(json!({"model": "gpt-9"})),
+                "cron.jobs[0].model",
+                "gpt-9",
+            ),
+            (job(json!({"input": ""})), "cron.jobs[0].input", "prompt"),
+            (job(json!({"name": "a b"})), "cron.jobs[0].name", "letters"),
+            (job(json!({"catch_up": "all"})), "cron", "unknown variant"),
+            (
+                job(json!({"deliver_to": {"email": "x"}})),
+                "cron",
+                "unknown variant",
+            ),
+            (
+                json!({"cron": {"jobs": [
+                    {"name": "j", "schedule": "@daily", "input": "a"},
+                    {"name": "j", "schedule": "@daily", "input": "b"}]}}),
+                "cron.jobs[1].name",
+                "earlier job",
+            ),
+        ];
+        for (v, path, what) in cases {
+            let e = err_of(v);
+            assert!(e.contains(path) && e.contains(what), "{path}: {e}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::calls::Calls;
 use crate::cluster::Cluster;
 use crate::config::reload::ConfigSource;
 use crate::config::ConfigCell;
+use crate::cron::Cron;
 use crate::limits::RateLimits;
 use crate::node::health::Health;
 use crate::sessions::Sessions;
@@ -30,6 +31,7 @@ pub struct App {
     pub cache: RequestCache,
     pub agents: Agents,
     pub sessions: Sessions,
+    pub cron: Cron,
     pub health: Arc<Health>,
     /// This node's part of the cluster (cluster mode only).
     pub cluster: Option<Arc<Cluster>>,

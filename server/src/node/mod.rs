@@ -406,6 +406,20 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let supervisor = tree::start_tree(tree)
         .await
         .context("starting the actors")?;
+    let cron = crate::cron::Cron {
+        cfg: cfg_cell.clone(),
+        node: node.clone(),
+        tasks: tasks.clone(),
+        marks: match &cluster {
+            Some(c) => Arc::new(crate::cluster::cron::RaftMarks(c.clone())),
+            None => {
+                Arc::new(crate::cron::LocalMarks::open(&store).context("opening the cron marks")?)
+            }
+        },
+        // The Feishu channel plugs its sender in here once it exists.
+        deliver: Arc::new(crate::cron::deliver::Deliverer::new(None)),
+        logs_dir: opts.data_dir.join("logs"),
+    };
     let app = Arc::new(App {
         cfg: cfg_cell.clone(),
         node: node.clone(),
@@ -416,6 +430,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         cache: runner.cache.clone(),
         agents: runner.agents.clone(),
         sessions: runner.sessions.clone(),
+        cron: cron.clone(),
         health: health.clone(),
         cluster: cluster.clone(),
         feishu,
@@ -505,6 +520,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         })
     };
     health.set_started();
+    crate::cron::ticker::spawn(cron, shutdown.clone());
     tracing::info!(
         node = %node,
         http = %http_addr,

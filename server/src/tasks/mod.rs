@@ -132,7 +132,7 @@ impl Tasks {
     /// Admit a submission durably; `(record, duplicate)`. A duplicate (same idempotency key)
     /// returns the first task.
     pub async fn admit(&self, sub: TaskSubmit) -> Result<(TaskRecord, bool), TaskError> {
-        self.admit_replying(sub, None).await
+        self.admit_full(sub, None, None).await
     }
 
     /// Admit a submission from a chat channel: `reply_to` is the channel's delivery target
@@ -143,6 +143,24 @@ impl Tasks {
         &self,
         sub: TaskSubmit,
         reply_to: Option<String>,
+    ) -> Result<(TaskRecord, bool), TaskError> {
+        self.admit_full(sub, reply_to, None).await
+    }
+
+    /// [`Tasks::admit`] for a task a cron firing creates: the record carries the firing.
+    pub async fn admit_with(
+        &self,
+        sub: TaskSubmit,
+        cron: Option<openclaw_proto::CronFiring>,
+    ) -> Result<(TaskRecord, bool), TaskError> {
+        self.admit_full(sub, None, cron).await
+    }
+
+    async fn admit_full(
+        &self,
+        sub: TaskSubmit,
+        reply_to: Option<String>,
+        cron: Option<openclaw_proto::CronFiring>,
     ) -> Result<(TaskRecord, bool), TaskError> {
         let cfg = self.cfg.get();
         admit::validate(&cfg, &sub)?;
@@ -156,6 +174,7 @@ impl Tasks {
         if reply_to.is_some() {
             rec.callback_url = reply_to;
         }
+        rec.cron = cron;
         drop(cfg);
         match self.ledger.admit(rec).await? {
             Admission::Accepted(r) => {

@@ -44,6 +44,11 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         waiting_reason: None,
         waiting_scope: None,
         provider: None,
+        cron: r.cron.as_ref().map(|c| openclaw_proto::api::CronRef {
+            job: c.job.clone(),
+            scheduled_at: rfc3339(c.scheduled_at_ms),
+            manual: c.manual,
+        }),
     }
 }
 
