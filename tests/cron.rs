@@ -212,6 +212,82 @@ async fn a_cost_report_job_posts_to_its_webhook() {
     );
 }
 
+/// The chapter's "Cron 每日任务 + 飞书通知": a cost report to a Feishu chat arrives as one
+/// message card through the Feishu channel's Open API client (the simulator's), after a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_report_job_sends_a_card_to_its_feishu_chat() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({
+            "channels": {"feishu": {"app_id": "cli_cron", "base_url": sim.url}},
+            "cron": {"jobs": [
+                {"name": "daily-cost", "schedule": "0 9 * * *", "timezone": "Asia/Shanghai",
+                 "kind": "cost_report", "deliver_to": {"feishu_chat": "oc_team"}}
+            ]}
+        }),
+    );
+    let env = [
+        ("FEISHU_APP_SECRET", "cron-app-secret"),
+        ("FEISHU_VERIFICATION_TOKEN", "cron-verification"),
+    ];
+    let node = Node::start_with_env(&cfg, &env).await;
+    let id = node.submit_ok(json!({"input": "spend something"})).await;
+    node.wait_final(&id, common::TASK_DEADLINE).await;
+
+    // The first send answers 500: the delivery is retried.
+    let r = node
+        .http
+        .put(format!("{}/sim/feishu/faults", sim.url))
+        .json(&json!({"fail_next": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = node
+        .http
+        .post(format!("{}/api/cron/daily-cost/run", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "delivered", "{v}\n{}", node.stderr());
+
+    let log: Value = node
+        .http
+        .get(format!("{}/sim/feishu/messages", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sends: Vec<&Value> = log["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "send")
+        .collect();
+    assert_eq!(sends.len(), 1, "one card after one failed try: {log}");
+    let m = sends[0];
+    assert_eq!(m["receive_id"], "oc_team", "{m}");
+    assert_eq!(m["msg_type"], "interactive", "{m}");
+    let card: Value = serde_json::from_str(m["content"].as_str().unwrap()).unwrap();
+    let title = card["header"]["title"]["content"].as_str().unwrap();
+    assert!(title.contains("费用日报"), "{card}");
+    let text = card["elements"][0]["content"].as_str().unwrap();
+    assert!(
+        text.contains("fast"),
+        "the report lists the model used: {card}"
+    );
+    assert!(
+        m["uuid"].as_str().is_some_and(|u| u.starts_with("cron-")),
+        "{m}"
+    );
+}
+
 const SECRET: &str = "test-cluster-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

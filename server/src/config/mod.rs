@@ -1713,11 +1713,11 @@ impl Config {
         }
         for (i, j) in self.cron.jobs.iter().enumerate() {
             match &j.deliver_to {
-                Some(cron::DeliverTo::FeishuChat(chat)) => warn(
+                Some(cron::DeliverTo::FeishuChat(chat)) if self.channels.feishu.is_none() => warn(
                     &format!("cron.jobs[{i}].deliver_to.feishu_chat"),
                     format!(
-                        "`{chat}`: this build has no Feishu channel yet, so job `{}` fires but \
-                         its result is only logged",
+                        "`{chat}`: no `channels.feishu` is configured, so job `{}` fires but \
+                         its result is only logged (set up the Feishu app to send it)",
                         j.name
                     ),
                 ),
@@ -1957,6 +1957,20 @@ mod tests {
         assert!(
             w.iter()
                 .any(|w| w.path == "cron.jobs[1].deliver_to.webhook"),
+            "{w:?}"
+        );
+
+        // With the Feishu channel configured, a Feishu destination is sent: no warning.
+        let with_feishu = json!({
+            "channels": {"feishu": {"app_id": "cli_a"}},
+            "cron": {"jobs": [{"name": "daily-cost", "schedule": "0 9 * * *",
+                               "kind": "cost_report", "deliver_to": {"feishu_chat": "oc_123"}}]}
+        });
+        let cfg = from_value("cron.json", with_feishu).unwrap();
+        let w = cfg.warnings(&|_| Some("set".into()));
+        assert!(
+            !w.iter()
+                .any(|w| w.path.starts_with("cron.jobs[0].deliver_to")),
             "{w:?}"
         );
 
