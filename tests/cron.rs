@@ -288,6 +288,94 @@ async fn a_cost_report_job_sends_a_card_to_its_feishu_chat() {
     );
 }
 
+/// Scheduled times (ms) of each job's firings, counted (a repeat shows as a count above 1).
+async fn firings_by_job(node: &NodeApi) -> BTreeMap<String, BTreeMap<u64, usize>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
+    for t in cron_tasks(node).await {
+        let at = t["cron"]["scheduled_at"].as_str().unwrap();
+        let ms = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis() as u64;
+        *out.entry(t["cron"]["job"].as_str().unwrap().to_string())
+            .or_default()
+            .entry(ms)
+            .or_default() += 1;
+    }
+    out
+}
+
+/// `catch_up` after a total outage (a lone node is the whole cluster): a job every 10 s, the
+/// node killed right after a firing and started again 13 s later, with
+/// `cron.missed_after_seconds: 2` — so the firing in between was missed, not late. The job with
+/// `catch_up: latest` runs it once when the node is back; the one with `none` passes it over;
+/// both go on with the next firing, and nothing fires twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_total_outage_catch_up_latest_runs_the_missed_firing_once() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({"cron": {"missed_after_seconds": 2, "jobs": [
+            {"name": "latest", "schedule": "*/10 * * * * *", "input": "cron ping", "catch_up": "latest"},
+            {"name": "none", "schedule": "*/10 * * * * *", "input": "cron ping", "catch_up": "none"}
+        ]}}),
+    );
+    let mut node = Node::start(&cfg).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // Both jobs fired the same scheduled time s0.
+    let s0 = poll("a firing of both jobs", Duration::from_secs(40), || async {
+        let f = firings_by_job(&node).await;
+        let latest = f.get("latest")?.keys().max().copied()?;
+        (f.get("none")?.keys().max().copied()? == latest).then_some(latest)
+    })
+    .await;
+    node.kill();
+    assert!(now() < s0 + 8_000, "the node must be down before s0 + 10 s");
+    // Down until s0 + 13 s: the firing at s0 + 10 s is then 3 s old, older than
+    // missed_after_seconds, as soon as the node looks.
+    tokio::time::sleep(Duration::from_millis((s0 + 13_000).saturating_sub(now()))).await;
+    node.restart().await;
+    let f = poll(
+        "both jobs' firing at s0 + 20 s",
+        Duration::from_secs(40),
+        || async {
+            let f = firings_by_job(&node).await;
+            let done = ["latest", "none"]
+                .iter()
+                .all(|j| f.get(*j).is_some_and(|m| m.contains_key(&(s0 + 20_000))));
+            done.then_some(f)
+        },
+    )
+    .await;
+    let upto = |job: &str| -> Vec<(u64, usize)> {
+        f[job]
+            .iter()
+            .filter(|(at, _)| **at >= s0 && **at <= s0 + 20_000)
+            .map(|(at, n)| ((at - s0) / 1000, *n))
+            .collect()
+    };
+    assert_eq!(
+        upto("latest"),
+        [(0, 1), (10, 1), (20, 1)],
+        "catch_up latest: the missed firing runs once: {f:?}\n{}",
+        node.stderr()
+    );
+    assert_eq!(
+        upto("none"),
+        [(0, 1), (20, 1)],
+        "catch_up none: the missed firing is passed over: {f:?}"
+    );
+    assert!(
+        node.stderr().contains("firings were missed"),
+        "the outage is logged"
+    );
+}
+
 const SECRET: &str = "test-cluster-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1561,7 +1561,14 @@ impl Config {
     /// are not reported. `env` reads environment variables (webhook URLs).
     /// `cron.jobs[]`: names unique and key-safe, schedule and zone parse, agent and model exist.
     fn validate_cron(&self) -> Result<(), ConfigError> {
-        use cron::{CronKind, CRON_JOBS_MAX, CRON_NAME_MAX};
+        use cron::{CronKind, CRON_JOBS_MAX, CRON_NAME_MAX, MISSED_AFTER_MAX_S};
+        let missed = self.cron.missed_after_seconds;
+        if !(1..=MISSED_AFTER_MAX_S).contains(&missed) {
+            return Err(ConfigError::invalid(
+                "cron.missed_after_seconds",
+                format!("{missed}; between 1 and {MISSED_AFTER_MAX_S} seconds"),
+            ));
+        }
         let jobs = &self.cron.jobs;
         if jobs.len() > CRON_JOBS_MAX {
             return Err(ConfigError::invalid(
@@ -1982,6 +1989,16 @@ mod tests {
             json!({"cron": {"jobs": [j]}})
         };
         let cases = [
+            (
+                json!({"cron": {"missed_after_seconds": 0}}),
+                "cron.missed_after_seconds",
+                "between 1 and",
+            ),
+            (
+                json!({"cron": {"missed_after_seconds": 86_401}}),
+                "cron.missed_after_seconds",
+                "between 1 and",
+            ),
             (
                 job(json!({"schedule": "* * * *"})),
                 "cron.jobs[0].schedule",
