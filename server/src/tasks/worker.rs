@@ -477,6 +477,7 @@ async fn execute(
         out.route = Some(route.reason.label());
         out.prompt = breakdown;
         out.context = cut;
+        keep_summary_of_failed_turn(rt, rec, turn).await;
         return Ok(out);
     }
     let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
@@ -570,6 +571,7 @@ async fn execute(
             out.prompt = breakdown;
             out.context = cut;
             drop(held);
+            keep_summary_of_failed_turn(rt, rec, turn).await;
             out
         }
     })
@@ -599,22 +601,37 @@ struct Turn {
 }
 
 async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str, turn: Turn) {
+    let msg = |role: &str, content: &str| SessionMessage {
+        role: role.into(),
+        content: content.to_string(),
+        tokens: crate::tokens::count(content),
+    };
+    let append = vec![msg("user", &rec.input), msg("assistant", output)];
+    record_turn(rt, rec, turn, append).await;
+}
+
+/// A turn whose answer failed after its summary call made a new summary: the summary (paid
+/// for) is kept and the messages it folded leave the window, so the next turn does not
+/// summarise them again. Its two messages are not added (the failure records the turn once;
+/// the session's `last_task` makes the later `record_failed_turn` a no-op).
+async fn keep_summary_of_failed_turn(rt: &Runner, rec: &TaskRecord, turn: Turn) {
+    if turn.summary.is_some() {
+        record_turn(rt, rec, turn, Vec::new()).await;
+    }
+}
+
+async fn record_turn(rt: &Runner, rec: &TaskRecord, turn: Turn, append: Vec<SessionMessage>) {
     if let Some(s) = &rec.session_id {
-        let msg = |role: &str, content: &str| SessionMessage {
-            role: role.into(),
-            content: content.to_string(),
-            tokens: crate::tokens::count(content),
-        };
         let upd = TurnUpdate {
             session: s.clone(),
             agent: rec.agent.clone(),
             task_id: rec.id.clone(),
             fold: turn.fold,
             summary: turn.summary,
-            append: vec![msg("user", &rec.input), msg("assistant", output)],
+            append,
         };
         if let Err(e) = rt.sessions.record_turn(upd).await {
-            tracing::warn!(error = %e, "cannot append to session");
+            tracing::warn!(error = %e, "cannot record the turn in its session");
         }
     }
 }
