@@ -847,6 +847,7 @@ async fn sim_input_tokens(sim: &SimApi, id: &str) -> u64 {
 /// node (it sticks); that node is SIGKILLed; the next turn, submitted to another node, runs on
 /// a live node and reaches the provider with the earlier messages (the simulator's log: input
 /// tokens keep growing, no reset), its history exactly the earlier turns' inputs and answers.
+/// Then `/api/sessions` shows it on any node, and a `DELETE` through one node clears it on all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_continues_on_another_node_after_its_node_dies() {
     let mut c = TestCluster::start(json!({})).await;
@@ -910,6 +911,57 @@ async fn a_session_continues_on_another_node_after_its_node_dies() {
     assert!(
         after > inputs[2],
         "the provider saw the history ({after} input tokens after {inputs:?})"
+    );
+
+    // The surface reads the replicated session on any node, and a clear through one node is
+    // seen by every other (a replicated `RemoveSession`): the next turn starts afresh.
+    let (a, b) = (&c.nodes[live[0]], &c.nodes[live[1]]);
+    let (st, s) = a.get_json("/api/sessions/s-alice").await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{s}");
+    assert_eq!(
+        (s["turns"].as_u64(), s["last_task"].as_str()),
+        (Some(4), Some(id.as_str())),
+        "{s}"
+    );
+    assert_eq!(s["messages"].as_array().map(Vec::len), Some(8), "{s}");
+    let (_, list) = b.get_json("/api/sessions").await;
+    assert!(
+        list["sessions"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["id"] == "s-alice")),
+        "{list}"
+    );
+    let r = b
+        .http
+        .delete(format!("{}/api/sessions/s-alice", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = a.get_json("/api/sessions/s-alice").await;
+        if st == reqwest::StatusCode::NOT_FOUND {
+            assert_eq!(v["error"]["code"], "session_not_found", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still there on the other node: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = submit_retrying(
+        a,
+        json!({"input": "turn 4: a fresh start", "session_id": "s-alice"}),
+    )
+    .await;
+    let done = a.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["prompt"]["history"].as_u64(),
+        Some(0),
+        "cleared: {done}"
     );
 }
 

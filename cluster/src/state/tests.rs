@@ -1054,3 +1054,53 @@ fn a_dead_nodes_budget_slice_is_withheld_and_reported_until_it_expires() {
     );
     assert!(s.dead_leases(13_100).is_empty());
 }
+
+/// `RemoveSession` (DELETE /api/sessions/{id}): removes the session, its sticky node and its
+/// place in the expiry index on every replica alike; the count follows; an unknown or already
+/// removed session changes nothing; a later turn starts a fresh session.
+#[test]
+fn removing_a_session_forgets_it_everywhere_once() {
+    let mut a = R::default();
+    run(&mut a, 0, vec![hb(1, 1), hb(2, 1)]);
+    run(
+        &mut a,
+        10,
+        vec![turn("x", "t1", "one"), turn("y", "t2", "hi")],
+    );
+    let mut b = a.clone();
+    let remove = |id: &str| Command::RemoveSession { id: id.into() };
+    // (command, reply, sessions kept after)
+    let table: Vec<(Command, Reply, u64)> = vec![
+        (remove("x"), Reply::Purged(1), 1),
+        (remove("x"), Reply::Purged(0), 1),
+        (remove("nope"), Reply::Purged(0), 1),
+    ];
+    for (i, (cmd, want, kept)) in table.into_iter().enumerate() {
+        let (r, _) = run(&mut a, 20, vec![cmd.clone()]);
+        run(&mut b, 20, vec![cmd]);
+        assert_eq!(r[0], want, "row {i}");
+        assert_eq!(a.sessions_kept(&a.d), kept, "row {i}");
+        assert!(a.s == b.s && a.d == b.d, "row {i}: replicas agree");
+    }
+    assert!(a.session(&a.d, "x").is_none());
+    assert_eq!(a.session_node(&a.d, "x"), None);
+    assert!(a.session(&a.d, "y").is_some());
+    // The expiry index holds no trace of `x`: a sweep of everything finds only `y`.
+    let (r, _) = run(
+        &mut a,
+        30,
+        vec![Command::SweepSessions {
+            before_ms: 1_000,
+            keep_max: 10,
+            max: 10,
+        }],
+    );
+    assert_eq!(r[0], Reply::Purged(1));
+    assert_eq!(a.sessions_kept(&a.d), 0);
+    // A new turn of `x` starts over.
+    run(&mut a, 40, vec![turn("x", "t3", "again")]);
+    let x = a.session(&a.d, "x").unwrap();
+    assert_eq!((x.turns, x.messages.len()), (1, 2));
+    let restored = a.snapshot_round_trip();
+    assert!(restored.s == a.s && restored.d == a.d);
+}
