@@ -965,6 +965,60 @@ async fn a_session_continues_on_another_node_after_its_node_dies() {
     );
 }
 
+/// Issue 10: a 60-turn session on the cluster with `max_context_tokens` 600 keeps every provider
+/// call (answers and summaries) within 600 input tokens and calls the summary model; halfway,
+/// the node that ran the last turn is SIGKILLed and the next turn, on another node, carries the
+/// replicated summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_60_turn_session_stays_within_the_window_across_a_node_kill() {
+    const WINDOW: u64 = 600;
+    let mut c = TestCluster::start(json!({"session": {"context_management": {
+        "max_context_tokens": WINDOW,
+        "sliding_window": {"enabled": true, "keep_recent_messages": 6, "summarize_older": true}
+    }}}))
+    .await;
+    let ids = c.node_ids().await;
+    let mut live: Vec<usize> = vec![0, 1, 2];
+    let mut last: Option<Value> = None;
+    for n in 0..60 {
+        if n == 30 {
+            let owner = last.as_ref().unwrap()["node"].as_str().unwrap().to_string();
+            let victim = ids
+                .iter()
+                .position(|id| id.to_string() == owner)
+                .expect("owner is a node");
+            c.kill(victim);
+            live.retain(|i| *i != victim);
+            c.wait_not_alive(live[0], &[ids[victim]]).await;
+        }
+        let via = &c.nodes[live[n % live.len()]];
+        let detail = "keep the names and the numbers exact ".repeat(1 + n % 4);
+        let id = submit_retrying(
+            via,
+            json!({"input": format!("turn {n}: what next for project {}? {detail}", n % 7),
+                   "session_id": "s-long"}),
+        )
+        .await;
+        let done = via.wait_final(&id, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "succeeded", "turn {n}: {done}");
+        if n == 30 {
+            assert!(
+                done["prompt"]["summary"].as_u64().unwrap_or(0) > 0,
+                "the summary came along to another node: {done}"
+            );
+        }
+        last = Some(done);
+    }
+    let calls = c.sim.calls(None).await;
+    assert!(calls.len() >= 60, "{} calls", calls.len());
+    for call in &calls {
+        let input = call["input_tokens"].as_u64().unwrap();
+        assert!(input <= WINDOW, "a call of {input} input tokens: {call}");
+    }
+    let summaries = calls.iter().filter(|c| c["summary"] == true).count();
+    assert!(summaries >= 15, "{summaries} summary calls");
+}
+
 /// Issue 10: five turns of one session submitted at once, through different nodes, run one at
 /// a time in submission order (each starts after the one before finished, on the replicated
 /// clock), each seeing the previous turn's answer.
