@@ -1,10 +1,19 @@
 //! Small helpers with no better home: default paths, the host name, the two clocks (wall-clock
-//! Unix milliseconds and the node's monotonic milliseconds) and the doubling back-off.
+//! Unix milliseconds and the node's monotonic milliseconds), the doubling back-off and the
+//! constant-time comparison of secrets.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Wall-clock Unix milliseconds (stamped into records by the node that changes them).
+/// Whether a presented secret equals the expected one, in time independent of where they differ
+/// (`subtle`); only the length may leak. Every secret check uses it: API tokens, the cluster
+/// secret, Feishu's verification token and signature.
+pub fn same_secret(given: &[u8], want: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.ct_eq(want).into()
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -60,6 +69,20 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_secret_table() {
+        let cases: [(&[u8], &[u8], bool); 5] = [
+            (b"abc", b"abc", true),
+            (b"abc", b"abd", false),
+            (b"abd", b"abc", false),
+            (b"abc", b"abcd", false),
+            (b"", b"x", false),
+        ];
+        for (given, want, ok) in cases {
+            assert_eq!(same_secret(given, want), ok, "{given:?} {want:?}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_from_the_second_attempt() {

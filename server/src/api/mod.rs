@@ -188,20 +188,15 @@ async fn auth(State(st): State<AppState>, req: Request, next: Next) -> Response 
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
+        Some(g) if crate::util::same_secret(g.as_bytes(), token.expose().as_bytes()) => {
+            next.run(req).await
+        }
         Some(_) => ApiError::unauthorized("the bearer token is not valid for this node").into_response(),
         None => ApiError::unauthorized(
             "this node requires `Authorization: Bearer <token>` (the token in the node's auth.token_env variable)",
         )
         .into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -213,12 +208,5 @@ mod tests {
         assert_eq!(endpoint_label(Some("/api/tasks/{id}")), "task");
         assert_eq!(endpoint_label(Some("/whatever/123")), "other");
         assert_eq!(endpoint_label(None), "other");
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -89,18 +89,10 @@ pub fn signature_ok(
     signature: &str,
 ) -> bool {
     let want = sign(timestamp, nonce, encrypt_key, body);
-    constant_time_eq(
-        want.as_bytes(),
+    crate::util::same_secret(
         signature.trim().to_ascii_lowercase().as_bytes(),
+        want.as_bytes(),
     )
-}
-
-/// Compare two byte strings without an early exit.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ impl Feishu {
         let incoming = event::parse(&plain).map_err(|e| FeishuError::Malformed(e.0))?;
         match &self.secrets.verification_token {
             Some(t)
-                if !crypto::constant_time_eq(
+                if !crate::util::same_secret(
                     incoming.token().as_bytes(),
                     t.expose().as_bytes(),
                 ) =>
