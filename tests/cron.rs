@@ -54,6 +54,17 @@ async fn poll<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// `POST /api/cron/{job}/run`: the status and the JSON answer.
+async fn run_job(node: &NodeApi, job: &str) -> (StatusCode, Value) {
+    let r = node
+        .http
+        .post(format!("{}/api/cron/{job}/run", node.url))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_every_2s_fires_on_a_node_with_its_firing_on_the_task() {
     let sim = Sim::start(&[]).await;
@@ -103,14 +114,8 @@ async fn a_job_every_2s_fires_on_a_node_with_its_firing_on_the_task() {
     assert!(last["status"].as_str().is_some(), "{v}");
 
     // cron run: an immediate firing with its own key.
-    let r = node
-        .http
-        .post(format!("{}/api/cron/tick/run", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let run: Value = r.json().await.unwrap();
+    let (st, run) = run_job(&node, "tick").await;
+    assert_eq!(st, StatusCode::OK, "{run}");
     let id = run["task_id"].as_str().unwrap().to_string();
     let t = node.wait_final(&id, common::TASK_DEADLINE).await;
     assert_eq!(t["status"], "succeeded", "{t}");
@@ -122,14 +127,12 @@ async fn a_job_every_2s_fires_on_a_node_with_its_firing_on_the_task() {
             .starts_with("cron:tick:run:"),
         "{t}"
     );
-    let r = node
-        .http
-        .post(format!("{}/api/cron/nope/run", node.url))
-        .send()
-        .await
-        .unwrap();
-    let got = (r.status(), r.json().await.unwrap_or(Value::Null));
-    assert_error("unknown job", got, 404, "cron_job_not_found");
+    assert_error(
+        "unknown job",
+        run_job(&node, "nope").await,
+        404,
+        "cron_job_not_found",
+    );
 
     // The CLI over the same API.
     let (code, out, err) = run_cli(&["cron", "list", "--node", &node.url]);
@@ -184,15 +187,12 @@ async fn a_cost_report_job_posts_to_its_webhook() {
     let id = node.submit_ok(json!({"input": "spend something"})).await;
     node.wait_final(&id, common::TASK_DEADLINE).await;
 
-    let r = node
-        .http
-        .post(format!("{}/api/cron/daily-cost/run", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["status"], "delivered", "{v}");
+    let (st, v) = run_job(&node, "daily-cost").await;
+    assert_eq!(
+        (st, &v["status"]),
+        (StatusCode::OK, &json!("delivered")),
+        "{v}"
+    );
     let msgs = got.lock().unwrap().clone();
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     assert_eq!(msgs[0]["job"], "daily-cost");
@@ -245,15 +245,13 @@ async fn a_cost_report_job_sends_a_card_to_its_feishu_chat() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let r = node
-        .http
-        .post(format!("{}/api/cron/daily-cost/run", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["status"], "delivered", "{v}\n{}", node.stderr());
+    let (st, v) = run_job(&node, "daily-cost").await;
+    assert_eq!(
+        (st, &v["status"]),
+        (StatusCode::OK, &json!("delivered")),
+        "{v}\n{}",
+        node.stderr()
+    );
 
     let log: Value = node
         .http

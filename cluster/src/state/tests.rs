@@ -251,21 +251,25 @@ fn idle_nodes_steal_from_backlogged_ones() {
     assert_eq!(s.tasks["t3"].owner.as_deref(), Some("1"));
 }
 
+/// `node` asks for `want` tokens of the `total` budget of 1,000 tokens in `period`.
+fn budget_lease(period: &str, node: NodeId, want: u64) -> Command {
+    Command::LeaseBudget {
+        node,
+        period: period.into(),
+        scope: "total".into(),
+        limit: BudgetLimit {
+            tokens: Some(1000),
+            cost_usd: None,
+        },
+        want_tokens: want,
+        want_cost_usd: 0.0,
+    }
+}
+
 #[test]
 fn budget_slices_never_pass_the_limit_and_thresholds_fire_once() {
     let mut s = R::default();
-    let limit = BudgetLimit {
-        tokens: Some(1000),
-        cost_usd: None,
-    };
-    let lease = |node, want| Command::LeaseBudget {
-        node,
-        period: "2026-11".into(),
-        scope: "total".into(),
-        limit,
-        want_tokens: want,
-        want_cost_usd: 0.0,
-    };
+    let lease = |node, want| budget_lease("2026-11", node, want);
     let (r, _) = run(&mut s, 0, vec![lease(1, 600), lease(2, 600), lease(3, 600)]);
     let granted: Vec<u64> = r
         .iter()
@@ -337,18 +341,7 @@ fn budget_slices_never_pass_the_limit_and_thresholds_fire_once() {
         ]
     );
     // A new period starts from zero.
-    let (r, _) = run(
-        &mut s,
-        4,
-        vec![Command::LeaseBudget {
-            node: 1,
-            period: "2026-12".into(),
-            scope: "total".into(),
-            limit,
-            want_tokens: 1000,
-            want_cost_usd: 0.0,
-        }],
-    );
+    let (r, _) = run(&mut s, 4, vec![budget_lease("2026-12", 1, 1000)]);
     assert_eq!(
         r[0],
         Reply::BudgetSlice {
@@ -980,18 +973,7 @@ fn session_bytes_per_turn_and_in_a_snapshot() {
 #[test]
 fn a_dead_nodes_budget_slice_is_withheld_and_reported_until_it_expires() {
     let mut s = R::default();
-    let limit = BudgetLimit {
-        tokens: Some(1000),
-        cost_usd: None,
-    };
-    let lease = |node, want| Command::LeaseBudget {
-        node,
-        period: "2026-11".into(),
-        scope: "total".into(),
-        limit,
-        want_tokens: want,
-        want_cost_usd: 0.0,
-    };
+    let lease = |node, want| budget_lease("2026-11", node, want);
     // Leases of 1000 ms from t=0: kept 10 leases after the lapse, until 11 000.
     run(
         &mut s,
