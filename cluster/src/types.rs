@@ -257,6 +257,16 @@ pub enum Command {
     /// replied `Claimed(true)` when it moved — exactly once per (job, scheduled time) in the
     /// cluster — `Claimed(false)` when the mark was already there or later.
     CronMark { job: String, mark: CronMark },
+    /// Write an agent's memory file (`PUT /api/agents/{agent}/memory/{path}`, see
+    /// `state/memory.rs`): replied `Ok`, or `Rejected(MemoryRefused | MemoryFull)` with nothing
+    /// changed. (Appended: earlier commands encode as before, no envelope bump.)
+    PutMemory {
+        agent: String,
+        path: String,
+        content: String,
+    },
+    /// Remove an agent's memory file: replied `Purged(1)` if it existed, `Purged(0)` if not.
+    DeleteMemory { agent: String, path: String },
 }
 
 /// A budget scope's limits as the proposer's config has them (`None` = unlimited).
@@ -302,6 +312,12 @@ pub enum Rejection {
     /// The session has as many live tasks as it may.
     #[error("session {session} already has {max} tasks waiting; retry when one has finished")]
     SessionFull { session: String, max: u64 },
+    /// Not a memory path or agent name (the reason says which).
+    #[error("{0}")]
+    MemoryRefused(String),
+    /// A memory bound (file size, the agent's bytes or files).
+    #[error("{0}")]
+    MemoryFull(String),
 }
 
 /// The reply to one command.
@@ -340,6 +356,8 @@ pub enum Event {
     Revoked { id: String, from: NodeId },
     /// The task reached a final state.
     Finished { id: String },
+    /// An agent's memory file was written or removed: the node rewrites that workspace file.
+    MemoryChanged { agent: String, path: String },
 }
 
 /// A task owner as stored in [`TaskRecord::owner`]: the node id in decimal.

@@ -16,6 +16,7 @@ pub mod anthropic;
 pub mod api;
 pub mod cluster;
 pub mod codec;
+pub mod memory;
 pub mod openai;
 pub mod ops;
 pub mod session;

@@ -23,6 +23,7 @@ use crate::placement::{self, NodeLoad, LEVELS};
 use crate::transition;
 use crate::types::*;
 
+pub mod memory;
 pub mod sessions;
 pub use sessions::{SESSION_SWEEP_BATCH_MAX, SESSION_WAITING_MAX};
 
@@ -231,6 +232,12 @@ impl ClusterState {
                 Reply::Purged(self.retain(disk, *before_ms, *keep_max, (*max).min(PURGE_BATCH_MAX)))
             }
             Command::CronMark { job, mark } => Reply::Claimed(self.cron_mark(job, mark)),
+            Command::PutMemory {
+                agent,
+                path,
+                content,
+            } => self.put_memory(disk, ev, agent, path, content),
+            Command::DeleteMemory { agent, path } => self.delete_memory(disk, ev, agent, path),
             Command::LeaseBudget {
                 node,
                 period,

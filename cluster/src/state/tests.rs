@@ -1086,3 +1086,100 @@ fn removing_a_session_forgets_it_everywhere_once() {
     let restored = a.snapshot_round_trip();
     assert!(restored.s == a.s && restored.d == a.d);
 }
+
+/// Agent memory files (`PutMemory` / `DeleteMemory`): written and removed on every replica
+/// alike, usage kept right, each bound refusing a write that would pass it (nothing changed),
+/// bad paths refused, an event per change, and all of it in a snapshot.
+#[test]
+fn memory_files_are_replicated_within_their_bounds() {
+    use openclaw_proto::memory::{MEMORY_AGENT_FILES_MAX, MEMORY_FILE_MAX_BYTES};
+    let put = |agent: &str, path: &str, content: &str| Command::PutMemory {
+        agent: agent.into(),
+        path: path.into(),
+        content: content.into(),
+    };
+    let del = |agent: &str, path: &str| Command::DeleteMemory {
+        agent: agent.into(),
+        path: path.into(),
+    };
+    let refused = |r: &Reply, kind: &str| match (r, kind) {
+        (Reply::Rejected(Rejection::MemoryRefused(_)), "path") => true,
+        (Reply::Rejected(Rejection::MemoryFull(_)), "full") => true,
+        _ => false,
+    };
+    let mut a = R::default();
+    let mut b = R::default();
+    let big = "x".repeat(MEMORY_FILE_MAX_BYTES);
+    // (command, reply kind, usage of `main` after: (bytes, files))
+    let table: Vec<(Command, &str, (u64, u64))> = vec![
+        (put("main", "MEMORY.md", "team uses Rust"), "ok", (14, 1)),
+        (put("main", "memory/a.md", "alpha"), "ok", (19, 2)),
+        // Rewriting a file counts its new size, not both.
+        (put("main", "memory/a.md", "alpha beta"), "ok", (24, 2)),
+        (put("main", "../etc/passwd", "x"), "path", (24, 2)),
+        (put("main", "SOUL.md", "x"), "path", (24, 2)),
+        (put("../x", "MEMORY.md", "x"), "path", (24, 2)),
+        (
+            put("main", "memory/big.md", &format!("{big}y")),
+            "full",
+            (24, 2),
+        ),
+        (
+            put("main", "memory/big.md", &big),
+            "ok",
+            (24 + big.len() as u64, 3),
+        ),
+        (del("main", "memory/big.md"), "purged1", (24, 2)),
+        (del("main", "memory/big.md"), "purged0", (24, 2)),
+        (put("ops", "MEMORY.md", "ops memory"), "ok", (24, 2)),
+    ];
+    for (i, (cmd, want, usage)) in table.into_iter().enumerate() {
+        let (ra, eva) = run(&mut a, 10, vec![cmd.clone()]);
+        let (rb, _) = run(&mut b, 10, vec![cmd]);
+        assert_eq!(ra, rb, "row {i}");
+        let ok = match want {
+            "ok" => ra[0] == Reply::Ok,
+            "purged1" => ra[0] == Reply::Purged(1),
+            "purged0" => ra[0] == Reply::Purged(0),
+            kind => refused(&ra[0], kind),
+        };
+        assert!(ok, "row {i}: {:?}", ra[0]);
+        let changed = matches!(want, "ok" | "purged1");
+        assert_eq!(
+            eva.iter()
+                .filter(|e| matches!(e, Event::MemoryChanged { .. }))
+                .count(),
+            usize::from(changed),
+            "row {i}: one event per change"
+        );
+        assert_eq!(a.memory_usage(&a.d, "main"), usage, "row {i}");
+        assert!(a.d == b.d, "row {i}: replicas agree");
+    }
+    assert_eq!(
+        a.memory_file(&a.d, "main", "memory/a.md").as_deref(),
+        Some(&b"alpha beta"[..])
+    );
+    let files: Vec<String> = a
+        .memory_files(&a.d, "main", 100)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(files, ["MEMORY.md", "memory/a.md"]);
+    assert_eq!(a.memory_agents(&a.d), ["main", "ops"]);
+    let restored = a.snapshot_round_trip();
+    assert!(restored.d == a.d);
+    assert_eq!(restored.memory_usage(&restored.d, "ops"), (10, 1));
+    // The per-agent bound on files: the next file past it is refused.
+    let mut c = R::default();
+    let many: Vec<Command> = (0..MEMORY_AGENT_FILES_MAX)
+        .map(|n| put("main", &format!("memory/{n}.md"), "x"))
+        .collect();
+    let (r, _) = run(&mut c, 10, many);
+    assert!(r.iter().all(|r| *r == Reply::Ok));
+    let (r, _) = run(&mut c, 10, vec![put("main", "memory/one-more.md", "x")]);
+    assert!(refused(&r[0], "full"), "{:?}", r[0]);
+    // Removing every file forgets the agent.
+    let (r, _) = run(&mut a, 20, vec![del("ops", "MEMORY.md")]);
+    assert_eq!(r[0], Reply::Purged(1));
+    assert_eq!(a.memory_agents(&a.d), ["main"]);
+}
