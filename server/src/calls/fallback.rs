@@ -11,6 +11,9 @@
 //! model is left. A provider 429 backs the model's limiter off; a success settles the grant
 //! with the real token count.
 //!
+//! Embeddings (`embed`) run the same attempt loop over their one model: retries, the breaker and
+//! the rate limits apply, the fallback chain (chat models) does not.
+//!
 //! Every move to the next model is counted (`openclaw_fallbacks_total{from,to,reason}`) and
 //! returned, so the task shows it.
 
