@@ -626,6 +626,42 @@ mod tests {
     }
 
     #[test]
+    fn embedding_answers_are_checked_and_put_in_input_order() {
+        let d = |index: u32, embedding: EmbeddingVector| EmbeddingData {
+            object: "embedding".into(),
+            index,
+            embedding,
+        };
+        let f = |v: &[f32]| EmbeddingVector::Float(v.to_vec());
+        let b64 = EmbeddingVector::Base64(crate::embeddings::wire::to_base64(&[0.5, -1.0]));
+        // Out of order, mixed encodings: sorted by index, decoded.
+        let got = embedding_vectors(vec![d(1, b64), d(0, f(&[1.0, 0.0]))], 2, 2).unwrap();
+        assert_eq!(got, vec![vec![1.0, 0.0], vec![0.5, -1.0]]);
+        let cases: Vec<(Vec<EmbeddingData>, &str)> = vec![
+            (vec![d(0, f(&[1.0, 0.0]))], "1 vectors for 2 inputs"),
+            (
+                vec![d(0, f(&[1.0, 0.0])), d(0, f(&[1.0, 0.0]))],
+                "index 1 missing",
+            ),
+            (
+                vec![d(0, f(&[1.0])), d(1, f(&[1.0, 0.0]))],
+                "configured with 2",
+            ),
+            (
+                vec![
+                    d(0, f(&[1.0, 0.0])),
+                    d(1, EmbeddingVector::Base64("!!".into())),
+                ],
+                "base64",
+            ),
+        ];
+        for (data, want) in cases {
+            let e = embedding_vectors(data, 2, 2).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
     fn retry_after_accepts_seconds_and_dates() {
         let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
             .unwrap()
