@@ -4,8 +4,9 @@
 //! (past `requests_per_minute` a call is refused with 429 `rate_limited`), the bounds of a
 //! request (an input over the model's `max_input_tokens` → 400 `input_too_long` naming the
 //! limit; more than 2048 inputs → 400 `too_many_inputs`), the kinds kept apart (chat with an
-//! embedding model and embeddings with a chat model → 400 `wrong_model_kind`), and the
-//! built-in embedding model served by the embedded simulator on a node without keys.
+//! embedding model and embeddings with a chat model → 400 `wrong_model_kind`), provider
+//! failures retried on the same model (never a chat model of the fallback chain) then 502, and
+//! the built-in embedding model served by the embedded simulator on a node without keys.
 
 #![allow(clippy::unwrap_used)]
 
@@ -327,4 +328,40 @@ async fn the_builtin_embedding_model_works_without_keys() {
     assert!(near > 0.6, "{near}");
     let (_, model) = node.get_json("/v1/models/text-embedding-3-small").await;
     assert_eq!(model["owned_by"], "sim", "{model}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_are_retried_then_reported() {
+    // The simulator fails every call that carries `[sim:500]`: the gateway retries the model
+    // (`max_retries: 1`), never another one, then answers 502; both attempts are audited.
+    let sim = Sim::start(&[]).await;
+    let node = Node::start(&emb_config(
+        &sim,
+        json!({"model_fallback": {"max_retries": 1, "retry_delay_ms": 10,
+                                  "fallback_chain": ["smart"]}}),
+    ))
+    .await;
+    let (st, v) = post(
+        &node,
+        "/v1/embeddings",
+        json!({"model": "emb", "input": ["fine", "fails [sim:500]"]}),
+    )
+    .await;
+    assert_eq!(st.as_u16(), 502, "{v}");
+    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
+    let calls = sim.calls(None).await;
+    let failed: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["embedding"] == true && c["fault"] == "500")
+        .collect();
+    assert_eq!(failed.len(), 2, "one try and one retry: {calls:?}");
+    assert!(
+        calls.iter().all(|c| c["model"] != "smart"),
+        "no fallback to a chat model: {calls:?}"
+    );
+    let lines = audit_lines(&node, 2, |l| {
+        l["purpose"] == "embedding" && l["status"] == "server_error"
+    })
+    .await;
+    assert_eq!(lines.len(), 2);
 }
