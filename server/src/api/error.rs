@@ -387,7 +387,7 @@ impl From<crate::embeddings::request::Invalid> for ApiError {
             NotEmbedding { .. } => Code::WrongModelKind,
             InputShape(_) | EmptyInput { .. } => Code::InvalidInput,
             TooManyInputs { .. } => Code::TooManyInputs,
-            InputTooLong { .. } => Code::InputTooLong,
+            InputTooLong { .. } | RequestTooLarge { .. } => Code::InputTooLong,
             Dimensions { .. } => Code::InvalidRequest,
         };
         ApiError::bad_request(code, e.to_string())

@@ -1,7 +1,7 @@
 //! The checks of an embeddings request before any call (pure): a configured model of kind
 //! `embedding`, `input` a string or a non-empty list of at most [`INPUTS_MAX`] non-empty
-//! strings, each within the model's `max_input_tokens`, and `dimensions` (when given) equal to
-//! the model's.
+//! strings, each within the model's `max_input_tokens` and all within [`REQUEST_TOKENS_MAX`],
+//! and `dimensions` (when given) equal to the model's.
 
 use serde_json::Value;
 
@@ -9,6 +9,8 @@ use crate::config::{Config, ModelKind};
 
 /// Inputs one request may carry (OpenAI's bound).
 pub const INPUTS_MAX: usize = 2048;
+/// Tokens of all the inputs of one request together (OpenAI's bound).
+pub const REQUEST_TOKENS_MAX: u64 = 300_000;
 
 /// Why a request is refused before any call.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,10 @@ pub enum Invalid {
         index: usize,
         tokens: u64,
         limit: u32,
+    },
+    /// The inputs hold `tokens` tokens together, over [`REQUEST_TOKENS_MAX`].
+    RequestTooLarge {
+        tokens: u64,
     },
     /// `dimensions` differs from the model's.
     Dimensions {
@@ -77,6 +83,11 @@ impl std::fmt::Display for Invalid {
                 f,
                 "input[{index}] has {tokens} tokens; this model takes at most {limit} tokens per \
                  input (max_input_tokens)"
+            ),
+            Invalid::RequestTooLarge { tokens } => write!(
+                f,
+                "the inputs hold {tokens} tokens together; at most {REQUEST_TOKENS_MAX} per \
+                 request (split the request)"
             ),
             Invalid::Dimensions { asked, model } => write!(
                 f,
@@ -205,6 +216,10 @@ pub fn check_inputs(
         }
         tokens.push(n);
     }
+    let total: u64 = tokens.iter().sum();
+    if total > REQUEST_TOKENS_MAX {
+        return Err(Invalid::RequestTooLarge { tokens: total });
+    }
     Ok(Checked {
         inputs,
         tokens,
@@ -239,6 +254,10 @@ mod tests {
         let long = "word ".repeat(9000);
         let many: Vec<Value> = (0..INPUTS_MAX + 1).map(|_| json!("a")).collect();
         let max: Vec<Value> = (0..INPUTS_MAX).map(|_| json!("a")).collect();
+        // 2048 inputs of ~200 tokens: each within the model's limit, over the request's.
+        let big_total: Vec<Value> = (0..INPUTS_MAX)
+            .map(|_| json!("word ".repeat(200)))
+            .collect();
         let m = DEFAULT_EMBEDDING_MODEL;
         let cases: Vec<(&str, Value, Option<u32>, &str)> = vec![
             (m, json!("hello"), None, "ok 1"),
@@ -257,6 +276,7 @@ mod tests {
             (m, json!({"text": "a"}), None, "InputShape"),
             (m, json!(null), None, "InputShape"),
             (m, json!(["ok", long]), None, "InputTooLong"),
+            (m, Value::Array(big_total), None, "RequestTooLarge"),
         ];
         for (model, input, dims, want) in cases {
             let got = kind_of(check(&cfg, model, &input, dims));
