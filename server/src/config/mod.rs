@@ -2341,6 +2341,11 @@ mod tests {
                 ],
             ),
             (
+                json!({"cache": {"request_cache": {"embedding_model": "text-embedding-3-small"}}}),
+                false,
+                vec!["cache.request_cache.embedding_model"],
+            ),
+            (
                 json!({"session": {"context_management": {"max_context_tokens": 8000}}}),
                 false,
                 vec![],

@@ -152,7 +152,9 @@ mod tests {
 
     #[test]
     fn hybrid_mixes_cosine_and_normalised_bm25() {
-        let cases: &[(&[f32], &[f32], f32, &[f32])] = &[
+        // (cosines, bm25, alpha, want)
+        type Case<'a> = (&'a [f32], &'a [f32], f32, &'a [f32]);
+        let cases: &[Case] = &[
             (&[1.0, 0.0], &[2.0, 4.0], 0.5, &[0.75, 0.5]),
             (&[0.5, -0.3], &[0.0, 0.0], 0.6, &[0.3, 0.0]),
             (&[0.2, 0.9], &[5.0, 0.0], 0.0, &[1.0, 0.0]),
