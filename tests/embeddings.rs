@@ -225,7 +225,40 @@ async fn embeddings_are_served_audited_and_bounded() {
         400,
         "wrong_model_kind",
     );
+    let r = node
+        .http
+        .post(format!("{}/v1/embeddings", node.url))
+        .header("x-openclaw-source", "fax")
+        .json(&json!({"model": "emb", "input": "a"}))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let msg = assert_error(
+        "unknown source",
+        (st, r.json().await.unwrap_or(Value::Null)),
+        422,
+        "unknown_source",
+    );
+    assert!(msg.contains("api_call"), "lists the known sources: {msg}");
     assert_eq!(sim.calls(None).await.len(), before, "refusals never call");
+
+    // The agent and source headers are accounted like chat's.
+    let r = node
+        .http
+        .post(format!("{}/v1/embeddings", node.url))
+        .header("x-openclaw-agent", "main")
+        .header("x-openclaw-source", "cron_job")
+        .json(&json!({"model": "emb", "input": "accounted to main"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let lines = audit_lines(&node, 1, |l| {
+        l["purpose"] == "embedding" && l["agent"] == "main" && l["source"] == "cron_job"
+    })
+    .await;
+    assert_eq!(lines[0]["priority"], "low", "{}", lines[0]);
 
     // `/v1/models` lists the embedding model too.
     let (_, models) = node.get_json("/v1/models").await;

@@ -36,10 +36,17 @@ pub async fn embeddings(
             .ok()
             .filter(|s| cfg.task_priority.source_mapping.contains_key(*s))
             .ok_or_else(|| {
+                let known: Vec<&str> = cfg
+                    .task_priority
+                    .source_mapping
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
                 ApiError::unprocessable(
                     Code::UnknownSource,
                     format!(
-                        "the {SOURCE_HEADER} header is not one of task_priority.source_mapping"
+                        "the {SOURCE_HEADER} header is not one of task_priority.source_mapping: {}",
+                        known.join(", ")
                     ),
                 )
             })?
