@@ -1,7 +1,8 @@
 //! The OpenAI-compatible surface of a real node: `/v1/chat/completions` (JSON and SSE, the
 //! stream's deltas concatenating to the JSON answer), `/v1/models`, the `model_not_found`
 //! error, and the official Python SDKs against the node: `openai` (chat, streams with and
-//! without `include_usage`, `models.list`/`retrieve`) and `anthropic` (`messages.create` and
+//! without `include_usage`, `models.list`/`retrieve`, `embeddings.create` — which asks for
+//! base64 vectors by default) and `anthropic` (`messages.create` and
 //! `messages.stream` on `/v1/messages`). `.ci/run` installs both; without one its test fails
 //! under `CI=true` and is a loud skip elsewhere.
 
@@ -200,6 +201,113 @@ async fn official_python_sdk_works_unchanged() {
     assert!(v["stream_usage"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["retrieved"], json!(["fast", "model", "sim"]), "{v}");
     assert_eq!(v["retrieve_missing"], 404, "{v}");
+}
+
+const EMBEDDINGS_SCRIPT: &str = r#"
+import json, math, os, openai
+from openai import OpenAI
+c = OpenAI(base_url=os.environ["NODE_BASE"], api_key="x", max_retries=0)
+texts = ["How do I reset my password?", "How can I reset my password?",
+         "The weather in Paris is sunny today"]
+# The SDK asks for base64 unless told otherwise, and decodes it.
+r = c.embeddings.create(model="emb", input=texts)
+f = c.embeddings.create(model="emb", input=texts[0], encoding_format="float")
+def cos(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+v = [d.embedding for d in r.data]
+errors = {}
+for name, kwargs in [("too_long", {"model": "emb", "input": ["ok", "word " * 300]}),
+                     ("dimensions", {"model": "emb", "input": "x", "dimensions": 8}),
+                     ("chat_model", {"model": "fast", "input": "x"})]:
+    try:
+        c.embeddings.create(**kwargs)
+        errors[name] = None
+    except openai.BadRequestError as e:
+        errors[name] = [e.status_code, e.code]
+print(json.dumps({
+    "count": len(r.data),
+    "indexes": [d.index for d in r.data],
+    "dims": [len(x) for x in v],
+    "near": cos(v[0], v[1]),
+    "far": cos(v[0], v[2]),
+    "same_as_float": max(abs(a - b) for a, b in zip(v[0], f.data[0].embedding)),
+    "model": r.model,
+    "usage": [r.usage.prompt_tokens, r.usage.total_tokens],
+    "float_usage": f.usage.prompt_tokens,
+    "errors": errors,
+    "models": sorted(m.id for m in c.models.list()),
+}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_embeddings_work_unchanged() {
+    if !common::prereq::require(
+        "the official OpenAI Python SDK",
+        common::prereq::python(Some("openai")),
+        "python3 -m pip install 'openai>=1.40'",
+    ) {
+        return;
+    }
+    let sim = Sim::start(&[]).await;
+    let mut cfg = config(&sim, 2, json!({}));
+    cfg["models"]["emb"] = json!({"provider": "sim", "base_url": sim.base_url(),
+        "price": {"input": 0.02, "output": 0.0}, "kind": "embedding", "dimensions": 64,
+        "max_input_tokens": 200});
+    let node = Node::start(&cfg).await;
+    let url = format!("{}/v1", node.url);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg("-c")
+            .arg(EMBEDDINGS_SCRIPT)
+            .env("NODE_BASE", url)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 3, "{v}");
+    assert_eq!(v["indexes"], json!([0, 1, 2]), "{v}");
+    assert_eq!(v["dims"], json!([64, 64, 64]), "{v}");
+    let (near, far) = (v["near"].as_f64().unwrap(), v["far"].as_f64().unwrap());
+    assert!(
+        near > 0.6 && far.abs() < 0.25,
+        "near {near}, far {far}: {v}"
+    );
+    assert!(
+        v["same_as_float"].as_f64().unwrap() < 1e-6,
+        "base64 and float agree: {v}"
+    );
+    assert_eq!(v["model"], "emb", "{v}");
+    let usage = v["usage"].as_array().unwrap();
+    assert!(usage[0].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(usage[0], usage[1], "{v}");
+    assert!(v["float_usage"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        v["errors"]["too_long"],
+        json!([400, "input_too_long"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["errors"]["dimensions"],
+        json!([400, "invalid_request"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["errors"]["chat_model"],
+        json!([400, "wrong_model_kind"]),
+        "{v}"
+    );
+    assert_eq!(v["models"], json!(["emb", "fast", "smart"]), "{v}");
 }
 
 const ANTHROPIC_SCRIPT: &str = r#"

@@ -1,4 +1,4 @@
-//! OpenAI-compatible chat-completion DTOs, as the official SDKs send and expect them.
+//! OpenAI-compatible chat-completion and embeddings DTOs, as the official SDKs send and expect them.
 //!
 //! Requests keep every field we do not model in `extra` (flattened) so they pass through to an
 //! OpenAI-compatible upstream unchanged. Message `content` stays a JSON value: a string, an array
@@ -181,4 +181,62 @@ mod tests {
         assert_eq!(back["tools"], serde_json::json!([]));
         assert!(back.get("stream").is_none());
     }
+}
+
+/// `POST /v1/embeddings` request. `input` is kept as JSON: a string or a list of strings (token
+/// arrays are refused by the gateway with a clear message, not by a decode error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: Value,
+    /// `float` (default) or `base64` (little-endian f32s; the official Python SDK asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// One vector of an embeddings answer: floats, or base64 of little-endian f32s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingData {
+    #[serde(default = "object_embedding")]
+    pub object: String,
+    pub index: u32,
+    pub embedding: EmbeddingVector,
+}
+
+fn object_embedding() -> String {
+    "embedding".into()
+}
+
+/// Usage of an embeddings call (no output tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// `POST /v1/embeddings` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingResponse {
+    #[serde(default = "object_list")]
+    pub object: String,
+    pub data: Vec<EmbeddingData>,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub usage: Option<EmbeddingUsage>,
+}
+
+fn object_list() -> String {
+    "list".into()
 }

@@ -5,7 +5,7 @@
 //! map, the import rules and the invariants.
 //!
 //! Feature folders (each owns its pure rules, its actor, its handle and its errors): [`tasks`],
-//! [`calls`], [`budget`], [`limits`], [`cache`], [`agents`], [`sim`]. Below them the base:
+//! [`calls`], [`budget`], [`limits`], [`cache`], [`agents`], [`embeddings`], [`knowledge`] (pure parts only so far), [`sim`]. Below them the base:
 //! [`config`], [`storage`], [`audit`], [`metrics`], [`tokens`], [`activity`], [`supervisor`],
 //! [`util`]. Above them: [`api`] (HTTP only), [`cluster`] (cluster mode: implements the
 //! features' seams over Raft) and [`node`] (the wiring).
@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod cron;
+pub mod embeddings;
+pub mod knowledge;
 pub mod limits;
 pub mod metrics;
 pub mod node;

@@ -302,6 +302,32 @@ mod tests {
     }
 
     #[test]
+    fn embedding_lines_are_read_and_priced() {
+        // An embeddings call's audit line as the gateway writes it: input tokens only, with
+        // its purpose; the built-in embedding model is priced like any model.
+        let mut e = entry(
+            "2026-11-03T10:00:00.0",
+            "text-embedding-3-small",
+            1_000_000,
+            0,
+            "ok",
+        );
+        e.purpose = Some(openclaw_server::embeddings::EMBEDDING_PURPOSE.into());
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(line.contains(r#""purpose":"embedding""#), "{line}");
+        let back: AuditEntry = serde_json::from_str(&line).unwrap();
+        let r = report(
+            &[back],
+            &Config::default(),
+            d("2026-11-01"),
+            d("2026-12-01"),
+        );
+        assert_eq!(r.models[0].model, "text-embedding-3-small");
+        assert!((r.models[0].cost_usd.unwrap() - 0.02).abs() < 1e-9);
+        assert_eq!(r.total_input, 1_000_000);
+    }
+
+    #[test]
     fn cost_at_configured_prices_sorted_with_unpriced_and_month_edges() {
         let cfg = Config::default(); // the chapter's five models and prices
         let entries = vec![

@@ -518,6 +518,17 @@ pub(crate) mod tests {
         let sim = entry("2026-11-02T01:00:00.0", "gpt-4o", 10, 5, "ok");
         let mut real = entry("2026-11-02T02:00:00.0", "gpt-4o", 100, 50, "ok");
         real.provider = "openai".into();
+        // An embeddings call counts its input tokens like any call (and no output).
+        let mut emb = entry(
+            "2026-11-02T03:00:00.0",
+            "text-embedding-3-small",
+            7,
+            0,
+            "ok",
+        );
+        emb.purpose = Some("embedding".into());
+        let with_emb = report(&[sim.clone(), real.clone(), emb], today, 7);
+        assert_eq!((with_emb.total.input, with_emb.total.output), (117, 55));
         let r = report(&[sim, real], today, 7);
         assert_eq!((r.total.input, r.total.output), (110, 55));
         assert_eq!(

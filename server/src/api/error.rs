@@ -39,6 +39,10 @@ pub enum Code {
     InvalidInput,
     InvalidRole,
     UnknownSource,
+    // Embeddings.
+    InputTooLong,
+    TooManyInputs,
+    WrongModelKind,
     ContextLengthExceeded,
     UnknownAgent,
     UnknownModel,
@@ -106,6 +110,9 @@ impl Code {
             InvalidInput => "invalid_input",
             InvalidRole => "invalid_role",
             UnknownSource => "unknown_source",
+            InputTooLong => "input_too_long",
+            TooManyInputs => "too_many_inputs",
+            WrongModelKind => "wrong_model_kind",
             ContextLengthExceeded => "context_length_exceeded",
             UnknownAgent => "unknown_agent",
             UnknownModel => "unknown_model",
@@ -369,6 +376,35 @@ impl From<BudgetWait> for ApiError {
             ),
             BUDGET_RETRY_S,
         )
+    }
+}
+
+impl From<crate::embeddings::request::Invalid> for ApiError {
+    fn from(e: crate::embeddings::request::Invalid) -> ApiError {
+        use crate::embeddings::request::Invalid::*;
+        let code = match &e {
+            UnknownModel { .. } => return ApiError::not_found(Code::ModelNotFound, e.to_string()),
+            NotEmbedding { .. } => Code::WrongModelKind,
+            InputShape(_) | EmptyInput { .. } => Code::InvalidInput,
+            TooManyInputs { .. } => Code::TooManyInputs,
+            InputTooLong { .. } | RequestTooLarge { .. } => Code::InputTooLong,
+            Dimensions { .. } => Code::InvalidRequest,
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<crate::embeddings::EmbedError> for ApiError {
+    fn from(e: crate::embeddings::EmbedError) -> ApiError {
+        use crate::embeddings::EmbedError::*;
+        match e {
+            Invalid(i) => i.into(),
+            Budget(b) => b.into(),
+            Failed(f) => match f.limited {
+                Some(le) => le.into(),
+                None => provider_error(&f.model, &f.error),
+            },
+        }
     }
 }
 

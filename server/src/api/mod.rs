@@ -8,7 +8,7 @@
 //! (+ `/prune`), `/api/limits`, `/api/budget`, `/api/cron` (+ `/{name}/run`), `/api/config/reload`,
 //! `/channels/feishu/events` (Feishu's event subscription; authenticated by Feishu's signature
 //! and verification token, not the bearer token), `/v1/chat/completions` (SSE with `stream: true`), `/v1/messages` (Anthropic Messages, SSE with
-//! `stream: true`), `/v1/models` (+ `/{id}`), `/health`, `/ready`, `/metrics`.
+//! `stream: true`), `/v1/models` (+ `/{id}`), `/v1/embeddings`, `/health`, `/ready`, `/metrics`.
 //!
 //! Bounds: request bodies (`server.max_body_mb`), requests in flight
 //! (`server.max_in_flight_requests`, beyond it 503 + Retry-After), long-poll length
@@ -19,6 +19,7 @@ pub mod cache;
 pub mod channels;
 pub mod cluster;
 pub mod cron;
+pub mod embeddings;
 pub mod error;
 pub mod limits;
 pub mod messages;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models/{id}", get(openai::model))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
@@ -109,6 +111,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/v1/chat/completions") => "chat",
         Some("/v1/messages") => "messages",
         Some("/v1/models" | "/v1/models/{id}") => "models",
+        Some("/v1/embeddings") => "embeddings",
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",

@@ -156,6 +156,15 @@ pub fn validate_chat(
             ),
         ));
     }
+    if cfg.model_kind(&req.model) == Some(crate::config::ModelKind::Embedding) {
+        return Err(ApiError::bad_request(
+            Code::WrongModelKind,
+            format!(
+                "`{}` is an embedding model: use it with POST /v1/embeddings, not for chat",
+                req.model
+            ),
+        ));
+    }
     let priority = match source {
         None => cfg.task_priority.for_source(DEFAULT_SOURCE),
         Some(s) => match cfg.task_priority.source_mapping.get(s) {
@@ -735,6 +744,10 @@ mod tests {
         let mut empty = req("gpt-4o", "user", "hi");
         empty.messages.clear();
         assert_eq!(code(empty, None), Some("invalid_request"));
+        assert_eq!(
+            code(req("text-embedding-3-small", "user", "hi"), None),
+            Some("wrong_model_kind")
+        );
         let mut big = req("gpt-4o", "user", "hi");
         big.max_tokens = Some(u32::MAX);
         assert_eq!(code(big, None), Some("context_length_exceeded"));

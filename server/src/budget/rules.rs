@@ -288,6 +288,7 @@ pub fn action_active(
 pub fn cheapest_model(cfg: &Config) -> Option<String> {
     cfg.models
         .iter()
+        .filter(|(_, m)| m.kind == crate::config::ModelKind::Chat)
         .map(|(name, m)| (m.price.input + m.price.output, name))
         .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
         .map(|(_, n)| n.clone())
@@ -525,8 +526,11 @@ mod tests {
             let p = &cfg.models[n].price;
             p.input + p.output
         };
-        for n in cfg.models.keys() {
-            assert!(sum(&cheapest) <= sum(n), "{cheapest} vs {n}");
+        assert_eq!(cfg.models[&cheapest].kind, crate::config::ModelKind::Chat);
+        for (n, m) in &cfg.models {
+            if m.kind == crate::config::ModelKind::Chat {
+                assert!(sum(&cheapest) <= sum(n), "{cheapest} vs {n}");
+            }
         }
     }
 }

@@ -11,6 +11,9 @@
 //! model is left. A provider 429 backs the model's limiter off; a success settles the grant
 //! with the real token count.
 //!
+//! Embeddings (`embed`) run the same attempt loop over their one model: retries, the breaker and
+//! the rate limits apply, the fallback chain (chat models) does not.
+//!
 //! Every move to the next model is counted (`openclaw_fallbacks_total{from,to,reason}`) and
 //! returned, so the task shows it.
 
@@ -106,6 +109,7 @@ pub struct Answer<T> {
 }
 
 /// A failure after every candidate, with the fallbacks on the way.
+#[derive(Debug)]
 pub struct Failure {
     pub error: ProviderError,
     pub model: String,
@@ -143,12 +147,15 @@ pub async fn chat(
     req: &ChatCompletionRequest,
     first: &str,
 ) -> Result<Answer<Completed>, Failure> {
+    let cfg = cx.cfg.get();
     run(
         cx,
         meta,
-        req,
-        first,
-        |model_req, meta, timeout| {
+        candidates(&cfg, first),
+        chat_estimate(req),
+        |model, meta, timeout| {
+            let mut model_req = req.clone();
+            model_req.model = model;
             Box::pin(async move { calls::chat(cx, &meta, &model_req, timeout).await })
         },
         |done: Completed, permit: Permit| {
@@ -167,13 +174,16 @@ pub async fn chat_stream(
     first: &str,
 ) -> Result<Answer<ChunkStream>, Failure> {
     let cx2 = cx.clone();
+    let models = candidates(&cx.cfg.get(), first);
     run(
         &cx,
         meta,
-        req,
-        first,
-        move |model_req, meta, timeout| {
+        models,
+        chat_estimate(req),
+        move |model, meta, timeout| {
             let cx = cx2.clone();
+            let mut model_req = req.clone();
+            model_req.model = model;
             Box::pin(async move { calls::chat_stream(cx, meta, &model_req, timeout).await })
         },
         // The stream holds the grants until it ends (concurrency), and settles on its usage.
@@ -192,25 +202,56 @@ pub async fn chat_stream(
     .await
 }
 
+/// An embeddings call of `model` with retries, the breaker and rate limits — and no other
+/// model: vectors of different models are not comparable, so `fallback_chain` (chat models)
+/// does not apply. `estimate` is the inputs' token count (for the rate limits).
+pub async fn embed(
+    cx: &Calls,
+    meta: &CallMeta,
+    model: &str,
+    inputs: &[String],
+    estimate: u64,
+) -> Result<Answer<calls::EmbedDone>, Failure> {
+    run(
+        cx,
+        meta,
+        vec![model.to_string()],
+        estimate,
+        |model, meta, timeout| {
+            Box::pin(async move { calls::embed(cx, &meta, &model, inputs, timeout).await })
+        },
+        |done: calls::EmbedDone, permit: Permit| {
+            permit.settle(done.prompt_tokens);
+            done
+        },
+    )
+    .await
+}
+
+/// The rate limits' token estimate of a chat request (the same for every model it tries).
+fn chat_estimate(req: &ChatCompletionRequest) -> u64 {
+    limits::estimate_tokens(&req.messages, req.max_tokens.or(req.max_completion_tokens))
+}
+
 type Attempt<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
 async fn run<'a, T>(
     cx: &'a Calls,
     meta: &CallMeta,
-    req: &ChatCompletionRequest,
-    first: &str,
-    call: impl Fn(ChatCompletionRequest, CallMeta, Duration) -> Attempt<'a, T>,
+    models: Vec<String>,
+    estimate: u64,
+    call: impl Fn(String, CallMeta, Duration) -> Attempt<'a, T>,
     finish: impl Fn(T, Permit) -> T,
 ) -> Result<Answer<T>, Failure> {
     let cfg = &*cx.cfg.get();
+    let first = models.first().map(String::as_str).unwrap_or_default();
     let wait_deadline_ms =
         cx.mono.ms() + limits::max_wait(cfg, meta.task_id.is_some()).as_millis() as u64;
     let mut limited: Option<LimitError> = None;
     let policy = breaker_policy(cfg);
     let timeout = Duration::from_millis(cfg.model_fallback.timeout_ms);
     let tries = 1 + cfg.model_fallback.max_retries;
-    let models = candidates(cfg, first);
     let mut steps = Vec::new();
     let mut last: Option<(String, ProviderError)> = None;
     let mut attempt_no = meta.attempt.saturating_sub(1);
@@ -232,8 +273,6 @@ async fn run<'a, T>(
             }
             continue;
         }
-        let mut model_req = req.clone();
-        model_req.model = model.clone();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -241,10 +280,6 @@ async fn run<'a, T>(
             let mut m = meta.clone();
             m.attempt = attempt_no;
             m.fallback_from = (i > 0).then(|| first.to_string());
-            let estimate = limits::estimate_tokens(
-                &model_req.messages,
-                model_req.max_tokens.or(model_req.max_completion_tokens),
-            );
             if let Some(w) = &meta.wait {
                 w.set_model(model);
             }
@@ -277,7 +312,7 @@ async fn run<'a, T>(
                     break;
                 }
             };
-            match call(model_req.clone(), m, timeout).await {
+            match call(model.clone(), m, timeout).await {
                 Ok(value) => {
                     cx.breakers.record(model, true, now_ms(), &policy);
                     return Ok(Answer {

@@ -1,8 +1,8 @@
 //! Model calls (§18.2): which model ([`routing`], pure), the fallback chain with retries and a
 //! circuit breaker per model ([`fallback`], [`breaker`]), the providers ([`providers`]), and
 //! here one model call with its accounting — the provider call, then the audit line and the
-//! token/cost/latency/error metrics. Task workers and `/v1/chat/completions` both go through
-//! [`Calls`], so both account the same way. Streams are accounted when they end (or are
+//! token/cost/latency/error metrics. Task workers, `/v1/chat/completions` and embeddings
+//! ([`embed`]) all go through [`Calls`], so all account the same way. Streams are accounted when they end (or are
 //! dropped).
 //!
 //! Invariant: this file decides nothing about which model or whether to retry.
@@ -149,6 +149,64 @@ pub async fn chat(
                 latency,
             )
             .await;
+            Err(e)
+        }
+    }
+}
+
+/// The result of a successful embeddings call.
+#[derive(Debug, Clone)]
+pub struct EmbedDone {
+    /// One per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// The provider's count of the inputs' tokens (the gateway's own count when it gave none).
+    pub prompt_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// One embeddings call of `model` (a configured embedding model), accounted like a chat call:
+/// audit line (`purpose` from `meta`), input tokens, cost, latency and error metrics.
+pub async fn embed(
+    cx: &Calls,
+    meta: &CallMeta,
+    model: &str,
+    inputs: &[String],
+    timeout: Duration,
+) -> Result<EmbedDone, ProviderError> {
+    let dims = cx
+        .cfg
+        .get()
+        .models
+        .get(model)
+        .and_then(|m| m.dimensions)
+        .ok_or_else(|| ProviderError::BadRequest {
+            status: 400,
+            message: format!("model `{model}` is not an embedding model"),
+        })?;
+    let (provider, ctx) = provider_for(cx, model, &meta.request_id, timeout)?;
+    let started = Instant::now();
+    let res = provider.embed(inputs, dims, &ctx).await;
+    let latency = started.elapsed();
+    let kind = provider.kind().as_str();
+    match res {
+        Ok(out) => {
+            let prompt_tokens = out.prompt_tokens.unwrap_or_else(|| {
+                inputs
+                    .iter()
+                    .map(|t| u64::from(crate::tokens::count(t)))
+                    .sum()
+            });
+            let usage = Usage::new(prompt_tokens, 0);
+            let cost_usd = cost_of(cx, model, &usage);
+            account(cx, meta, model, kind, Ok(&usage), cost_usd, latency).await;
+            Ok(EmbedDone {
+                vectors: out.vectors,
+                prompt_tokens,
+                cost_usd,
+            })
+        }
+        Err(e) => {
+            account(cx, meta, model, kind, Err(&e), 0.0, latency).await;
             Err(e)
         }
     }

@@ -12,6 +12,7 @@
 //! environment into a [`Secret`], whose `Debug`/`Display` print `***`.
 
 pub mod cron;
+pub mod kinds;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use openclaw_proto::{Complexity, Priority};
+
+pub use kinds::ModelKind;
 
 /// A value that must never be printed: provider keys, API tokens, the cluster secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -377,6 +380,16 @@ pub struct ModelConfig {
     pub price: Pricing,
     #[serde(default = "default_context_window")]
     pub context_window: u32,
+    /// `chat` (default) or `embedding` ([`kinds`]).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Embedding models: the vector size (required); refused for chat models.
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    /// Embedding models: the most tokens one input may have (default
+    /// [`kinds::MAX_INPUT_TOKENS_DEFAULT`]); refused for chat models.
+    #[serde(default)]
+    pub max_input_tokens: Option<u32>,
 }
 
 fn default_context_window() -> u32 {
@@ -392,6 +405,9 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
         api_key_env: Some(key.to_string()),
         price: Pricing { input, output },
         context_window: ctx,
+        kind: ModelKind::Chat,
+        dimensions: None,
+        max_input_tokens: None,
     };
     use ProviderKind::*;
     let openai = "https://api.openai.com/v1";
@@ -457,6 +473,10 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
                 1.10,
                 64_000,
             ),
+        ),
+        (
+            kinds::DEFAULT_EMBEDDING_MODEL.to_string(),
+            kinds::default_embedding_model(),
         ),
     ])
 }
@@ -582,6 +602,8 @@ pub struct RequestCache {
     pub max_size_mb: f64,
     pub hash_strategy: HashStrategy,
     pub similarity_threshold: f64,
+    /// The embedding model the `semantic` strategy compares with (an `embedding` model).
+    pub embedding_model: Option<String>,
 }
 
 impl Default for RequestCache {
@@ -594,6 +616,7 @@ impl Default for RequestCache {
             max_size_mb: 500.0,
             hash_strategy: HashStrategy::Exact,
             similarity_threshold: 0.95,
+            embedding_model: None,
         }
     }
 }
@@ -606,6 +629,8 @@ pub struct KnowledgeCache {
     pub rebuild_on_change: bool,
     pub watch_paths: Vec<String>,
     pub preload_on_startup: bool,
+    /// The embedding model memory chunks are indexed with (an `embedding` model).
+    pub embedding_model: Option<String>,
 }
 
 impl Default for KnowledgeCache {
@@ -616,6 +641,7 @@ impl Default for KnowledgeCache {
             rebuild_on_change: true,
             watch_paths: Vec::new(),
             preload_on_startup: false,
+            embedding_model: None,
         }
     }
 }
@@ -1548,6 +1574,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_model_kinds()?;
         Ok(self)
     }
 
@@ -1790,6 +1817,14 @@ impl Config {
                 "cache.request_cache.similarity_threshold",
                 "not used: only the `semantic` strategy would read it, and it is not active yet"
                     .to_string(),
+            );
+        }
+        if rc.embedding_model.is_some() {
+            warn(
+                "cache.request_cache.embedding_model",
+                "not used yet: only the `semantic` strategy would read it, and it is not active \
+                 yet"
+                .to_string(),
             );
         }
         if self.cache.knowledge_cache != KnowledgeCache::default() {
@@ -2335,6 +2370,11 @@ mod tests {
                     "cache.request_cache.similarity_threshold",
                     "cache.knowledge_cache",
                 ],
+            ),
+            (
+                json!({"cache": {"request_cache": {"embedding_model": "text-embedding-3-small"}}}),
+                false,
+                vec!["cache.request_cache.embedding_model"],
             ),
             (
                 json!({"session": {"context_management": {"max_context_tokens": 8000}}}),

@@ -31,6 +31,9 @@ pub struct CallRecord {
     /// A summary request (its system message starts with `SUMMARY_MARKER`).
     #[serde(default)]
     pub summary: bool,
+    /// An embeddings request (`POST /v1/embeddings`; `output_tokens` is 0).
+    #[serde(default)]
+    pub embedding: bool,
 }
 
 /// `GET /sim/calls` answer.
@@ -115,6 +118,7 @@ mod tests {
             api: "openai".into(),
             fault: None,
             summary: false,
+            embedding: false,
         }
     }
 

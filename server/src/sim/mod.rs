@@ -9,6 +9,7 @@
 //! Routes ([`Sim::router`]):
 //! - `POST /v1/chat/completions` — OpenAI protocol, plain and `stream: true` SSE;
 //! - `POST /v1/messages` — Anthropic Messages API, plain and streamed events;
+//! - `POST /v1/embeddings` — OpenAI embeddings, deterministic and lexical ([`embed`]);
 //! - `GET /v1/models` — the models seen so far;
 //! - `GET|DELETE /sim/calls` — the call log (`?task_id=`, `?since=<seq>`) / reset it;
 //! - `GET|PUT /sim/faults` — runtime fault settings, global and per model;
@@ -24,6 +25,7 @@
 //! HTTP requests (the task id is an opaque header it echoes into its log).
 
 pub mod calls;
+pub mod embed;
 pub mod faults;
 pub mod feishu;
 pub mod gen;
@@ -216,6 +218,7 @@ impl Sim {
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/messages", post(messages))
+            .route("/v1/embeddings", post(embed::embeddings))
             .route("/v1/models", get(list_models))
             .route("/sim/calls", get(get_calls).delete(delete_calls))
             .route("/sim/faults", get(get_faults).put(put_faults))
@@ -305,6 +308,7 @@ impl Sim {
             api: api.as_str().into(),
             fault: fault.map(str::to_string),
             summary: generated.summary,
+            embedding: false,
         });
         Call {
             api,
@@ -332,6 +336,7 @@ impl Sim {
             api: api.as_str().into(),
             fault: None,
             summary: false,
+            embedding: false,
         });
         tracing::debug!(api = api.as_str(), %message, "sim rejected a request");
         error_response(api, StatusCode::BAD_REQUEST, &message, None)

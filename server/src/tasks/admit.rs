@@ -87,6 +87,12 @@ pub fn validate(cfg: &Config, s: &TaskSubmit) -> Result<(), Invalid> {
                 ),
             ));
         }
+        if cfg.model_kind(m) == Some(crate::config::ModelKind::Embedding) {
+            return Err(invalid(
+                Field::Model,
+                format!("model `{m}` is an embedding model; a task needs a chat model"),
+            ));
+        }
     }
     if let Some(url) = &s.callback_url {
         let ok = reqwest::Url::parse(url)
@@ -188,5 +194,18 @@ mod tests {
         assert_eq!((r.max_tokens, r.cache), (Some(64), false));
         assert_eq!(r.created_at_ms, 1000);
         assert_eq!(r.status, openclaw_proto::TaskStatus::Queued);
+    }
+
+    #[test]
+    fn a_task_needs_a_chat_model() {
+        let cfg = Config::default();
+        let sub = |model: &str| TaskSubmit {
+            input: "hello".into(),
+            model: Some(model.into()),
+            ..Default::default()
+        };
+        assert!(validate(&cfg, &sub("gpt-4o")).is_ok());
+        let e = validate(&cfg, &sub("text-embedding-3-small")).unwrap_err();
+        assert!(format!("{e:?}").contains("embedding model"), "{e:?}");
     }
 }

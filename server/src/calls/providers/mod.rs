@@ -1,5 +1,6 @@
-//! Model providers behind one trait: OpenAI-compatible chat completions, the Anthropic Messages
-//! API, and the simulator (which speaks the OpenAI protocol, so it goes through the same client).
+//! Model providers behind one trait: OpenAI-compatible chat completions and embeddings, the
+//! Anthropic Messages API (chat only), and the simulator (which speaks the OpenAI protocol, so it
+//! goes through the same client).
 //!
 //! Every provider is a reqwest client with connect/read timeouts; a call carries the task id in
 //! `X-OpenClaw-Task-Id` so the simulator's call log can be matched against task records.
@@ -100,6 +101,30 @@ pub trait Provider: Send + Sync + 'static {
         req: &ChatCompletionRequest,
         ctx: &CallContext,
     ) -> Result<ChunkStream, ProviderError>;
+    /// One vector of `dimensions` floats per input, in input order (`POST /embeddings`).
+    /// Providers without embeddings refuse it as a bad request (the config keeps embedding
+    /// models off them, so this is a safety net).
+    async fn embed(
+        &self,
+        inputs: &[String],
+        dimensions: u32,
+        ctx: &CallContext,
+    ) -> Result<Embeddings, ProviderError> {
+        let _ = (inputs, dimensions, ctx);
+        Err(ProviderError::BadRequest {
+            status: 400,
+            message: format!("the {} provider serves no embeddings", self.kind().as_str()),
+        })
+    }
+}
+
+/// What an embeddings call returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One per input, in input order, each of the asked dimensions.
+    pub vectors: Vec<Vec<f32>>,
+    /// The provider's count of the inputs' tokens, when it gave one.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// How a configured model is served, decided at start-up.

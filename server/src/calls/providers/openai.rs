@@ -1,4 +1,5 @@
-//! The OpenAI-compatible provider (OpenAI, DeepSeek, Qwen, Ollama, vLLM, the simulator), and the
+//! The OpenAI-compatible provider (OpenAI, DeepSeek, Qwen, Ollama, vLLM, the simulator) — chat
+//! completions and `POST /embeddings` — and the
 //! HTTP plumbing both providers share: the line-buffering SSE parser, `Retry-After` parsing,
 //! error classification and the "first chunk within the deadline" stream wrapper.
 //!
@@ -9,7 +10,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use openclaw_proto::openai::{ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse};
+use openclaw_proto::openai::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingData,
+    EmbeddingRequest, EmbeddingResponse, EmbeddingVector,
+};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -147,6 +151,83 @@ impl Provider for OpenAiProvider {
             });
         first_within(Box::pin(chunks), deadline, ctx.timeout).await
     }
+
+    async fn embed(
+        &self,
+        inputs: &[String],
+        dimensions: u32,
+        ctx: &CallContext,
+    ) -> Result<super::Embeddings, ProviderError> {
+        let body = EmbeddingRequest {
+            model: self.upstream_model.clone(),
+            input: json!(inputs),
+            encoding_format: Some("float".into()),
+            dimensions: Some(dimensions),
+            user: None,
+        };
+        let mut rb = self
+            .http
+            .post(format!("{}/embeddings", self.base_url))
+            .header(TASK_ID_HEADER, &ctx.request_id)
+            .json(&body);
+        if let Some(key) = &self.key {
+            rb = rb.bearer_auth(key.expose());
+        }
+        let resp = rb
+            .timeout(ctx.timeout)
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
+        let resp = check_status(resp, self.secret()).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
+        let out: EmbeddingResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Decode(format!("embeddings: {e}")))?;
+        let vectors = embedding_vectors(out.data, inputs.len(), dimensions as usize)
+            .map_err(ProviderError::Decode)?;
+        Ok(super::Embeddings {
+            vectors,
+            prompt_tokens: out.usage.map(|u| u.prompt_tokens),
+        })
+    }
+}
+
+/// The vectors of an embeddings answer in input order (pure): exactly one per input, each of
+/// `dims` floats (base64 of little-endian f32s decoded).
+pub(crate) fn embedding_vectors(
+    mut data: Vec<EmbeddingData>,
+    inputs: usize,
+    dims: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    if data.len() != inputs {
+        return Err(format!(
+            "embeddings: {} vectors for {inputs} inputs",
+            data.len()
+        ));
+    }
+    data.sort_by_key(|d| d.index);
+    let mut out = Vec::with_capacity(inputs);
+    for (i, d) in data.into_iter().enumerate() {
+        if d.index as usize != i {
+            return Err(format!("embeddings: index {} missing", i));
+        }
+        let v = match d.embedding {
+            EmbeddingVector::Float(v) => v,
+            EmbeddingVector::Base64(b) => {
+                crate::embeddings::wire::from_base64(&b).map_err(|e| format!("embeddings: {e}"))?
+            }
+        };
+        if v.len() != dims {
+            return Err(format!(
+                "embeddings: a vector of {} dimensions, the model is configured with {dims}",
+                v.len()
+            ));
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// Decode one OpenAI SSE event into a chunk with the gateway's model name. Events without data
@@ -542,6 +623,42 @@ mod tests {
             openai_chunk(&ev(None, "{not json"), "gw"),
             Err(ProviderError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn embedding_answers_are_checked_and_put_in_input_order() {
+        let d = |index: u32, embedding: EmbeddingVector| EmbeddingData {
+            object: "embedding".into(),
+            index,
+            embedding,
+        };
+        let f = |v: &[f32]| EmbeddingVector::Float(v.to_vec());
+        let b64 = EmbeddingVector::Base64(crate::embeddings::wire::to_base64(&[0.5, -1.0]));
+        // Out of order, mixed encodings: sorted by index, decoded.
+        let got = embedding_vectors(vec![d(1, b64), d(0, f(&[1.0, 0.0]))], 2, 2).unwrap();
+        assert_eq!(got, vec![vec![1.0, 0.0], vec![0.5, -1.0]]);
+        let cases: Vec<(Vec<EmbeddingData>, &str)> = vec![
+            (vec![d(0, f(&[1.0, 0.0]))], "1 vectors for 2 inputs"),
+            (
+                vec![d(0, f(&[1.0, 0.0])), d(0, f(&[1.0, 0.0]))],
+                "index 1 missing",
+            ),
+            (
+                vec![d(0, f(&[1.0])), d(1, f(&[1.0, 0.0]))],
+                "configured with 2",
+            ),
+            (
+                vec![
+                    d(0, f(&[1.0, 0.0])),
+                    d(1, EmbeddingVector::Base64("!!".into())),
+                ],
+                "base64",
+            ),
+        ];
+        for (data, want) in cases {
+            let e = embedding_vectors(data, 2, 2).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! Retrieval scores (pure): BM25 over the chunks' words, the hybrid score of a chunk — cosine
+//! of its embedding with the query's, plus its BM25 normalised by the best of the candidates —
+//! and the choice of the best chunks within a token budget.
+//!
+//! The hybrid score is `alpha · max(cosine, 0) + (1 − alpha) · bm25 / max_bm25` (both parts in
+//! 0..=1): the vector finds rewordings a real embedding model understands, BM25 keeps exact
+//! names, numbers and rare words (which the simulator's lexical vectors and small models blur).
+
+use std::collections::HashMap;
+
+use crate::embeddings::lexical::words;
+
+/// BM25's term-frequency saturation.
+pub const BM25_K1: f32 = 1.2;
+/// BM25's length normalisation.
+pub const BM25_B: f32 = 0.75;
+/// Weight of the cosine in the hybrid score (the rest is BM25's).
+pub const ALPHA_DEFAULT: f32 = 0.6;
+
+/// A BM25 index over documents (the chunks' indexed texts).
+#[derive(Debug, Clone, Default)]
+pub struct Bm25 {
+    /// Term → documents containing it.
+    df: HashMap<String, u32>,
+    /// Each document's term counts and length in words.
+    docs: Vec<(HashMap<String, u32>, u32)>,
+    avg_len: f32,
+}
+
+impl Bm25 {
+    pub fn new<S: AsRef<str>>(docs: &[S]) -> Bm25 {
+        let mut df: HashMap<String, u32> = HashMap::new();
+        let mut out = Vec::with_capacity(docs.len());
+        let mut total = 0u64;
+        for d in docs {
+            let ws = words(d.as_ref());
+            total += ws.len() as u64;
+            let mut tf: HashMap<String, u32> = HashMap::new();
+            for w in ws.iter() {
+                *tf.entry(w.clone()).or_default() += 1;
+            }
+            for t in tf.keys() {
+                *df.entry(t.clone()).or_default() += 1;
+            }
+            out.push((tf, ws.len() as u32));
+        }
+        let avg_len = if docs.is_empty() {
+            0.0
+        } else {
+            total as f32 / docs.len() as f32
+        };
+        Bm25 {
+            df,
+            docs: out,
+            avg_len,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Each document's BM25 score for `query` (0 for no shared term).
+    pub fn scores(&self, query: &str) -> Vec<f32> {
+        let n = self.docs.len() as f32;
+        let mut q = words(query);
+        q.sort();
+        q.dedup();
+        let idf: Vec<(String, f32)> = q
+            .into_iter()
+            .filter_map(|t| {
+                let df = *self.df.get(&t)? as f32;
+                Some((t, ((n - df + 0.5) / (df + 0.5) + 1.0).ln()))
+            })
+            .collect();
+        self.docs
+            .iter()
+            .map(|(tf, len)| {
+                let norm = 1.0 - BM25_B + BM25_B * (*len as f32) / self.avg_len.max(1.0);
+                idf.iter()
+                    .map(|(t, idf)| {
+                        let f = tf.get(t).copied().unwrap_or(0) as f32;
+                        idf * f * (BM25_K1 + 1.0) / (f + BM25_K1 * norm)
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The hybrid score of each candidate (`cosines[i]`, `bm25[i]`), in 0..=1.
+pub fn hybrid(cosines: &[f32], bm25: &[f32], alpha: f32) -> Vec<f32> {
+    let alpha = alpha.clamp(0.0, 1.0);
+    let best = bm25.iter().copied().fold(0.0f32, f32::max);
+    cosines
+        .iter()
+        .zip(bm25)
+        .map(|(c, b)| {
+            let b = if best > 0.0 { b / best } else { 0.0 };
+            alpha * c.clamp(0.0, 1.0) + (1.0 - alpha) * b
+        })
+        .collect()
+}
+
+/// The best candidates (indexes, best first) whose tokens fit `budget` in all, at most `k`:
+/// candidates are taken by score (ties: lower index first); one that does not fit is skipped
+/// and smaller ones after it may still fit. Scores of 0 are never taken.
+pub fn top_within(scores: &[f32], tokens: &[u32], k: usize, budget: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len().min(tokens.len())).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+    let mut used = 0u64;
+    let mut out = Vec::new();
+    for i in order {
+        if out.len() >= k || scores[i] <= 0.0 {
+            break;
+        }
+        let t = u64::from(tokens[i]);
+        if used + t <= budget {
+            used += t;
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bm25_prefers_rare_shared_terms_and_shorter_documents() {
+        let docs = [
+            "the deploy uses port 8080 on the gateway",
+            "the cat sleeps on the warm laptop",
+            "the gateway deploy checklist: port 8080, port 9090, tls, dns, backups, alerts, logs",
+            "the the the the",
+        ];
+        let ix = Bm25::new(&docs);
+        assert_eq!(ix.len(), 4);
+        let s = ix.scores("which port does the gateway deploy use?");
+        assert!(s[0] > s[2], "shorter doc with the same terms wins: {s:?}");
+        assert!(s[2] > s[1] && s[0] > s[3], "{s:?}");
+        let s = ix.scores("laptop");
+        assert!(s[1] > 0.0 && s[0] == 0.0 && s[2] == 0.0, "{s:?}");
+        assert!(ix.scores("kubernetes").iter().all(|x| *x == 0.0));
+        assert!(Bm25::new::<&str>(&[]).scores("x").is_empty());
+    }
+
+    #[test]
+    fn hybrid_mixes_cosine_and_normalised_bm25() {
+        // (cosines, bm25, alpha, want)
+        type Case<'a> = (&'a [f32], &'a [f32], f32, &'a [f32]);
+        let cases: &[Case] = &[
+            (&[1.0, 0.0], &[2.0, 4.0], 0.5, &[0.75, 0.5]),
+            (&[0.5, -0.3], &[0.0, 0.0], 0.6, &[0.3, 0.0]),
+            (&[0.2, 0.9], &[5.0, 0.0], 0.0, &[1.0, 0.0]),
+            (&[0.2, 0.9], &[5.0, 0.0], 1.0, &[0.2, 0.9]),
+            (&[0.2], &[1.0], 7.0, &[0.2]),
+        ];
+        for (c, b, a, want) in cases {
+            let got = hybrid(c, b, *a);
+            for (g, w) in got.iter().zip(*want) {
+                assert!(
+                    (g - w).abs() < 1e-6,
+                    "{c:?} {b:?} {a}: {got:?} want {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_within_takes_the_best_that_fit() {
+        let scores = [0.9, 0.8, 0.7, 0.0, 0.6];
+        let tokens = [300, 500, 100, 10, 50];
+        let cases: &[(usize, u64, &[usize])] = &[
+            (10, 1_000, &[0, 1, 2, 4]),
+            (10, 450, &[0, 2, 4]), // 1 does not fit; smaller ones after it do
+            (2, 10_000, &[0, 1]),
+            (10, 40, &[]),
+            (0, 10_000, &[]),
+        ];
+        for (k, budget, want) in cases {
+            assert_eq!(
+                top_within(&scores, &tokens, *k, *budget),
+                *want,
+                "{k} {budget}"
+            );
+        }
+        // Ties go to the lower index.
+        assert_eq!(top_within(&[0.5, 0.5], &[1, 1], 1, 10), [0]);
+    }
+}
