@@ -121,6 +121,13 @@ pub enum Command {
                             openclaw-node session clear s-alice --node http://10.0.0.5:3000\n  \
                             openclaw-node session show s-alice --json")]
     Session(SessionArgs),
+    /// An agent's memory files through a node (replicated to every node in a cluster): push a
+    /// workspace folder's MEMORY.md, memory/*.md and skills, or list what the node holds.
+    #[command(
+        after_help = "Examples:\n  openclaw-node memory push ./workspace --agent main\n  \
+                            openclaw-node memory list --agent main --node http://10.0.0.5:3000"
+    )]
+    Memory(MemoryArgs),
     /// Check config, data dir, disk, providers, clock and the node; each failure with its fix.
     #[command(
         after_help = "Example:\n  openclaw-node doctor --data-dir ~/.openclaw --node http://127.0.0.1:3000"
@@ -277,6 +284,34 @@ pub enum SessionAction {
         #[command(flatten)]
         opts: SessionOpts,
         id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    #[command(subcommand)]
+    pub action: MemoryAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum MemoryAction {
+    /// Upload every memory file of a workspace folder (MEMORY.md, memory/*.md,
+    /// skills/*.md, skills/*/SKILL.md); other files are left out.
+    Push {
+        #[command(flatten)]
+        opts: SessionOpts,
+        /// The workspace folder.
+        dir: PathBuf,
+        /// The agent whose memory it is.
+        #[arg(long, default_value = "main")]
+        agent: String,
+    },
+    /// The memory files the node holds for an agent.
+    List {
+        #[command(flatten)]
+        opts: SessionOpts,
+        #[arg(long, default_value = "main")]
+        agent: String,
     },
 }
 

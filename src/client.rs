@@ -102,6 +102,26 @@ impl Client {
         Self::read(resp).await
     }
 
+    /// `PUT path` with a text body (a JSON answer).
+    pub async fn put_text<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: String,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .req(reqwest::Method::PUT, path)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8",
+            )
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node at {}", self.base))?;
+        Self::read(resp).await
+    }
+
     pub async fn submit(&self, task: &TaskSubmit) -> anyhow::Result<TaskAccepted> {
         let resp = self
             .req(reqwest::Method::POST, "/api/tasks")

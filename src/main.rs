@@ -133,6 +133,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Cron(c)) => crate::ops::cron::run(c).await,
         Some(Command::Status(a)) => crate::ops::status::run(a).await,
         Some(Command::Session(a)) => crate::ops::session::run(a).await,
+        Some(Command::Memory(a)) => crate::ops::memory::run(a).await,
         Some(Command::Leave(a)) => crate::ops::status::leave(a).await,
         Some(Command::Demo(a)) => crate::ops::demo::run(a).await,
         Some(

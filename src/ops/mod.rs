@@ -1,4 +1,5 @@
-//! The operator's commands: `tokens`, `cost`, `queue`, `session list|show|clear`, `doctor`,
+//! The operator's commands: `tokens`, `cost`, `queue`, `session list|show|clear`,
+//! `memory push|list`, `doctor`,
 //! `config get|set|validate`, `status`/`leave`, `cron list|run`, and `demo` (a local three-node cluster through a crash, see [`demo`]).
 //!
 //! Each command is a module with a pure part (aggregation over audit entries, checks over
@@ -13,6 +14,7 @@ pub mod cost;
 pub mod cron;
 pub mod demo;
 pub mod doctor;
+pub mod memory;
 pub mod queue;
 pub mod session;
 pub mod status;

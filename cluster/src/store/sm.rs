@@ -274,6 +274,40 @@ impl StateMachineStore {
         }
     }
 
+    /// One agent memory file's bytes, from this replica.
+    pub fn memory_file(&self, agent: &str, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self.applied_read().state.memory_file(&reader, agent, path);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
+    /// An agent's memory files `(path, bytes)` in path order (at most `max`), from this replica.
+    pub fn memory_files(
+        &self,
+        agent: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self.applied_read().state.memory_files(&reader, agent, max);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
+    /// The agents with memory files, from this replica.
+    pub fn memory_agents(&self) -> Result<Vec<String>, StorageError> {
+        let reader = SledRead::new(&self.inner.data);
+        let got = self.applied_read().state.memory_agents(&reader);
+        match reader.error() {
+            Some(e) => Err(StorageIOError::read_state_machine(&e).into()),
+            None => Ok(got),
+        }
+    }
+
     /// Up to `limit` sessions after `after`, in id order, from this replica.
     pub fn sessions_page(
         &self,

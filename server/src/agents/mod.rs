@@ -1,7 +1,9 @@
-//! Agents: a workspace turned into a prompt (pure, [`prompt`]), and one actor per agent
-//! ([`agent`]) that holds its workspace. [`Agents`] is the handle the rest of the node uses.
+//! Agents: a workspace turned into a prompt (pure, [`prompt`]), one actor per agent
+//! ([`agent`]) that holds its workspace, and memory files written through the API
+//! ([`memory`]). [`Agents`] is the handle the rest of the node uses.
 
 pub mod agent;
+pub mod memory;
 pub mod prompt;
 
 use std::time::Duration;
@@ -64,5 +66,12 @@ impl Agents {
             tokio::time::sleep(AGENT_RETRY_PAUSE).await;
         }
         Err(format!("agent `{agent}` is not available"))
+    }
+
+    /// Make `agent` re-read its workspace (a memory file changed).
+    pub fn reload(&self, agent: &str) {
+        if let Some(a) = self.actors.get(agent) {
+            let _ = a.cast(AgentMsg::Reload);
+        }
     }
 }

@@ -64,6 +64,10 @@ pub enum Code {
     QueueFull,
     // Sessions.
     SessionNotFound,
+    // Agent memory.
+    MemoryNotFound,
+    InvalidMemoryPath,
+    MemoryTooLarge,
     // Cron.
     CronJobNotFound,
     // Capacity and availability.
@@ -131,6 +135,9 @@ impl Code {
             AlreadyFinished => "already_finished",
             QueueFull => "queue_full",
             SessionNotFound => "session_not_found",
+            MemoryNotFound => "memory_not_found",
+            InvalidMemoryPath => "invalid_memory_path",
+            MemoryTooLarge => "memory_too_large",
             CronJobNotFound => "cron_job_not_found",
             Overloaded => "overloaded",
             NotReady => "not_ready",
@@ -262,6 +269,27 @@ impl From<LedgerError> for ApiError {
                     1,
                 )
             }
+        }
+    }
+}
+
+impl From<crate::agents::memory::MemoryError> for ApiError {
+    fn from(e: crate::agents::memory::MemoryError) -> ApiError {
+        use crate::agents::memory::MemoryError;
+        match e {
+            MemoryError::UnknownAgent(a) => ApiError::not_found(
+                Code::UnknownAgent,
+                format!("agent `{a}` is not configured on this node"),
+            ),
+            MemoryError::BadPath(m) => ApiError::unprocessable(Code::InvalidMemoryPath, m),
+            MemoryError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::MemoryTooLarge, m)
+            }
+            MemoryError::Unavailable(why) => ApiError::unavailable(
+                Code::ClusterUnavailable,
+                format!("memory cannot be written or read right now ({why}); retry"),
+                1,
+            ),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod cron;
 pub mod embeddings;
 pub mod error;
 pub mod limits;
+pub mod memory;
 pub mod messages;
 pub mod openai;
 pub mod ops;
@@ -72,6 +73,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/prune", post(cache::prune))
         .route("/api/limits", get(limits::limits))
         .route("/api/budget", get(budget::budget))
+        .route("/api/agents/{agent}/memory", get(memory::list))
+        .route(
+            "/api/agents/{agent}/memory/{*path}",
+            get(memory::get_file)
+                .put(memory::put_file)
+                .delete(memory::delete_file),
+        )
         .route("/api/cron", get(cron::list))
         .route("/api/cron/{name}/run", post(cron::run))
         .route("/api/cluster", get(cluster::status))
@@ -108,6 +116,7 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/cache" | "/api/cache/prune") => "cache",
         Some("/api/limits") => "limits",
         Some("/api/budget") => "budget",
+        Some("/api/agents/{agent}/memory" | "/api/agents/{agent}/memory/{*path}") => "memory",
         Some("/v1/chat/completions") => "chat",
         Some("/v1/messages") => "messages",
         Some("/v1/models" | "/v1/models/{id}") => "models",

@@ -19,6 +19,7 @@
 
 pub mod cron;
 pub mod ledger;
+pub mod memory;
 pub mod net;
 pub mod prevote;
 pub mod proposer;

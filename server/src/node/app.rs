@@ -31,6 +31,8 @@ pub struct App {
     pub cache: RequestCache,
     pub agents: Agents,
     pub sessions: Sessions,
+    /// Agent memory written through the API (replicated in a cluster).
+    pub memory: Arc<dyn crate::agents::memory::MemoryStore>,
     pub cron: Cron,
     pub health: Arc<Health>,
     /// This node's part of the cluster (cluster mode only).

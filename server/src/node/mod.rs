@@ -426,6 +426,34 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         ))),
         logs_dir: opts.data_dir.join("logs"),
     };
+    // Agent memory through the API: the workspaces themselves alone, the replicated files in
+    // a cluster (materialised into every node's workspaces).
+    let memory_dirs: std::collections::BTreeMap<String, std::path::PathBuf> =
+        crate::agents::agent_names(&cfg)
+            .into_iter()
+            .map(|name| {
+                let dir = crate::agents::agent::workspace_dir(&cfg, &opts.data_dir, &name);
+                (name, dir)
+            })
+            .collect();
+    let memory: Arc<dyn crate::agents::memory::MemoryStore> = match &cluster {
+        Some(c) => {
+            crate::cluster::memory::spawn_materialiser(
+                c.clone(),
+                memory_dirs.clone(),
+                runner.agents.clone(),
+                shutdown.clone(),
+            );
+            Arc::new(crate::cluster::memory::RaftMemory::new(
+                c.clone(),
+                memory_dirs,
+            ))
+        }
+        None => Arc::new(crate::agents::memory::LocalMemory::new(
+            memory_dirs,
+            runner.agents.clone(),
+        )),
+    };
     let app = Arc::new(App {
         cfg: cfg_cell.clone(),
         node: node.clone(),
@@ -436,6 +464,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         cache: runner.cache.clone(),
         agents: runner.agents.clone(),
         sessions: runner.sessions.clone(),
+        memory,
         cron: cron.clone(),
         health: health.clone(),
         cluster: cluster.clone(),
