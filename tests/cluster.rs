@@ -1019,6 +1019,107 @@ async fn a_60_turn_session_stays_within_the_window_across_a_node_kill() {
     assert!(summaries >= 15, "{summaries} summary calls");
 }
 
+/// Issue 11 item 3: memory without NFS. A memory file written through node 0 is committed
+/// through Raft, lands in every node's workspace and reaches a task's prompt on node 2; a file
+/// removed and another written while node 1 is down are removed and written there once it is
+/// back (its reconcile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_written_through_one_node_reaches_every_node() {
+    let mut c = TestCluster::start(json!({})).await;
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
+    let http = c.nodes[0].http.clone();
+    let workspaces: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| c.c.node(i).data_dir().join("workspace"))
+        .collect();
+    let put = |i: usize, path: &str, body: &str| {
+        let (url, http) = (
+            format!("{}/api/agents/main/memory/{path}", urls[i]),
+            http.clone(),
+        );
+        let body = body.to_string();
+        async move {
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                let r = http.put(&url).body(body.clone()).send().await.unwrap();
+                let st = r.status().as_u16();
+                if st == 200 {
+                    return;
+                }
+                assert!(st == 503 && Instant::now() < end, "PUT {url}: {st}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let ws = |i: usize, path: &str| workspaces[i].join(path);
+    let wait_file = |i: usize, path: &str, want: Option<&str>| {
+        let file = ws(i, path);
+        let want = want.map(str::to_string);
+        async move {
+            let end = Instant::now() + Duration::from_secs(30);
+            loop {
+                let got = std::fs::read_to_string(&file).ok();
+                if got == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "{}: {got:?}, want {want:?}",
+                    file.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let fact = "Release freeze starts Friday; the release manager is Carol. ".repeat(4);
+    put(0, "MEMORY.md", &fact).await;
+    for i in 0..3 {
+        wait_file(i, "MEMORY.md", Some(&fact)).await;
+    }
+    let r = c.nodes[2]
+        .http
+        .get(format!(
+            "{}/api/agents/main/memory/MEMORY.md",
+            c.nodes[2].url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), fact, "read from node 2's replica");
+    let mut memory = 0;
+    for _ in 0..5 {
+        let id = submit_retrying(&c.nodes[2], json!({"input": "when is the freeze?"})).await;
+        let done = c.nodes[2].wait_final(&id, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        memory = done["prompt"]["memory"].as_u64().unwrap_or(0);
+        if memory > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        memory > 20,
+        "the task on node 2 carried the memory: {memory} tokens"
+    );
+
+    // While node 1 is down: remove MEMORY.md, add memory/late.md.
+    c.kill(1);
+    put(0, "memory/late.md", "written while node 1 was down").await;
+    let r = c.nodes[0]
+        .http
+        .delete(format!(
+            "{}/api/agents/main/memory/MEMORY.md",
+            c.nodes[0].url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    c.restart(1).await;
+    wait_file(1, "MEMORY.md", None).await;
+    wait_file(1, "memory/late.md", Some("written while node 1 was down")).await;
+    wait_file(2, "MEMORY.md", None).await;
+}
+
 /// Issue 10: five turns of one session submitted at once, through different nodes, run one at
 /// a time in submission order (each starts after the one before finished, on the replicated
 /// clock), each seeing the previous turn's answer.

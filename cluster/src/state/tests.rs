@@ -1102,10 +1102,12 @@ fn memory_files_are_replicated_within_their_bounds() {
         agent: agent.into(),
         path: path.into(),
     };
-    let refused = |r: &Reply, kind: &str| match (r, kind) {
-        (Reply::Rejected(Rejection::MemoryRefused(_)), "path") => true,
-        (Reply::Rejected(Rejection::MemoryFull(_)), "full") => true,
-        _ => false,
+    let refused = |r: &Reply, kind: &str| {
+        matches!(
+            (r, kind),
+            (Reply::Rejected(Rejection::MemoryRefused(_)), "path")
+                | (Reply::Rejected(Rejection::MemoryFull(_)), "full")
+        )
     };
     let mut a = R::default();
     let mut b = R::default();
