@@ -1,5 +1,5 @@
 //! The operator's commands: `tokens`, `cost`, `queue`, `session list|show|clear`, `doctor`,
-//! `config get|set|validate`, `status`/`leave`, `cron list|run`, and `demo` (a local three-node cluster through a crash, see [`demo`]).
+//! `config get|set|validate`, `status`/`leave`, `cron list|run`, `cluster gen-certs`, and `demo` (a local three-node cluster through a crash, see [`demo`]).
 //!
 //! Each command is a module with a pure part (aggregation over audit entries, checks over
 //! collected facts, edits of a JSON tree — all table-tested) and a thin part that gathers the
@@ -13,6 +13,7 @@ pub mod cost;
 pub mod cron;
 pub mod demo;
 pub mod doctor;
+pub mod gen_certs;
 pub mod queue;
 pub mod session;
 pub mod status;

@@ -12,6 +12,7 @@
 //! - [`quota`]: budget and rate-limit leases on the hot path.
 //! - [`sessions`]: the [`crate::sessions::SessionStore`] backed by the replicated state.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
+//! - [`tls`]: `cluster.tls` — mutual TLS on the cluster port and the mesh.
 //!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
 //! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
@@ -26,6 +27,7 @@ pub mod quota;
 pub mod server;
 pub mod sessions;
 pub mod status;
+pub mod tls;
 pub mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +74,8 @@ pub struct Cluster {
     pub quota: quota::Quota,
     /// When this node last heard from a leader (the pre-vote's clock).
     pub contact: prevote::Contact,
+    /// `cluster.tls`, loaded: the cluster port and the mesh use it (plain without).
+    pub tls: Option<tls::ClusterTls>,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -123,6 +127,15 @@ impl Cluster {
                     c.secret_env
                 )
             })?;
+        // Checked before anything is opened: a bad file is a start-up refusal naming its key.
+        let tls = c.tls.as_ref().map(tls::ClusterTls::load).transpose()?;
+        match crate::config::cluster_transport(listen.ip(), tls.is_some(), c.insecure) {
+            Ok(crate::config::ClusterTransport::Tls) => {
+                tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)")
+            }
+            Ok(_) => {}
+            Err(reason) => anyhow::bail!("cluster.tls: {reason}"),
+        }
         let mesh_addr: SocketAddr = match &c.mesh_listen {
             Some(a) => a
                 .parse()
@@ -169,6 +182,7 @@ impl Cluster {
             Some(listen.ip()),
             secret.clone(),
             Duration::from_millis(c.rpc_timeout_ms),
+            tls.as_ref(),
         )?;
         let raft = Raft::new(
             id,
@@ -226,20 +240,29 @@ impl Cluster {
             mesh: std::sync::Mutex::new(None),
             quota: quota::Quota::default(),
             contact: prevote::Contact::default(),
+            tls: tls.clone(),
         });
 
         let listener = bind_retrying(listen)
             .await
             .with_context(|| format!("binding the cluster address {listen}"))?;
         let app =
-            server::router(cluster.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            server::router(cluster.clone()).into_make_service_with_connect_info::<tls::PeerAddr>();
         {
             let token = shutdown.clone();
             let raft = raft.clone();
+            // Ok: plain HTTP, Err: TLS-terminated.
+            let listener = match &tls {
+                Some(t) => Err(tls::TlsListener::new(listener, t.acceptor())
+                    .with_context(|| format!("TLS on the cluster address {listen}"))?),
+                None => Ok(listener),
+            };
             tokio::spawn(async move {
-                let res = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
+                let stop = async move { token.cancelled().await };
+                let res = match listener {
+                    Ok(plain) => axum::serve(plain, app).with_graceful_shutdown(stop).await,
+                    Err(tls) => axum::serve(tls, app).with_graceful_shutdown(stop).await,
+                };
                 if let Err(e) = res {
                     tracing::error!(error = %e, "cluster listener failed");
                 }
@@ -595,6 +618,10 @@ pub async fn start_mesh(
             .mesh_addr
             .rsplit_once(':')
             .map(|(h, _)| h.to_string()),
+        tls: c.tls.as_ref().map(|t| openclaw_cluster::mesh::MeshTls {
+            acceptor: t.acceptor(),
+            connector: t.connector(),
+        }),
     })
     .await
     .with_context(|| format!("starting the actor mesh on {}", c.mesh_addr))?;
@@ -638,6 +665,11 @@ impl Cluster {
                 .collect()
         };
         let mut peers: Vec<(NodeId, SocketAddr)> = Vec::new();
+        // The names the peers' certificates are checked against (TLS server name).
+        let hosts: BTreeMap<NodeId, String> = wanted
+            .iter()
+            .filter_map(|(id, a)| a.rsplit_once(':').map(|(h, _)| (*id, h.to_string())))
+            .collect();
         for (id, addr) in wanted {
             match addr.parse::<SocketAddr>() {
                 Ok(a) => peers.push((id, a)),
@@ -658,6 +690,7 @@ impl Cluster {
         if let Ok(g) = self.mesh.lock() {
             if let Some(mesh) = g.as_ref() {
                 mesh.set_peers(peers);
+                mesh.set_peer_hosts(hosts);
                 mesh.set_load(load);
             }
         }

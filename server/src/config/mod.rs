@@ -283,6 +283,54 @@ pub struct ClusterConfig {
     pub max_voters: usize,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
+    /// Mutual TLS on the cluster port and the mesh (PEM paths). Required when the cluster
+    /// address is not loopback, unless `insecure` is set ([`cluster_transport`]).
+    pub tls: Option<ClusterTlsConfig>,
+    /// Allow plain HTTP / TCP on a non-loopback cluster address (warned about at start-up).
+    pub insecure: bool,
+}
+
+/// `cluster.tls`: this node's certificate and key, and the CA every node's certificate is
+/// checked against (both directions: each side presents its certificate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// This node's certificate chain (PEM).
+    pub cert: String,
+    /// This node's private key (PEM, PKCS#8 / PKCS#1 / SEC1).
+    pub key: String,
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    pub ca: String,
+}
+
+/// How the cluster port and the mesh are carried, decided by [`cluster_transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterTransport {
+    /// Mutual TLS (`cluster.tls`).
+    Tls,
+    /// Plain, on a loopback cluster address: nothing leaves the machine.
+    PlainLoopback,
+    /// Plain on a reachable address, because `cluster.insecure` says so (warned at start-up).
+    PlainInsecure,
+}
+
+/// The start-up rule for the cluster port (like the API's token rule for non-loopback listen
+/// addresses): TLS when configured; plain only on a loopback address or with `insecure`.
+pub fn cluster_transport(
+    listen: std::net::IpAddr,
+    tls: bool,
+    insecure: bool,
+) -> Result<ClusterTransport, String> {
+    match (tls, listen.is_loopback(), insecure) {
+        (true, _, _) => Ok(ClusterTransport::Tls),
+        (false, true, _) => Ok(ClusterTransport::PlainLoopback),
+        (false, false, true) => Ok(ClusterTransport::PlainInsecure),
+        (false, false, false) => Err(format!(
+            "the cluster address {listen} is not loopback: set cluster.tls (cert, key, ca; \
+             `openclaw-node cluster gen-certs DIR` makes them) or, on a network you trust, \
+             cluster.insecure: true"
+        )),
+    }
 }
 
 impl Default for ClusterConfig {
@@ -308,6 +356,8 @@ impl Default for ClusterConfig {
             writes_in_flight: 8,
             max_voters: 5,
             snapshot_every: 20_000,
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -1234,6 +1284,25 @@ impl Config {
                     return Err(bad(path, "must be at least 1"));
                 }
             }
+            if let Some(t) = &c.tls {
+                for (path, v) in [
+                    ("cluster.tls.cert", &t.cert),
+                    ("cluster.tls.key", &t.key),
+                    ("cluster.tls.ca", &t.ca),
+                ] {
+                    if v.trim().is_empty() {
+                        return Err(bad(path, "is empty: give the path of a PEM file"));
+                    }
+                }
+            }
+            if let Some(Ok(ip)) = c
+                .listen
+                .as_deref()
+                .map(|a| a.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+            {
+                cluster_transport(ip, c.tls.is_some(), c.insecure)
+                    .map_err(|reason| bad("cluster.tls", reason))?;
+            }
         }
         if self.server.max_body_mb == 0 {
             return Err(bad("server.max_body_mb", "must be at least 1"));
@@ -1807,6 +1876,29 @@ impl Config {
                         warn(path, format!("{var} is not set: {effect}"));
                     }
                 }
+            }
+        }
+        if let Some(Ok(ip)) = self
+            .cluster
+            .listen
+            .as_deref()
+            .map(|a| a.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        {
+            let c = &self.cluster;
+            match cluster_transport(ip, c.tls.is_some(), c.insecure) {
+                Ok(ClusterTransport::PlainInsecure) => warn(
+                    "cluster.insecure",
+                    format!(
+                        "the cluster port and the mesh on {ip} are plain HTTP/TCP: anyone on \
+                         the network can read cluster traffic (the secret included); set \
+                         cluster.tls"
+                    ),
+                ),
+                Ok(ClusterTransport::Tls) if c.insecure => warn(
+                    "cluster.insecure",
+                    "has no effect: cluster.tls is set, so cluster traffic is TLS".to_string(),
+                ),
+                _ => {}
             }
         }
         if self.cluster.listen.is_none() && self.cluster != ClusterConfig::default() {
