@@ -214,7 +214,12 @@ mod tests {
     fn names_from_flags() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         // (--nodes, --names, Ok(names) or Err(fragment))
-        let cases: Vec<(Option<usize>, Vec<String>, Result<Vec<String>, &str>)> = vec![
+        type Case = (
+            Option<usize>,
+            Vec<String>,
+            Result<Vec<String>, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (Some(3), vec![], Ok(s(&["node-1", "node-2", "node-3"]))),
             (None, s(&["gw-a", "gw-b"]), Ok(s(&["gw-a", "gw-b"]))),
             (Some(2), s(&["a"]), Err("not both")),

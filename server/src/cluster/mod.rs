@@ -116,6 +116,15 @@ impl Cluster {
             Some(a) => a?,
             None => anyhow::bail!("cluster mode needs --cluster ADDR"),
         };
+        // Checked before anything is opened: a bad file is a start-up refusal naming its key.
+        let tls = c.tls.as_ref().map(tls::ClusterTls::load).transpose()?;
+        match crate::config::cluster_transport(listen.ip(), tls.is_some(), c.insecure) {
+            Ok(crate::config::ClusterTransport::Tls) => {
+                tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)")
+            }
+            Ok(_) => {}
+            Err(reason) => anyhow::bail!("cluster.tls: {reason}"),
+        }
         let secret = std::env::var(&c.secret_env)
             .ok()
             .filter(|s| !s.is_empty())
@@ -127,15 +136,6 @@ impl Cluster {
                     c.secret_env
                 )
             })?;
-        // Checked before anything is opened: a bad file is a start-up refusal naming its key.
-        let tls = c.tls.as_ref().map(tls::ClusterTls::load).transpose()?;
-        match crate::config::cluster_transport(listen.ip(), tls.is_some(), c.insecure) {
-            Ok(crate::config::ClusterTransport::Tls) => {
-                tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)")
-            }
-            Ok(_) => {}
-            Err(reason) => anyhow::bail!("cluster.tls: {reason}"),
-        }
         let mesh_addr: SocketAddr = match &c.mesh_listen {
             Some(a) => a
                 .parse()

@@ -2552,4 +2552,86 @@ mod tests {
         };
         assert!((p.cost(1_000_000, 100_000) - 3.5).abs() < 1e-12);
     }
+
+    /// The cluster port's start-up rule, and how `validate` / `warnings` apply it.
+    #[test]
+    fn cluster_transport_rule() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // (listen ip, tls, insecure, expected)
+        let cases = [
+            (
+                "127.0.0.1",
+                false,
+                false,
+                Ok(ClusterTransport::PlainLoopback),
+            ),
+            (
+                "127.0.0.3",
+                false,
+                true,
+                Ok(ClusterTransport::PlainLoopback),
+            ),
+            ("::1", false, false, Ok(ClusterTransport::PlainLoopback)),
+            ("127.0.0.1", true, false, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", true, false, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", true, true, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", false, true, Ok(ClusterTransport::PlainInsecure)),
+            ("0.0.0.0", false, true, Ok(ClusterTransport::PlainInsecure)),
+            ("10.0.0.5", false, false, Err("not loopback")),
+            ("0.0.0.0", false, false, Err("not loopback")),
+        ];
+        for (listen, tls, insecure, want) in cases {
+            match (cluster_transport(ip(listen), tls, insecure), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{listen} {tls} {insecure}"),
+                (Err(e), Err(frag)) => assert!(
+                    e.contains(frag) && e.contains("cluster.tls") && e.contains("cluster.insecure"),
+                    "{e}"
+                ),
+                (got, w) => panic!("{listen} {tls} {insecure}: {got:?}, want {w:?}"),
+            }
+        }
+        let tls = json!({"cert": "/c.pem", "key": "/k.pem", "ca": "/ca.pem"});
+        // (cluster config, Err(path) or Ok(warning paths))
+        let cases: Vec<(Value, Result<Vec<&str>, &str>)> = vec![
+            (json!({"listen": "10.0.0.5:7000"}), Err("cluster.tls")),
+            (
+                json!({"listen": "10.0.0.5:7000", "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
+            (json!({"listen": "10.0.0.5:7000", "tls": tls}), Ok(vec![])),
+            (
+                json!({"listen": "10.0.0.5:7000", "tls": tls, "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
+            (json!({"listen": "127.0.0.1:7000"}), Ok(vec![])),
+            (
+                json!({"listen": "127.0.0.1:7000", "tls": {"cert": " ", "key": "k", "ca": "c"}}),
+                Err("cluster.tls.cert"),
+            ),
+            (
+                json!({"listen": "127.0.0.1:7000", "tls": {"cert": "c", "key": "k"}}),
+                Err("cluster.tls"),
+            ),
+        ];
+        for (cluster, want) in cases {
+            let res = from_value("test.json", json!({ "cluster": cluster.clone() }));
+            match (res, want) {
+                (Ok(cfg), Ok(paths)) => {
+                    let got: Vec<String> = cfg
+                        .warnings(&|_| Some("set".into()))
+                        .into_iter()
+                        .map(|w| w.path)
+                        .filter(|p| p.starts_with("cluster"))
+                        .collect();
+                    assert_eq!(got, paths, "{cluster}");
+                }
+                (Err(e), Err(path)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(&format!("`{path}`")), "{cluster}: {e}");
+                }
+                (got, want) => panic!("{cluster}: {got:?}, want {want:?}"),
+            }
+        }
+    }
 }
