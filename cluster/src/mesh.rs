@@ -727,8 +727,9 @@ async fn accept_tls(
                         is_server: true,
                     });
                 }
+                // Keyed by IP (the port changes per attempt): throttled per peer by the node.
                 Ok(Err(e)) => tracing::warn!(
-                    addr = %peer,
+                    addr = %peer.ip(),
                     reason = %e,
                     "refused a mesh connection: TLS handshake failed (is its certificate signed \
                      by this cluster's CA?)"

@@ -118,12 +118,14 @@ impl Cluster {
         };
         // Checked before anything is opened: a bad file is a start-up refusal naming its key.
         let tls = c.tls.as_ref().map(tls::ClusterTls::load).transpose()?;
-        match crate::config::cluster_transport(listen.ip(), tls.is_some(), c.insecure) {
-            Ok(crate::config::ClusterTransport::Tls) => {
-                tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)")
+        // (`Config::validate` applied the same rule; `--cluster` is in the config by now.)
+        for ip in std::iter::once(listen.ip()).chain(c.addresses()) {
+            if let Err(reason) = crate::config::cluster_transport(ip, tls.is_some(), c.insecure) {
+                anyhow::bail!("cluster.tls: {reason}");
             }
-            Ok(_) => {}
-            Err(reason) => anyhow::bail!("cluster.tls: {reason}"),
+        }
+        if tls.is_some() {
+            tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)");
         }
         let secret = std::env::var(&c.secret_env)
             .ok()

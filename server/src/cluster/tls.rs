@@ -198,8 +198,10 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
+                        // Keyed by IP (the port changes per attempt), so the peer-log
+                        // throttle keeps one line per 10 s for a peer that keeps retrying.
                         Ok(Err(e)) => tracing::warn!(
-                            %peer,
+                            peer = %peer.ip(),
                             reason = %e,
                             "refused a cluster connection: TLS handshake failed (is its \
                              certificate signed by this cluster's cluster.tls.ca?)"

@@ -333,6 +333,19 @@ pub fn cluster_transport(
     }
 }
 
+impl ClusterConfig {
+    /// The IPs the cluster port and the mesh listen on (those that parse; `validate` reports
+    /// the others).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        [&self.listen, &self.mesh_listen]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect()
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -1295,13 +1308,11 @@ impl Config {
                     }
                 }
             }
-            if let Some(Ok(ip)) = c
-                .listen
-                .as_deref()
-                .map(|a| a.parse::<std::net::SocketAddr>().map(|a| a.ip()))
-            {
-                cluster_transport(ip, c.tls.is_some(), c.insecure)
-                    .map_err(|reason| bad("cluster.tls", reason))?;
+            if c.listen.is_some() {
+                for ip in c.addresses() {
+                    cluster_transport(ip, c.tls.is_some(), c.insecure)
+                        .map_err(|reason| bad("cluster.tls", reason))?;
+                }
             }
         }
         if self.server.max_body_mb == 0 {
@@ -1878,12 +1889,13 @@ impl Config {
                 }
             }
         }
-        if let Some(Ok(ip)) = self
-            .cluster
-            .listen
-            .as_deref()
-            .map(|a| a.parse::<std::net::SocketAddr>().map(|a| a.ip()))
-        {
+        if let Some(ip) = self.cluster.listen.as_ref().and_then(|_| {
+            let all = self.cluster.addresses();
+            all.iter()
+                .find(|ip| !ip.is_loopback())
+                .or(all.first())
+                .copied()
+        }) {
             let c = &self.cluster;
             match cluster_transport(ip, c.tls.is_some(), c.insecure) {
                 Ok(ClusterTransport::PlainInsecure) => warn(
@@ -2605,6 +2617,14 @@ mod tests {
                 Ok(vec!["cluster.insecure"]),
             ),
             (json!({"listen": "127.0.0.1:7000"}), Ok(vec![])),
+            (
+                json!({"listen": "127.0.0.1:7000", "mesh_listen": "10.0.0.5:7001"}),
+                Err("cluster.tls"),
+            ),
+            (
+                json!({"listen": "127.0.0.1:7000", "mesh_listen": "10.0.0.5:7001", "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
             (
                 json!({"listen": "127.0.0.1:7000", "tls": {"cert": " ", "key": "k", "ca": "c"}}),
                 Err("cluster.tls.cert"),
