@@ -246,6 +246,147 @@ mod tests {
         p.to_string_lossy().into_owned()
     }
 
+    /// A CA and a node certificate for 127.0.0.1, in memory: (chain, key, roots).
+    fn material() -> (
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        RootCertStore,
+    ) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let key = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (vec![cert.der().clone()], key, roots)
+    }
+
+    fn tls(
+        m: &(
+            Vec<CertificateDer<'static>>,
+            PrivateKeyDer<'static>,
+            RootCertStore,
+        ),
+    ) -> ClusterTls {
+        ClusterTls::from_parts(m.0.clone(), m.1.clone_key(), m.2.clone()).unwrap()
+    }
+
+    /// Does a client with `client`'s config get a TLS connection through `addr`'s listener
+    /// (handshake done and accepted)?
+    async fn handshake(client: &ClusterTls, addr: SocketAddr, listener: &mut TlsListener) -> bool {
+        use axum::serve::Listener;
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.ok()?;
+            let mut s = client.connector().connect(name, tcp).await.ok()?;
+            // TLS 1.3: the server checks the client certificate after the client finished;
+            // a refusal arrives as an alert on the first read.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"ping").await.ok()?;
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await.ok()?;
+            Some(())
+        };
+        let serve = async {
+            let (mut io, _) = listener.accept().await;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut b = [0u8; 4];
+            io.read_exact(&mut b).await.ok()?;
+            io.write_all(b"pong").await.ok()?;
+            io.flush().await.ok()?;
+            Some(())
+        };
+        let r = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(connect, serve)
+        })
+        .await;
+        matches!(r, Ok((Some(()), Some(()))))
+    }
+
+    /// Mutual TLS: a node of the same CA gets through; a client of another CA, or without a
+    /// certificate, is refused. Stalled connections beyond [`HANDSHAKES_MAX`] are closed at
+    /// once, and while they stall a good peer still gets through once slots are free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_cluster_ca_gets_through_and_stalled_handshakes_are_bounded() {
+        let ours = material();
+        let theirs = material();
+        let server = tls(&ours);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = TlsListener::new(tcp, server.acceptor()).unwrap();
+
+        assert!(handshake(&tls(&ours), addr, &mut l).await, "same CA");
+        // Another CA: our server refuses its certificate (and it refuses ours).
+        let foreign = tls(&theirs);
+        assert!(!foreign_gets_through(&foreign, addr).await, "another CA");
+        // Trusting our CA but presenting no certificate.
+        let anonymous = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(ours.2.clone())
+            .with_no_client_auth();
+        let anonymous = ClusterTls {
+            server: server.server.clone(),
+            client: Arc::new(anonymous),
+        };
+        assert!(
+            !foreign_gets_through(&anonymous, addr).await,
+            "no certificate"
+        );
+
+        // HANDSHAKES_MAX connections that never say hello, then one more: closed at once.
+        let mut stalled = Vec::new();
+        for _ in 0..HANDSHAKES_MAX {
+            stalled.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(4), extra.read(&mut b)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "connection {} past the bound was not closed at once: {closed:?}",
+            HANDSHAKES_MAX + 1
+        );
+        drop(stalled);
+        // Slots free again: a good peer gets through.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !handshake(&tls(&ours), addr, &mut l).await {
+            assert!(std::time::Instant::now() < end, "no slot came free");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client that must not get a working TLS session: handshake or first read fails.
+    async fn foreign_gets_through(client: &ClusterTls, addr: SocketAddr) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let attempt = async {
+            let tcp = TcpStream::connect(addr).await.ok()?;
+            let mut s = client.connector().connect(name, tcp).await.ok()?;
+            s.write_all(b"ping").await.ok()?;
+            let mut b = [0u8; 1];
+            match s.read(&mut b).await {
+                Ok(n) if n > 0 => Some(()),
+                _ => None,
+            }
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), attempt).await,
+            Ok(Some(()))
+        )
+    }
+
     /// Each bad file is refused naming its key and the reason.
     #[test]
     fn bad_files_name_their_key() {
