@@ -1,7 +1,9 @@
-//! A short chaos run in CI: 3 real nodes of this crate's binary, 20 rounds of kills, pauses,
-//! restarts and partitions under load, then every check of the chaos suite (nothing
-//! acknowledged lost or completed twice, one leader per term, recovery, convergence, budget
-//! spend within the leases, cluster-wide rate limit).
+//! A short chaos run in CI, in pressure mode: 3 real nodes of this crate's binary, 20 rounds
+//! of kills, pauses, restarts and partitions under load with a budget and a rate limit that
+//! both bind (the rate limit raised by a hot reload half-way), then every check of the chaos
+//! suite (nothing acknowledged lost or completed twice, one leader per term, a follower fault
+//! keeps the leader, recovery, convergence, budget spend within the leases and held at the
+//! limit, the cluster-wide rate limit over any sliding window, the reload live on every node).
 //!
 //! The seed is random (from the clock) unless `OPENCLAW_CHAOS_SEED` is set; it is printed with
 //! the command that replays the schedule (`openclaw-chaos ... --seed N`). Partitions need root
@@ -51,6 +53,9 @@ async fn a_short_chaos_run_keeps_every_invariant() {
     // A token-only budget, as operators write it (the cost-limited variant is covered too: the
     // lease arithmetic treats each dimension alike).
     cfg.budget_cost_usd = None;
+    // Pressure mode: the budget and the rate limit both bind, the rate limit is raised by a
+    // hot reload in the middle (checked on every node), follower faults must keep the leader.
+    cfg.pressure = true;
     println!(
         "chaos test: seed {seed} (OPENCLAW_CHAOS_SEED={seed} replays it); reproduce: {}",
         cfg.repro()

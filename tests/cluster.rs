@@ -2,7 +2,8 @@
 //! processes joined over their cluster addresses, a standalone simulator, HTTP only. Join and
 //! forwarded writes, reads on any node, leader failover and rejoin, a dead owner's tasks
 //! running elsewhere (fenced duplicates explained), no quorum → 503, a wrong secret refused,
-//! leave, cluster-wide rate limits and budgets, and replicated sessions (a conversation continues
+//! leave, cluster-wide rate limits and budgets (a dead node's unsettled spend reported until its
+//! lease expires), and replicated sessions (a conversation continues
 //! on another node after its node dies; a session's turns run one at a time in order).
 //!
 //! Partitions (firewall rules between node addresses) are exercised by the chaos suite
@@ -846,6 +847,7 @@ async fn sim_input_tokens(sim: &SimApi, id: &str) -> u64 {
 /// node (it sticks); that node is SIGKILLed; the next turn, submitted to another node, runs on
 /// a live node and reaches the provider with the earlier messages (the simulator's log: input
 /// tokens keep growing, no reset), its history exactly the earlier turns' inputs and answers.
+/// Then `/api/sessions` shows it on any node, and a `DELETE` through one node clears it on all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_continues_on_another_node_after_its_node_dies() {
     let mut c = TestCluster::start(json!({})).await;
@@ -910,6 +912,111 @@ async fn a_session_continues_on_another_node_after_its_node_dies() {
         after > inputs[2],
         "the provider saw the history ({after} input tokens after {inputs:?})"
     );
+
+    // The surface reads the replicated session on any node, and a clear through one node is
+    // seen by every other (a replicated `RemoveSession`): the next turn starts afresh.
+    let (a, b) = (&c.nodes[live[0]], &c.nodes[live[1]]);
+    let (st, s) = a.get_json("/api/sessions/s-alice").await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{s}");
+    assert_eq!(
+        (s["turns"].as_u64(), s["last_task"].as_str()),
+        (Some(4), Some(id.as_str())),
+        "{s}"
+    );
+    assert_eq!(s["messages"].as_array().map(Vec::len), Some(8), "{s}");
+    let (_, list) = b.get_json("/api/sessions").await;
+    assert!(
+        list["sessions"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["id"] == "s-alice")),
+        "{list}"
+    );
+    let r = b
+        .http
+        .delete(format!("{}/api/sessions/s-alice", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = a.get_json("/api/sessions/s-alice").await;
+        if st == reqwest::StatusCode::NOT_FOUND {
+            assert_eq!(v["error"]["code"], "session_not_found", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still there on the other node: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = submit_retrying(
+        a,
+        json!({"input": "turn 4: a fresh start", "session_id": "s-alice"}),
+    )
+    .await;
+    let done = a.wait_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["prompt"]["history"].as_u64(),
+        Some(0),
+        "cleared: {done}"
+    );
+}
+
+/// Issue 10: a 60-turn session on the cluster with `max_context_tokens` 600 keeps every provider
+/// call (answers and summaries) within 600 input tokens and calls the summary model; halfway,
+/// the node that ran the last turn is SIGKILLed and the next turn, on another node, carries the
+/// replicated summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_60_turn_session_stays_within_the_window_across_a_node_kill() {
+    const WINDOW: u64 = 600;
+    let mut c = TestCluster::start(json!({"session": {"context_management": {
+        "max_context_tokens": WINDOW,
+        "sliding_window": {"enabled": true, "keep_recent_messages": 6, "summarize_older": true}
+    }}}))
+    .await;
+    let ids = c.node_ids().await;
+    let mut live: Vec<usize> = vec![0, 1, 2];
+    let mut last: Option<Value> = None;
+    for n in 0..60 {
+        if n == 30 {
+            let owner = last.as_ref().unwrap()["node"].as_str().unwrap().to_string();
+            let victim = ids
+                .iter()
+                .position(|id| id.to_string() == owner)
+                .expect("owner is a node");
+            c.kill(victim);
+            live.retain(|i| *i != victim);
+            c.wait_not_alive(live[0], &[ids[victim]]).await;
+        }
+        let via = &c.nodes[live[n % live.len()]];
+        let detail = "keep the names and the numbers exact ".repeat(1 + n % 4);
+        let id = submit_retrying(
+            via,
+            json!({"input": format!("turn {n}: what next for project {}? {detail}", n % 7),
+                   "session_id": "s-long"}),
+        )
+        .await;
+        let done = via.wait_final(&id, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "succeeded", "turn {n}: {done}");
+        if n == 30 {
+            assert!(
+                done["prompt"]["summary"].as_u64().unwrap_or(0) > 0,
+                "the summary came along to another node: {done}"
+            );
+        }
+        last = Some(done);
+    }
+    let calls = c.sim.calls(None).await;
+    assert!(calls.len() >= 60, "{} calls", calls.len());
+    for call in &calls {
+        let input = call["input_tokens"].as_u64().unwrap();
+        assert!(input <= WINDOW, "a call of {input} input tokens: {call}");
+    }
+    let summaries = calls.iter().filter(|c| c["summary"] == true).count();
+    assert!(summaries >= 15, "{summaries} summary calls");
 }
 
 /// Issue 10: five turns of one session submitted at once, through different nodes, run one at
@@ -947,5 +1054,116 @@ async fn five_turns_submitted_at_once_run_in_order() {
             "turn {k} saw turn {}'s answer",
             k - 1
         );
+    }
+}
+
+/// Node `i`'s id, from its own `GET /api/cluster`.
+async fn node_id(c: &TestCluster, i: usize) -> u64 {
+    c.status(i)
+        .await
+        .and_then(|v| v["node_id"].as_u64())
+        .unwrap_or_else(|| panic!("node {i} has no id"))
+}
+
+/// The budget slice node `id` holds in scope `total`, as node `i` sees the replicated state.
+async fn lease_of(c: &TestCluster, i: usize, id: u64) -> u64 {
+    let v = c.status(i).await.unwrap_or_default();
+    v["budgets"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["scope"] == "total"))
+        .and_then(|b| b["leases"].as_array())
+        .and_then(|l| l.iter().find(|l| l["node"].as_u64() == Some(id)))
+        .and_then(|l| l["tokens"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Issue 14 item 7: a dead node's unsettled spend is reported. Node X runs slow calls under a
+/// limited budget, so it holds a budget slice with reservations in flight; X is SIGKILLed. The
+/// others' `GET /api/budget` (and `openclaw-node status`) then show X's unsettled estimate:
+/// more than 0 and at most its slice. It is gone once the lease expires (10 node leases of
+/// 2 s after the lapse) and the slice is back in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_unsettled_spend_is_reported_until_its_lease_expires() {
+    let extra = json!({
+        "budget": {"enabled": true, "period": "monthly", "limits": {"total_tokens": 60_000}},
+    });
+    let mut c = TestCluster::start(extra).await;
+    let leader = c.leader_index(&[0, 1, 2]).await;
+    let x = (leader + 1) % 3;
+    let y = (leader + 2) % 3;
+    let x_id = node_id(&c, x).await;
+    // Slow calls through X until X holds a slice (tasks are placed cluster-wide; some land on X).
+    let mut ids = Vec::new();
+    let end = Instant::now() + AGREE_DEADLINE;
+    let held = loop {
+        if ids.len() < 12 {
+            ids.push(
+                submit_retrying(
+                    &c.nodes[x],
+                    json!({"input": "spend through X [sim:slow:30000]", "max_tokens": 40}),
+                )
+                .await,
+            );
+        }
+        let held = lease_of(&c, y, x_id).await;
+        if held > 0 {
+            break held;
+        }
+        assert!(Instant::now() < end, "node {x} never held a budget slice");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Its calls are in flight (30 s each): the slice is not going to shrink by a settle.
+    let held = held.max(lease_of(&c, y, x_id).await);
+    c.kill(x);
+    // The others see X's lease lapse and report its slice as unsettled.
+    let end = Instant::now() + AGREE_DEADLINE;
+    let (tokens, expires) = loop {
+        let t = budget_total(&c.nodes[y]).await;
+        let mine = t["unsettled_dead_nodes"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["node"].as_u64() == Some(x_id)).cloned());
+        if let Some(d) = mine {
+            let tokens = d["tokens"].as_u64().unwrap_or(0);
+            assert_eq!(t["unsettled_dead_tokens"].as_u64(), Some(tokens), "{t}");
+            break (
+                tokens,
+                d["lease_expires_at"].as_str().unwrap_or("").to_string(),
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "X's unsettled spend never reported: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        tokens > 0 && tokens <= held,
+        "estimate {tokens} within X's slice {held}"
+    );
+    assert!(expires.ends_with('Z') && expires.contains('T'), "{expires}");
+    let (code, out, err) = common::run_cli(&["status", "--node", &c.nodes[y].url]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("node {x_id} down, up to {tokens} tokens")),
+        "status shows the estimate:\n{out}"
+    );
+    // Until the lease expires: then nothing is reported and the slice is back in the pool.
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        let t = budget_total(&c.nodes[y]).await;
+        let reported = t["unsettled_dead_nodes"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty());
+        if !reported && lease_of(&c, y, x_id).await == 0 {
+            assert_eq!(t["unsettled_dead_tokens"].as_u64(), Some(0), "{t}");
+            break;
+        }
+        assert!(Instant::now() < end, "still reported after 90 s: {t}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, out, _) = common::run_cli(&["status", "--node", &c.nodes[y].url]);
+    assert!(!out.contains("Unsettled spend"), "{out}");
+    for id in &ids {
+        c.nodes[y].cancel(id).await;
     }
 }

@@ -189,3 +189,60 @@ async fn an_input_over_the_window_is_refused_on_tasks_and_chat() {
     let v = node.wait_final(&id, TURN_DEADLINE).await;
     assert_eq!(v["status"], "succeeded", "{v}");
 }
+
+/// A turn whose answer fails after its summary call keeps the summary it paid for: the next
+/// turn carries it and does not summarise the same messages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_keeps_the_summary_it_paid_for() {
+    let sim = Sim::start(&[]).await;
+    let node = Node::start(&config(
+        &sim,
+        2,
+        json!({"session": {"context_management": {
+            "max_context_tokens": WINDOW,
+            "sliding_window": {"enabled": true, "keep_recent_messages": 2, "summarize_older": true}
+        }}}),
+    ))
+    .await;
+    let turn = |input: String| {
+        let node = &node;
+        async move {
+            let id = node
+                .submit_ok(json!({"input": input, "session_id": "s-fail"}))
+                .await;
+            node.wait_final(&id, TURN_DEADLINE).await
+        }
+    };
+    let summary_calls = || async {
+        sim.calls(None)
+            .await
+            .iter()
+            .filter(|c| c["summary"] == true)
+            .count()
+    };
+    for n in 0..2 {
+        let v = turn(user_turn(n)).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
+    assert_eq!(summary_calls().await, 0, "two turns fit the window");
+    // Turn 3: two messages leave the window and are summarised; then the answer fails (the
+    // simulator's directive answers 500 to every model the fallback chain tries).
+    let v = turn(format!("{} [sim:500]", user_turn(2))).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(summary_calls().await, 1, "the summary was made");
+    let (_, s) = node.get_json("/api/sessions/s-fail").await;
+    assert!(
+        s["summary"].as_str().is_some_and(|t| !t.is_empty()),
+        "the failed turn kept its summary: {s}"
+    );
+    assert_eq!(s["turns"], 3, "{s}");
+    // Turn 4 carries that summary and makes no new summary call for the same messages.
+    let v = turn(user_turn(3)).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert!(v["prompt"]["summary"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        summary_calls().await,
+        1,
+        "the folded messages were not summarised twice"
+    );
+}

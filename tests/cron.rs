@@ -212,6 +212,170 @@ async fn a_cost_report_job_posts_to_its_webhook() {
     );
 }
 
+/// The chapter's "Cron 每日任务 + 飞书通知": a cost report to a Feishu chat arrives as one
+/// message card through the Feishu channel's Open API client (the simulator's), after a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_report_job_sends_a_card_to_its_feishu_chat() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({
+            "channels": {"feishu": {"app_id": "cli_cron", "base_url": sim.url}},
+            "cron": {"jobs": [
+                {"name": "daily-cost", "schedule": "0 9 * * *", "timezone": "Asia/Shanghai",
+                 "kind": "cost_report", "deliver_to": {"feishu_chat": "oc_team"}}
+            ]}
+        }),
+    );
+    let env = [
+        ("FEISHU_APP_SECRET", "cron-app-secret"),
+        ("FEISHU_VERIFICATION_TOKEN", "cron-verification"),
+    ];
+    let node = Node::start_with_env(&cfg, &env).await;
+    let id = node.submit_ok(json!({"input": "spend something"})).await;
+    node.wait_final(&id, common::TASK_DEADLINE).await;
+
+    // The first send answers 500: the delivery is retried.
+    let r = node
+        .http
+        .put(format!("{}/sim/feishu/faults", sim.url))
+        .json(&json!({"fail_next": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = node
+        .http
+        .post(format!("{}/api/cron/daily-cost/run", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "delivered", "{v}\n{}", node.stderr());
+
+    let log: Value = node
+        .http
+        .get(format!("{}/sim/feishu/messages", sim.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sends: Vec<&Value> = log["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "send")
+        .collect();
+    assert_eq!(sends.len(), 1, "one card after one failed try: {log}");
+    let m = sends[0];
+    assert_eq!(m["receive_id"], "oc_team", "{m}");
+    assert_eq!(m["msg_type"], "interactive", "{m}");
+    let card: Value = serde_json::from_str(m["content"].as_str().unwrap()).unwrap();
+    let title = card["header"]["title"]["content"].as_str().unwrap();
+    assert!(title.contains("费用日报"), "{card}");
+    let text = card["elements"][0]["content"].as_str().unwrap();
+    assert!(
+        text.contains("fast"),
+        "the report lists the model used: {card}"
+    );
+    assert!(
+        m["uuid"].as_str().is_some_and(|u| u.starts_with("cron-")),
+        "{m}"
+    );
+}
+
+/// Scheduled times (ms) of each job's firings, counted (a repeat shows as a count above 1).
+async fn firings_by_job(node: &NodeApi) -> BTreeMap<String, BTreeMap<u64, usize>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
+    for t in cron_tasks(node).await {
+        let at = t["cron"]["scheduled_at"].as_str().unwrap();
+        let ms = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp_millis() as u64;
+        *out.entry(t["cron"]["job"].as_str().unwrap().to_string())
+            .or_default()
+            .entry(ms)
+            .or_default() += 1;
+    }
+    out
+}
+
+/// `catch_up` after a total outage (a lone node is the whole cluster): a job every 10 s, the
+/// node killed right after a firing and started again 13 s later, with
+/// `cron.missed_after_seconds: 2` — so the firing in between was missed, not late. The job with
+/// `catch_up: latest` runs it once when the node is back; the one with `none` passes it over;
+/// both go on with the next firing, and nothing fires twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_total_outage_catch_up_latest_runs_the_missed_firing_once() {
+    let sim = Sim::start(&[]).await;
+    let cfg = config(
+        &sim,
+        2,
+        json!({"cron": {"missed_after_seconds": 2, "jobs": [
+            {"name": "latest", "schedule": "*/10 * * * * *", "input": "cron ping", "catch_up": "latest"},
+            {"name": "none", "schedule": "*/10 * * * * *", "input": "cron ping", "catch_up": "none"}
+        ]}}),
+    );
+    let mut node = Node::start(&cfg).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    // Both jobs fired the same scheduled time s0.
+    let s0 = poll("a firing of both jobs", Duration::from_secs(40), || async {
+        let f = firings_by_job(&node).await;
+        let latest = f.get("latest")?.keys().max().copied()?;
+        (f.get("none")?.keys().max().copied()? == latest).then_some(latest)
+    })
+    .await;
+    node.kill();
+    assert!(now() < s0 + 8_000, "the node must be down before s0 + 10 s");
+    // Down until s0 + 13 s: the firing at s0 + 10 s is then 3 s old, older than
+    // missed_after_seconds, as soon as the node looks.
+    tokio::time::sleep(Duration::from_millis((s0 + 13_000).saturating_sub(now()))).await;
+    node.restart().await;
+    let f = poll(
+        "both jobs' firing at s0 + 20 s",
+        Duration::from_secs(40),
+        || async {
+            let f = firings_by_job(&node).await;
+            let done = ["latest", "none"]
+                .iter()
+                .all(|j| f.get(*j).is_some_and(|m| m.contains_key(&(s0 + 20_000))));
+            done.then_some(f)
+        },
+    )
+    .await;
+    let upto = |job: &str| -> Vec<(u64, usize)> {
+        f[job]
+            .iter()
+            .filter(|(at, _)| **at >= s0 && **at <= s0 + 20_000)
+            .map(|(at, n)| ((at - s0) / 1000, *n))
+            .collect()
+    };
+    assert_eq!(
+        upto("latest"),
+        [(0, 1), (10, 1), (20, 1)],
+        "catch_up latest: the missed firing runs once: {f:?}\n{}",
+        node.stderr()
+    );
+    assert_eq!(
+        upto("none"),
+        [(0, 1), (20, 1)],
+        "catch_up none: the missed firing is passed over: {f:?}"
+    );
+    assert!(
+        node.stderr().contains("firings were missed"),
+        "the outage is logged"
+    );
+}
+
 const SECRET: &str = "test-cluster-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@
 //! - [`check_spend`]: the replicated budget spend is what the simulator served, less calls cut
 //!   off by a fault (or a superseded attempt) before they settled, and within the limit plus
 //!   one reservation per node.
-//! - [`check_rate`]: calls the simulator saw per rate window stay within the cluster-wide limit.
+//! - [`check_rate`]: any window of the rate limit's length at the simulator (sliding, not
+//!   calendar-aligned) holds at most the cluster-wide limit + one call per node; across a hot
+//!   reload, the old limit before, the new one after.
 //! - [`longest_gap`]: the longest time without an acknowledged write.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,9 +103,25 @@ pub enum Violation {
     /// grant.
     RateExceeded {
         model: String,
-        window: u64,
+        /// Start of the window (ms since the Unix epoch).
+        start_ms: u64,
+        window_ms: u64,
         calls: u64,
         bound: u64,
+    },
+    /// A node did not report a hot-reloaded limit in time (`GET /api/limits`).
+    LimitNotLive {
+        node: usize,
+        detail: String,
+    },
+    /// A round that faulted only followers changed the leader or the term.
+    LeaderDeposed {
+        round: u32,
+        detail: String,
+    },
+    /// Pressure mode: a limit that was meant to bind never did.
+    NoPressure {
+        detail: String,
     },
 }
 
@@ -126,6 +144,9 @@ impl Violation {
             Violation::UnsettledSpend { .. } => "unexplained-unsettled-spend",
             Violation::OverBudget { .. } => "over-budget",
             Violation::RateExceeded { .. } => "rate-limit-exceeded",
+            Violation::LimitNotLive { .. } => "limit-change-not-live",
+            Violation::LeaderDeposed { .. } => "leader-deposed-without-leader-fault",
+            Violation::NoPressure { .. } => "limit-never-bound",
         }
     }
 }
@@ -184,13 +205,17 @@ impl fmt::Display for Violation {
             ),
             Violation::RateExceeded {
                 model,
-                window,
+                start_ms,
+                window_ms,
                 calls,
                 bound,
             } => write!(
                 f,
-                "model {model}: {calls} provider calls in rate window {window}, more than {bound}"
+                "model {model}: {calls} provider calls in the {window_ms} ms from {start_ms} (Unix ms), more than {bound}"
             ),
+            Violation::LimitNotLive { node, detail } => write!(f, "node {node}: {detail}"),
+            Violation::LeaderDeposed { round, detail } => write!(f, "round {round}: {detail}"),
+            Violation::NoPressure { detail } => write!(f, "{detail}"),
         }
     }
 }
@@ -565,12 +590,109 @@ pub fn check_spend(f: &SpendFacts) -> (SpendTally, Vec<Violation>) {
     (tally, violations)
 }
 
-/// A cluster-wide rate limit the run set: `requests` calls of `model` per window.
+/// Pressure mode: the budget as the live nodes saw it when the load stopped, before the run
+/// raised the limit to let the held work finish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldFacts {
+    /// Each live node's replicated spend of the checked scope.
+    pub views: Vec<(usize, Option<u64>)>,
+    /// Each live node's `GET /api/budget` state of the scope (`ok`, `downgraded`, `paused`).
+    pub states: Vec<(usize, String)>,
+    /// The token limit the run set to bind.
+    pub limit: u64,
+    pub nodes: u64,
+    /// The most one reservation can hold.
+    pub reservation: u64,
+    /// Tokens the simulator served to critical tasks until then: critical work is admitted
+    /// past a limit by design.
+    pub critical_tokens: u64,
+}
+
+/// The figures of the budget under pressure, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldTally {
+    /// The largest spend a live node reported.
+    pub spent: Option<u64>,
+    /// Nodes whose budget state was `paused` (non-critical work held).
+    pub held_on: Vec<usize>,
+    pub limit: u64,
+    /// The most `spent` may be: the limit, one reservation per node, and the critical work.
+    pub bound: u64,
+}
+
+/// The budget under pressure: it must have bound (some node holds non-critical work), and
+/// the spend stays within the limit plus one reservation per node plus what critical tasks
+/// were served.
+pub fn check_hold(f: &HoldFacts) -> (HoldTally, Vec<Violation>) {
+    let bound = f
+        .limit
+        .saturating_add(f.nodes * f.reservation)
+        .saturating_add(f.critical_tokens);
+    let tally = HoldTally {
+        spent: f.views.iter().filter_map(|(_, s)| *s).max(),
+        held_on: f
+            .states
+            .iter()
+            .filter(|(_, s)| s == "paused")
+            .map(|(i, _)| *i)
+            .collect(),
+        limit: f.limit,
+        bound,
+    };
+    let mut violations = Vec::new();
+    if tally.held_on.is_empty() {
+        violations.push(Violation::NoPressure {
+            detail: format!(
+                "the budget of {} tokens never held work back: no node was paused when the load stopped (states {:?}, spent {:?})",
+                f.limit, f.states, tally.spent
+            ),
+        });
+    }
+    if let Some(spent) = tally.spent.filter(|s| *s > bound) {
+        violations.push(Violation::OverBudget {
+            spent,
+            limit: f.limit,
+            bound,
+        });
+    }
+    (tally, violations)
+}
+
+/// A cluster-wide rate limit the run set: `requests` calls of `model` per window, and the
+/// change a hot reload made to it during the run, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateSpec {
     pub model: String,
     pub window_ms: u64,
     pub requests: u64,
+    pub change: Option<RateChange>,
+}
+
+/// A limit changed by a hot reload in the middle of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateChange {
+    /// When the new limit was written to the nodes' config files (ms since the Unix epoch,
+    /// the simulator's clock).
+    pub from_ms: u64,
+    /// When the last node reported it (`GET /api/limits`), or gave up waiting.
+    pub until_ms: u64,
+    /// The new limit per window.
+    pub requests: u64,
+}
+
+impl RateSpec {
+    /// The limit a window starting at `start_ms` is held to: the old one for a window that
+    /// ended before the change was written, the new one for a window that starts after every
+    /// node reported it, and the larger of the two for a window across the change (the
+    /// transition allowance: grants under the old limit may still arrive).
+    pub fn limit_at(&self, start_ms: u64) -> u64 {
+        match &self.change {
+            None => self.requests,
+            Some(c) if start_ms.saturating_add(self.window_ms) <= c.from_ms => self.requests,
+            Some(c) if start_ms >= c.until_ms => c.requests,
+            Some(c) => self.requests.max(c.requests),
+        }
+    }
 }
 
 /// The rate check's figures, for the summary.
@@ -578,47 +700,148 @@ pub struct RateSpec {
 pub struct RateTally {
     /// Calls of the limited model.
     pub calls: u64,
-    /// Windows with at least one call.
-    pub windows: usize,
-    /// (window, calls) of the busiest window.
+    /// (start ms, calls) of the busiest window of `window_ms` anywhere in the run.
     pub busiest: Option<(u64, u64)>,
-    /// Windows in which the limit was reached (the limit bound).
+    /// Windows, not overlapping, that held as many calls as their limit (the limit bound).
     pub at_limit: usize,
-    /// The most calls a window may have: the limit plus one per node (a grant made at the end
-    /// of a window may reach the provider in the next one).
+    /// Of those, windows after the limit change.
+    pub at_limit_after_change: usize,
+    /// The most calls a window may have: its limit plus one per node (a grant made just
+    /// before a window may reach the provider in it); the largest over the run.
     pub bound: u64,
 }
 
-/// Calls the simulator saw per window (`floor(at_ms / window_ms)`, the nodes' own window
-/// arithmetic) for the limited model, against the limit plus one per node.
-pub fn check_rate(calls: &[SimCall], spec: &RateSpec, nodes: u64) -> (RateTally, Vec<Violation>) {
-    let window_ms = spec.window_ms.max(1);
-    let mut per_window: BTreeMap<u64, u64> = BTreeMap::new();
-    for c in calls.iter().filter(|c| c.model == spec.model) {
-        *per_window.entry(c.at_ms / window_ms).or_default() += 1;
-    }
-    let bound = spec.requests + nodes;
-    let tally = RateTally {
-        calls: per_window.values().sum(),
-        windows: per_window.len(),
-        busiest: per_window
-            .iter()
-            .max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)))
-            .map(|(w, n)| (*w, *n)),
-        at_limit: per_window.values().filter(|n| **n >= spec.requests).count(),
-        bound,
-    };
-    let violations = per_window
-        .into_iter()
-        .filter(|(_, n)| *n > bound)
-        .map(|(window, calls)| Violation::RateExceeded {
-            model: spec.model.clone(),
-            window,
-            calls,
-            bound,
-        })
+/// Sorted call times of `model`.
+fn call_times(calls: &[SimCall], model: &str) -> Vec<u64> {
+    let mut t: Vec<u64> = calls
+        .iter()
+        .filter(|c| c.model == model)
+        .map(|c| c.at_ms)
         .collect();
+    t.sort_unstable();
+    t
+}
+
+/// For each call `i` of the sorted `times`: the calls in the window of `window_ms` starting at
+/// it (`[t_i, t_i + w)`) and in the one ending with it (`(t_i − w, t_i]`). Two pointers, O(n).
+/// Every window of length `w` holds a subset of one of these, so they are the only candidates
+/// for the most calls in a window.
+pub fn sliding_counts(times: &[u64], window_ms: u64) -> Vec<(u64, u64)> {
+    let w = window_ms.max(1);
+    let n = times.len();
+    let mut out = vec![(0u64, 0u64); n];
+    let mut j = 0;
+    for i in 0..n {
+        j = j.max(i);
+        while j < n && times[j] < times[i].saturating_add(w) {
+            j += 1;
+        }
+        out[i].0 = (j - i) as u64;
+    }
+    let mut k = 0;
+    for i in 0..n {
+        while times[k].saturating_add(w) <= times[i] {
+            k += 1;
+        }
+        out[i].1 = (i + 1 - k) as u64;
+    }
+    out
+}
+
+/// The cluster-wide rate limit, sliding: ANY window of `window_ms` at the simulator (its call
+/// log's arrival times) holds at most [`RateSpec::limit_at`] its start + one call per node.
+/// Checked on the windows starting and ending at each call ([`sliding_counts`]): with a limit
+/// that only rises or only falls over the run these include the worst window for every set
+/// of calls. Overlapping violating windows are reported once (the first).
+pub fn check_rate(calls: &[SimCall], spec: &RateSpec, nodes: u64) -> (RateTally, Vec<Violation>) {
+    let w = spec.window_ms.max(1);
+    let times = call_times(calls, &spec.model);
+    let counts = sliding_counts(&times, w);
+    let mut tally = RateTally {
+        calls: times.len() as u64,
+        bound: spec.limit_at(0).max(spec.limit_at(u64::MAX / 2)) + nodes,
+        ..RateTally::default()
+    };
+    let mut violations = Vec::new();
+    // Windows to check: (start, calls).
+    let mut windows: Vec<(u64, u64)> = Vec::with_capacity(times.len() * 2);
+    for (i, &(from_here, up_to_here)) in counts.iter().enumerate() {
+        windows.push((times[i], from_here));
+        windows.push(((times[i] + 1).saturating_sub(w), up_to_here));
+    }
+    windows.sort_unstable();
+    let (mut at_limit_until, mut after_until) = (0u64, 0u64);
+    // Overlapping violating windows make one violation: the worst of them.
+    let mut group: Option<(u64, Violation)> = None;
+    for &(start, n) in &windows {
+        if tally.busiest.is_none_or(|(_, b)| n > b) {
+            tally.busiest = Some((start, n));
+        }
+        let limit = spec.limit_at(start);
+        if n >= limit && start >= at_limit_until {
+            tally.at_limit += 1;
+            at_limit_until = start + w;
+        }
+        let after = spec.change.as_ref().is_some_and(|c| start >= c.until_ms);
+        if after && n >= limit && start >= after_until {
+            tally.at_limit_after_change += 1;
+            after_until = start + w;
+        }
+        let bound = limit + nodes;
+        if n <= bound {
+            continue;
+        }
+        let v = Violation::RateExceeded {
+            model: spec.model.clone(),
+            start_ms: start,
+            window_ms: w,
+            calls: n,
+            bound,
+        };
+        match &mut group {
+            Some((first, worst)) if start < *first + w => {
+                if matches!(worst, Violation::RateExceeded { calls, .. } if n > *calls) {
+                    *worst = v;
+                }
+            }
+            _ => {
+                if let Some((_, worst)) = group.replace((start, v)) {
+                    violations.push(worst);
+                }
+            }
+        }
+    }
+    if let Some((_, worst)) = group {
+        violations.push(worst);
+    }
     (tally, violations)
+}
+
+/// A round that faulted only followers (paused one, or cut a minority without the leader)
+/// must leave the leader and the term as they were (pre-vote): `before` and `after` are the
+/// agreed `(leader id, term)` at its start and after its recovery wait.
+pub fn check_leader_kept(
+    round: u32,
+    before: Option<&(String, u64)>,
+    after: Option<&(String, u64)>,
+) -> Option<Violation> {
+    match (before, after) {
+        (Some(b), Some(a)) if a != b => Some(Violation::LeaderDeposed {
+            round,
+            detail: format!(
+                "only followers were faulted, yet the leader went from {} (term {}) to {} (term {})",
+                b.0, b.1, a.0, a.1
+            ),
+        }),
+        (Some(b), None) => Some(Violation::LeaderDeposed {
+            round,
+            detail: format!(
+                "only followers were faulted, yet the nodes no longer agreed on a leader after it (before: {} term {})",
+                b.0, b.1
+            ),
+        }),
+        _ => None,
+    }
 }
 
 /// The longest stretch of `from_ms..to_ms` without an event (e.g. an acknowledged submit):
@@ -985,14 +1208,40 @@ mod tests {
         }
     }
 
+    /// The most calls in one calendar window (`floor(at_ms / window_ms)`): what the check
+    /// was before it became sliding, kept here to show what it missed.
+    fn calendar_busiest(times: &[u64], window_ms: u64) -> u64 {
+        let mut per: BTreeMap<u64, u64> = BTreeMap::new();
+        for t in times {
+            *per.entry(t / window_ms).or_default() += 1;
+        }
+        per.values().copied().max().unwrap_or(0)
+    }
+
+    #[test]
+    fn sliding_counts_look_both_ways() {
+        // (times, window, want: (from each call, up to each call))
+        type Case = (Vec<u64>, u64, Vec<(u64, u64)>);
+        let cases: Vec<Case> = vec![
+            (vec![], 10, vec![]),
+            (vec![5], 10, vec![(1, 1)]),
+            (vec![0, 9, 10], 10, vec![(2, 1), (2, 2), (1, 2)]),
+            (vec![3, 3, 3], 1, vec![(3, 1), (2, 2), (1, 3)]),
+        ];
+        for (times, w, want) in cases {
+            assert_eq!(sliding_counts(&times, w), want, "{times:?} w={w}");
+        }
+    }
+
     #[test]
     fn rate_table() {
         let spec = RateSpec {
             model: "fast".into(),
             window_ms: 2_000,
             requests: 3,
+            change: None,
         };
-        /// (case, call times of `fast`, nodes, busiest (window, calls), windows at the limit,
+        /// (case, call times of `fast`, nodes, busiest (start, calls), windows at the limit,
         /// violations)
         type Case = (
             &'static str,
@@ -1016,7 +1265,7 @@ mod tests {
                 "at the limit",
                 vec![4_000, 4_500, 5_999],
                 3,
-                Some((2, 3)),
+                Some((4_000, 3)),
                 1,
                 0,
             ),
@@ -1035,7 +1284,8 @@ mod tests {
                 ],
                 3,
                 Some((0, 7)),
-                2,
+                // [0, 2000), [6003, 8003) and [8003, 10003) each hold at least 3.
+                3,
                 2,
             ),
             (
@@ -1044,6 +1294,16 @@ mod tests {
                 1,
                 Some((0, 5)),
                 1,
+                1,
+            ),
+            // The finding in small: each calendar window holds limit + 1 (what the
+            // calendar check allowed), but the 2 s across the boundary hold 8.
+            (
+                "a burst at the end of one window and the start of the next",
+                vec![1_500, 1_600, 1_700, 1_800, 2_000, 2_100, 2_200, 2_300],
+                1,
+                Some((301, 8)),
+                2,
                 1,
             ),
         ];
@@ -1055,9 +1315,167 @@ mod tests {
             assert_eq!(tally.calls, times.len() as u64, "{case}");
             assert_eq!(tally.busiest, busiest, "{case}");
             assert_eq!(tally.at_limit, at_limit, "{case}");
+            assert_eq!(tally.bound, 3 + nodes, "{case}");
             assert_eq!(v.len(), violations, "{case}: {v:?}");
             assert!(
                 v.iter().all(|v| v.kind() == "rate-limit-exceeded"),
+                "{case}"
+            );
+        }
+        // The boundary burst passes a calendar check and fails the sliding one, reported at
+        // its worst window.
+        let burst = [1_500, 1_600, 1_700, 1_800, 2_000, 2_100, 2_200, 2_300];
+        assert!(calendar_busiest(&burst, 2_000) <= 3 + 1);
+        let calls: Vec<SimCall> = burst.iter().map(|&t| call("fast", t)).collect();
+        let (_, v) = check_rate(&calls, &spec, 1);
+        assert_eq!(
+            v,
+            vec![Violation::RateExceeded {
+                model: "fast".into(),
+                start_ms: 301,
+                window_ms: 2_000,
+                calls: 8,
+                bound: 4
+            }]
+        );
+    }
+
+    #[test]
+    fn a_changed_limit_binds_before_across_and_after() {
+        // Old limit 3, changed at 10 s, every node had it by 11 s; one node (slack 1).
+        let spec = |new| RateSpec {
+            model: "fast".into(),
+            window_ms: 2_000,
+            requests: 3,
+            change: Some(RateChange {
+                from_ms: 10_000,
+                until_ms: 11_000,
+                requests: new,
+            }),
+        };
+        let span = |start: u64, n: u64| (start..start + n).collect::<Vec<u64>>();
+        // (case, new limit, call times, violations, windows at the limit after the change)
+        let cases: Vec<(&str, u64, Vec<u64>, usize, usize)> = vec![
+            (
+                "raised: the old limit holds before",
+                6,
+                span(7_000, 5),
+                1,
+                0,
+            ),
+            ("raised: the new limit after", 6, span(12_000, 7), 0, 1),
+            ("raised: one more than it allows", 6, span(12_000, 8), 1, 1),
+            (
+                "raised: across the change, the larger",
+                6,
+                span(10_000, 7),
+                0,
+                0,
+            ),
+            ("lowered: the new limit after", 1, span(11_500, 3), 1, 1),
+            (
+                "lowered: across the change, the old",
+                1,
+                span(10_500, 4),
+                0,
+                0,
+            ),
+        ];
+        for (case, new, times, violations, after) in cases {
+            let calls: Vec<SimCall> = times.iter().map(|&t| call("fast", t)).collect();
+            let (tally, v) = check_rate(&calls, &spec(new), 1);
+            assert_eq!(v.len(), violations, "{case}: {v:?}");
+            assert_eq!(tally.at_limit_after_change, after, "{case}");
+        }
+        let s = spec(6);
+        assert_eq!(
+            [8_000, 8_001, 9_999, 10_999, 11_000].map(|t| s.limit_at(t)),
+            [3, 6, 6, 6, 6]
+        );
+        assert_eq!(spec(1).limit_at(10_999), 3);
+        assert_eq!(spec(1).limit_at(11_000), 1);
+    }
+
+    #[test]
+    fn hold_table() {
+        let facts = |spent: u64, states: &[&str]| HoldFacts {
+            views: vec![(0, Some(spent)), (1, Some(spent.saturating_sub(5)))],
+            states: states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.to_string()))
+                .collect(),
+            limit: 1_000,
+            nodes: 3,
+            reservation: 100,
+            critical_tokens: 50,
+        };
+        // (case, spent, states, held on, violation kinds)
+        type Case<'a> = (&'a str, u64, Vec<&'a str>, Vec<usize>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "held at the limit",
+                1_000,
+                vec!["paused", "ok"],
+                vec![0],
+                vec![],
+            ),
+            (
+                "held, at the bound",
+                1_350,
+                vec!["paused", "paused"],
+                vec![0, 1],
+                vec![],
+            ),
+            (
+                "held, past the bound",
+                1_351,
+                vec!["paused"],
+                vec![0],
+                vec!["over-budget"],
+            ),
+            (
+                "never held",
+                600,
+                vec!["ok", "downgraded"],
+                vec![],
+                vec!["limit-never-bound"],
+            ),
+            (
+                "never held and over",
+                2_000,
+                vec!["ok"],
+                vec![],
+                vec!["limit-never-bound", "over-budget"],
+            ),
+        ];
+        for (case, spent, states, held, kinds) in cases {
+            let (tally, v) = check_hold(&facts(spent, &states));
+            assert_eq!(tally.spent, Some(spent), "{case}");
+            assert_eq!(tally.bound, 1_350, "{case}");
+            assert_eq!(tally.held_on, held, "{case}");
+            let got: Vec<&str> = v.iter().map(|v| v.kind()).collect();
+            assert_eq!(got, kinds, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_follower_fault_keeps_the_leader() {
+        let lt = |l: &str, t: u64| Some((l.to_string(), t));
+        // (case, before, after, violation)
+        let cases = [
+            ("same leader, same term", lt("n0", 3), lt("n0", 3), false),
+            ("same leader, new term", lt("n0", 3), lt("n0", 4), true),
+            ("new leader", lt("n0", 3), lt("n1", 4), true),
+            ("no agreement after", lt("n0", 3), None, true),
+            ("unknown before: not judged", None, lt("n1", 4), false),
+        ];
+        for (case, before, after, bad) in cases {
+            let v = check_leader_kept(7, before.as_ref(), after.as_ref());
+            assert_eq!(v.is_some(), bad, "{case}: {v:?}");
+            assert!(
+                v.iter()
+                    .all(|v| v.kind() == "leader-deposed-without-leader-fault"),
                 "{case}"
             );
         }

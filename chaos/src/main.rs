@@ -15,7 +15,9 @@ Examples:
   openclaw-chaos --rounds 3 --round-seconds 8            a short run (about a minute)
   openclaw-chaos --nodes 5 --rounds 60                   a long run (about 15 minutes)
   openclaw-chaos --seed 1234 --rounds 10 --nodes 3       replay the schedule of seed 1234
-  openclaw-chaos --seed 1234 --rounds 10 --plan          print that schedule without running it";
+  openclaw-chaos --seed 1234 --rounds 10 --plan          print that schedule without running it
+  openclaw-chaos --pressure --rounds 20 --round-seconds 5 --rate 5
+                                                         budget and rate limit binding, a reload mid-run";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +57,11 @@ struct Args {
     /// issue: the cluster stops granting budget slices within seconds (see the README).
     #[arg(long)]
     token_only_budget: bool,
+    /// Pressure mode: a budget and a rate limit that both bind, the rate limit raised by a
+    /// hot reload in the middle of the run (checked on every node), the budget raised after
+    /// the load so the held work drains (see the README).
+    #[arg(long)]
+    pressure: bool,
     /// Keep the run dir (data dirs, configs, node logs) even when every check passes.
     #[arg(long)]
     keep_dir: bool,
@@ -103,6 +110,7 @@ async fn main() -> ExitCode {
     if args.token_only_budget {
         cfg.budget_cost_usd = None;
     }
+    cfg.pressure = args.pressure;
     let repro = cfg.repro();
     if args.plan {
         println!("seed {}:", cfg.seed);

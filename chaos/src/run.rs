@@ -15,6 +15,16 @@
 //! cluster-wide rate limit on the workload's model (twice the submit rate: it binds only while
 //! a backlog left by a fault catches up), so the checks also cover the leases.
 //!
+//! **Pressure mode** ([`RunConfig::pressure`]) sets both so they bind, as an operator would:
+//! the rate limit below the submit rate, and a budget of about half of what the run would
+//! spend. In the middle of the run the rate limit is raised by a hot reload (the nodes' config
+//! files rewritten; their watchers reload them), and every node must report the new limit in
+//! `GET /api/limits` within the watcher's interval + 2 × the cluster heartbeat; the sliding
+//! rate check holds windows before the change to the old limit and after it to the new one.
+//! When the load stops, the budget must be holding work back (a node `paused`) with the spend
+//! within the limit plus one reservation per node plus critical work; then a second reload
+//! raises it so the held work drains.
+//!
 //! Every phase has a deadline, so the whole run is bounded by
 //! [`RunConfig::time_bound`]. The run dir is kept when a check fails or `keep_dir` is set.
 
@@ -27,10 +37,11 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::checks::{
-    check_calls, check_rate, check_spend, check_tasks, longest_gap, Acked, CallTally, RateSpec,
-    RateTally, Seen, SpendFacts, SpendTally, TaskTally, Violation,
+    check_calls, check_hold, check_leader_kept, check_rate, check_spend, check_tasks, longest_gap,
+    Acked, CallTally, HoldFacts, HoldTally, RateChange, RateSpec, RateTally, Seen, SpendFacts,
+    SpendTally, TaskTally, Violation,
 };
-use crate::faults::{minority_side, schedule, Fault, FaultKind, Round};
+use crate::faults::{minority_side, schedule, Fault, FaultKind, Round, Target};
 use crate::observe::Observer;
 use crate::workload::{Workload, WorkloadSpec};
 use openclaw_harness::{Cluster, ClusterSpec, Convergence, HarnessError, NodeState};
@@ -57,6 +68,24 @@ pub const RATE_WINDOW_SECONDS: u64 = 2;
 /// The rate limit is this many times the submit rate: above the steady load, reached while a
 /// backlog catches up after a fault.
 pub const RATE_HEADROOM: u64 = 2;
+/// Pressure mode: the rate limit before the mid-run reload, in percent of the submit rate.
+pub const PRESSURE_RATE_BEFORE_PERCENT: u64 = 80;
+/// Pressure mode: the rate limit after the mid-run reload, in percent of the submit rate (a
+/// raise: the backlog the lower limit left catches up at the new limit).
+pub const PRESSURE_RATE_AFTER_PERCENT: u64 = 120;
+/// Pressure mode: the budget, in percent of the tokens the whole load would cost.
+pub const PRESSURE_BUDGET_PERCENT: u64 = 50;
+/// Tokens one task's call costs at the simulator, input + output (measured: 50,160 tokens
+/// served over 532 calls in a 20-round pressure run, seed 709227594). Only sizes the pressure
+/// budget; the run checks that the budget did bind.
+pub const TOKENS_PER_CALL: u64 = 95;
+/// The nodes' `cluster.heartbeat_ms` (the default; the run does not set it).
+pub const NODE_HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often a node's config watcher looks at its file (`config::reload::WATCH_INTERVAL`).
+pub const CONFIG_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// After its deadline, how much longer the run waits for a node to report a reloaded limit
+/// (so the rate check knows when the change took effect).
+const LIMIT_LATE_WAIT: Duration = Duration::from_secs(15);
 /// Longest wait for the live nodes to report one unchanging budget spend after the drain
 /// (settles are committed in the background, with retries).
 const SPEND_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,6 +113,9 @@ pub struct RunConfig {
     pub warmup: Duration,
     /// The budget's `total_cost_usd` ([`BUDGET_COST_USD`]); `None` for a token limit only.
     pub budget_cost_usd: Option<f64>,
+    /// Pressure mode: the budget and the rate limit bind, and the rate limit is raised by a
+    /// hot reload in the middle of the run (see the module doc).
+    pub pressure: bool,
 }
 
 impl RunConfig {
@@ -102,13 +134,14 @@ impl RunConfig {
             converge_timeout: Duration::from_secs(60),
             warmup: Duration::from_secs(3),
             budget_cost_usd: Some(BUDGET_COST_USD),
+            pressure: false,
         }
     }
 
     /// The command line that replays this run's schedule.
     pub fn repro(&self) -> String {
         format!(
-            "openclaw-chaos --bin {} --seed {} --rounds {} --nodes {} --round-seconds {} --rate {}{}",
+            "openclaw-chaos --bin {} --seed {} --rounds {} --nodes {} --round-seconds {} --rate {}{}{}",
             self.bin.display(),
             self.seed,
             self.rounds,
@@ -119,24 +152,74 @@ impl RunConfig {
                 " --token-only-budget"
             } else {
                 ""
-            }
+            },
+            if self.pressure { " --pressure" } else { "" }
         )
     }
 
-    /// The cluster-wide rate limit the nodes run with: [`RATE_HEADROOM`] × the submit rate
-    /// calls of [`LIMITED_MODEL`] per [`RATE_WINDOW_SECONDS`].
+    /// Submissions in one rate window at the configured rate.
+    fn per_window(&self) -> u64 {
+        u64::from(self.rate.max(1)) * RATE_WINDOW_SECONDS
+    }
+
+    /// How long the load runs: the warm-up and every round.
+    pub fn load_duration(&self) -> Duration {
+        self.warmup + self.round * self.rounds
+    }
+
+    /// The token budget the nodes start with: [`BUDGET_TOKENS`], or under pressure
+    /// [`PRESSURE_BUDGET_PERCENT`] of what the whole load would cost.
+    pub fn budget_tokens(&self) -> u64 {
+        if !self.pressure {
+            return BUDGET_TOKENS;
+        }
+        let calls = u64::from(self.rate.max(1)) * self.load_duration().as_secs();
+        (calls * TOKENS_PER_CALL * PRESSURE_BUDGET_PERCENT / 100).max(1)
+    }
+
+    /// The rate limit the mid-run reload sets (pressure mode only).
+    pub fn reloaded_requests(&self) -> Option<u64> {
+        self.pressure
+            .then(|| (self.per_window() * PRESSURE_RATE_AFTER_PERCENT / 100).max(1))
+    }
+
+    /// The round before which the pressure run reloads the rate limit: the middle one.
+    pub fn reload_round(&self) -> Option<u32> {
+        self.pressure.then_some(self.rounds / 2 + 1)
+    }
+
+    /// How long a node may take to report a reloaded limit: its watcher's interval, then
+    /// 2 × the cluster heartbeat.
+    pub fn limit_live_deadline(&self) -> Duration {
+        CONFIG_WATCH_INTERVAL + NODE_HEARTBEAT * 2
+    }
+
+    /// The cluster-wide rate limit the nodes start with: [`RATE_HEADROOM`] × the submit rate
+    /// calls of [`LIMITED_MODEL`] per [`RATE_WINDOW_SECONDS`], or under pressure
+    /// [`PRESSURE_RATE_BEFORE_PERCENT`] of the submit rate.
     pub fn rate_spec(&self) -> RateSpec {
+        let requests = if self.pressure {
+            (self.per_window() * PRESSURE_RATE_BEFORE_PERCENT / 100).max(1)
+        } else {
+            RATE_HEADROOM * self.per_window()
+        };
         RateSpec {
             model: LIMITED_MODEL.to_string(),
             window_ms: RATE_WINDOW_SECONDS * 1000,
-            requests: RATE_HEADROOM * u64::from(self.rate.max(1)) * RATE_WINDOW_SECONDS,
+            requests,
+            change: None,
         }
     }
 
     /// What the run adds to every node's `openclaw.json`: the budget and the rate limit.
     pub fn node_extra_config(&self) -> Value {
+        self.node_extra_config_with(self.rate_spec().requests, self.budget_tokens())
+    }
+
+    /// [`RunConfig::node_extra_config`] with another rate limit and token budget (a reload).
+    pub fn node_extra_config_with(&self, requests: u64, budget_tokens: u64) -> Value {
         let r = self.rate_spec();
-        let mut limits = json!({"total_tokens": BUDGET_TOKENS});
+        let mut limits = json!({"total_tokens": budget_tokens});
         if let Some(usd) = self.budget_cost_usd {
             limits["total_cost_usd"] = json!(usd);
         }
@@ -144,7 +227,7 @@ impl RunConfig {
             "budget": {"enabled": true, "period": "monthly", "limits": limits},
             "rate_limiting": {
                 "window_seconds": RATE_WINDOW_SECONDS,
-                "per_model": {r.model: {"requests_per_minute": r.requests}},
+                "per_model": {r.model: {"requests_per_minute": requests}},
             },
         })
     }
@@ -183,7 +266,13 @@ pub struct RoundRecord {
     pub errors: Vec<String>,
     /// Time from undoing the fault until the live nodes agreed on a leader.
     pub recovered_after_ms: Option<u64>,
+    /// Rounds that fault only followers: the agreed (leader id, term) at the start and after
+    /// the recovery wait (pre-vote keeps them).
+    pub leader_kept: Option<(Option<LeaderTerm>, Option<LeaderTerm>)>,
 }
+
+/// An agreed leader id and term.
+pub type LeaderTerm = (String, u64);
 
 /// The verdict of a run.
 #[derive(Debug, Clone)]
@@ -207,6 +296,10 @@ pub struct Report {
     /// The rate-limit check (calls per window of the limited model).
     pub rate_limit: RateSpec,
     pub rate: RateTally,
+    /// Pressure mode: the rate-limit reload (per node: ms until it reported the new limit).
+    pub reload: Option<ReloadRecord>,
+    /// Pressure mode: the budget when the load stopped.
+    pub hold: Option<HoldTally>,
     pub sim_log_truncated: bool,
     pub terms_seen: usize,
     pub leader_observations: u64,
@@ -249,6 +342,19 @@ fn node_faults(rounds: &[RoundRecord]) -> u64 {
         .filter(|r| r.skipped.is_none())
         .map(|r| r.targets.len() as u64)
         .sum()
+}
+
+/// A hot reload of a limit on every node.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadRecord {
+    /// What changed (`rate_limiting.per_model.fast.requests_per_minute 8 → 12`).
+    pub what: String,
+    /// Before which round.
+    pub round: u32,
+    /// Per node: ms from writing the file until its view reported the new value (`None`: not
+    /// within the deadline plus [`LIMIT_LATE_WAIT`], or not running).
+    pub seen_after_ms: Vec<(usize, Option<u64>)>,
+    pub deadline_ms: u64,
 }
 
 /// A run that could not get as far as a verdict.
@@ -323,8 +429,49 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
 
     let mut violations = Vec::new();
     let mut records = Vec::new();
+    // The nodes' config file as the run wrote it; reloads edit and rewrite it.
+    let mut node_config = cluster.config().clone();
+    let mut rate_change: Option<RateChange> = None;
+    let mut reload: Option<ReloadRecord> = None;
     for round in schedule(cfg.seed, cfg.rounds, cfg.nodes, cfg.round) {
+        if let (Some(at), Some(new)) = (cfg.reload_round(), cfg.reloaded_requests()) {
+            if at == round.index {
+                let old = cfg.rate_spec().requests;
+                node_config["rate_limiting"]["per_model"][LIMITED_MODEL]["requests_per_minute"] =
+                    json!(new);
+                let what = format!(
+                    "rate_limiting.per_model.{LIMITED_MODEL}.requests_per_minute {old} → {new}"
+                );
+                let (rec, change, v) = reload_limit(
+                    &cluster,
+                    &node_config,
+                    &what,
+                    round.index,
+                    Probe::Rate(new),
+                    cfg.limit_live_deadline(),
+                )
+                .await;
+                println!(
+                    "chaos: reload before round {}: {what}; seen {:?} ms after (deadline {} ms)",
+                    round.index, rec.seen_after_ms, rec.deadline_ms
+                );
+                violations.extend(v);
+                rate_change = Some(RateChange {
+                    from_ms: change.0,
+                    until_ms: change.1,
+                    requests: new,
+                });
+                reload = Some(rec);
+            }
+        }
         let rec = play(&mut cluster, round, &cfg, &partitions, t0).await;
+        if let Some((before, after)) = &rec.leader_kept {
+            violations.extend(check_leader_kept(
+                round.index,
+                before.as_ref(),
+                after.as_ref(),
+            ));
+        }
         println!(
             "chaos: round {}/{}: {}{}{}",
             round.index,
@@ -367,6 +514,35 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             detail: format!("after the final heal: {e}"),
         });
     }
+    // Pressure: the budget holds work back now; look, then raise it so the held work drains.
+    let held = if cfg.pressure {
+        let views = settled_spend(&cluster, Duration::from_secs(10)).await;
+        let at = epoch_ms();
+        let states = budget_states(&cluster).await;
+        println!("chaos: budget when the load stopped: spent {views:?}, states {states:?}");
+        node_config["budget"]["limits"]["total_tokens"] = json!(BUDGET_TOKENS);
+        let what = format!(
+            "budget.limits.total_tokens {} → {BUDGET_TOKENS}",
+            cfg.budget_tokens()
+        );
+        let (rec, _, v) = reload_limit(
+            &cluster,
+            &node_config,
+            &what,
+            cfg.rounds,
+            Probe::Budget(BUDGET_TOKENS),
+            cfg.limit_live_deadline(),
+        )
+        .await;
+        println!(
+            "chaos: reload after the load: {what}; seen {:?} ms after (deadline {} ms)",
+            rec.seen_after_ms, rec.deadline_ms
+        );
+        violations.extend(v);
+        Some((views, states, at))
+    } else {
+        None
+    };
 
     let pending = drain(&cluster, &outcome.acked, cfg.drain_timeout).await;
     println!(
@@ -398,7 +574,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
     let (tasks, task_violations) = check_tasks(&outcome.acked, &seen);
     violations.extend(task_violations);
     let spent_views = settled_spend(&cluster, SPEND_SETTLE_TIMEOUT).await;
-    let rate_limit = cfg.rate_spec();
+    let mut rate_limit = cfg.rate_spec();
+    rate_limit.change = rate_change;
+    let mut hold = None;
     let (calls, truncated, spend, rate) = match cluster.sim_calls().await {
         Ok(c) => {
             let (tally, v) = check_calls(&c.per_task(), &tasks.attempts, &outcome.acked);
@@ -418,6 +596,51 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
             violations.extend(v);
             let (rate, v) = check_rate(&c.calls, &rate_limit, cfg.nodes as u64);
             violations.extend(v);
+            if let Some((views, states, at)) = held {
+                let critical: BTreeSet<&str> = outcome
+                    .acked
+                    .iter()
+                    .filter(|a| a.priority == openclaw_proto::Priority::Critical)
+                    .map(|a| a.id.as_str())
+                    .collect();
+                let critical_tokens = c
+                    .calls
+                    .iter()
+                    .filter(|x| x.at_ms <= at)
+                    .filter(|x| x.task_id.as_deref().is_some_and(|t| critical.contains(t)))
+                    .map(|x| x.tokens())
+                    .sum();
+                let (h, v) = check_hold(&HoldFacts {
+                    views,
+                    states,
+                    limit: cfg.budget_tokens(),
+                    nodes: cfg.nodes as u64,
+                    reservation: c.largest_call() + crate::workload::MAX_TOKENS,
+                    critical_tokens,
+                });
+                violations.extend(v);
+                hold = Some(h);
+            }
+            if cfg.pressure && rate.at_limit == 0 {
+                violations.push(Violation::NoPressure {
+                    detail: format!(
+                        "the rate limit of {} calls per {} ms never bound (busiest window {:?})",
+                        rate_limit.requests, rate_limit.window_ms, rate.busiest
+                    ),
+                });
+            }
+            if let Some(ch) = rate_limit
+                .change
+                .as_ref()
+                .filter(|_| rate.at_limit_after_change == 0)
+            {
+                violations.push(Violation::NoPressure {
+                    detail: format!(
+                        "the reloaded rate limit of {} calls per {} ms never bound after the change",
+                        ch.requests, rate_limit.window_ms
+                    ),
+                });
+            }
             (tally, c.truncated(), spend, rate)
         }
         Err(e) => {
@@ -463,6 +686,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report, RunError> {
         spend,
         rate_limit,
         rate,
+        reload,
+        hold,
         sim_log_truncated: truncated,
         terms_seen: leader_log.terms(),
         leader_observations: leader_log.observations(),
@@ -505,10 +730,27 @@ async fn play(
         skipped: None,
         errors: Vec::new(),
         recovered_after_ms: None,
+        leader_kept: None,
     };
     let n = cluster.len();
     let leader = cluster.leader().await;
     rec.leader_before = leader;
+    // Only followers are hit: the leader and the term must stay (pre-vote).
+    let followers_only = matches!(
+        round.fault,
+        Fault::Pause {
+            target: Target::Follower { .. },
+            ..
+        } | Fault::Partition {
+            with_leader: false,
+            ..
+        }
+    );
+    let kept_before = if followers_only && leader.is_some() {
+        agreed_leader(cluster).await
+    } else {
+        None
+    };
     match round.fault {
         Fault::Kill { target, down } => match target.resolve(leader, n) {
             None => rec.skipped = Some("no leader known".into()),
@@ -586,11 +828,184 @@ async fn play(
             Ok(_) => rec.recovered_after_ms = Some(undone.elapsed().as_millis() as u64),
             Err(e) => rec.errors.push(e.to_string()),
         }
+        if kept_before.is_some() {
+            let after = if rec.recovered_after_ms.is_some() {
+                agreed_leader(cluster).await
+            } else {
+                None
+            };
+            rec.leader_kept = Some((kept_before, after));
+        }
     }
     let left = cfg.round.saturating_sub(start.elapsed());
     tokio::time::sleep(left).await;
     rec.end_ms = ms(t0);
     rec
+}
+
+/// The live nodes' agreed (leader id, term), a few looks a moment apart (a node that just
+/// came back may need a heartbeat to list the leader).
+async fn agreed_leader(cluster: &Cluster) -> Option<(String, u64)> {
+    for _ in 0..10 {
+        if let Ok(c) = cluster.agreement_now(false).await {
+            return Some((c.leader_id, c.term));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    None
+}
+
+/// Milliseconds since the Unix epoch (the simulator's clock: same machine).
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a reload must show in a node's own view.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// `GET /api/limits`: [`LIMITED_MODEL`]'s `requests_per_window`.
+    Rate(u64),
+    /// `GET /api/budget`: [`BUDGET_SCOPE`]'s `limit_tokens`.
+    Budget(u64),
+}
+
+/// Whether node `i` reports what `probe` expects.
+async fn probe_node(cluster: &Cluster, i: usize, probe: Probe) -> bool {
+    let base = cluster.node(i).http_url();
+    let get = |path: &str| cluster.http().get(format!("{base}{path}")).send();
+    match probe {
+        Probe::Rate(want) => match get("/api/limits").await {
+            Ok(r) => r
+                .json::<openclaw_proto::ops::LimitsView>()
+                .await
+                .ok()
+                .and_then(|v| {
+                    v.scopes
+                        .into_iter()
+                        .find(|s| s.scope == LIMITED_MODEL)
+                        .and_then(|s| s.requests_per_window)
+                })
+                .is_some_and(|n| u64::from(n) == want),
+            Err(_) => false,
+        },
+        Probe::Budget(want) => match get("/api/budget").await {
+            Ok(r) => r
+                .json::<openclaw_proto::ops::BudgetView>()
+                .await
+                .ok()
+                .and_then(|v| {
+                    v.scopes
+                        .into_iter()
+                        .find(|s| s.scope == BUDGET_SCOPE)
+                        .and_then(|s| s.limit_tokens)
+                })
+                .is_some_and(|n| n == want),
+            Err(_) => false,
+        },
+    }
+}
+
+/// Each running node's `GET /api/budget` state of [`BUDGET_SCOPE`] (`?` when it did not say).
+async fn budget_states(cluster: &Cluster) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for i in cluster.live() {
+        let url = format!("{}/api/budget", cluster.node(i).http_url());
+        let state = match cluster.http().get(url).send().await {
+            Ok(r) => r
+                .json::<openclaw_proto::ops::BudgetView>()
+                .await
+                .ok()
+                .and_then(|v| v.scopes.into_iter().find(|s| s.scope == BUDGET_SCOPE))
+                .map(|s| s.state),
+            Err(_) => None,
+        };
+        out.push((i, state.unwrap_or_else(|| "?".into())));
+    }
+    out
+}
+
+/// Write `config` to every node's config file (atomically: a temporary file renamed over it,
+/// as `openclaw-node config set` does, so a watcher never reads half a file), then wait until
+/// every running node reports the new value. Returns the record, (written at, last seen at)
+/// in Unix ms, and a violation per node that did not report it within `deadline`.
+async fn reload_limit(
+    cluster: &Cluster,
+    config: &Value,
+    what: &str,
+    round: u32,
+    probe: Probe,
+    deadline: Duration,
+) -> (ReloadRecord, (u64, u64), Vec<Violation>) {
+    let mut violations = Vec::new();
+    let text = serde_json::to_vec_pretty(config).unwrap_or_default();
+    let written_at = epoch_ms();
+    let start = Instant::now();
+    let live = cluster.live();
+    for i in 0..cluster.len() {
+        let path = cluster.node(i).config_path();
+        let tmp = path.with_extension("json.chaos-tmp");
+        let r = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            violations.push(Violation::LimitNotLive {
+                node: i,
+                detail: format!("could not write {}: {e}", path.display()),
+            });
+        }
+    }
+    let mut seen: BTreeMap<usize, u64> = BTreeMap::new();
+    let give_up = deadline + LIMIT_LATE_WAIT;
+    while seen.len() < live.len() && start.elapsed() < give_up {
+        let pending: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|i| !seen.contains_key(i))
+            .collect();
+        let looks = futures::future::join_all(
+            pending
+                .iter()
+                .map(|&i| async move { (i, probe_node(cluster, i, probe).await) }),
+        )
+        .await;
+        let now = start.elapsed().as_millis() as u64;
+        for (i, ok) in looks {
+            if ok {
+                seen.insert(i, now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last_seen_at = written_at + seen.values().copied().max().unwrap_or(0);
+    let until = if seen.len() < live.len() {
+        epoch_ms()
+    } else {
+        last_seen_at
+    };
+    let deadline_ms = deadline.as_millis() as u64;
+    for &i in &live {
+        match seen.get(&i) {
+            Some(&ms) if ms <= deadline_ms => {}
+            Some(&ms) => violations.push(Violation::LimitNotLive {
+                node: i,
+                detail: format!("{what}: reported after {ms} ms, more than the {deadline_ms} ms allowed (config watch + 2 × heartbeat)"),
+            }),
+            None => violations.push(Violation::LimitNotLive {
+                node: i,
+                detail: format!("{what}: not reported within {} ms", give_up.as_millis()),
+            }),
+        }
+    }
+    let rec = ReloadRecord {
+        what: what.to_string(),
+        round,
+        seen_after_ms: (0..cluster.len())
+            .map(|i| (i, seen.get(&i).copied()))
+            .collect(),
+        deadline_ms,
+    };
+    (rec, (written_at, until), violations)
 }
 
 fn note(errors: &mut Vec<String>, r: Result<(), HarnessError>) {
@@ -801,18 +1216,45 @@ impl fmt::Display for Report {
         let rl = &self.rate_limit;
         writeln!(
             f,
-            "rate limit `{}` {} calls per {} s: {} calls in {} window(s), busiest {}, {} window(s) at the limit (at most {} per window)",
+            "rate limit `{}` {} calls per {} s{} (sliding): {} calls, busiest {} ms window {}, {} window(s) at the limit{} (at most the limit + {} per window)",
             rl.model,
             rl.requests,
             rl.window_ms / 1000,
+            rl.change
+                .as_ref()
+                .map(|ch| format!(", then {} by a reload", ch.requests))
+                .unwrap_or_default(),
             self.rate.calls,
-            self.rate.windows,
+            rl.window_ms,
             self.rate
                 .busiest
-                .map_or("none".to_string(), |(w, n)| format!("{n} (window {w})")),
+                .map_or("none".to_string(), |(w, n)| format!("{n} calls (from {w})")),
             self.rate.at_limit,
-            self.rate.bound
+            if rl.change.is_some() {
+                format!(" ({} after the change)", self.rate.at_limit_after_change)
+            } else {
+                String::new()
+            },
+            c.nodes
         )?;
+        if let Some(r) = &self.reload {
+            writeln!(
+                f,
+                "reload before round {}: {}; every node's GET /api/limits showed it after {:?} ms (allowed {} ms)",
+                r.round, r.what, r.seen_after_ms, r.deadline_ms
+            )?;
+        }
+        if let Some(h) = &self.hold {
+            writeln!(
+                f,
+                "budget pressure: limit {} tokens; when the load stopped: {} on node(s) {:?}, spent {} (at most {}: limit + one reservation per node + critical work)",
+                h.limit,
+                if h.held_on.is_empty() { "NOT exhausted (no node held work)" } else { "exhausted, non-critical work held" },
+                h.held_on,
+                h.spent.map_or("?".to_string(), |s| s.to_string()),
+                h.bound
+            )?;
+        }
         writeln!(
             f,
             "leaders: {} term(s) seen in {} observations",
@@ -890,5 +1332,34 @@ mod tests {
             );
             assert_eq!(cfg.repro().ends_with(" --token-only-budget"), flag);
         }
+    }
+
+    #[test]
+    fn under_pressure_both_limits_bind() {
+        // 3 nodes, 20 rounds of 5 s after a 3 s warm-up, 5 tasks/s: 515 tasks.
+        let mut cfg = RunConfig::new("node".into(), 3, 20, 7);
+        cfg.round = Duration::from_secs(5);
+        cfg.rate = 5;
+        cfg.pressure = true;
+        assert_eq!(cfg.load_duration(), Duration::from_secs(103));
+        // 10 submissions per 2 s window: 8 before the reload, 12 after.
+        assert_eq!(cfg.rate_spec().requests, 8);
+        assert_eq!(cfg.reloaded_requests(), Some(12));
+        assert_eq!(cfg.reload_round(), Some(11));
+        // Half of 515 calls × TOKENS_PER_CALL.
+        assert_eq!(cfg.budget_tokens(), 515 * TOKENS_PER_CALL / 2);
+        let x = cfg.node_extra_config();
+        assert_eq!(x["budget"]["limits"]["total_tokens"], cfg.budget_tokens());
+        assert_eq!(
+            x["rate_limiting"]["per_model"][LIMITED_MODEL]["requests_per_minute"],
+            8
+        );
+        assert!(cfg.repro().ends_with(" --pressure"));
+        assert_eq!(cfg.limit_live_deadline(), Duration::from_secs(2));
+        // Without pressure nothing changes.
+        cfg.pressure = false;
+        assert_eq!(cfg.budget_tokens(), BUDGET_TOKENS);
+        assert_eq!((cfg.reloaded_requests(), cfg.reload_round()), (None, None));
+        assert_eq!(cfg.rate_spec().requests, 20);
     }
 }

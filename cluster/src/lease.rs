@@ -11,6 +11,12 @@
 //! than the limit (clock skew between nodes and grant-to-arrival delays aside). The price: the
 //! limit holds over `W + W / span` rather than `W` (1/`span` of the rate, ≤ 20 %). Slices are
 //! never returned (the holder may have used them).
+//!
+//! A **dead node's budget slice** (its lease lapsed in the cluster's liveness view) is what it
+//! was granted and never settled: calls it had in flight may have reached the provider and been
+//! billed without a `Spend`. The slice is that estimate's upper bound ([`dead_lease`]). It stays
+//! withheld from the allowance and reported (`GET /api/budget` → `unsettled_dead_nodes`) for
+//! [`DEAD_LEASE_KEEP_LEASES`] node leases after the last one lapsed, then `Expire` returns it.
 
 use std::collections::BTreeMap;
 
@@ -95,6 +101,35 @@ pub fn slice_size(limit: Option<u64>, nodes: usize, need: u64, cap: u64) -> u64 
     }
 }
 
+/// How long a dead node's budget slice stays withheld and reported after its liveness lease
+/// lapsed, in lengths of that lease (`cluster.node_lease_ms`, 3 s by default: 30 s).
+pub const DEAD_LEASE_KEEP_LEASES: u64 = 10;
+
+/// The unsettled estimate of one node's budget slice at `now`: `Some((tokens, cost, expires
+/// ms))` when the node is down (`live` false: dead, or its lease `lease_until_ms` lapsed) and
+/// holds something, until [`DEAD_LEASE_KEEP_LEASES`] × its lease length (`lease_until_ms −
+/// last_heartbeat_ms`) after the lapse; `None` otherwise. The slice is granted − settled, so
+/// it bounds what the node may have spent without settling.
+pub fn dead_lease(
+    slice: (u64, f64),
+    live: bool,
+    lease_until_ms: u64,
+    last_heartbeat_ms: u64,
+    now: u64,
+) -> Option<(u64, f64, u64)> {
+    let expires = dead_lease_expires(lease_until_ms, last_heartbeat_ms);
+    let holds = slice.0 > 0 || slice.1 > 0.0;
+    (!live && holds && lease_until_ms <= now && now < expires)
+        .then_some((slice.0, slice.1, expires))
+}
+
+/// When a lapsed node's slice stops being withheld: [`DEAD_LEASE_KEEP_LEASES`] leases after
+/// `lease_until_ms`.
+pub fn dead_lease_expires(lease_until_ms: u64, last_heartbeat_ms: u64) -> u64 {
+    let lease = lease_until_ms.saturating_sub(last_heartbeat_ms).max(1);
+    lease_until_ms.saturating_add(lease.saturating_mul(DEAD_LEASE_KEEP_LEASES))
+}
+
 /// Most buckets a rate window is cut into (the state keeps `span + 1` entries per scope).
 pub const RATE_SPAN_MAX: u64 = 60;
 /// Longest bucket: a call that finds the window used up waits at most this long before asking
@@ -124,6 +159,47 @@ pub fn total_granted<K>(grants: &BTreeMap<K, (u64, u64)>) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_nodes_slice_is_its_unsettled_estimate_until_it_expires() {
+        // Lease of 1000 ms: last heartbeat at 0, lapsed at 1000, kept until 1000 + 10 × 1000.
+        let (until, hb) = (1_000, 0);
+        // (case, slice, live, now, want)
+        let cases = [
+            ("live node", (300, 0.5), true, 2_000, None),
+            ("within its lease", (300, 0.5), false, 999, None),
+            ("lapsed", (300, 0.5), false, 1_000, Some((300, 0.5, 11_000))),
+            (
+                "declared dead",
+                (300, 0.5),
+                false,
+                5_000,
+                Some((300, 0.5, 11_000)),
+            ),
+            (
+                "last moment",
+                (300, 0.5),
+                false,
+                10_999,
+                Some((300, 0.5, 11_000)),
+            ),
+            ("expired", (300, 0.5), false, 11_000, None),
+            ("holds nothing", (0, 0.0), false, 2_000, None),
+            (
+                "cost only",
+                (0, 0.25),
+                false,
+                2_000,
+                Some((0, 0.25, 11_000)),
+            ),
+        ];
+        for (case, slice, live, now, want) in cases {
+            assert_eq!(dead_lease(slice, live, until, hb, now), want, "{case}");
+        }
+        // A 3 s lease (the default) keeps it 30 s; a node never heard of expires at once.
+        assert_eq!(dead_lease_expires(13_000, 10_000), 43_000);
+        assert_eq!(dead_lease_expires(0, 0), 10);
+    }
 
     #[test]
     fn budget_free_table() {

@@ -163,8 +163,9 @@ pub enum Command {
     Steal { node: NodeId, max: u32 },
     /// A node is alive until `now + report.lease_ms`.
     Heartbeat { node: NodeId, report: NodeReport },
-    /// The leader's sweep: nodes whose lease ended are marked dead; their tasks are re-owned by
-    /// live nodes and their budget and rate leases are dropped.
+    /// The leader's sweep: nodes whose lease ended are marked dead and their tasks are re-owned
+    /// by live nodes. A dead node's budget slices stay withheld (its unsettled estimate, see
+    /// `lease::dead_lease`) until they expire; the sweep after that returns them.
     Expire,
     /// A node leaves the cluster: like `Expire` for that node, and it is forgotten.
     Leave { node: NodeId },

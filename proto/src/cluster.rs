@@ -103,6 +103,10 @@ pub struct BudgetLeaseView {
     pub leased_tokens: u64,
     pub leased_cost_usd: f64,
     pub leases: Vec<LeaseView>,
+    /// Of `leases`, those of nodes that are down: their unsettled spend estimate (see
+    /// [`crate::ops::UnsettledDeadNode`]).
+    #[serde(default)]
+    pub unsettled_dead_nodes: Vec<crate::ops::UnsettledDeadNode>,
 }
 
 /// What one node holds.

@@ -32,6 +32,26 @@ pub struct BudgetScopeView {
     pub fired_thresholds: Vec<u32>,
     /// `ok`, `downgraded` or `paused`.
     pub state: String,
+    /// Cluster mode: budget slices of nodes that are down in the cluster's liveness view —
+    /// granted and never settled, so an upper bound of what each may have spent unreported —
+    /// until they expire (the slice is withheld until then).
+    #[serde(default)]
+    pub unsettled_dead_nodes: Vec<UnsettledDeadNode>,
+    /// The sum of `unsettled_dead_nodes`.
+    #[serde(default)]
+    pub unsettled_dead_tokens: u64,
+    #[serde(default)]
+    pub unsettled_dead_cost_usd: f64,
+}
+
+/// A down node's budget slice: its unsettled spend estimate (granted − settled, an upper bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnsettledDeadNode {
+    pub node: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    /// RFC 3339 (UTC): when the estimate stops being reported and the slice returns to the pool.
+    pub lease_expires_at: String,
 }
 
 /// `GET /api/limits`: the headroom of every rate limiter of this node.

@@ -132,6 +132,7 @@ pub fn render(st: &Value) -> String {
         ],
         &budgets,
     ));
+    out.push_str(&render_unsettled(st));
     let rates: Vec<Vec<String>> = st["rate_limits"]
         .as_array()
         .map(|a| a.as_slice())
@@ -167,6 +168,39 @@ pub fn render(st: &Value) -> String {
 }
 
 /// The readable form of a lone node's view.
+/// The unsettled spend estimates of down nodes, per budget scope (nothing when there are none):
+/// their leases' granted − settled, shown until the leases expire.
+fn render_unsettled(st: &serde_json::Value) -> String {
+    let mut lines = Vec::new();
+    for b in st["budgets"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+    {
+        for d in b["unsettled_dead_nodes"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+        {
+            lines.push(format!(
+                "  {}: node {} down, up to {} tokens / ${:.4} unsettled (lease expires {})\n",
+                s(&b["scope"]),
+                s(&d["node"]),
+                s(&d["tokens"]),
+                d["cost_usd"].as_f64().unwrap_or(0.0),
+                s(&d["lease_expires_at"])
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Unsettled spend of down nodes (granted − settled, an upper bound):\n{}",
+        lines.concat()
+    )
+}
+
 pub fn render_alone(node: &str, q: &QueueView, limits: &LimitsView, budget: &BudgetView) -> String {
     let mut out = format!("Node {node} runs alone (not clustered)\n");
     out.push_str(&format!(
@@ -340,5 +374,26 @@ mod tests {
         assert!(out.contains("4.2s"), "{out}");
         assert!(out.contains("7:50"), "{out}");
         assert!(out.contains("gpt-4o"), "{out}");
+        assert!(
+            !out.contains("Unsettled"),
+            "no down node, no section: {out}"
+        );
+    }
+
+    #[test]
+    fn renders_a_down_nodes_unsettled_spend() {
+        let st = json!({
+            "budgets": [{"scope": "total", "period": "2026-11", "spent_tokens": 100,
+                          "leases": [{"node": 7, "tokens": 50}, {"node": 9, "tokens": 300}],
+                          "unsettled_dead_nodes": [{"node": 9, "tokens": 300, "cost_usd": 0.25,
+                                                    "lease_expires_at": "2026-11-23T10:00:30Z"}]}]
+        });
+        let out = render_unsettled(&st);
+        assert!(out.starts_with("Unsettled spend of down nodes"), "{out}");
+        assert!(
+            out.contains("total: node 9 down, up to 300 tokens / $0.2500 unsettled (lease expires 2026-11-23T10:00:30Z)"),
+            "{out}"
+        );
+        assert_eq!(render_unsettled(&json!({"budgets": []})), "");
     }
 }

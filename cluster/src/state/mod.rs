@@ -199,11 +199,17 @@ impl ClusterState {
             Command::Steal { node, max } => self.steal(*node, *max, disk, ev),
             Command::Heartbeat { node, report } => {
                 let n = self.nodes.entry(*node).or_default();
+                // Back from the dead: the process that held its budget slice is gone (or was
+                // cut off), so the slice goes back to the pool as it comes back.
+                let revived = n.dead;
                 n.http_addr = report.http_addr.clone();
                 n.workers = report.workers;
                 n.last_heartbeat_ms = now;
                 n.lease_until_ms = now.saturating_add(report.lease_ms);
                 n.dead = false;
+                if revived {
+                    self.drop_slices(*node);
+                }
                 Reply::Ok
             }
             Command::Expire => self.expire(disk, ev),
@@ -728,7 +734,10 @@ impl ClusterState {
             if let Some(n) = self.nodes.get_mut(id) {
                 n.dead = true;
             }
-            self.drop_slices(*id);
+        }
+        // A dead node's budget slices stay withheld (its unsettled estimate) until they expire.
+        for id in self.dead_leases_due(now) {
+            self.drop_slices(id);
         }
         let moved = self.reassign_orphans(disk, ev);
         if newly.is_empty() {
@@ -787,6 +796,50 @@ impl ClusterState {
             }
         }
         moved
+    }
+
+    /// Budget slices held by nodes that are down in this state's liveness view, per scope:
+    /// `(scope, node, tokens, cost, expires ms)`, the unsettled estimate of each
+    /// ([`lease::dead_lease`]), at `now`.
+    pub fn dead_leases(&self, now: u64) -> Vec<(String, NodeId, u64, f64, u64)> {
+        let mut out = Vec::new();
+        for (scope, b) in &self.budget {
+            for (node, x) in &b.slices {
+                let Some(n) = self.nodes.get(node) else {
+                    continue;
+                };
+                let live = !n.dead && n.lease_until_ms > now;
+                if let Some((t, c, exp)) = lease::dead_lease(
+                    (x.tokens, x.cost_usd),
+                    live,
+                    n.lease_until_ms,
+                    n.last_heartbeat_ms,
+                    now,
+                ) {
+                    out.push((scope.clone(), *node, t, c, exp));
+                }
+            }
+        }
+        out
+    }
+
+    /// Dead nodes whose withheld budget slices have expired at `now` (an `Expire` returns
+    /// them to the pool).
+    pub fn dead_leases_due(&self, now: u64) -> Vec<NodeId> {
+        let holders: BTreeSet<NodeId> = self
+            .budget
+            .values()
+            .flat_map(|b| b.slices.keys().copied())
+            .collect();
+        holders
+            .into_iter()
+            .filter(|id| {
+                self.nodes.get(id).is_some_and(|n| {
+                    n.dead
+                        && lease::dead_lease_expires(n.lease_until_ms, n.last_heartbeat_ms) <= now
+                })
+            })
+            .collect()
     }
 
     fn drop_slices(&mut self, node: NodeId) {

@@ -973,3 +973,134 @@ fn session_bytes_per_turn_and_in_a_snapshot() {
     );
     assert_eq!(s.sessions_kept(&s.d), sessions as u64);
 }
+
+/// A dead node's budget slice is its unsettled estimate: withheld and reported after its lease
+/// lapses, reduced by a late settle, returned by the sweep after it expires — or at once when
+/// the node comes back.
+#[test]
+fn a_dead_nodes_budget_slice_is_withheld_and_reported_until_it_expires() {
+    let mut s = R::default();
+    let limit = BudgetLimit {
+        tokens: Some(1000),
+        cost_usd: None,
+    };
+    let lease = |node, want| Command::LeaseBudget {
+        node,
+        period: "2026-11".into(),
+        scope: "total".into(),
+        limit,
+        want_tokens: want,
+        want_cost_usd: 0.0,
+    };
+    // Leases of 1000 ms from t=0: kept 10 leases after the lapse, until 11 000.
+    run(
+        &mut s,
+        0,
+        vec![hb(1, 1), hb(2, 1), lease(1, 300), lease(2, 200)],
+    );
+    assert!(s.dead_leases(500).is_empty(), "everyone is live");
+    run(&mut s, 900, vec![hb(1, 1)]);
+    // Node 2 lapsed at 1000: reported before the sweep, and after it.
+    assert_eq!(
+        s.dead_leases(1_200),
+        vec![("total".to_string(), 2, 200, 0.0, 11_000)]
+    );
+    let (r, _) = run(&mut s, 1_500, vec![Command::Expire]);
+    assert_eq!(r[0], Reply::Expired(vec![2]));
+    assert_eq!(s.budget["total"].slices[&2].tokens, 200, "withheld");
+    // Withheld: node 1 gets only what is free besides it.
+    let (r, _) = run(&mut s, 1_600, vec![hb(1, 1), lease(1, 1000)]);
+    assert_eq!(
+        r[1],
+        Reply::BudgetSlice {
+            tokens: 800,
+            cost_usd: 0.0
+        }
+    );
+    // A settle of node 2 that arrives late (it was only cut off) lowers the estimate.
+    let late = Command::Spend {
+        id: "late".into(),
+        node: 2,
+        period: "2026-11".into(),
+        scopes: vec!["total".into()],
+        model: "m".into(),
+        tokens: 40,
+        cost_usd: 0.0,
+        reserved_tokens: 50,
+        reserved_cost_usd: 0.0,
+    };
+    run(&mut s, 2_000, vec![late]);
+    assert_eq!(s.dead_leases(2_000)[0].2, 150);
+    assert!(s.dead_leases_due(10_999).is_empty());
+    assert_eq!(s.dead_leases_due(11_000), vec![2]);
+    assert!(
+        !s.dead_leases(11_000).iter().any(|d| d.1 == 2),
+        "expired: no longer reported"
+    );
+    // The sweep after the expiry returns it to the pool.
+    run(&mut s, 11_000, vec![hb(1, 1), Command::Expire]);
+    assert!(!s.budget["total"].slices.contains_key(&2));
+    // A node that comes back from the dead gives its old slice back at once.
+    run(&mut s, 11_100, vec![hb(1, 1), lease(1, 100)]);
+    let before = s.budget["total"].slices[&1].tokens;
+    assert!(before > 0);
+    run(&mut s, 13_000, vec![hb(2, 1), Command::Expire]);
+    assert!(s.nodes[&1].dead, "node 1 lapsed at 12 100");
+    assert_eq!(s.budget["total"].slices[&1].tokens, before, "withheld");
+    run(&mut s, 13_100, vec![hb(1, 1)]);
+    assert!(
+        !s.budget["total"].slices.contains_key(&1),
+        "returned on revival"
+    );
+    assert!(s.dead_leases(13_100).is_empty());
+}
+
+/// `RemoveSession` (DELETE /api/sessions/{id}): removes the session, its sticky node and its
+/// place in the expiry index on every replica alike; the count follows; an unknown or already
+/// removed session changes nothing; a later turn starts a fresh session.
+#[test]
+fn removing_a_session_forgets_it_everywhere_once() {
+    let mut a = R::default();
+    run(&mut a, 0, vec![hb(1, 1), hb(2, 1)]);
+    run(
+        &mut a,
+        10,
+        vec![turn("x", "t1", "one"), turn("y", "t2", "hi")],
+    );
+    let mut b = a.clone();
+    let remove = |id: &str| Command::RemoveSession { id: id.into() };
+    // (command, reply, sessions kept after)
+    let table: Vec<(Command, Reply, u64)> = vec![
+        (remove("x"), Reply::Purged(1), 1),
+        (remove("x"), Reply::Purged(0), 1),
+        (remove("nope"), Reply::Purged(0), 1),
+    ];
+    for (i, (cmd, want, kept)) in table.into_iter().enumerate() {
+        let (r, _) = run(&mut a, 20, vec![cmd.clone()]);
+        run(&mut b, 20, vec![cmd]);
+        assert_eq!(r[0], want, "row {i}");
+        assert_eq!(a.sessions_kept(&a.d), kept, "row {i}");
+        assert!(a.s == b.s && a.d == b.d, "row {i}: replicas agree");
+    }
+    assert!(a.session(&a.d, "x").is_none());
+    assert_eq!(a.session_node(&a.d, "x"), None);
+    assert!(a.session(&a.d, "y").is_some());
+    // The expiry index holds no trace of `x`: a sweep of everything finds only `y`.
+    let (r, _) = run(
+        &mut a,
+        30,
+        vec![Command::SweepSessions {
+            before_ms: 1_000,
+            keep_max: 10,
+            max: 10,
+        }],
+    );
+    assert_eq!(r[0], Reply::Purged(1));
+    assert_eq!(a.sessions_kept(&a.d), 0);
+    // A new turn of `x` starts over.
+    run(&mut a, 40, vec![turn("x", "t3", "again")]);
+    let x = a.session(&a.d, "x").unwrap();
+    assert_eq!((x.turns, x.messages.len()), (1, 2));
+    let restored = a.snapshot_round_trip();
+    assert!(restored.s == a.s && restored.d == a.d);
+}

@@ -140,6 +140,9 @@ pub struct AccountantState {
     /// Part of `counters[..].reserved_*` (so admission is exact), but not this node's
     /// reservations: the view shows them apart.
     others: BTreeMap<String, (u64, f64)>,
+    /// Cluster mode: per scope, the slices of nodes that are down (unsettled estimates), as of
+    /// the last sync.
+    dead: BTreeMap<String, Vec<super::DeadLease>>,
     reservations: HashMap<ReservationId, Reservation>,
     next_id: ReservationId,
     dirty: bool,
@@ -174,6 +177,7 @@ impl Actor for Accountant {
             refused: BTreeMap::new(),
             cluster_refused: BTreeSet::new(),
             others: BTreeMap::new(),
+            dead: BTreeMap::new(),
             reservations: HashMap::new(),
             next_id: 1,
             dirty: false,
@@ -445,8 +449,13 @@ fn sync_from_cluster(state: &mut AccountantState) {
     let Some(shared) = state.args.shared.clone() else {
         return;
     };
-    let cluster: Vec<(String, u64, f64, u64, f64)> = shared
-        .counters(&state.period)
+    let counters = shared.counters(&state.period);
+    state.dead = counters
+        .iter()
+        .filter(|s| !s.dead.is_empty())
+        .map(|s| (s.scope.clone(), s.dead.clone()))
+        .collect();
+    let cluster: Vec<(String, u64, f64, u64, f64)> = counters
         .into_iter()
         .map(|s| {
             (
@@ -511,6 +520,7 @@ fn on_tick(state: &mut AccountantState) {
         }
         state.counters = fresh;
         state.others.clear();
+        state.dead.clear();
         state.fired.clear();
         state.refused.clear();
         load(state);
@@ -596,6 +606,18 @@ fn recompute(state: &mut AccountantState) {
     }
 }
 
+/// The unsettled estimates of down nodes as the view shows them.
+pub fn unsettled_view(dead: &[super::DeadLease]) -> Vec<openclaw_proto::ops::UnsettledDeadNode> {
+    dead.iter()
+        .map(|d| openclaw_proto::ops::UnsettledDeadNode {
+            node: d.node,
+            tokens: d.tokens,
+            cost_usd: d.cost_usd,
+            lease_expires_at: crate::tasks::view::rfc3339(d.expires_ms),
+        })
+        .collect()
+}
+
 fn view(state: &AccountantState) -> BudgetView {
     let cfg = state.args.cfg.get();
     let acts = budget::thresholds(&cfg.budget);
@@ -611,7 +633,17 @@ fn view(state: &AccountantState) -> BudgetView {
                 ScopeState::Ok
             };
             let (others_t, others_c) = state.others.get(&scope).copied().unwrap_or_default();
+            let dead = unsettled_view(
+                state
+                    .dead
+                    .get(&scope)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            );
             BudgetScopeView {
+                unsettled_dead_tokens: dead.iter().map(|d| d.tokens).sum(),
+                unsettled_dead_cost_usd: dead.iter().map(|d| d.cost_usd).sum(),
+                unsettled_dead_nodes: dead,
                 spent_tokens: c.tokens,
                 spent_cost_usd: c.cost_usd,
                 reserved_tokens: c.reserved_tokens.saturating_sub(others_t),

@@ -45,6 +45,18 @@ pub struct SharedScope {
     /// The slices other nodes hold (what they may still spend).
     pub others_tokens: u64,
     pub others_cost_usd: f64,
+    /// Of those, the slices of nodes that are down: their unsettled estimate.
+    pub dead: Vec<DeadLease>,
+}
+
+/// A down node's budget slice: granted and never settled (an upper bound of what it may have
+/// spent without settling), withheld until `expires_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLease {
+    pub node: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub expires_ms: u64,
 }
 
 /// A reservation against this node's share of the cluster's budget.

@@ -51,10 +51,12 @@ impl SharedBudget for Leases {
 
     fn counters(&self, period: &str) -> Vec<SharedScope> {
         let me = self.0.id;
+        let now = now_ms();
         self.0.sm.read(|s| {
             if s.budget_period != period {
                 return Vec::new();
             }
+            let dead = s.dead_leases(now);
             s.budget
                 .iter()
                 .map(|(scope, b)| {
@@ -71,6 +73,16 @@ impl SharedBudget for Leases {
                         spent_cost_usd: b.spent_cost_usd,
                         others_tokens: ot,
                         others_cost_usd: oc,
+                        dead: dead
+                            .iter()
+                            .filter(|d| d.0 == *scope)
+                            .map(|(_, node, t, c, exp)| crate::budget::DeadLease {
+                                node: *node,
+                                tokens: *t,
+                                cost_usd: *c,
+                                expires_ms: *exp,
+                            })
+                            .collect(),
                     }
                 })
                 .collect()

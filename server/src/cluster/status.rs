@@ -98,6 +98,7 @@ pub fn status(c: &Cluster) -> ClusterStatusView {
         for (status, n) in &s.retained {
             *totals.entry(status.clone()).or_default() += n;
         }
+        let dead = s.dead_leases(now);
         let budgets: Vec<BudgetLeaseView> = s
             .budget
             .iter()
@@ -121,6 +122,18 @@ pub fn status(c: &Cluster) -> ClusterStatusView {
                             tokens: x.tokens,
                             cost_usd: x.cost_usd,
                         })
+                        .collect(),
+                    unsettled_dead_nodes: dead
+                        .iter()
+                        .filter(|d| d.0 == *scope)
+                        .map(
+                            |(_, node, t, c, exp)| openclaw_proto::ops::UnsettledDeadNode {
+                                node: *node,
+                                tokens: *t,
+                                cost_usd: *c,
+                                lease_expires_at: crate::tasks::view::rfc3339(*exp),
+                            },
+                        )
                         .collect(),
                 }
             })

@@ -168,7 +168,9 @@ async fn leader_duties(local: Local, c: Arc<Cluster>) {
             let orphans = s.tasks.values().any(|r| {
                 !r.status.is_final() && openclaw_cluster::owner_id(r).is_some_and(|o| !s.is_live(o))
             }) && !s.live_loads().is_empty();
-            lapsed || orphans
+            // A dead node's withheld budget slices whose time is up go back to the pool.
+            let slices_due = !s.dead_leases_due(now).is_empty();
+            lapsed || orphans || slices_due
         });
         if needs_expire {
             match c.proposer.propose(Command::Expire).await {

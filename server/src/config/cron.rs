@@ -11,10 +11,26 @@ pub const CRON_JOBS_MAX: usize = 256;
 /// Longest job name, in bytes (it is part of every firing's idempotency key).
 pub const CRON_NAME_MAX: usize = 64;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Longest `cron.missed_after_seconds` (a day).
+pub const MISSED_AFTER_MAX_S: u64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CronConfig {
     pub jobs: Vec<CronJob>,
+    /// A firing scheduled longer ago than this when a node could first run it (the whole
+    /// cluster was down) was missed: passed over, or with `catch_up: latest` the latest of
+    /// them runs once. Younger firings are late and all run. Default 60.
+    pub missed_after_seconds: u64,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        CronConfig {
+            jobs: Vec::new(),
+            missed_after_seconds: 60,
+        }
+    }
 }
 
 /// What a job does when it fires.

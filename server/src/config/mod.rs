@@ -1641,7 +1641,14 @@ impl Config {
     /// are not reported. `env` reads environment variables (webhook URLs).
     /// `cron.jobs[]`: names unique and key-safe, schedule and zone parse, agent and model exist.
     fn validate_cron(&self) -> Result<(), ConfigError> {
-        use cron::{CronKind, CRON_JOBS_MAX, CRON_NAME_MAX};
+        use cron::{CronKind, CRON_JOBS_MAX, CRON_NAME_MAX, MISSED_AFTER_MAX_S};
+        let missed = self.cron.missed_after_seconds;
+        if !(1..=MISSED_AFTER_MAX_S).contains(&missed) {
+            return Err(ConfigError::invalid(
+                "cron.missed_after_seconds",
+                format!("{missed}; between 1 and {MISSED_AFTER_MAX_S} seconds"),
+            ));
+        }
         let jobs = &self.cron.jobs;
         if jobs.len() > CRON_JOBS_MAX {
             return Err(ConfigError::invalid(
@@ -1793,11 +1800,11 @@ impl Config {
         }
         for (i, j) in self.cron.jobs.iter().enumerate() {
             match &j.deliver_to {
-                Some(cron::DeliverTo::FeishuChat(chat)) => warn(
+                Some(cron::DeliverTo::FeishuChat(chat)) if self.channels.feishu.is_none() => warn(
                     &format!("cron.jobs[{i}].deliver_to.feishu_chat"),
                     format!(
-                        "`{chat}`: this build has no Feishu channel yet, so job `{}` fires but \
-                         its result is only logged",
+                        "`{chat}`: no `channels.feishu` is configured, so job `{}` fires but \
+                         its result is only logged (set up the Feishu app to send it)",
                         j.name
                     ),
                 ),
@@ -2064,6 +2071,20 @@ mod tests {
             "{w:?}"
         );
 
+        // With the Feishu channel configured, a Feishu destination is sent: no warning.
+        let with_feishu = json!({
+            "channels": {"feishu": {"app_id": "cli_a"}},
+            "cron": {"jobs": [{"name": "daily-cost", "schedule": "0 9 * * *",
+                               "kind": "cost_report", "deliver_to": {"feishu_chat": "oc_123"}}]}
+        });
+        let cfg = from_value("cron.json", with_feishu).unwrap();
+        let w = cfg.warnings(&|_| Some("set".into()));
+        assert!(
+            !w.iter()
+                .any(|w| w.path.starts_with("cron.jobs[0].deliver_to")),
+            "{w:?}"
+        );
+
         let job = |extra: Value| {
             let mut j = json!({"name": "j", "schedule": "@hourly", "input": "hi"});
             for (k, v) in extra.as_object().unwrap() {
@@ -2072,6 +2093,16 @@ mod tests {
             json!({"cron": {"jobs": [j]}})
         };
         let cases = [
+            (
+                json!({"cron": {"missed_after_seconds": 0}}),
+                "cron.missed_after_seconds",
+                "between 1 and",
+            ),
+            (
+                json!({"cron": {"missed_after_seconds": 86_401}}),
+                "cron.missed_after_seconds",
+                "between 1 and",
+            ),
             (
                 job(json!({"schedule": "* * * *"})),
                 "cron.jobs[0].schedule",

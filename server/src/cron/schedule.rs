@@ -4,15 +4,17 @@
 //! time that falls in a spring-forward gap fires just after the gap, one that occurs twice in a
 //! fall-back fires once; interval fields fire on each wall-clock match). [`plan`] decides what a
 //! tick fires from the job's cursor (the latest firing known fired) and the time now: firings
-//! at most [`LATE_MAX_MS`] old are late, not missed, and all fire; older ones were missed (the
-//! whole cluster was down) and fire only under `catch_up: latest` — the latest of them, once.
+//! at most `cron.missed_after_seconds` ([`LATE_MAX_MS`] by default) old are late, not missed,
+//! and all fire; older ones were missed (the whole cluster was down) and fire only under
+//! `catch_up: latest` — the latest of them, once.
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::config::cron::{parse_schedule, parse_timezone, CatchUp, CronJob};
 
-/// How late a firing may run and still count as on time (a leader election, a restart).
+/// How late a firing may run and still count as on time (a leader election, a restart) by
+/// default (`cron.missed_after_seconds`).
 pub const LATE_MAX_MS: u64 = 60_000;
 /// Most firings one tick runs for one job (the rest wait for the next tick).
 pub const FIRINGS_PER_TICK_MAX: usize = 64;
@@ -87,10 +89,16 @@ pub struct Plan {
 }
 
 /// The firings due at `now_ms` for a job whose latest fired time is `cursor_ms`: the missed
-/// ones (scheduled more than [`LATE_MAX_MS`] ago) are skipped, or with `catch_up: latest` the
+/// ones (scheduled more than `late_max_ms` ago) are skipped, or with `catch_up: latest` the
 /// latest of them fires; every later one fires (at most [`FIRINGS_PER_TICK_MAX`]).
-pub fn plan(s: &Schedule, cursor_ms: u64, now_ms: u64, catch_up: CatchUp) -> Plan {
-    let late_from = now_ms.saturating_sub(LATE_MAX_MS);
+pub fn plan(
+    s: &Schedule,
+    cursor_ms: u64,
+    now_ms: u64,
+    catch_up: CatchUp,
+    late_max_ms: u64,
+) -> Plan {
+    let late_from = now_ms.saturating_sub(late_max_ms);
     let mut cursor = cursor_ms;
     let mut fire = Vec::new();
     let mut skipped = false;
@@ -307,14 +315,26 @@ mod tests {
             (56, 120, CatchUp::Latest, secs(58, 120), false, 56),
         ];
         for (i, (cursor, now, catch_up, fired, skipped, after)) in table.into_iter().enumerate() {
-            let p = plan(&every_2s, t0 + cursor * 1000, t0 + now * 1000, catch_up);
+            let p = plan(
+                &every_2s,
+                t0 + cursor * 1000,
+                t0 + now * 1000,
+                catch_up,
+                LATE_MAX_MS,
+            );
             let want: Vec<u64> = fired.iter().map(|x| t0 + x * 1000).collect();
             assert_eq!(p.fire, want, "row {i}");
             assert_eq!(p.skipped, skipped, "row {i}");
             assert_eq!(p.cursor, t0 + after * 1000, "row {i}");
         }
+        // A shorter `cron.missed_after_seconds` (3 s): down 13 s, firings up to 10 s ago missed.
+        let p = plan(&every_2s, t0, t0 + 13_000, CatchUp::None, 3_000);
+        assert_eq!(p.fire, [t0 + 10_000, t0 + 12_000]);
+        assert_eq!((p.skipped, p.cursor), (true, t0 + 8_000));
+        let p = plan(&every_2s, t0, t0 + 13_000, CatchUp::Latest, 3_000);
+        assert_eq!(p.fire, [t0 + 8_000, t0 + 10_000, t0 + 12_000]);
         // A long backlog is cut at the per-tick bound.
-        let p = plan(&every_2s, t0, t0 + 59_000, CatchUp::None);
+        let p = plan(&every_2s, t0, t0 + 59_000, CatchUp::None, LATE_MAX_MS);
         assert!(p.fire.len() <= FIRINGS_PER_TICK_MAX);
     }
 
@@ -323,10 +343,10 @@ mod tests {
         let daily = Schedule::parse("0 9 * * *", Some("Asia/Shanghai")).unwrap();
         let last = utc("2026-03-01T01:00:00Z");
         let now = utc("2026-03-04T03:00:00Z");
-        let p = plan(&daily, last, now, CatchUp::Latest);
+        let p = plan(&daily, last, now, CatchUp::Latest, LATE_MAX_MS);
         assert_eq!(p.fire, [utc("2026-03-04T01:00:00Z")]);
         assert!(p.skipped);
-        let p = plan(&daily, last, now, CatchUp::None);
+        let p = plan(&daily, last, now, CatchUp::None, LATE_MAX_MS);
         assert!(p.fire.is_empty());
         assert_eq!(p.cursor, utc("2026-03-04T01:00:00Z"));
     }

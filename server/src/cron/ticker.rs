@@ -76,7 +76,13 @@ async fn tick(cron: &Cron, jobs: &mut HashMap<String, JobState>) {
         if st.schedule.next_after(st.cursor).is_none_or(|n| n > now) {
             continue;
         }
-        let plan = schedule::plan(&st.schedule, st.cursor, now, job.catch_up);
+        let plan = schedule::plan(
+            &st.schedule,
+            st.cursor,
+            now,
+            job.catch_up,
+            cfg.cron.missed_after_seconds.saturating_mul(1000),
+        );
         if plan.skipped {
             tracing::warn!(job = %job.name, catch_up = ?job.catch_up, "cron: firings were missed while no node ran (passed over)");
         }

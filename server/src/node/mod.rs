@@ -416,8 +416,14 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
                 Arc::new(crate::cron::LocalMarks::open(&store).context("opening the cron marks")?)
             }
         },
-        // The Feishu channel plugs its sender in here once it exists.
-        deliver: Arc::new(crate::cron::deliver::Deliverer::new(None)),
+        // `deliver_to.feishu_chat` goes through the Feishu channel's client when there is one.
+        deliver: Arc::new(crate::cron::deliver::Deliverer::new(feishu.as_ref().map(
+            |f| {
+                Arc::new(crate::channels::feishu::cards::CronCards(
+                    f.client().clone(),
+                )) as Arc<dyn crate::cron::deliver::FeishuSender>
+            },
+        ))),
         logs_dir: opts.data_dir.join("logs"),
     };
     let app = Arc::new(App {

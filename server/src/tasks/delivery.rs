@@ -33,6 +33,9 @@ pub const DELIVERIES_IN_FLIGHT_MAX: usize = 64;
 pub const DELIVERY_BACKLOG_MAX: usize = 10_000;
 /// How often the store is rescanned for deliveries that did not fit in memory.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// How long a delivery waits for its task's outcome to reach this node's replica (cluster);
+/// beyond it the delivery stays pending for the next rescan.
+pub const REPLICA_WAIT: Duration = Duration::from_secs(5);
 
 /// Delivers finished tasks to chat-channel targets (`<channel>:...` in `callback_url`).
 #[async_trait::async_trait]
@@ -47,7 +50,8 @@ pub enum DeliveryMsg {
     /// Deliver this (already stored) pending delivery.
     Deliver(PendingDelivery),
     /// A delivery task ended (delivered or parked).
-    Finished { task_id: String },
+    /// `left_pending`: it is still in the store and the next rescan must pick it up.
+    Finished { task_id: String, left_pending: bool },
     /// Look in the store for deliveries not in memory.
     Rescan,
 }
@@ -108,9 +112,13 @@ impl Actor for Delivery {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DeliveryMsg::Deliver(d) => push(state, d),
-            DeliveryMsg::Finished { task_id } => {
+            DeliveryMsg::Finished {
+                task_id,
+                left_pending,
+            } => {
                 state.in_flight = state.in_flight.saturating_sub(1);
                 state.known.remove(&task_id);
+                state.overflowed |= left_pending;
             }
             DeliveryMsg::Rescan => {
                 if state.overflowed {
@@ -160,26 +168,47 @@ fn pump(myself: &ActorRef<DeliveryMsg>, state: &mut DeliveryState) {
         tokio::spawn(
             async move {
                 let task_id = d.task_id.clone();
-                deliver(&args, d).await;
-                let _ = me.cast(DeliveryMsg::Finished { task_id });
+                let left_pending = deliver(&args, d).await;
+                let _ = me.cast(DeliveryMsg::Finished {
+                    task_id,
+                    left_pending,
+                });
             }
             .instrument(span),
         );
     }
 }
 
-async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
+/// Deliver one callback; `true` when it was left in the store for the next rescan.
+async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) -> bool {
     let all = cx.cfg.get();
     let cfg = &all.server;
-    let rec = match cx.ledger.get(&d.task_id) {
-        Ok(Some(rec)) => rec,
-        Ok(None) => {
-            let _ = cx.store.remove_delivery(&d.task_id);
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read task for callback");
-            return;
+    // A callback is queued once the task is final; in a cluster this node's replica may apply
+    // that outcome a moment after the leader answered the worker, so wait for it: a callback
+    // never carries a task that is still `running` (a chat reply would be empty).
+    let waited_until = tokio::time::Instant::now() + REPLICA_WAIT;
+    let rec = loop {
+        match cx.ledger.get(&d.task_id) {
+            Ok(Some(rec)) if rec.status.is_final() => break rec,
+            Ok(Some(_)) if tokio::time::Instant::now() < waited_until => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = cx.shutdown.cancelled() => return false,
+                }
+            }
+            Ok(Some(rec)) => {
+                // Still in the store: the next rescan tries again.
+                tracing::warn!(status = rec.status.as_str(), "the task's outcome has not reached this replica yet; callback left for the next rescan");
+                return true;
+            }
+            Ok(None) => {
+                let _ = cx.store.remove_delivery(&d.task_id);
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read task for callback");
+                return false;
+            }
         }
     };
     let body = view_of(&rec);
@@ -198,7 +227,7 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = cx.shutdown.cancelled() => return,
+                _ = cx.shutdown.cancelled() => return false,
             }
         }
         let res = match &channel {
@@ -215,7 +244,7 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
                 if let Err(e) = cx.store.remove_delivery(&d.task_id) {
                     tracing::error!(error = %e, "cannot clear delivered callback");
                 }
-                return;
+                return false;
             }
             Err(e) => last_error = e,
         }
@@ -248,6 +277,7 @@ async fn deliver(cx: &DeliveryArgs, mut d: PendingDelivery) {
         tracing::error!(error = %e, "cannot park failed callback");
     }
     let _ = cx.store.flush().await;
+    false
 }
 
 /// POST the task view to an HTTP callback; the error says what went wrong, without the URL.

@@ -180,7 +180,7 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         // A failed turn counts in its session (no messages), so the next turn runs after it.
         record_failed_turn(rt, &rec).await;
     }
-    match ledger.finish(&rec.id, epoch, outcome, now_ms()).await {
+    match finish_surely(ledger.as_ref(), &rec.id, epoch, outcome).await {
         Ok(done) => {
             note_finished(&done);
             metrics()
@@ -195,6 +195,83 @@ async fn run(rt: &Runner, entry: &QueueEntry, slot: &RunningSlot) -> Option<Task
         Err(e) => tracing::warn!(error = %e, "task outcome refused (fenced)"),
     }
     None
+}
+
+/// Tries of a task's outcome while the cluster cannot commit (no leader for a moment).
+pub const FINISH_TRIES: u32 = 8;
+/// First pause between them (doubled, at most [`FINISH_PAUSE_MAX_MS`]).
+pub const FINISH_PAUSE_MS: u64 = 100;
+pub const FINISH_PAUSE_MAX_MS: u64 = 2_000;
+
+/// What to do after one try of recording a task's outcome (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishStep {
+    /// Recorded: go on (callback, metrics).
+    Done,
+    /// The cluster could not commit: try again after a pause.
+    Retry,
+    /// Refused, but an earlier try may have been committed without its answer reaching us:
+    /// read the task and take it as ours if it is final under our epoch.
+    Check,
+    /// Refused for good (fenced: another node owns the task now).
+    GiveUp,
+}
+
+/// The decision after try `attempt` (1-based) answered `r` (pure).
+pub fn finish_step(
+    r: &Result<(), &LedgerError>,
+    attempt: u32,
+    tried_unavailable: bool,
+) -> FinishStep {
+    match r {
+        Ok(()) => FinishStep::Done,
+        Err(LedgerError::Unavailable(_)) if attempt < FINISH_TRIES => FinishStep::Retry,
+        Err(LedgerError::Unavailable(_)) => FinishStep::Check,
+        Err(LedgerError::WrongState { .. }) if tried_unavailable => FinishStep::Check,
+        Err(_) => FinishStep::GiveUp,
+    }
+}
+
+/// Record the outcome; an answer lost to a leader change is not taken for a refusal. Without
+/// this, a `Finish` committed while its reply timed out left a final task whose callback (a
+/// Feishu reply, a webhook) was never queued.
+async fn finish_surely(
+    ledger: &dyn crate::tasks::ledger::Ledger,
+    id: &str,
+    epoch: u64,
+    outcome: Outcome,
+) -> Result<TaskRecord, LedgerError> {
+    let mut pause = FINISH_PAUSE_MS;
+    let mut tried_unavailable = false;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = ledger.finish(id, epoch, outcome.clone(), now_ms()).await;
+        let step = finish_step(&r.as_ref().map(|_| ()), attempt, tried_unavailable);
+        match step {
+            FinishStep::Done | FinishStep::GiveUp => return r,
+            FinishStep::Retry => {
+                tried_unavailable = true;
+                if let Err(e) = &r {
+                    tracing::debug!(error = %e, attempt, "the outcome could not be committed yet; retrying");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                pause = (pause * 2).min(FINISH_PAUSE_MAX_MS);
+            }
+            FinishStep::Check => {
+                // The replica may apply the committed outcome a moment after the leader.
+                for _ in 0..20 {
+                    if let Ok(Some(t)) = ledger.get(id) {
+                        if t.status.is_final() && t.epoch == epoch {
+                            return Ok(t);
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                return r;
+            }
+        }
+    }
 }
 
 /// Count a finished task; only a failure gets its own line at `info` (throttled per error code,
@@ -400,6 +477,7 @@ async fn execute(
         out.route = Some(route.reason.label());
         out.prompt = breakdown;
         out.context = cut;
+        keep_summary_of_failed_turn(rt, rec, turn).await;
         return Ok(out);
     }
     let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
@@ -493,6 +571,7 @@ async fn execute(
             out.prompt = breakdown;
             out.context = cut;
             drop(held);
+            keep_summary_of_failed_turn(rt, rec, turn).await;
             out
         }
     })
@@ -522,22 +601,37 @@ struct Turn {
 }
 
 async fn append_session(rt: &Runner, rec: &TaskRecord, output: &str, turn: Turn) {
+    let msg = |role: &str, content: &str| SessionMessage {
+        role: role.into(),
+        content: content.to_string(),
+        tokens: crate::tokens::count(content),
+    };
+    let append = vec![msg("user", &rec.input), msg("assistant", output)];
+    record_turn(rt, rec, turn, append).await;
+}
+
+/// A turn whose answer failed after its summary call made a new summary: the summary (paid
+/// for) is kept and the messages it folded leave the window, so the next turn does not
+/// summarise them again. Its two messages are not added (the failure records the turn once;
+/// the session's `last_task` makes the later `record_failed_turn` a no-op).
+async fn keep_summary_of_failed_turn(rt: &Runner, rec: &TaskRecord, turn: Turn) {
+    if turn.summary.is_some() {
+        record_turn(rt, rec, turn, Vec::new()).await;
+    }
+}
+
+async fn record_turn(rt: &Runner, rec: &TaskRecord, turn: Turn, append: Vec<SessionMessage>) {
     if let Some(s) = &rec.session_id {
-        let msg = |role: &str, content: &str| SessionMessage {
-            role: role.into(),
-            content: content.to_string(),
-            tokens: crate::tokens::count(content),
-        };
         let upd = TurnUpdate {
             session: s.clone(),
             agent: rec.agent.clone(),
             task_id: rec.id.clone(),
             fold: turn.fold,
             summary: turn.summary,
-            append: vec![msg("user", &rec.input), msg("assistant", output)],
+            append,
         };
         if let Err(e) = rt.sessions.record_turn(upd).await {
-            tracing::warn!(error = %e, "cannot append to session");
+            tracing::warn!(error = %e, "cannot record the turn in its session");
         }
     }
 }
@@ -571,6 +665,41 @@ pub fn request_cache_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_step_table() {
+        let unavailable = LedgerError::Unavailable("no leader".into());
+        let wrong = LedgerError::WrongState {
+            id: "t".into(),
+            status: "succeeded".into(),
+        };
+        let fenced = LedgerError::Fenced {
+            id: "t".into(),
+            given: 1,
+            current: 2,
+        };
+        use FinishStep::*;
+        let cases: [(Result<(), &LedgerError>, u32, bool, FinishStep); 8] = [
+            (Ok(()), 1, false, Done),
+            (Ok(()), 3, true, Done),
+            (Err(&unavailable), 1, false, Retry),
+            (Err(&unavailable), FINISH_TRIES - 1, true, Retry),
+            // Out of tries: whatever was committed is read back.
+            (Err(&unavailable), FINISH_TRIES, true, Check),
+            // Already final after a try whose answer was lost: maybe ours.
+            (Err(&wrong), 2, true, Check),
+            // Final without any lost answer: someone else's outcome.
+            (Err(&wrong), 1, false, GiveUp),
+            (Err(&fenced), 2, true, GiveUp),
+        ];
+        for (r, attempt, lost, want) in cases {
+            assert_eq!(
+                finish_step(&r, attempt, lost),
+                want,
+                "{r:?} {attempt} {lost}"
+            );
+        }
+    }
 
     #[test]
     fn route_task_table() {

@@ -28,7 +28,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// longer answers are cut with a note.
 pub const MESSAGE_TEXT_MAX_CHARS: usize = 30_000;
 /// Feishu codes meaning "this tenant token is not valid (any more)".
-const TOKEN_INVALID_CODES: [i64; 3] = [99991661, 99991663, 99991664];
+pub(crate) const TOKEN_INVALID_CODES: [i64; 3] = [99991661, 99991663, 99991664];
 
 /// When a token fetched at `now_ms` that lives `expire_s` seconds should be replaced (pure).
 pub fn refresh_at(now_ms: u64, expire_s: u64) -> u64 {
@@ -53,8 +53,9 @@ pub enum FeishuApiError {
     Transport(String),
     #[error("Feishu answered HTTP {status}")]
     Status { status: u16 },
+    /// Feishu's own error code (with the HTTP status it came with).
     #[error("Feishu answered code {code}: {msg}")]
-    Api { code: i64, msg: String },
+    Api { code: i64, msg: String, status: u16 },
     #[error("Feishu answer is not what was expected: {0}")]
     Invalid(String),
 }
@@ -155,6 +156,7 @@ impl FeishuClient {
             (Some(0), Some(v)) if status.is_success() => Ok(v),
             (Some(code), Some(v)) if code != 0 => Err(FeishuApiError::Api {
                 code,
+                status: status.as_u16(),
                 msg: v
                     .get("msg")
                     .and_then(Value::as_str)

@@ -3,6 +3,8 @@
 //! - [`crypto`] (pure): the request signature and the AES-256-CBC body encryption.
 //! - [`event`] (pure): event bodies, what a message becomes, the bot's mention.
 //! - [`client`]: the Open API client (tenant token cache, reply, send text/card, bot info).
+//! - [`cards`]: cron results sent to a chat as message cards (the cron feature's
+//!   `FeishuSender`).
 //!
 //! [`Feishu::handle`] takes one event request: checks the signature (when an encrypt key is
 //! set), decrypts, checks the verification token, answers the `url_verification` challenge, and
@@ -17,6 +19,7 @@
 //! Secrets (app secret, verification token, encrypt key) are [`Secret`]s read from the
 //! environment and never logged.
 
+pub mod cards;
 pub mod client;
 pub mod crypto;
 pub mod event;
