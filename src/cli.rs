@@ -163,6 +163,39 @@ pub enum Command {
                             Nodes listen on 127.0.0.2-4 (Linux loopback), the simulator on 127.0.0.1; \
                             everything is stopped on exit, Ctrl-C included.")]
     Demo(DemoArgs),
+    /// Cluster set-up tools: `gen-certs` (a CA and node certificates for cluster.tls).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Write a cluster CA and one certificate per node (for cluster.tls: mutual TLS on the
+    /// cluster port and the mesh) into DIR, and print the config snippet for each node.
+    #[command(
+        after_help = "Examples:\n  openclaw-node cluster gen-certs ./certs --nodes 3\n  \
+                            openclaw-node cluster gen-certs ./certs --names gateway-1,gateway-2,gateway-3\n  \
+                            openclaw-node cluster gen-certs ./certs --nodes 3 --ips 10.0.0.5,10.0.0.6,10.0.0.7"
+    )]
+    GenCerts(GenCertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenCertsArgs {
+    /// Where the PEM files go (created if needed).
+    pub dir: std::path::PathBuf,
+    /// Certificates for node-1 .. node-N.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Certificates for these node names (host names; each is in its certificate's SANs).
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
+    /// IP addresses added to every node certificate's SANs (127.0.0.1 always is).
+    #[arg(long, value_delimiter = ',')]
+    pub ips: Vec<std::net::IpAddr>,
+    /// Replace a CA already in DIR.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Which node `openclaw-node demo` kills mid-run.

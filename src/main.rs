@@ -136,6 +136,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Some(Command::Memory(a)) => crate::ops::memory::run(a).await,
         Some(Command::Leave(a)) => crate::ops::status::leave(a).await,
         Some(Command::Demo(a)) => crate::ops::demo::run(a).await,
+        Some(Command::Cluster(cli::ClusterCmd::GenCerts(a))) => crate::ops::gen_certs::run(a),
         Some(
             cmd @ (Command::Tokens(_)
             | Command::Cost(_)

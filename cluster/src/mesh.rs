@@ -16,6 +16,14 @@
 //! [`silent_after`]), say *why* a handshake failed (a wrong cookie just closes the session: we
 //! classify sessions that close before authenticating, see [`registry::ClosedUnauthenticated`]).
 //!
+//! Transport: every outgoing connection is bound to this node's own address (the listen ip) so
+//! a firewall partition between node addresses cuts the mesh too. With [`MeshTls`] both sides
+//! present a certificate of the cluster CA: incoming connections are accepted by our own
+//! listener (each handshake in its own task under [`HANDSHAKE_TIMEOUT`], so a peer that stalls
+//! cannot hold the accept loop — ractor_cluster's listener would handshake inline) and handed to
+//! the node server as `NetworkStream::TlsServer`; dials hand it `NetworkStream::TlsClient`. The
+//! cookie (the secret) is still required on top.
+//!
 //! Invariants: the mesh knows nothing about Raft or HTTP — the caller feeds it the wanted peers
 //! ([`Mesh::set_peers`]) and a request handler ([`Mesh::set_handler`]); the secret is never
 //! logged; several meshes can live in one process (tests): a remote watcher is attributed to a
@@ -29,9 +37,10 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +48,7 @@ use futures::future::BoxFuture;
 use openclaw_proto::codec::{decode, encode, CodecError};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NetworkStream, NodeServer, NodeServerMessage};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -71,6 +80,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const HEARTBEAT_MIN: Duration = Duration::from_millis(10);
 const HEARTBEAT_MAX: Duration = Duration::from_secs(60);
 const _: () = assert!(FRAME_MAX > BODY_MAX as u64);
+/// Deadline of one TLS handshake on an incoming mesh connection.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Incoming TLS handshakes in progress at once; further connections are closed at once.
+pub const HANDSHAKES_MAX: usize = 64;
 
 /// A session whose peer sent no heartbeat for this long is closed (and redialed): five
 /// heartbeats, and never under five seconds so a busy 2-core machine is not mistaken for a dead
@@ -92,6 +105,16 @@ pub struct MeshConfig {
     /// The host other nodes know this one by (default: the listen ip). Needed when listening
     /// on 0.0.0.0: ractor_cluster takes a peer advertising our own address for ourselves.
     pub advertise_host: Option<String>,
+    /// Mutual TLS on every mesh connection; `None`: plain TCP.
+    pub tls: Option<MeshTls>,
+}
+
+/// The TLS side of the mesh: the acceptor requires a client certificate of the cluster CA, the
+/// connector trusts only that CA and presents this node's certificate.
+#[derive(Clone)]
+pub struct MeshTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub connector: tokio_rustls::TlsConnector,
 }
 
 impl fmt::Debug for MeshConfig {
@@ -101,6 +124,7 @@ impl fmt::Debug for MeshConfig {
             .field("listen", &self.listen)
             .field("secret", &"***")
             .field("heartbeat", &self.heartbeat)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -189,8 +213,14 @@ pub struct Mesh {
     watcher: ActorRef<WatcherMsg>,
     shutdown: watch::Sender<bool>,
     driver: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Our own TLS accept loop (with [`MeshTls`]).
+    accepting: std::sync::Mutex<Option<JoinHandle<()>>>,
     outbound: Arc<Semaphore>,
+    /// The host names peers are known by (for the TLS server name), by id.
+    hosts: Hosts,
 }
+
+type Hosts = Arc<std::sync::Mutex<BTreeMap<NodeId, String>>>;
 
 impl fmt::Debug for Mesh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -209,17 +239,37 @@ impl Mesh {
         let cfg = cfg.validate()?;
         let me = cfg.node_id;
         let shared = Shared::default();
+        // With TLS we accept on the mesh port ourselves; the node server's own listener then
+        // sits on an ephemeral loopback port nobody is told about (and still requires TLS).
+        let tls_listener = match &cfg.tls {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .map_err(|e| {
+                        MeshError::Start(format!("mesh listener on {}: {e}", cfg.listen))
+                    })?,
+            ),
+            None => None,
+        };
+        let (port, listen_ip, encryption) = match &cfg.tls {
+            Some(t) => (
+                0,
+                IpAddr::from([127, 0, 0, 1]),
+                Some(IncomingEncryptionMode::Tls(t.acceptor.clone())),
+            ),
+            None => (cfg.listen.port(), cfg.listen.ip(), None),
+        };
         let server = NodeServer::new(
-            cfg.listen.port(),
+            port,
             cfg.secret.clone(),
             wire::node_name(me),
             cfg.advertise_host
                 .clone()
                 .unwrap_or_else(|| cfg.listen.ip().to_string()),
-            None,
+            encryption,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(cfg.listen.ip())
+        .with_listen_addr(listen_ip)
         .with_max_inbound_frame_size(FRAME_MAX);
         let (server, _) = Actor::spawn(None, server, ())
             .await
@@ -253,14 +303,29 @@ impl Mesh {
             }
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let hosts = Hosts::default();
+        let accepting = match (tls_listener, &cfg.tls) {
+            (Some(l), Some(t)) => Some(tokio::spawn(accept_tls(
+                l,
+                t.acceptor.clone(),
+                server.clone(),
+                shutdown_rx.clone(),
+            ))),
+            _ => None,
+        };
         let driver = tokio::spawn(drive(
-            me,
+            Dialer {
+                me,
+                server: server.clone(),
+                bind: Some(cfg.listen.ip()).filter(|ip| !ip.is_unspecified()),
+                tls: cfg.tls.as_ref().map(|t| t.connector.clone()),
+                hosts: hosts.clone(),
+            },
             cfg.heartbeat,
             shared.clone(),
-            server.clone(),
             shutdown_rx,
         ));
-        tracing::info!(node = me, listen = %cfg.listen, "mesh started");
+        tracing::info!(node = me, listen = %cfg.listen, tls = cfg.tls.is_some(), "mesh started");
         Ok(Mesh {
             me,
             listen: cfg.listen,
@@ -269,7 +334,9 @@ impl Mesh {
             watcher,
             shutdown,
             driver: std::sync::Mutex::new(Some(driver)),
+            accepting: std::sync::Mutex::new(accepting),
             outbound: Arc::new(Semaphore::new(OUTBOUND_INFLIGHT_MAX)),
+            hosts,
         })
     }
 
@@ -287,6 +354,12 @@ impl Mesh {
         self.shared
             .lock()
             .set_wanted(self.me, peers, Instant::now());
+    }
+
+    /// The host names peers are known by (`host` of their mesh `host:port`), used as the TLS
+    /// server name when dialing them; a peer without one is verified by its IP address.
+    pub fn set_peer_hosts(&self, hosts: BTreeMap<NodeId, String>) {
+        *self.hosts.lock().unwrap_or_else(|e| e.into_inner()) = hosts;
     }
 
     /// The load this node reports in its next heartbeats.
@@ -396,6 +469,14 @@ impl Mesh {
     /// deadline. Idempotent.
     pub async fn stop(&self) {
         let _ = self.shutdown.send(true);
+        if let Some(a) = self
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            a.abort();
+        }
         let driver = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(driver) = driver {
             if tokio::time::timeout(STOP_TIMEOUT, driver).await.is_err() {
@@ -432,6 +513,14 @@ impl Drop for Mesh {
         let _ = self.shutdown.send(true);
         if let Some(driver) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() {
             driver.abort();
+        }
+        if let Some(a) = self
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            a.abort();
         }
         self.watcher.stop(None);
         self.server.stop(None);
@@ -485,12 +574,12 @@ fn watcher_proxy(session: &ractor::ActorCell, node: NodeId) -> Option<ActorRef<W
 /// The driver: heartbeats, reconnects, silent-peer detection. Never blocks on a peer: each dial
 /// runs in its own task under [`CONNECT_TIMEOUT`].
 async fn drive(
-    me: NodeId,
+    dialer: Dialer,
     heartbeat: Duration,
     shared: Shared,
-    server: ActorRef<NodeServerMessage>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let me = dialer.me;
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut redial = tokio::time::interval(RECONNECT_EVERY);
@@ -506,9 +595,9 @@ async fn drive(
             _ = redial.tick() => {
                 let due = shared.lock().due_dials(Instant::now(), RECONNECT_EVERY);
                 for (id, addr) in due {
-                    let server = server.clone();
+                    let dialer = dialer.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&server, addr)).await {
+                        match tokio::time::timeout(CONNECT_TIMEOUT, dialer.dial(id, addr)).await {
                             Ok(Ok(())) => tracing::debug!(peer = id, %addr, "dialed cluster peer"),
                             Ok(Err(e)) => tracing::debug!(peer = id, %addr, error = %e, "cluster peer unreachable"),
                             Err(_) => tracing::debug!(peer = id, %addr, "cluster connect timed out"),
@@ -520,6 +609,134 @@ async fn drive(
         if *shutdown.borrow() {
             break;
         }
+    }
+}
+
+/// How this node dials a peer: from its own address, over TLS when configured.
+#[derive(Clone)]
+struct Dialer {
+    me: NodeId,
+    server: ActorRef<NodeServerMessage>,
+    /// The local address outgoing sockets bind to (`None` when listening on 0.0.0.0).
+    bind: Option<IpAddr>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    hosts: Hosts,
+}
+
+impl Dialer {
+    /// Connect (bound to [`Dialer::bind`]), handshake TLS if configured, and hand the stream to
+    /// the node server, which runs the cookie handshake.
+    async fn dial(&self, id: NodeId, addr: SocketAddr) -> Result<(), String> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| e.to_string())?;
+        if let Some(ip) = self.bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .map_err(|e| format!("binding to {ip}: {e}"))?;
+        }
+        let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let peer_addr = stream.peer_addr().map_err(|e| e.to_string())?;
+        let local_addr = stream.local_addr().map_err(|e| e.to_string())?;
+        let stream = match &self.tls {
+            None => NetworkStream::Raw {
+                peer_addr,
+                local_addr,
+                stream,
+            },
+            Some(connector) => {
+                let host = self
+                    .hosts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .cloned();
+                let name = host
+                    .and_then(|h| {
+                        tokio_rustls::rustls::pki_types::ServerName::try_from(
+                            h.trim_matches(['[', ']']).to_string(),
+                        )
+                        .ok()
+                    })
+                    .unwrap_or_else(|| {
+                        tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into())
+                    });
+                let tls = connector.connect(name, stream).await.map_err(|e| {
+                    format!("TLS handshake failed (is its certificate signed by this cluster's CA?): {e}")
+                })?;
+                NetworkStream::TlsClient {
+                    peer_addr,
+                    local_addr,
+                    stream: tls,
+                }
+            }
+        };
+        self.server
+            .cast(NodeServerMessage::ConnectionOpened {
+                stream: Box::new(stream),
+                is_server: false,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Accept mesh connections and run each TLS handshake in its own task (bounded, with a
+/// deadline); authenticated-by-certificate streams go to the node server.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: ActorRef<NodeServerMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(HANDSHAKES_MAX));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mesh: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(addr = %peer, "mesh: {HANDSHAKES_MAX} TLS handshakes in progress; connection closed");
+            continue;
+        };
+        let (acceptor, server) = (acceptor.clone(), server.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let Ok(local_addr) = stream.local_addr() else {
+                return;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(NetworkStream::TlsServer {
+                            peer_addr: peer,
+                            local_addr,
+                            stream: tls,
+                        }),
+                        is_server: true,
+                    });
+                }
+                // Keyed by IP (the port changes per attempt): throttled per peer by the node.
+                Ok(Err(e)) => tracing::warn!(
+                    addr = %peer.ip(),
+                    reason = %e,
+                    "refused a mesh connection: TLS handshake failed (is its certificate signed \
+                     by this cluster's CA?)"
+                ),
+                Err(_) => tracing::debug!(addr = %peer, "mesh: TLS handshake timed out"),
+            }
+        });
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub sim_args: Vec<String>,
     /// Merged into every node's `openclaw.json` (objects one level deep).
     pub extra_config: Value,
+    /// Merged after `extra_config` into the config of node directory `k` only (members
+    /// 0..nodes, then joiners in order): per-node settings such as `cluster.tls`.
+    pub node_config: BTreeMap<usize, Value>,
     /// `RUST_LOG` of the nodes.
     pub rust_log: String,
     /// Extra environment of the nodes (set last).
@@ -86,6 +89,7 @@ impl ClusterSpec {
                 "200".into(),
             ],
             extra_config: json!({}),
+            node_config: BTreeMap::new(),
             rust_log: "info".into(),
             env: Vec::new(),
             secret: None,
@@ -519,7 +523,14 @@ impl Cluster {
             start_timeout: self.spec.start_timeout,
         };
         let node = Node::new(spec, k)?;
-        node.write_config(&self.config)?;
+        match self.spec.node_config.get(&k) {
+            Some(own) => {
+                let mut cfg = self.config.clone();
+                merge_one_level(&mut cfg, own);
+                node.write_config(&cfg)?;
+            }
+            None => node.write_config(&self.config)?,
+        }
         Ok(node)
     }
 
@@ -635,7 +646,13 @@ pub fn node_config(sim_base_url: &str, workers: usize, extra: &Value) -> Value {
         "model_routing": {"default_model": "fast"},
         "server": {"workers": workers},
     });
-    if let (Value::Object(base), Value::Object(extra)) = (&mut cfg, extra) {
+    merge_one_level(&mut cfg, extra);
+    cfg
+}
+
+/// Merge `extra` into `cfg` one level deep (objects key by key, anything else replaces).
+fn merge_one_level(cfg: &mut Value, extra: &Value) {
+    if let (Value::Object(base), Value::Object(extra)) = (cfg, extra) {
         for (k, v) in extra {
             match (base.get_mut(k), v) {
                 (Some(Value::Object(b)), Value::Object(add)) => {
@@ -649,7 +666,6 @@ pub fn node_config(sim_base_url: &str, workers: usize, extra: &Value) -> Value {
             }
         }
     }
-    cfg
 }
 
 /// 32 hex characters from the OS-seeded generator.

@@ -276,9 +276,16 @@ pub fn is_peer_target(target: &str) -> bool {
     peer_target(target).is_some()
 }
 
-/// The first `host:port` after `http://` in `text` (the peer of a failed RPC).
+/// The first `host:port` after `http://` or `https://` (`cluster.tls`) in `text` (the peer of
+/// a failed RPC).
 pub fn peer_address(text: &str) -> Option<&str> {
-    let rest = &text[text.find("http://")? + "http://".len()..];
+    let (at, scheme) = match (text.find("http://"), text.find("https://")) {
+        (Some(a), Some(b)) if b < a => (b, "https://"),
+        (Some(a), _) => (a, "http://"),
+        (None, Some(b)) => (b, "https://"),
+        (None, None) => return None,
+    };
+    let rest = &text[at + scheme.len()..];
     let end = rest
         .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == ',')
         .unwrap_or(rest.len());
@@ -489,6 +496,11 @@ mod tests {
                 Some("127.0.0.4:7100"),
             ),
             ("http://gw-1:7000", Some("gw-1:7000")),
+            (
+                "PeerError: https://127.0.0.3:7000/raft/vote: error sending request",
+                Some("127.0.0.3:7000"),
+            ),
+            ("https://gw-1:7000 then http://gw-2:7000", Some("gw-1:7000")),
             ("no address", None),
             ("http:// nothing", None),
         ] {

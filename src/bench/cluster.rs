@@ -19,6 +19,10 @@
 //!    (`GET /cluster/ping` with the cluster secret and a 200-byte header, from the next node's
 //!    address), to compare with the actor mesh's `mesh_call_rtt` (run by `cargo test`).
 //!
+//! With `--cluster-tls` every cluster of the scenario runs with `cluster.tls` (a CA and node
+//! certificates generated into a temp dir, as `cluster gen-certs` does) and the transport probe
+//! speaks HTTPS with a node certificate: the figures against a run without it are TLS's cost.
+//!
 //! Every wait has a deadline; the harness kills every process when a cluster is dropped, on
 //! error too. Invariant: like `bench`, this talks to nodes only over HTTP and signals.
 
@@ -151,9 +155,67 @@ fn secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn spec(workers: usize, secret: &str, extra: Value) -> anyhow::Result<ClusterSpec> {
+/// Certificates for `--cluster-tls`: node `k` of a cluster uses `node-{k+1}`.
+pub struct BenchTls {
+    _dir: tempfile::TempDir,
+    written: crate::ops::gen_certs::Written,
+}
+
+impl BenchTls {
+    pub fn generate() -> anyhow::Result<BenchTls> {
+        let dir = tempfile::Builder::new()
+            .prefix("openclaw-bench-certs-")
+            .tempdir()
+            .context("a temp dir for the bench's certificates")?;
+        let names: Vec<String> = (1..=NODES).map(|i| format!("node-{i}")).collect();
+        let ips: Vec<std::net::IpAddr> = (0..NODES)
+            .map(|k| std::net::IpAddr::V4(openclaw_harness::cluster::node_ip(k)))
+            .collect();
+        let written = crate::ops::gen_certs::generate(dir.path(), &names, &ips, false)?;
+        Ok(BenchTls { _dir: dir, written })
+    }
+
+    /// `cluster.tls` of node directory `k`.
+    fn node_config(&self, k: usize) -> Option<Value> {
+        let (_, cert, key) = self.written.nodes.get(k)?;
+        Some(crate::ops::gen_certs::snippet(&self.written.ca, cert, key))
+    }
+
+    /// A client of the cluster port presenting node `k`'s certificate.
+    fn client_tls(&self, k: usize) -> anyhow::Result<rustls_client::ClientConfig> {
+        let (_, cert, key) = self
+            .written
+            .nodes
+            .get(k)
+            .context("no certificate for that node")?;
+        let t = openclaw_server::cluster::tls::ClusterTls::load(
+            &openclaw_server::config::ClusterTlsConfig {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+                ca: self.written.ca.display().to_string(),
+            },
+        )?;
+        Ok((*t.client).clone())
+    }
+}
+
+use openclaw_server::cluster::tls::rustls_client;
+
+fn spec(
+    workers: usize,
+    secret: &str,
+    extra: Value,
+    tls: Option<&BenchTls>,
+) -> anyhow::Result<ClusterSpec> {
     let bin = std::env::current_exe().context("finding this program's path")?;
     let mut s = ClusterSpec::new(bin, NODES);
+    if let Some(t) = tls {
+        for k in 0..NODES {
+            if let Some(v) = t.node_config(k) {
+                s.node_config.insert(k, v);
+            }
+        }
+    }
     s.workers = workers;
     s.sim_args = vec!["--latency-ms".into(), "0".into()];
     s.rust_log = "warn".into();
@@ -166,14 +228,28 @@ fn spec(workers: usize, secret: &str, extra: Value) -> anyhow::Result<ClusterSpe
 /// Run the scenario.
 pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport> {
     let client = super::common::load_client()?;
-    println!("5. Cluster: {NODES} nodes + simulator + this generator on the same {cores} cores");
-    let (throughput, tasks_in_cluster, acknowledged_total) = throughput(&client, args)
-        .await
-        .context("commit throughput")?;
+    let tls = if args.cluster_tls {
+        Some(BenchTls::generate()?)
+    } else {
+        None
+    };
+    println!(
+        "5. Cluster: {NODES} nodes + simulator + this generator on the same {cores} cores; \
+         cluster port and mesh: {}",
+        if tls.is_some() {
+            "mutual TLS (--cluster-tls)"
+        } else {
+            "plain (loopback)"
+        }
+    );
+    let (throughput, tasks_in_cluster, acknowledged_total) =
+        throughput(&client, args, tls.as_ref())
+            .await
+            .context("commit throughput")?;
     print_throughput(&throughput, tasks_in_cluster, acknowledged_total);
 
     let secret = secret();
-    let mut c = Cluster::start(spec(FAILOVER_WORKERS, &secret, json!({}))?)
+    let mut c = Cluster::start(spec(FAILOVER_WORKERS, &secret, json!({}), tls.as_ref())?)
         .await
         .context("starting the failover cluster")?;
     let rounds = usize::try_from(args.failovers).unwrap_or(1);
@@ -193,7 +269,7 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
         }
         moved_tasks.extend(rows);
     }
-    let transport = match transport(&c, &secret).await {
+    let transport = match transport(&c, &secret, tls.as_ref()).await {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("  warning: transport measurement failed: {e:#}");
@@ -244,12 +320,13 @@ struct Seen {
 async fn throughput(
     client: &reqwest::Client,
     args: &BenchArgs,
+    tls: Option<&BenchTls>,
 ) -> anyhow::Result<(Vec<ThroughputRow>, u64, usize)> {
     let extra = json!({
         "server": {"queue_max": 1_000_000, "max_in_flight_requests": 100_000},
         "model_fallback": {"timeout_ms": 3_600_000, "max_retries": 0},
     });
-    let c = Cluster::start(spec(1, &secret(), extra)?)
+    let c = Cluster::start(spec(1, &secret(), extra, tls)?)
         .await
         .context("starting the throughput cluster")?;
     let leader = c.wait_for_leader(AGREE_WAIT_MAX).await?;
@@ -631,19 +708,22 @@ async fn owner_failover(c: &mut Cluster, round: usize) -> anyhow::Result<Vec<Mov
 // d. Transport
 // ---------------------------------------------------------------------------------------------
 
-async fn transport(c: &Cluster, secret: &str) -> anyhow::Result<Transport> {
+async fn transport(c: &Cluster, secret: &str, tls: Option<&BenchTls>) -> anyhow::Result<Transport> {
     let (from, to) = (c.node(1), c.node(0));
-    let http = reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .local_address(std::net::IpAddr::V4(from.ip()))
         .tcp_nodelay(true)
         .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building the ping client")?;
+        .timeout(Duration::from_secs(5));
+    if let Some(t) = tls {
+        b = b.tls_backend_preconfigured(t.client_tls(1)?);
+    }
+    let http = b.build().context("building the ping client")?;
     let Some(to_cluster) = to.cluster_addr() else {
         anyhow::bail!("node 0 has no cluster address");
     };
-    let url = format!("http://{to_cluster}/cluster/ping");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{to_cluster}/cluster/ping");
     let pad = "p".repeat(PING_PAD_BYTES);
     let call = || async {
         let r = http

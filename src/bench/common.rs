@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// --duration-secs).
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     pub cluster_concurrency: Vec<usize>,
+    /// Cluster scenario: the nodes' cluster port and mesh use mutual TLS (certificates made
+    /// like `cluster gen-certs`), to measure what TLS costs against a run without it.
+    #[arg(long)]
+    pub cluster_tls: bool,
     /// Kills in each failover phase of the cluster scenario (leader kills, then owner kills).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub failovers: u64,

@@ -1,6 +1,6 @@
 //! The operator's commands: `tokens`, `cost`, `queue`, `session list|show|clear`,
-//! `memory push|list`, `doctor`,
-//! `config get|set|validate`, `status`/`leave`, `cron list|run`, and `demo` (a local three-node cluster through a crash, see [`demo`]).
+//! `memory push|list`, `doctor`, `config get|set|validate`, `status`/`leave`, `cron list|run`,
+//! `cluster gen-certs`, and `demo` (a local three-node cluster through a crash, see [`demo`]).
 //!
 //! Each command is a module with a pure part (aggregation over audit entries, checks over
 //! collected facts, edits of a JSON tree — all table-tested) and a thin part that gathers the
@@ -15,6 +15,7 @@ pub mod cron;
 pub mod demo;
 pub mod doctor;
 pub mod memory;
+pub mod gen_certs;
 pub mod queue;
 pub mod session;
 pub mod status;

@@ -24,6 +24,7 @@ fn cfg(node_id: NodeId, listen: SocketAddr, secret: &str) -> MeshConfig {
         secret: secret.to_string(),
         heartbeat: HB,
         advertise_host: None,
+        tls: None,
     }
 }
 

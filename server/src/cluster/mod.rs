@@ -12,6 +12,7 @@
 //! - [`quota`]: budget and rate-limit leases on the hot path.
 //! - [`sessions`]: the [`crate::sessions::SessionStore`] backed by the replicated state.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
+//! - [`tls`]: `cluster.tls` — mutual TLS on the cluster port and the mesh.
 //!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
 //! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
@@ -27,6 +28,7 @@ pub mod quota;
 pub mod server;
 pub mod sessions;
 pub mod status;
+pub mod tls;
 pub mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,6 +75,8 @@ pub struct Cluster {
     pub quota: quota::Quota,
     /// When this node last heard from a leader (the pre-vote's clock).
     pub contact: prevote::Contact,
+    /// `cluster.tls`, loaded: the cluster port and the mesh use it (plain without).
+    pub tls: Option<tls::ClusterTls>,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -113,6 +117,17 @@ impl Cluster {
             Some(a) => a?,
             None => anyhow::bail!("cluster mode needs --cluster ADDR"),
         };
+        // Checked before anything is opened: a bad file is a start-up refusal naming its key.
+        let tls = c.tls.as_ref().map(tls::ClusterTls::load).transpose()?;
+        // (`Config::validate` applied the same rule; `--cluster` is in the config by now.)
+        for ip in std::iter::once(listen.ip()).chain(c.addresses()) {
+            if let Err(reason) = crate::config::cluster_transport(ip, tls.is_some(), c.insecure) {
+                anyhow::bail!("cluster.tls: {reason}");
+            }
+        }
+        if tls.is_some() {
+            tracing::info!(cluster = %listen, "cluster port and mesh: mutual TLS (cluster.tls)");
+        }
         let secret = std::env::var(&c.secret_env)
             .ok()
             .filter(|s| !s.is_empty())
@@ -170,6 +185,7 @@ impl Cluster {
             Some(listen.ip()),
             secret.clone(),
             Duration::from_millis(c.rpc_timeout_ms),
+            tls.as_ref(),
         )?;
         let raft = Raft::new(
             id,
@@ -227,20 +243,29 @@ impl Cluster {
             mesh: std::sync::Mutex::new(None),
             quota: quota::Quota::default(),
             contact: prevote::Contact::default(),
+            tls: tls.clone(),
         });
 
         let listener = bind_retrying(listen)
             .await
             .with_context(|| format!("binding the cluster address {listen}"))?;
         let app =
-            server::router(cluster.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            server::router(cluster.clone()).into_make_service_with_connect_info::<tls::PeerAddr>();
         {
             let token = shutdown.clone();
             let raft = raft.clone();
+            // Ok: plain HTTP, Err: TLS-terminated.
+            let listener = match &tls {
+                Some(t) => Err(tls::TlsListener::new(listener, t.acceptor())
+                    .with_context(|| format!("TLS on the cluster address {listen}"))?),
+                None => Ok(listener),
+            };
             tokio::spawn(async move {
-                let res = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await;
+                let stop = async move { token.cancelled().await };
+                let res = match listener {
+                    Ok(plain) => axum::serve(plain, app).with_graceful_shutdown(stop).await,
+                    Err(tls) => axum::serve(tls, app).with_graceful_shutdown(stop).await,
+                };
                 if let Err(e) = res {
                     tracing::error!(error = %e, "cluster listener failed");
                 }
@@ -596,6 +621,10 @@ pub async fn start_mesh(
             .mesh_addr
             .rsplit_once(':')
             .map(|(h, _)| h.to_string()),
+        tls: c.tls.as_ref().map(|t| openclaw_cluster::mesh::MeshTls {
+            acceptor: t.acceptor(),
+            connector: t.connector(),
+        }),
     })
     .await
     .with_context(|| format!("starting the actor mesh on {}", c.mesh_addr))?;
@@ -639,6 +668,11 @@ impl Cluster {
                 .collect()
         };
         let mut peers: Vec<(NodeId, SocketAddr)> = Vec::new();
+        // The names the peers' certificates are checked against (TLS server name).
+        let hosts: BTreeMap<NodeId, String> = wanted
+            .iter()
+            .filter_map(|(id, a)| a.rsplit_once(':').map(|(h, _)| (*id, h.to_string())))
+            .collect();
         for (id, addr) in wanted {
             match addr.parse::<SocketAddr>() {
                 Ok(a) => peers.push((id, a)),
@@ -659,6 +693,7 @@ impl Cluster {
         if let Ok(g) = self.mesh.lock() {
             if let Some(mesh) = g.as_ref() {
                 mesh.set_peers(peers);
+                mesh.set_peer_hosts(hosts);
                 mesh.set_load(load);
             }
         }

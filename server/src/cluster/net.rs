@@ -1,5 +1,7 @@
 //! Raft RPCs between nodes: postcard bodies over HTTP on the cluster address.
 //!
+//! With `cluster.tls` the client speaks HTTPS: it trusts only the cluster CA and presents this
+//! node's certificate ([`super::tls`]); without it, plain HTTP (loopback or `cluster.insecure`).
 //! Every request carries the cluster secret in a header (checked in constant time by
 //! [`super::server`]) and has a deadline (openraft's `hard_ttl`, capped by
 //! `cluster.rpc_timeout_ms`). The client binds its sockets to this node's cluster IP, so firewall
@@ -30,6 +32,8 @@ pub const SECRET_HEADER: &str = "x-openclaw-cluster-secret";
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// `https` with `cluster.tls`, else `http`.
+    scheme: &'static str,
     secret: Secret,
     pub rpc_timeout: Duration,
     /// Which peers' Raft RPCs fail now, for one line when a peer goes away and one when it
@@ -120,6 +124,7 @@ impl PeerClient {
         bind: Option<IpAddr>,
         secret: Secret,
         rpc_timeout: Duration,
+        tls: Option<&super::tls::ClusterTls>,
     ) -> anyhow::Result<PeerClient> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(rpc_timeout.min(Duration::from_secs(1)))
@@ -128,15 +133,19 @@ impl PeerClient {
         if let Some(ip) = bind.filter(|ip| !ip.is_unspecified()) {
             b = b.local_address(ip);
         }
+        if let Some(t) = tls {
+            b = b.tls_backend_preconfigured((*t.client).clone());
+        }
         Ok(PeerClient {
             http: b.build()?,
+            scheme: if tls.is_some() { "https" } else { "http" },
             secret,
             rpc_timeout,
             health: Default::default(),
         })
     }
 
-    /// POST a postcard body to `http://{addr}{path}` and decode the postcard reply (within
+    /// POST a postcard body to `http(s)://{addr}{path}` and decode the postcard reply (within
     /// `timeout`, at most `cluster.rpc_timeout_ms`).
     pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -158,7 +167,7 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let bytes = openclaw_proto::codec::encode(body)
             .map_err(|e| PeerError::Failed(url.clone(), format!("encode: {e}")))?;
         let resp = self

@@ -1,6 +1,7 @@
 //! The cluster listener: Raft RPCs, forwarded writes, join and leave, on the cluster address.
 //!
-//! Every route needs the cluster secret (header [`SECRET_HEADER`], compared in constant time);
+//! Served over mutual TLS when `cluster.tls` is set ([`super::tls::TlsListener`]), and then still
+//! every route needs the cluster secret (header [`SECRET_HEADER`], compared in constant time);
 //! a wrong or missing secret gets 401 and one warning line naming the peer — never the secret.
 //! Bodies are postcard (`openclaw_proto::codec`), bounded by [`CLUSTER_BODY_MAX`].
 
@@ -114,8 +115,8 @@ impl<T: DeserializeOwned> axum::extract::FromRequest<Arc<Cluster>> for Peer<T> {
     ) -> Result<Self, Self::Rejection> {
         let peer = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| ci.0)
+            .get::<ConnectInfo<super::tls::PeerAddr>>()
+            .map(|ci| ci.0 .0)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         authorize(c, req.headers(), peer).map_err(|r| *r)?;
         let body = Bytes::from_request(req, c)

@@ -286,6 +286,67 @@ pub struct ClusterConfig {
     pub max_voters: usize,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
+    /// Mutual TLS on the cluster port and the mesh (PEM paths). Required when the cluster
+    /// address is not loopback, unless `insecure` is set ([`cluster_transport`]).
+    pub tls: Option<ClusterTlsConfig>,
+    /// Allow plain HTTP / TCP on a non-loopback cluster address (warned about at start-up).
+    pub insecure: bool,
+}
+
+/// `cluster.tls`: this node's certificate and key, and the CA every node's certificate is
+/// checked against (both directions: each side presents its certificate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// This node's certificate chain (PEM).
+    pub cert: String,
+    /// This node's private key (PEM, PKCS#8 / PKCS#1 / SEC1).
+    pub key: String,
+    /// The cluster CA (PEM): peers must present a certificate it signed.
+    pub ca: String,
+}
+
+/// How the cluster port and the mesh are carried, decided by [`cluster_transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterTransport {
+    /// Mutual TLS (`cluster.tls`).
+    Tls,
+    /// Plain, on a loopback cluster address: nothing leaves the machine.
+    PlainLoopback,
+    /// Plain on a reachable address, because `cluster.insecure` says so (warned at start-up).
+    PlainInsecure,
+}
+
+/// The start-up rule for the cluster port (like the API's token rule for non-loopback listen
+/// addresses): TLS when configured; plain only on a loopback address or with `insecure`.
+pub fn cluster_transport(
+    listen: std::net::IpAddr,
+    tls: bool,
+    insecure: bool,
+) -> Result<ClusterTransport, String> {
+    match (tls, listen.is_loopback(), insecure) {
+        (true, _, _) => Ok(ClusterTransport::Tls),
+        (false, true, _) => Ok(ClusterTransport::PlainLoopback),
+        (false, false, true) => Ok(ClusterTransport::PlainInsecure),
+        (false, false, false) => Err(format!(
+            "the cluster address {listen} is not loopback: set cluster.tls (cert, key, ca; \
+             `openclaw-node cluster gen-certs DIR` makes them) or, on a network you trust, \
+             cluster.insecure: true"
+        )),
+    }
+}
+
+impl ClusterConfig {
+    /// The IPs the cluster port and the mesh listen on (those that parse; `validate` reports
+    /// the others).
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        [&self.listen, &self.mesh_listen]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.ip())
+            .collect()
+    }
 }
 
 impl Default for ClusterConfig {
@@ -311,6 +372,8 @@ impl Default for ClusterConfig {
             writes_in_flight: 8,
             max_voters: 5,
             snapshot_every: 20_000,
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -1260,6 +1323,23 @@ impl Config {
                     return Err(bad(path, "must be at least 1"));
                 }
             }
+            if let Some(t) = &c.tls {
+                for (path, v) in [
+                    ("cluster.tls.cert", &t.cert),
+                    ("cluster.tls.key", &t.key),
+                    ("cluster.tls.ca", &t.ca),
+                ] {
+                    if v.trim().is_empty() {
+                        return Err(bad(path, "is empty: give the path of a PEM file"));
+                    }
+                }
+            }
+            if c.listen.is_some() {
+                for ip in c.addresses() {
+                    cluster_transport(ip, c.tls.is_some(), c.insecure)
+                        .map_err(|reason| bad("cluster.tls", reason))?;
+                }
+            }
         }
         if self.server.max_body_mb == 0 {
             return Err(bad("server.max_body_mb", "must be at least 1"));
@@ -1849,6 +1929,30 @@ impl Config {
                         warn(path, format!("{var} is not set: {effect}"));
                     }
                 }
+            }
+        }
+        if let Some(ip) = self.cluster.listen.as_ref().and_then(|_| {
+            let all = self.cluster.addresses();
+            all.iter()
+                .find(|ip| !ip.is_loopback())
+                .or(all.first())
+                .copied()
+        }) {
+            let c = &self.cluster;
+            match cluster_transport(ip, c.tls.is_some(), c.insecure) {
+                Ok(ClusterTransport::PlainInsecure) => warn(
+                    "cluster.insecure",
+                    format!(
+                        "the cluster port and the mesh on {ip} are plain HTTP/TCP: anyone on \
+                         the network can read cluster traffic (the secret included); set \
+                         cluster.tls"
+                    ),
+                ),
+                Ok(ClusterTransport::Tls) if c.insecure => warn(
+                    "cluster.insecure",
+                    "has no effect: cluster.tls is set, so cluster traffic is TLS".to_string(),
+                ),
+                _ => {}
             }
         }
         if self.cluster.listen.is_none() && self.cluster != ClusterConfig::default() {
@@ -2530,5 +2634,95 @@ mod tests {
             output: 10.0,
         };
         assert!((p.cost(1_000_000, 100_000) - 3.5).abs() < 1e-12);
+    }
+
+    /// The cluster port's start-up rule, and how `validate` / `warnings` apply it.
+    #[test]
+    fn cluster_transport_rule() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // (listen ip, tls, insecure, expected)
+        let cases = [
+            (
+                "127.0.0.1",
+                false,
+                false,
+                Ok(ClusterTransport::PlainLoopback),
+            ),
+            (
+                "127.0.0.3",
+                false,
+                true,
+                Ok(ClusterTransport::PlainLoopback),
+            ),
+            ("::1", false, false, Ok(ClusterTransport::PlainLoopback)),
+            ("127.0.0.1", true, false, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", true, false, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", true, true, Ok(ClusterTransport::Tls)),
+            ("10.0.0.5", false, true, Ok(ClusterTransport::PlainInsecure)),
+            ("0.0.0.0", false, true, Ok(ClusterTransport::PlainInsecure)),
+            ("10.0.0.5", false, false, Err("not loopback")),
+            ("0.0.0.0", false, false, Err("not loopback")),
+        ];
+        for (listen, tls, insecure, want) in cases {
+            match (cluster_transport(ip(listen), tls, insecure), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{listen} {tls} {insecure}"),
+                (Err(e), Err(frag)) => assert!(
+                    e.contains(frag) && e.contains("cluster.tls") && e.contains("cluster.insecure"),
+                    "{e}"
+                ),
+                (got, w) => panic!("{listen} {tls} {insecure}: {got:?}, want {w:?}"),
+            }
+        }
+        let tls = json!({"cert": "/c.pem", "key": "/k.pem", "ca": "/ca.pem"});
+        // (cluster config, Err(path) or Ok(warning paths))
+        let cases: Vec<(Value, Result<Vec<&str>, &str>)> = vec![
+            (json!({"listen": "10.0.0.5:7000"}), Err("cluster.tls")),
+            (
+                json!({"listen": "10.0.0.5:7000", "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
+            (json!({"listen": "10.0.0.5:7000", "tls": tls}), Ok(vec![])),
+            (
+                json!({"listen": "10.0.0.5:7000", "tls": tls, "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
+            (json!({"listen": "127.0.0.1:7000"}), Ok(vec![])),
+            (
+                json!({"listen": "127.0.0.1:7000", "mesh_listen": "10.0.0.5:7001"}),
+                Err("cluster.tls"),
+            ),
+            (
+                json!({"listen": "127.0.0.1:7000", "mesh_listen": "10.0.0.5:7001", "insecure": true}),
+                Ok(vec!["cluster.insecure"]),
+            ),
+            (
+                json!({"listen": "127.0.0.1:7000", "tls": {"cert": " ", "key": "k", "ca": "c"}}),
+                Err("cluster.tls.cert"),
+            ),
+            (
+                json!({"listen": "127.0.0.1:7000", "tls": {"cert": "c", "key": "k"}}),
+                Err("cluster.tls"),
+            ),
+        ];
+        for (cluster, want) in cases {
+            let res = from_value("test.json", json!({ "cluster": cluster.clone() }));
+            match (res, want) {
+                (Ok(cfg), Ok(paths)) => {
+                    let got: Vec<String> = cfg
+                        .warnings(&|_| Some("set".into()))
+                        .into_iter()
+                        .map(|w| w.path)
+                        .filter(|p| p.starts_with("cluster"))
+                        .collect();
+                    assert_eq!(got, paths, "{cluster}");
+                }
+                (Err(e), Err(path)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(&format!("`{path}`")), "{cluster}: {e}");
+                }
+                (got, want) => panic!("{cluster}: {got:?}, want {want:?}"),
+            }
+        }
     }
 }
