@@ -167,8 +167,10 @@ impl Cluster {
         let raft_cfg = openraft::Config {
             cluster_name: "openclaw".into(),
             heartbeat_interval: c.raft_heartbeat_ms,
-            election_timeout_min: c.election_timeout_min_ms,
-            election_timeout_max: c.election_timeout_max_ms,
+            // openraft's timer is off; its min is the vote RPC deadline and its max the leader
+            // lease, which must not outlast the pre-vote threshold (prevote.rs header).
+            election_timeout_min: prevote::raft_timeouts(c.election_timeout_min_ms).0,
+            election_timeout_max: prevote::raft_timeouts(c.election_timeout_min_ms).1,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
             snapshot_max_chunk_size: store::SNAPSHOT_CHUNK_BYTES,

@@ -14,6 +14,18 @@
 //!
 //! Failover is unchanged in cost: when the leader really is gone every follower's contact ages
 //! out together, the pre-vote round is one RPC, then the normal election runs.
+//!
+//! Two rules keep that true (issue 14 item 4: a failover once took 15 s):
+//! - [`Contact`] means only "heard from a leader". A failed pre-vote or an election this node
+//!   started does not touch it; the retry waits on its own clock ([`due`]), which a pre-vote
+//!   this node grants restarts too (so the one it granted can finish its election undisturbed). Touching it made
+//!   the two survivors of a 3-node cluster refuse each other in turn: each failed attempt reset
+//!   the asker's clock, so the other's next ask found it "still hearing a leader".
+//! - openraft's leader lease (its `election_timeout_max`, during which a voter rejects every
+//!   vote) is set to the pre-vote's own threshold ([`raft_timeouts`]), so an election that a
+//!   majority pre-voted for is not rejected by that lease. With openraft's lease at
+//!   `election_timeout_max_ms` (1 s) every first election after a 0.5–1 s timeout was refused,
+//!   and the candidate's term then ran ahead of the other survivor's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,17 +41,24 @@ use super::Cluster;
 /// The route a pre-vote is asked on.
 pub const PREVOTE_PATH: &str = "/raft/prevote";
 
-/// When this node last heard from a leader (milliseconds since it started).
+/// When this node last heard from a leader, and when it last tried (or let another voter try)
+/// to become one (milliseconds since it started).
 pub struct Contact {
     origin: Instant,
     last_ms: AtomicU64,
+    /// This node's last pre-vote round or granted pre-vote; [`NEVER`] before the first.
+    attempt_ms: AtomicU64,
 }
+
+/// `attempt_ms` before any attempt.
+const NEVER: u64 = u64::MAX;
 
 impl Default for Contact {
     fn default() -> Contact {
         Contact {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
+            attempt_ms: AtomicU64::new(NEVER),
         }
     }
 }
@@ -50,9 +69,11 @@ impl Contact {
     }
 
     /// A leader was heard from (an accepted append-entries or snapshot chunk), or this node is
-    /// the leader, or it just started an election.
-    pub fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// the leader. Never for this node's own pre-vote or election attempts (see the header).
+    /// Returns the milliseconds since the previous contact (the heartbeat gap).
+    pub fn touch(&self) -> u64 {
+        let now = self.now_ms();
+        now.saturating_sub(self.last_ms.swap(now, Ordering::Relaxed))
     }
 
     /// Milliseconds since the last contact.
@@ -60,6 +81,28 @@ impl Contact {
         self.now_ms()
             .saturating_sub(self.last_ms.load(Ordering::Relaxed))
     }
+
+    /// This node asked for a pre-vote, or granted one: its own next attempt waits a fresh
+    /// timeout from now (as a Raft vote resets the election timer), which keeps the survivors
+    /// from splitting the vote. The contact clock is untouched, so it still grants others.
+    pub fn note_attempt(&self) {
+        self.attempt_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since [`Contact::note_attempt`], `None` before the first.
+    pub fn since_attempt_ms(&self) -> Option<u64> {
+        match self.attempt_ms.load(Ordering::Relaxed) {
+            NEVER => None,
+            t => Some(self.now_ms().saturating_sub(t)),
+        }
+    }
+}
+
+/// Pure: is a gap between two contacts from a leader worth a log line? Two missed heartbeats
+/// or more (a follower whose heartbeats starve behind request work comes near its election
+/// timeout); the first contact after an election (a gap over the lease) is failover, not that.
+pub fn heartbeat_gap_notable(gap_ms: u64, raft_heartbeat_ms: u64, lease_ms: u64) -> bool {
+    gap_ms >= raft_heartbeat_ms.saturating_mul(3) && gap_ms < lease_ms
 }
 
 /// "Would you vote for me?"
@@ -96,6 +139,26 @@ pub fn grant(me: Voter, ask: &PreVoteRequest) -> bool {
         && ask.last_log_index >= me.last_log_index
 }
 
+/// Pure: openraft's `(election_timeout_min, election_timeout_max)` for our
+/// `cluster.election_timeout_min_ms`. openraft's own timer is off, so these set only its vote
+/// RPC deadline (the min) and its leader lease (the max, see [`lease_ms`]).
+pub fn raft_timeouts(election_timeout_min_ms: u64) -> (u64, u64) {
+    (election_timeout_min_ms, lease_ms(election_timeout_min_ms))
+}
+
+/// Pure: openraft's leader lease, which is also the silence after which this node grants a
+/// pre-vote: a voter that grants one would also accept the vote that follows.
+pub fn lease_ms(election_timeout_min_ms: u64) -> u64 {
+    election_timeout_min_ms + 1
+}
+
+/// Pure: time to ask for a pre-vote? Only when no leader was heard for `timeout_ms` and the
+/// last attempt of this node (its own round or a pre-vote it granted), if any, is `timeout_ms`
+/// old too.
+pub fn due(since_contact_ms: u64, since_attempt_ms: Option<u64>, timeout_ms: u64) -> bool {
+    since_contact_ms >= timeout_ms && since_attempt_ms.is_none_or(|a| a >= timeout_ms)
+}
+
 /// Pure: enough yeses (this node's own counted) among `voters` to start an election.
 pub fn majority(yes: usize, voters: usize) -> bool {
     voters > 0 && yes * 2 > voters
@@ -110,12 +173,20 @@ impl Cluster {
             term: m.current_term,
             last_log_index: m.last_log_index,
             since_contact_ms: self.contact.since_ms(),
-            election_timeout_min_ms: self.cfg.election_timeout_min_ms,
+            election_timeout_min_ms: lease_ms(self.cfg.election_timeout_min_ms),
         };
         let granted = grant(me, ask);
+        if granted {
+            self.contact.note_attempt();
+        }
         tracing::debug!(
             candidate = ask.candidate,
             term = ask.term,
+            last_log_index = ask.last_log_index,
+            my_term = me.term,
+            my_last_log_index = me.last_log_index,
+            since_contact_ms = me.since_contact_ms,
+            is_leader = me.is_leader,
             granted,
             "pre-vote asked"
         );
@@ -139,15 +210,26 @@ pub fn spawn(c: Arc<Cluster>, shutdown: CancellationToken) {
                 c.contact.touch();
                 continue;
             }
-            if c.contact.since_ms() < timeout {
+            if !due(c.contact.since_ms(), c.contact.since_attempt_ms(), timeout) {
                 continue;
             }
+            c.contact.note_attempt();
             let ask = PreVoteRequest {
                 candidate: c.id,
                 term: m.current_term,
                 last_log_index: m.last_log_index,
             };
             let yes = 1 + ask_peers(&c, &m, &voters, &ask).await;
+            tracing::debug!(
+                node_id = c.id,
+                term = m.current_term,
+                last_log_index = m.last_log_index,
+                since_contact_ms = c.contact.since_ms(),
+                timeout_ms = timeout,
+                yes,
+                voters = voters.len(),
+                "pre-vote round done"
+            );
             if majority(yes, voters.len()) {
                 tracing::info!(
                     node_id = c.id,
@@ -171,8 +253,9 @@ pub fn spawn(c: Arc<Cluster>, shutdown: CancellationToken) {
                     c.contact.since_ms()
                 );
             }
-            // Whatever the outcome, wait a fresh randomised timeout before asking again.
-            c.contact.touch();
+            // Whatever the outcome, wait a fresh randomised timeout (from this attempt, or from a
+            // pre-vote granted meanwhile) before asking again. The contact clock stays as it is: touching it here would make this
+            // node refuse the other survivors' pre-votes as if it still heard a leader.
             timeout = roll(&c);
         }
     });
@@ -304,6 +387,69 @@ mod tests {
         ];
         for (me, req, want, why) in cases {
             assert_eq!(grant(me, &req), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn due_table() {
+        // (since contact, since own last attempt, timeout, due, why)
+        let cases = [
+            (100, None, 700, false, "leader heard recently"),
+            (699, None, 700, false, "just under the timeout"),
+            (700, None, 700, true, "timed out, never tried"),
+            (
+                5000,
+                Some(300),
+                700,
+                false,
+                "tried 300 ms ago: wait for the retry",
+            ),
+            (5000, Some(700), 700, true, "retry due"),
+            (
+                5000,
+                Some(0),
+                700,
+                false,
+                "an attempt just now does not count as leader contact, but waits",
+            ),
+            (
+                300,
+                Some(9000),
+                700,
+                false,
+                "a leader was heard since the last attempt",
+            ),
+        ];
+        for (contact, attempt, timeout, want, why) in cases {
+            assert_eq!(due(contact, attempt, timeout), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn heartbeat_gap_table() {
+        // (gap, heartbeat, lease, notable, why)
+        let cases = [
+            (150, 150, 501, false, "on time"),
+            (449, 150, 501, false, "under three heartbeats"),
+            (450, 150, 501, true, "two heartbeats missed"),
+            (500, 150, 501, true, "at the edge of the lease"),
+            (501, 150, 501, false, "past the lease: an election happened"),
+            (3000, 150, 501, false, "failover"),
+        ];
+        for (gap, hb, lease, want, why) in cases {
+            assert_eq!(heartbeat_gap_notable(gap, hb, lease), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn raft_timeouts_table() {
+        // openraft's lease (its max) equals the pre-vote threshold, and min < max as its
+        // validation demands.
+        for min in [2, 150, 500, 800, 10_000] {
+            let (lo, hi) = raft_timeouts(min);
+            assert_eq!(hi, lease_ms(min), "lease of {min}");
+            assert!(lo < hi, "{min}: {lo} < {hi}");
+            assert_eq!(lo, min, "vote RPC deadline of {min}");
         }
     }
 

@@ -127,7 +127,19 @@ async fn append(State(c): State<Arc<Cluster>>, Peer(req): Peer<AppendRequest>) -
             | Ok(AppendEntriesResponse::Conflict)
     ) {
         // A leader at our term or newer reached us (a conflict is still a live leader).
-        c.contact.touch();
+        let gap = c.contact.touch();
+        let lease = super::prevote::lease_ms(c.cfg.election_timeout_min_ms);
+        if super::prevote::heartbeat_gap_notable(gap, c.cfg.raft_heartbeat_ms, lease) {
+            if let Some(suppressed) = crate::throttled!("raft heartbeat gap") {
+                tracing::info!(
+                    gap_ms = gap,
+                    raft_heartbeat_ms = c.cfg.raft_heartbeat_ms,
+                    lease_ms = lease,
+                    suppressed,
+                    "late Raft heartbeat: no leader contact for {gap} ms"
+                );
+            }
+        }
     }
     encode(&res)
 }
