@@ -731,8 +731,10 @@ async fn a_raised_rate_limit_reaches_every_node() {
         assert!(Instant::now() < end, "no call reached the simulator");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The cluster's contract (README, issue 14): a window holds at most the limit plus one call
+    // per node (a slice granted at a bucket's end may reach the provider in the next).
     let before = c.sim.calls(None).await.len();
-    assert!(before <= 2 + 1, "{before} calls under a limit of 2");
+    assert!(before <= 2 + 3, "{before} calls under a limit of 2 on 3 nodes");
 
     // Raise the limit on every node (the file, then a reload on demand).
     let mut cfg = c.c.config().clone();
