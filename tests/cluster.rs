@@ -734,7 +734,10 @@ async fn a_raised_rate_limit_reaches_every_node() {
     // The cluster's contract (README, issue 14): a window holds at most the limit plus one call
     // per node (a slice granted at a bucket's end may reach the provider in the next).
     let before = c.sim.calls(None).await.len();
-    assert!(before <= 2 + 3, "{before} calls under a limit of 2 on 3 nodes");
+    assert!(
+        before <= 2 + 3,
+        "{before} calls under a limit of 2 on 3 nodes"
+    );
 
     // Raise the limit on every node (the file, then a reload on demand).
     let mut cfg = c.c.config().clone();

@@ -14,7 +14,7 @@ use openclaw_proto::openai::{
 use tracing::Instrument;
 
 use super::error::Code;
-use super::openai::{provider_of, set_model_headers, AGENT_HEADER, DEFAULT_SOURCE, SOURCE_HEADER};
+use super::openai::{provider_of, set_model_headers, DEFAULT_SOURCE, SOURCE_HEADER};
 use super::{ApiError, ApiJson, AppState};
 use crate::calls::CallMeta;
 use crate::embeddings::{self, request, wire::Encoding};
@@ -52,12 +52,7 @@ pub async fn embeddings(
             })?
             .to_string(),
     };
-    let agent = headers
-        .get(AGENT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|a| *a == "main" || cfg.agents.contains_key(*a))
-        .unwrap_or("api")
-        .to_string();
+    let agent = super::openai::agent_of(&cfg, &headers);
     let meta = CallMeta {
         request_id: format!("embd-{}", uuid::Uuid::new_v4().simple()),
         task_id: None,

@@ -48,6 +48,17 @@ use crate::node::app::App;
 
 /// Header naming the agent a direct chat call is accounted to (default `api`).
 pub const AGENT_HEADER: &str = "x-openclaw-agent";
+
+/// The agent a compatible-API call is accounted to: `X-OpenClaw-Agent` when it names a
+/// configured agent (or `main`), else `api`.
+pub fn agent_of(cfg: &Config, headers: &HeaderMap) -> String {
+    headers
+        .get(AGENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| *a == "main" || cfg.agents.contains_key(*a))
+        .unwrap_or("api")
+        .to_string()
+}
 /// Header naming where a direct chat call comes from (default `api_call`): one of
 /// `task_priority.source_mapping`'s sources, which also gives the call's priority.
 pub const SOURCE_HEADER: &str = "x-openclaw-source";
@@ -214,12 +225,7 @@ pub fn prepare(
         })?),
     };
     let priority = validate_chat(&cfg, req, source_header)?;
-    let agent = headers
-        .get(AGENT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|a| *a == "main" || cfg.agents.contains_key(*a))
-        .unwrap_or("api")
-        .to_string();
+    let agent = agent_of(&cfg, headers);
     let meta = CallMeta {
         request_id: format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple()),
         task_id: None,
