@@ -78,6 +78,11 @@ pub struct ThroughputRow {
     pub first_error: Option<String>,
     pub via_leader_p50_us: u32,
     pub via_follower_p50_us: u32,
+    /// The Raft term before and after the phase (no fault is injected: a change is an election
+    /// under load alone), and the leader after it.
+    pub term_before: Option<u64>,
+    pub term_after: Option<u64>,
+    pub leader_after: Option<u64>,
 }
 
 /// One leader kill.
@@ -345,7 +350,9 @@ async fn throughput(
     let mut acknowledged = warm.0.iter().map(|s| s.ok.len()).sum::<usize>();
     let mut rows = Vec::new();
     for &conc in &args.cluster_concurrency {
+        let term_before = c.status(leader).await.ok().map(|s| s.term);
         let (seen, elapsed) = closed_loop(client, &urls, &body, conc.max(1), duration).await;
+        let after = c.status(leader).await.ok();
         let mut all: Vec<u32> = Vec::new();
         let (mut via_leader, mut via_follower) = (Vec::new(), Vec::new());
         let (mut busy, mut errors, mut first_error) = (0, 0, None);
@@ -373,6 +380,12 @@ async fn throughput(
             first_error,
             via_leader_p50_us: percentile(&via_leader, 50.0),
             via_follower_p50_us: percentile(&via_follower, 50.0),
+            term_before,
+            term_after: after.as_ref().map(|s| s.term),
+            leader_after: after
+                .as_ref()
+                .and_then(|s| s.leader.as_deref())
+                .and_then(|l| l.parse().ok()),
         });
     }
     // Every 202 must be a task in the replicated state.
@@ -774,7 +787,7 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
          by Raft (1 worker per node, tasks held at the simulator; latencies in ms)"
     );
     println!(
-        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6}",
+        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6} {:>9}",
         "conc",
         "committed",
         "commits/s",
@@ -784,11 +797,13 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
         "leader p50",
         "follower p50",
         "busy",
-        "errors"
+        "errors",
+        "term"
     );
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
     for r in rows {
         println!(
-            "{:>5} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6}",
+            "{:>5} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6} {:>9}",
             r.concurrency,
             r.committed.ok,
             r.committed.throughput_rps,
@@ -798,7 +813,8 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
             ms(r.via_leader_p50_us),
             ms(r.via_follower_p50_us),
             r.busy,
-            r.errors
+            r.errors,
+            format!("{}→{}", opt(r.term_before), opt(r.term_after))
         );
         if let Some(e) = &r.first_error {
             eprintln!("  warning: c={}: first error: {e}", r.concurrency);
