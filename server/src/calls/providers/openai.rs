@@ -75,15 +75,43 @@ impl OpenAiProvider {
     }
 
     fn request(&self, body: &ChatCompletionRequest, ctx: &CallContext) -> reqwest::RequestBuilder {
+        self.post("chat/completions", body, ctx)
+    }
+
+    /// `POST {base_url}/{path}` with the JSON body, the task id and the key.
+    fn post<B: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+        ctx: &CallContext,
+    ) -> reqwest::RequestBuilder {
         let mut rb = self
             .http
-            .post(format!("{}/chat/completions", self.base_url))
+            .post(format!("{}/{path}", self.base_url))
             .header(TASK_ID_HEADER, &ctx.request_id)
             .json(body);
         if let Some(key) = &self.key {
             rb = rb.bearer_auth(key.expose());
         }
         rb
+    }
+
+    /// Send a non-streaming request and read the whole answer (errors classified, the key
+    /// kept out of them).
+    async fn fetch(
+        &self,
+        rb: reqwest::RequestBuilder,
+        ctx: &CallContext,
+    ) -> Result<bytes::Bytes, ProviderError> {
+        let resp = rb
+            .timeout(ctx.timeout)
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
+        let resp = check_status(resp, self.secret()).await?;
+        resp.bytes()
+            .await
+            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))
     }
 
     fn secret(&self) -> Option<&str> {
@@ -107,17 +135,7 @@ impl Provider for OpenAiProvider {
         ctx: &CallContext,
     ) -> Result<ChatCompletionResponse, ProviderError> {
         let body = self.upstream_body(req, false);
-        let resp = self
-            .request(&body, ctx)
-            .timeout(ctx.timeout)
-            .send()
-            .await
-            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
-        let resp = check_status(resp, self.secret()).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
+        let bytes = self.fetch(self.request(&body, ctx), ctx).await?;
         let mut out: ChatCompletionResponse = serde_json::from_slice(&bytes)
             .map_err(|e| ProviderError::Decode(format!("chat completion: {e}")))?;
         out.model = req.model.clone();
@@ -165,24 +183,7 @@ impl Provider for OpenAiProvider {
             dimensions: Some(dimensions),
             user: None,
         };
-        let mut rb = self
-            .http
-            .post(format!("{}/embeddings", self.base_url))
-            .header(TASK_ID_HEADER, &ctx.request_id)
-            .json(&body);
-        if let Some(key) = &self.key {
-            rb = rb.bearer_auth(key.expose());
-        }
-        let resp = rb
-            .timeout(ctx.timeout)
-            .send()
-            .await
-            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
-        let resp = check_status(resp, self.secret()).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| classify_reqwest(&e, ctx.timeout, self.secret()))?;
+        let bytes = self.fetch(self.post("embeddings", &body, ctx), ctx).await?;
         let out: EmbeddingResponse = serde_json::from_slice(&bytes)
             .map_err(|e| ProviderError::Decode(format!("embeddings: {e}")))?;
         let vectors = embedding_vectors(out.data, inputs.len(), dimensions as usize)
