@@ -471,7 +471,16 @@ mod tests {
             .unwrap();
         db.flush().unwrap();
         drop(db);
-        let s = LocalSessions::new(Store::open(dir.path()).unwrap(), cfg()).unwrap();
+        // sled's background flusher may hold the file lock a moment after the drop.
+        let mut store = Store::open(dir.path());
+        for _ in 0..100 {
+            if store.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            store = Store::open(dir.path());
+        }
+        let s = LocalSessions::new(store.unwrap(), cfg()).unwrap();
         let got = s.get("s-old").await.unwrap().unwrap();
         assert_eq!(got.messages.len(), 1);
         assert_eq!(got.messages[0].content, "hello there");
