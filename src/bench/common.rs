@@ -153,6 +153,13 @@ pub const SOAK_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Soak: samples before this share of the run are warm-up (caches filling) and left out of the
 /// growth figures.
 pub const SOAK_WARMUP_SHARE: f64 = 0.2;
+/// Soak: the store's page cache is warm once the store on disk holds this many times
+/// `server.store_cache_mb`; samples before that are warm-up too. Until then sled keeps what is
+/// written in memory, so RSS follows the data kept up to about twice the cache setting
+/// (`server/examples/store_rss.rs` in BENCHMARKS.md: flat after that, up to 1 M tasks).
+pub const SOAK_STORE_WARM_FACTOR: u64 = 3;
+/// The node's default `server.store_cache_mb`.
+pub const SOAK_STORE_CACHE_MB_DEFAULT: u64 = 64;
 /// Soak goals (issue 8): RSS flat within 10 % after warm-up, and under 300 log bytes per task.
 pub const SOAK_RSS_GROWTH_GOAL: f64 = 0.10;
 pub const SOAK_LOG_BYTES_PER_TASK_GOAL: f64 = 300.0;

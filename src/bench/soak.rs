@@ -4,9 +4,13 @@
 //! default log level) take a constant open-loop load — `--task-rate` tasks and `--chat-rate`
 //! chat completions per second — for `--minutes`. Every `--sample-secs` it samples the node process (RSS, open file
 //! descriptors, threads from `/proc`), the queue (`GET /api/queue`), the p99 latency of the
-//! submissions and chat calls in that interval, and the size of the node's log. At the end it
-//! prints the table, the growth per hour of RSS after the warm-up ([`SOAK_WARMUP_SHARE`] of the
-//! run), the log bytes per task and the longest log line, against the goals of issue 8.
+//! submissions and chat calls in that interval, the size of the node's log and of its store on
+//! disk. At the end it prints the table, the growth per hour of RSS after the warm-up — the later
+//! of [`SOAK_WARMUP_SHARE`] of the run and the store outgrowing its page cache
+//! ([`SOAK_STORE_WARM_FACTOR`] × `server.store_cache_mb` on disk; before that, sled holds what is
+//! written in memory and RSS follows the data by design) — the log bytes per task and the longest
+//! log line, against the goals of issue 8. A run whose store never warms says so instead of
+//! giving a verdict on RSS.
 //!
 //! A program that prints figures, never a test (the CI's short run asserts only bounds that do
 //! not depend on time: bytes per task, the longest line, descriptors).
@@ -23,7 +27,7 @@ use tokio::sync::Semaphore;
 use super::common::{
     micros, node_config, percentile, start_children, wait_drained, BenchArgs, ScratchDir,
     DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL, SOAK_RSS_GROWTH_GOAL,
-    SOAK_WARMUP_SHARE,
+    SOAK_STORE_CACHE_MB_DEFAULT, SOAK_STORE_WARM_FACTOR, SOAK_WARMUP_SHARE,
 };
 
 /// One row of the soak table.
@@ -45,6 +49,8 @@ pub struct SoakSample {
     pub chat_p99_us: u32,
     /// The node's log size at the sample.
     pub log_bytes: u64,
+    /// The node's store (`<data-dir>/store`) on disk at the sample.
+    pub store_bytes: u64,
 }
 
 /// What the soak measured.
@@ -54,6 +60,10 @@ pub struct SoakReport {
     pub task_rate: u32,
     pub chat_rate: u32,
     pub samples: Vec<SoakSample>,
+    /// Store size on disk from which its page cache counts as warm, and the first sample
+    /// after the warm-up (`None`: the store never got there, so no verdict on RSS).
+    pub store_warm_bytes: u64,
+    pub warm_from_s: Option<u64>,
     pub tasks: u64,
     pub chats: u64,
     pub rejected: u64,
@@ -96,13 +106,29 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     sxy / sxx
 }
 
-/// The samples after the warm-up share of the run (at least the last one).
-pub fn after_warmup(samples: &[SoakSample], share: f64) -> &[SoakSample] {
+/// The samples after the warm-up: from the later of `share` of the run and the first sample
+/// whose store holds `warm_bytes` on disk (at least the last sample of the run's share); `None`
+/// when the store never got there (RSS was still the cache filling).
+pub fn after_warmup(samples: &[SoakSample], share: f64, warm_bytes: u64) -> Option<&[SoakSample]> {
     if samples.is_empty() {
-        return samples;
+        return None;
     }
-    let skip = ((samples.len() as f64) * share).floor() as usize;
-    &samples[skip.min(samples.len() - 1)..]
+    let by_share = (((samples.len() as f64) * share).floor() as usize).min(samples.len() - 1);
+    let by_store = samples.iter().position(|s| s.store_bytes >= warm_bytes)?;
+    Some(&samples[by_share.max(by_store)..])
+}
+
+/// Bytes of the files under `dir` (recursively; unreadable entries count 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 /// Relative change from the first to the last value (0 when the first is 0).
@@ -264,6 +290,9 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
         anyhow::bail!("the node child is not running");
     };
     let log_path = node.log_path().to_path_buf();
+    let store_dir = node.data_dir().join("store");
+    let store_warm_bytes =
+        SOAK_STORE_WARM_FACTOR * (args.store_cache_mb.unwrap_or(SOAK_STORE_CACHE_MB_DEFAULT) << 20);
     let log_size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let log_at_start = log_size(&log_path);
     let (_, fds_before, _) = proc_stats(pid);
@@ -331,6 +360,7 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             task_p99_us: percentile(&iv.task_us, 99.0),
             chat_p99_us: percentile(&iv.chat_us, 99.0),
             log_bytes: log_size(&log_path).saturating_sub(log_at_start),
+            store_bytes: dir_bytes(&store_dir),
         };
         print_row(&s);
         samples.push(s);
@@ -353,7 +383,8 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
     let sum = |f: fn(&SoakSample) -> u64| samples.iter().map(f).sum::<u64>();
     let tasks = sum(|s| s.tasks) + tail.task_us.len() as u64;
     let chats = sum(|s| s.chats) + tail.chat_us.len() as u64;
-    let warm = after_warmup(&samples, SOAK_WARMUP_SHARE);
+    let warm = after_warmup(&samples, SOAK_WARMUP_SHARE, store_warm_bytes).unwrap_or(&[]);
+    let warm_from_s = warm.first().map(|s| s.t_s);
     let points: Vec<(f64, f64)> = warm
         .iter()
         .map(|s| (s.t_s as f64 / 3600.0, s.rss_kb as f64))
@@ -376,6 +407,8 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
             _ => 0.0,
         },
         rss_kb_per_hour: slope(&points),
+        store_warm_bytes,
+        warm_from_s,
         fds_growth: d(|s| s.fds),
         fds_before,
         fds_after,
@@ -390,11 +423,12 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
 }
 
 fn print_header() {
-    println!("6. Soak: constant load, sampled (latencies in ms, RSS in MiB)");
+    println!("6. Soak: constant load, sampled (latencies in ms, RSS and store on disk in MiB)");
     println!(
-        "{:>6} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>9} {:>10}",
+        "{:>6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>9} {:>10}",
         "t(s)",
         "rss",
+        "store",
         "fds",
         "threads",
         "queued",
@@ -411,9 +445,10 @@ fn print_header() {
 
 fn print_row(s: &SoakSample) {
     println!(
-        "{:>6} {:>8.1} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9.2} {:>9.2} {:>10}",
+        "{:>6} {:>8.1} {:>8.1} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9.2} {:>9.2} {:>10}",
         s.t_s,
         s.rss_kb as f64 / 1024.0,
+        s.store_bytes as f64 / (1 << 20) as f64,
         s.fds,
         s.threads,
         s.queued,
@@ -435,14 +470,21 @@ pub fn print(r: &SoakReport) {
         "load: {} tasks/s + {} chats/s for {} min; {} tasks accepted, {} chats answered, {} rejected (503/429), {} errors",
         r.task_rate, r.chat_rate, r.minutes, r.tasks, r.chats, r.rejected, r.errors
     );
-    println!(
-        "RSS after warm-up ({:.0}% of the run): {:+.1}% first to last, {:+.1} MiB per hour (goal: flat within {:.0}%: {})",
-        SOAK_WARMUP_SHARE * 100.0,
-        r.rss_growth * 100.0,
-        r.rss_kb_per_hour / 1024.0,
-        SOAK_RSS_GROWTH_GOAL * 100.0,
-        verdict(r.rss_growth.abs() <= SOAK_RSS_GROWTH_GOAL)
-    );
+    let warm_mb = r.store_warm_bytes as f64 / (1 << 20) as f64;
+    match r.warm_from_s {
+        Some(t) => println!(
+            "RSS after warm-up (from t={t} s: {:.0}% of the run and the store >= {warm_mb:.0} MiB on disk): {:+.1}% first to last, {:+.1} MiB per hour (goal: flat within {:.0}%: {})",
+            SOAK_WARMUP_SHARE * 100.0,
+            r.rss_growth * 100.0,
+            r.rss_kb_per_hour / 1024.0,
+            SOAK_RSS_GROWTH_GOAL * 100.0,
+            verdict(r.rss_growth.abs() <= SOAK_RSS_GROWTH_GOAL)
+        ),
+        None => println!(
+            "RSS: no verdict: the store never reached {warm_mb:.0} MiB on disk ({}x its page cache), so RSS was still the cache filling; run longer, faster or with a smaller --store-cache-mb",
+            SOAK_STORE_WARM_FACTOR
+        ),
+    }
     println!(
         "descriptors {:+}, threads {:+} after warm-up; descriptors {} before the load, {} after it (its connections closed)",
         r.fds_growth, r.threads_growth, r.fds_before, r.fds_after
@@ -485,13 +527,30 @@ mod tests {
     fn warmup_and_growth() {
         let s = |t| SoakSample {
             t_s: t,
+            store_bytes: t * 10,
             ..Default::default()
         };
+        // t = 0..9, the store growing 10 bytes per sample.
         let v: Vec<SoakSample> = (0..10).map(s).collect();
-        assert_eq!(after_warmup(&v, 0.2).first().map(|s| s.t_s), Some(2));
-        assert_eq!(after_warmup(&v[..1], 0.2).len(), 1);
-        assert_eq!(after_warmup(&v, 1.0).len(), 1, "always the last sample");
-        assert!(after_warmup(&[], 0.2).is_empty());
+        let first = |share, warm| {
+            after_warmup(&v, share, warm)
+                .and_then(|w| w.first())
+                .map(|s| s.t_s)
+        };
+        let cases = [
+            // (share, warm bytes, first sample kept)
+            (0.2, 0, Some(2)),  // the share decides
+            (0.2, 50, Some(5)), // the store decides
+            (0.2, 90, Some(9)), // warm at the last sample
+            (0.2, 91, None),    // never warm: no verdict
+            (1.0, 0, Some(9)),  // always the last sample of the share
+            (0.5, 30, Some(5)),
+        ];
+        for (share, warm, want) in cases {
+            assert_eq!(first(share, warm), want, "share {share}, warm {warm}");
+        }
+        assert_eq!(after_warmup(&v[..1], 0.2, 0).map(<[_]>::len), Some(1));
+        assert!(after_warmup(&[], 0.2, 0).is_none());
         assert_eq!(growth(100, 110), 0.1);
         assert_eq!(growth(100, 90), -0.1);
         assert_eq!(growth(0, 90), 0.0);
