@@ -54,6 +54,9 @@ pub enum Scenario {
     /// chapter's §18.3 config): tokens, cost, summary calls, turn latency (`bench::context`).
     /// Not part of `all`.
     Context,
+    /// The knowledge cache: index build time for 100 and 1,000 memory files, memory tokens per
+    /// prompt with and without retrieval (`bench::knowledge`). Not part of `all`.
+    Knowledge,
 }
 
 /// Options of `openclaw-node bench`.
