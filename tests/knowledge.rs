@@ -196,6 +196,16 @@ async fn retrieval_sends_the_topic_chunk_and_a_fraction_of_the_memory() {
         "invalid_request",
     );
     assert_error(
+        "q past its bound",
+        node.get_json(&format!(
+            "/api/agents/main/memory-search?q={}",
+            "a".repeat(4097)
+        ))
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
         "k past its bound",
         node.get_json("/api/agents/main/memory-search?q=x&k=51")
             .await,

@@ -650,14 +650,7 @@ impl Knowledge {
             .iter()
             .map(|p| expand_home(p))
             .collect();
-        self.inner
-            .dirs
-            .iter()
-            .filter(|(_, d)| {
-                paths.is_empty() || paths.iter().any(|p| p.starts_with(d) || d.starts_with(p))
-            })
-            .map(|(a, _)| a.clone())
-            .collect()
+        plan::watched_agents(&self.inner.dirs, &paths)
     }
 
     /// The watcher: builds the indexes (unless `preload_on_startup` did), then re-indexes

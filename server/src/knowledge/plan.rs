@@ -1,12 +1,13 @@
 //! The knowledge cache's decisions (pure): which memory files to (re-)embed, keep or drop given
 //! what the index holds ([`plan`]), which files fit an agent's bounds ([`admit`]), and which
-//! chunks go into a prompt ([`select`]).
+//! chunks go into a prompt ([`select`]), and which agents `watch_paths` covers ([`watched_agents`]).
 //!
 //! A file is re-embedded only when its content hash or the embedding model changed, or when its
 //! last embedding failed (then at most every [`EMBED_RETRY_MS`]) — so a restart re-embeds
 //! nothing that did not change.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// How long after a failed embedding (provider down) a file is tried again; meanwhile it is
 /// searched by BM25 alone.
@@ -67,6 +68,20 @@ pub fn plan(
         .cloned()
         .collect();
     out
+}
+
+/// The agents whose workspace (`dirs`) contains or lies inside one of `watch_paths`; every
+/// agent when `watch_paths` is empty.
+pub fn watched_agents(dirs: &BTreeMap<String, PathBuf>, watch_paths: &[PathBuf]) -> Vec<String> {
+    dirs.iter()
+        .filter(|(_, d)| {
+            watch_paths.is_empty()
+                || watch_paths
+                    .iter()
+                    .any(|p| p.starts_with(d) || d.starts_with(p))
+        })
+        .map(|(a, _)| a.clone())
+        .collect()
 }
 
 /// Which files fit the bounds: `files` are `(name, chunks, bytes)` in index order (kept files
@@ -182,6 +197,34 @@ mod tests {
             assert_eq!(p.embed, *embed, "{h:?} {cur:?}");
             assert_eq!(p.keep, *keep, "{h:?} {cur:?}");
             assert_eq!(p.drop, *drop, "{h:?} {cur:?}");
+        }
+    }
+
+    #[test]
+    fn watched_agents_table() {
+        let dirs: BTreeMap<String, PathBuf> = [
+            ("main", "/d/workspace"),
+            ("ops", "/d/workspace-ops"),
+            ("web", "/srv/web"),
+        ]
+        .iter()
+        .map(|(a, d)| (a.to_string(), PathBuf::from(d)))
+        .collect();
+        // (watch_paths, agents watched)
+        let cases: &[(&[&str], &[&str])] = &[
+            (&[], &["main", "ops", "web"]),
+            (&["/d/workspace/memory/"], &["main"]),
+            (&["/d/workspace"], &["main"]),
+            (&["/d"], &["main", "ops"]),
+            (
+                &["/srv/web/skills", "/d/workspace-ops/memory"],
+                &["ops", "web"],
+            ),
+            (&["/elsewhere"], &[]),
+        ];
+        for (paths, want) in cases {
+            let p: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            assert_eq!(watched_agents(&dirs, &p), *want, "{paths:?}");
         }
     }
 
