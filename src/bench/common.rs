@@ -290,6 +290,43 @@ pub(crate) async fn start_children(
     Ok((sim, node))
 }
 
+/// Submit `body` as a task at `base` and long-poll it until it is final (at most `timeout`);
+/// its view.
+pub(crate) async fn task_final(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let r: Value = client
+        .post(format!("{base}/api/tasks"))
+        .json(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = r["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no task id: {r}"))?
+        .to_string();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v: Value = client
+            .get(format!("{base}/api/tasks/{id}?wait=5"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let st = v["status"].as_str().unwrap_or("");
+        if matches!(st, "succeeded" | "failed" | "cancelled") {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("task {id} did not finish: {v}");
+        }
+    }
+}
+
 /// The node's config: one model `bench` on the simulator, no retries, room for everything.
 /// The policy scenario's node: model `bench` as plain, model `policy` behind a per-model rate
 /// limiter (limits far above the load, so it never waits: this measures its cost, not its

@@ -89,35 +89,13 @@ pub struct Report {
 }
 
 async fn ask(client: &reqwest::Client, base: &str, input: &str) -> anyhow::Result<Value> {
-    let r: Value = client
-        .post(format!("{base}/api/tasks"))
-        .json(&json!({"input": input, "cache": false}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = r["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no task id: {r}"))?
-        .to_string();
-    let deadline = Instant::now() + TASK_TIMEOUT;
-    loop {
-        let v: Value = client
-            .get(format!("{base}/api/tasks/{id}?wait=5"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if matches!(
-            v["status"].as_str().unwrap_or(""),
-            "succeeded" | "failed" | "cancelled"
-        ) {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("task {id} did not finish: {v}");
-        }
-    }
+    task_final(
+        client,
+        base,
+        &json!({"input": input, "cache": false}),
+        TASK_TIMEOUT,
+    )
+    .await
 }
 
 /// Questions on the first 100 topics; (memory tokens, chunks, top-1 hits).
