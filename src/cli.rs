@@ -346,6 +346,25 @@ pub enum MemoryAction {
         #[arg(long, default_value = "main")]
         agent: String,
     },
+    /// The node's knowledge-cache index of an agent's memory: files, chunks, last build.
+    Status {
+        #[command(flatten)]
+        opts: SessionOpts,
+        #[arg(long, default_value = "main")]
+        agent: String,
+    },
+    /// What the knowledge cache retrieves for a query: the best chunks with their scores.
+    Search {
+        #[command(flatten)]
+        opts: SessionOpts,
+        /// The query (as a task's input would be).
+        query: String,
+        #[arg(long, default_value = "main")]
+        agent: String,
+        /// Chunks to show (1..=50).
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

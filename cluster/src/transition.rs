@@ -72,6 +72,7 @@ pub fn finish(
     rec.cache_hit = outcome.cache_hit;
     rec.prompt = outcome.prompt;
     rec.context = outcome.context;
+    rec.memory_chunks = outcome.memory_chunks;
     rec.finished_at_ms = Some(now_ms);
     Ok(rec)
 }

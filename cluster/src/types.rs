@@ -7,7 +7,9 @@
 
 use std::fmt;
 
-use openclaw_proto::api::{ContextCut, FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
+use openclaw_proto::api::{
+    ContextCut, FallbackStep, MemoryChunkRef, PromptBreakdown, TaskErrorView, TokenCounts,
+};
 use openclaw_proto::{CronMark, TaskRecord, TaskStatus};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +76,8 @@ pub struct Outcome {
     pub cache_hit: bool,
     pub prompt: PromptBreakdown,
     pub context: ContextCut,
+    /// The memory chunks the knowledge cache put in the prompt.
+    pub memory_chunks: Vec<MemoryChunkRef>,
 }
 
 impl Outcome {
@@ -93,6 +97,7 @@ impl Outcome {
             cache_hit: false,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
+            memory_chunks: Vec::new(),
         }
     }
 

@@ -198,6 +198,16 @@ pub struct FallbackStep {
     pub reason: String,
 }
 
+/// A memory chunk the knowledge cache put in a task's prompt (`memory_chunks` of the task view):
+/// the memory file, the chunk's heading path (empty before the file's first heading) and its
+/// hybrid retrieval score (0..=1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryChunkRef {
+    pub file: String,
+    pub heading: String,
+    pub score: f32,
+}
+
 /// A task error with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskErrorView {
@@ -236,6 +246,10 @@ pub struct TaskView {
     /// How the context layer cut the prompt (sliding window, summary, compression).
     #[serde(default)]
     pub context: ContextCut,
+    /// The memory chunks the knowledge cache retrieved for the prompt, best first (empty when
+    /// the knowledge cache is off: the prompt then carries the whole memory).
+    #[serde(default)]
+    pub memory_chunks: Vec<MemoryChunkRef>,
     /// RFC 3339 times.
     pub created_at: String,
     pub started_at: Option<String>,

@@ -57,6 +57,55 @@ pub fn check_agent(agent: &str) -> Result<(), String> {
     }
 }
 
+/// Answer of `GET /api/agents/{agent}/memory-index` (`openclaw-node memory status`): the
+/// knowledge cache's index of one agent's memory on the node that answered.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryIndexView {
+    pub agent: String,
+    /// `cache.knowledge_cache.enabled` on that node.
+    pub enabled: bool,
+    pub embedding_model: String,
+    /// Files and chunks indexed, and their bytes (texts and vectors).
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Files whose embedding failed (searched by BM25 alone until a retry succeeds).
+    pub bm25_only_files: u64,
+    /// Files left out of the index (a bound), with the reason.
+    pub skipped: Vec<MemoryIndexSkip>,
+    /// The last build (RFC 3339), how long it took and how many files it embedded.
+    pub last_build_at: Option<String>,
+    pub last_build_ms: Option<u64>,
+    pub last_build_embedded: u64,
+}
+
+/// A memory file the index left out.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryIndexSkip {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Answer of `GET /api/agents/{agent}/memory-search?q=…&k=…` (`openclaw-node memory search`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemorySearchView {
+    pub agent: String,
+    pub query: String,
+    /// True when the query could not be embedded (provider down): BM25 alone ranked.
+    pub bm25_only: bool,
+    pub hits: Vec<MemorySearchHit>,
+}
+
+/// One chunk a search found, best first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemorySearchHit {
+    pub file: String,
+    pub heading: String,
+    pub score: f32,
+    pub tokens: u32,
+    pub text: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ContextCut, FallbackStep, PromptBreakdown, TaskErrorView, TokenCounts};
+use crate::api::{
+    ContextCut, FallbackStep, MemoryChunkRef, PromptBreakdown, TaskErrorView, TokenCounts,
+};
 use crate::{Complexity, Priority};
 
 /// Lifecycle of a task. `Succeeded`, `Failed` and `Cancelled` are final.
@@ -87,6 +89,8 @@ pub struct TaskRecord {
     pub prompt: PromptBreakdown,
     /// How the context layer cut the prompt.
     pub context: ContextCut,
+    /// The memory chunks the knowledge cache put in the prompt, best first.
+    pub memory_chunks: Vec<MemoryChunkRef>,
     pub created_at_ms: u64,
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
@@ -152,6 +156,7 @@ impl TaskRecord {
             cache_hit: false,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
+            memory_chunks: Vec::new(),
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
@@ -204,6 +209,7 @@ mod tests {
             cache_hit: false,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
+            memory_chunks: Vec::new(),
             created_at_ms: 1,
             started_at_ms: None,
             finished_at_ms: None,

@@ -13,7 +13,7 @@
 //! | `openclaw_queue_depth` | gauge | `priority` (`critical` … `background`); alerts use `sum(openclaw_queue_depth)` |
 //! | `openclaw_cache_hit_ratio` | gauge | — hits / lookups since start |
 //! | `openclaw_model_errors_total` | counter | `model`, `reason` (a provider error code) |
-//! | `openclaw_memory_files_total` | gauge | — memory files across agent workspaces |
+//! | `openclaw_memory_files_total` | gauge | — memory files across agent workspaces (the knowledge cache's indexed files while it is on; set by `knowledge`) |
 //! | `openclaw_task_queue_wait_seconds` | histogram, 10 ms … 600 s | `priority` |
 //! | `openclaw_tasks_total` | counter | `priority`, `status` (final task status) |
 //! | `openclaw_preemptions_total` | counter | — |

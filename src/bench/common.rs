@@ -54,6 +54,9 @@ pub enum Scenario {
     /// chapter's §18.3 config): tokens, cost, summary calls, turn latency (`bench::context`).
     /// Not part of `all`.
     Context,
+    /// The knowledge cache: index build time for 100 and 1,000 memory files, memory tokens per
+    /// prompt with and without retrieval (`bench::knowledge`). Not part of `all`.
+    Knowledge,
 }
 
 /// Options of `openclaw-node bench`.
@@ -292,6 +295,43 @@ pub(crate) async fn start_children(
     node.write_config(&config(sim.addr()))?;
     node.start(None).await.context("starting the node child")?;
     Ok((sim, node))
+}
+
+/// Submit `body` as a task at `base` and long-poll it until it is final (at most `timeout`);
+/// its view.
+pub(crate) async fn task_final(
+    client: &reqwest::Client,
+    base: &str,
+    body: &Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let r: Value = client
+        .post(format!("{base}/api/tasks"))
+        .json(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = r["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no task id: {r}"))?
+        .to_string();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v: Value = client
+            .get(format!("{base}/api/tasks/{id}?wait=5"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let st = v["status"].as_str().unwrap_or("");
+        if matches!(st, "succeeded" | "failed" | "cancelled") {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("task {id} did not finish: {v}");
+        }
+    }
 }
 
 /// The node's config: one model `bench` on the simulator, no retries, room for everything.

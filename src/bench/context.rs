@@ -91,33 +91,11 @@ async fn session(
     let mut out = Vec::with_capacity(turns);
     for n in 0..turns {
         let started = Instant::now();
-        let r: Value = client
-            .post(format!("{base}/api/tasks"))
-            .json(&json!({"input": user_turn(s, n), "session_id": format!("bench-{s}"), "cache": false}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = r["id"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no task id: {r}"))?
-            .to_string();
-        let deadline = Instant::now() + TURN_TIMEOUT;
-        let view = loop {
-            let v: Value = client
-                .get(format!("{base}/api/tasks/{id}?wait=5"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            let st = v["status"].as_str().unwrap_or("");
-            if matches!(st, "succeeded" | "failed" | "cancelled") {
-                break v;
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!("turn {n} of session {s} did not finish: {v}");
-            }
-        };
+        let body =
+            json!({"input": user_turn(s, n), "session_id": format!("bench-{s}"), "cache": false});
+        let view = task_final(&client, &base, &body, TURN_TIMEOUT)
+            .await
+            .map_err(|e| anyhow::anyhow!("turn {n} of session {s}: {e}"))?;
         out.push((micros(started.elapsed()) / 1000, view));
     }
     Ok(out)

@@ -1,6 +1,8 @@
 //! One actor per configured agent: owns the agent's workspace (SOUL.md, AGENTS.md, MEMORY.md,
 //! memory/*.md, skills/*) and turns (history, input) into the prompt with the chapter's token
-//! breakdown. The workspace is read at start and re-read on `Reload`.
+//! breakdown. The workspace is read at start and re-read on `Reload`. With the knowledge cache
+//! on, the caller hands in the retrieved memory chunks and they replace the whole memory.
+//! `openclaw_memory_files_total` is kept by the knowledge module (`knowledge::Knowledge`).
 //!
 //! Invariant: no provider call here; building a prompt is CPU work on data in memory.
 
@@ -11,9 +13,8 @@ use openclaw_proto::api::PromptBreakdown;
 use openclaw_proto::openai::ChatMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::agents::prompt::Workspace;
+use crate::agents::prompt::{MemoryPiece, Workspace};
 use crate::config::Config;
-use crate::metrics::metrics;
 
 /// Where an agent's workspace lives: configured, else `<data-dir>/workspace` for `main` and
 /// `<data-dir>/workspace-<name>` for the others.
@@ -36,12 +37,16 @@ pub struct AgentArgs {
 pub struct BuiltPrompt {
     pub messages: Vec<ChatMessage>,
     pub breakdown: PromptBreakdown,
+    /// The knowledge cache's chunks in the memory section (empty: whole memory or none).
+    pub memory_chunks: Vec<openclaw_proto::api::MemoryChunkRef>,
 }
 
 pub enum AgentMsg {
     BuildPrompt {
         history: Vec<ChatMessage>,
         input: String,
+        /// The knowledge cache's chunks to use as the memory section (`None`: whole memory).
+        memory: Option<Vec<MemoryPiece>>,
         reply: RpcReplyPort<BuiltPrompt>,
     },
     /// Re-read the workspace from disk.
@@ -86,36 +91,26 @@ impl Actor for Agent {
             AgentMsg::BuildPrompt {
                 history,
                 input,
+                memory,
                 reply,
             } => {
-                let (messages, breakdown) = state.workspace.build_with(
+                let (messages, breakdown) = state.workspace.build_retrieved(
                     &state.name,
                     &history,
                     &input,
+                    memory.as_deref(),
                     &crate::tokens::count,
                 );
                 let _ = reply.send(BuiltPrompt {
                     messages,
                     breakdown,
+                    memory_chunks: Vec::new(),
                 });
             }
             AgentMsg::Reload => {
-                let old = state.workspace.memory_files() as i64;
                 state.workspace = load(&state.name, &state.dir);
-                metrics().memory_files_total.sub(old);
             }
         }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        metrics()
-            .memory_files_total
-            .sub(state.workspace.memory_files() as i64);
         Ok(())
     }
 }
@@ -124,7 +119,6 @@ fn load(name: &str, dir: &std::path::Path) -> Arc<Workspace> {
     match Workspace::load(dir) {
         Ok(ws) => {
             tracing::info!(agent = %name, dir = %dir.display(), memory_files = ws.memory_files(), "agent workspace loaded");
-            metrics().memory_files_total.add(ws.memory_files() as i64);
             Arc::new(ws)
         }
         Err(e) => {

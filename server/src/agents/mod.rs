@@ -1,6 +1,7 @@
 //! Agents: a workspace turned into a prompt (pure, [`prompt`]), one actor per agent
 //! ([`agent`]) that holds its workspace, and memory files written through the API
-//! ([`memory`]). [`Agents`] is the handle the rest of the node uses.
+//! ([`memory`]). [`Agents`] is the handle the rest of the node uses; with the knowledge cache
+//! it retrieves the memory chunks for the input before the actor builds the prompt.
 
 pub mod agent;
 pub mod memory;
@@ -34,10 +35,11 @@ pub fn child_name(agent: &str) -> String {
     format!("agent:{agent}")
 }
 
-/// The agent actors, by name.
+/// The agent actors, by name, and the knowledge cache their prompts retrieve memory from.
 #[derive(Clone, Default)]
 pub struct Agents {
     pub actors: CurrentMap<AgentMsg>,
+    pub knowledge: Option<crate::knowledge::Knowledge>,
 }
 
 impl Agents {
@@ -48,6 +50,14 @@ impl Agents {
         history: Vec<ChatMessage>,
         input: &str,
     ) -> Result<BuiltPrompt, String> {
+        let retrieved = match &self.knowledge {
+            Some(k) => k.retrieve(agent, input).await,
+            None => None,
+        };
+        let (memory, refs) = match retrieved {
+            Some(r) => (Some(r.pieces), r.refs),
+            None => (None, Vec::new()),
+        };
         for _ in 0..AGENT_ATTEMPTS {
             if let Some(a) = self.actors.get(agent) {
                 let res = ractor::call_t!(
@@ -55,11 +65,13 @@ impl Agents {
                     |reply| AgentMsg::BuildPrompt {
                         history: history.clone(),
                         input: input.to_string(),
+                        memory: memory.clone(),
                         reply,
                     },
                     AGENT_CALL_TIMEOUT_MS
                 );
-                if let Ok(p) = res {
+                if let Ok(mut p) = res {
+                    p.memory_chunks = refs.clone();
                     return Ok(p);
                 }
             }
@@ -68,10 +80,13 @@ impl Agents {
         Err(format!("agent `{agent}` is not available"))
     }
 
-    /// Make `agent` re-read its workspace (a memory file changed).
+    /// Make `agent` re-read its workspace (a memory file changed), and re-index its memory.
     pub fn reload(&self, agent: &str) {
         if let Some(a) = self.actors.get(agent) {
             let _ = a.cast(AgentMsg::Reload);
+        }
+        if let Some(k) = &self.knowledge {
+            k.changed(agent);
         }
     }
 }

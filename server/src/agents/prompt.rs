@@ -13,6 +13,10 @@
 //! the user input; `output` (after the call) and `summary` (the context layer adds the session's
 //! running summary) are left at 0 for the caller to fill in.
 //!
+//! With the knowledge cache on, [`Workspace::build_retrieved`] puts the retrieved chunks
+//! ([`MemoryPiece`], best first, each under `## <file> › <heading>`) in the `# Memory` section
+//! instead of every memory file; `memory` then counts only them.
+//!
 //! Limits: [`MAX_FILE_BYTES`] per file, [`MAX_MEMORY_FILES`] and [`MAX_SKILLS`] files.
 //! Invariant: this module reads files and builds text; it knows nothing about models, sessions
 //! or providers, and it does not choose what to drop when a prompt is too long.
@@ -36,6 +40,14 @@ pub struct WorkspaceFile {
     /// `MEMORY.md`, `memory/<file>.md`, or the skill's name.
     pub name: String,
     pub content: String,
+}
+
+/// A chunk of memory the knowledge cache retrieved for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPiece {
+    pub file: String,
+    pub heading: String,
+    pub text: String,
 }
 
 /// What an agent's workspace folder holds.
@@ -124,7 +136,20 @@ impl Workspace {
         input: &str,
         count: &dyn Fn(&str) -> u32,
     ) -> (Vec<ChatMessage>, PromptBreakdown) {
-        let sections = self.system_sections(agent);
+        self.build_retrieved(agent, history, input, None, count)
+    }
+
+    /// [`build_with`](Self::build_with), with `memory` (when given) as the memory section
+    /// instead of the whole memory (the knowledge cache's retrieved chunks).
+    pub fn build_retrieved(
+        &self,
+        agent: &str,
+        history: &[ChatMessage],
+        input: &str,
+        memory: Option<&[MemoryPiece]>,
+        count: &dyn Fn(&str) -> u32,
+    ) -> (Vec<ChatMessage>, PromptBreakdown) {
+        let sections = self.system_sections(agent, memory);
         let mut breakdown = PromptBreakdown {
             system: count(&sections.system),
             memory: count(&sections.memory),
@@ -146,7 +171,7 @@ impl Workspace {
     }
 
     /// The three parts of the system message; their concatenation is the message text.
-    fn system_sections(&self, agent: &str) -> SystemSections {
+    fn system_sections(&self, agent: &str, retrieved: Option<&[MemoryPiece]>) -> SystemSections {
         let mut system = String::new();
         if let Some(soul) = &self.soul {
             push_section(&mut system, "# Soul", soul);
@@ -158,7 +183,14 @@ impl Workspace {
             system = format!("You are the {agent} agent of OpenClaw.\n\n");
         }
         let mut memory = String::new();
-        if !self.memory.is_empty() {
+        if let Some(pieces) = retrieved {
+            if !pieces.is_empty() {
+                memory.push_str("# Memory\n\n");
+                for p in pieces {
+                    push_section(&mut memory, &piece_heading(p), &p.text);
+                }
+            }
+        } else if !self.memory.is_empty() {
             memory.push_str("# Memory\n\n");
             for f in &self.memory {
                 push_section(&mut memory, &format!("## {}", f.name), &f.content);
@@ -176,6 +208,15 @@ impl Workspace {
             memory,
             tools,
         }
+    }
+}
+
+/// `## <file> › <heading>` (or `## <file>` for text before the file's first heading).
+pub fn piece_heading(p: &MemoryPiece) -> String {
+    if p.heading.is_empty() {
+        format!("## {}", p.file)
+    } else {
+        format!("## {} › {}", p.file, p.heading)
     }
 }
 
@@ -220,8 +261,21 @@ fn is_cjk(c: char) -> bool {
     )
 }
 
+/// How many memory files [`Workspace::load`] would read in `dir` (`MEMORY.md` + `memory/*.md`),
+/// without reading them.
+pub fn memory_file_count(dir: &Path) -> usize {
+    let top = usize::from(dir.join("MEMORY.md").is_file());
+    let memory = list_dir(&dir.join("memory"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, path)| name.ends_with(".md") && path.is_file())
+        .count()
+        .min(MAX_MEMORY_FILES);
+    top + memory
+}
+
 /// `(file name, path)` of the entries of `dir`; empty when it does not exist.
-fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if is_absent(&e) => return Ok(Vec::new()),
@@ -239,7 +293,7 @@ fn list_dir(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 }
 
 /// The first [`MAX_FILE_BYTES`] of `path` as text (invalid UTF-8 replaced), or `None` if absent.
-fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if is_absent(&e) => return Ok(None),
@@ -306,6 +360,7 @@ mod tests {
             ["MEMORY.md", "memory/2026-01-01.md", "memory/2026-02-01.md"]
         );
         assert_eq!(ws.memory_files(), 3);
+        assert_eq!(memory_file_count(d), 3);
         let skills: Vec<(&str, &str)> = ws
             .skills
             .iter()
@@ -448,6 +503,54 @@ mod tests {
         assert_eq!(messages.len(), 2);
         assert_eq!(b.history, 0);
         assert!(b.system > 0 && b.memory > 0 && b.tools > 0 && b.input > 0);
+    }
+
+    #[test]
+    fn retrieved_memory_replaces_the_whole_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "MEMORY.md", "all of the memory");
+        write(dir.path(), "memory/a.md", "file a");
+        let ws = Workspace::load(dir.path()).unwrap();
+        let piece = |file: &str, heading: &str, text: &str| MemoryPiece {
+            file: file.into(),
+            heading: heading.into(),
+            text: text.into(),
+        };
+        // (retrieved, present, absent, memory == 0)
+        type Case<'a> = (Option<Vec<MemoryPiece>>, &'a [&'a str], &'a [&'a str], bool);
+        let cases: Vec<Case> = vec![
+            (
+                None,
+                &["## MEMORY.md\n\nall of the memory", "## memory/a.md"],
+                &[],
+                false,
+            ),
+            (
+                Some(vec![piece("memory/a.md", "Deploy > Ports", "port 8080")]),
+                &["# Memory\n\n## memory/a.md › Deploy > Ports\n\nport 8080"],
+                &["all of the memory", "file a"],
+                false,
+            ),
+            (
+                Some(vec![piece("MEMORY.md", "", "x")]),
+                &["## MEMORY.md\n\nx"],
+                &["all of the memory"],
+                false,
+            ),
+            (Some(vec![]), &[], &["# Memory"], true),
+        ];
+        for (retrieved, present, absent, empty) in cases {
+            let (m, b) = ws.build_retrieved("main", &[], "q", retrieved.as_deref(), &bytes);
+            let text = m[0].text();
+            for p in present {
+                assert!(text.contains(p), "{retrieved:?}: `{p}` not in {text}");
+            }
+            for a in absent {
+                assert!(!text.contains(a), "{retrieved:?}: `{a}` in {text}");
+            }
+            assert_eq!(b.memory == 0, empty);
+            assert_eq!(b.system + b.memory + b.tools, text.len() as u32);
+        }
     }
 
     #[test]

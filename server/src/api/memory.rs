@@ -2,6 +2,8 @@
 //! (`MEMORY.md`, `memory/<name>.md`, `skills/…`). The work is the agents feature's
 //! [`MemoryStore`](crate::agents::memory::MemoryStore) — replicated through Raft in a cluster;
 //! this file reads requests and writes responses. A write's body is the file's text (UTF-8).
+//! Also the knowledge cache's views of this node's index: `GET .../memory-index` and
+//! `GET .../memory-search?q=…&k=…` ([`crate::knowledge::Knowledge`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::Code;
-use super::{ApiError, ApiPath, AppState};
+use super::{ApiError, ApiPath, ApiQuery, AppState};
 
 /// `GET /api/agents/{agent}/memory`: `{"agent", "files": [{"path", "bytes"}]}`.
 pub async fn list(
@@ -73,4 +75,60 @@ fn not_found(agent: &str, path: &str) -> ApiError {
         Code::MemoryNotFound,
         format!("agent {agent} has no memory file {path}"),
     )
+}
+
+fn known_agent(st: &AppState, agent: &str) -> Result<(), ApiError> {
+    if st.app.knowledge.knows(agent) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            Code::UnknownAgent,
+            format!("agent `{agent}` is not configured"),
+        ))
+    }
+}
+
+/// `GET /api/agents/{agent}/memory-index`: files, chunks, bytes and the last build of this
+/// node's index of the agent's memory.
+pub async fn index(
+    State(st): State<AppState>,
+    ApiPath(agent): ApiPath<String>,
+) -> Result<Json<openclaw_proto::memory::MemoryIndexView>, ApiError> {
+    known_agent(&st, &agent)?;
+    Ok(Json(st.app.knowledge.status(&agent)))
+}
+
+/// The longest `q` of a memory search, in bytes.
+pub const SEARCH_QUERY_MAX_BYTES: usize = 4096;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SearchQuery {
+    pub q: Option<String>,
+    pub k: Option<usize>,
+}
+
+/// `GET /api/agents/{agent}/memory-search?q=…&k=…`: the best `k` (1..=50, default 10) chunks
+/// for `q`, with their hybrid scores.
+pub async fn search(
+    State(st): State<AppState>,
+    ApiPath(agent): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<openclaw_proto::memory::MemorySearchView>, ApiError> {
+    known_agent(&st, &agent)?;
+    let query = q.q.unwrap_or_default();
+    if query.trim().is_empty() || query.len() > SEARCH_QUERY_MAX_BYTES {
+        return Err(ApiError::bad_request(
+            Code::InvalidRequest,
+            format!("`q` must be 1 to {SEARCH_QUERY_MAX_BYTES} bytes of text"),
+        ));
+    }
+    let max = crate::knowledge::SEARCH_K_MAX;
+    let k = q.k.unwrap_or(10);
+    if k == 0 || k > max {
+        return Err(ApiError::bad_request(
+            Code::InvalidRequest,
+            format!("`k` must be 1 to {max}"),
+        ));
+    }
+    Ok(Json(st.app.knowledge.search(&agent, &query, k).await))
 }

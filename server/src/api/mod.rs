@@ -74,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/limits", get(limits::limits))
         .route("/api/budget", get(budget::budget))
         .route("/api/agents/{agent}/memory", get(memory::list))
+        .route("/api/agents/{agent}/memory-index", get(memory::index))
+        .route("/api/agents/{agent}/memory-search", get(memory::search))
         .route(
             "/api/agents/{agent}/memory/{*path}",
             get(memory::get_file)
@@ -116,7 +118,12 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
         Some("/api/cache" | "/api/cache/prune") => "cache",
         Some("/api/limits") => "limits",
         Some("/api/budget") => "budget",
-        Some("/api/agents/{agent}/memory" | "/api/agents/{agent}/memory/{*path}") => "memory",
+        Some(
+            "/api/agents/{agent}/memory"
+            | "/api/agents/{agent}/memory/{*path}"
+            | "/api/agents/{agent}/memory-index"
+            | "/api/agents/{agent}/memory-search",
+        ) => "memory",
         Some("/v1/chat/completions") => "chat",
         Some("/v1/messages") => "messages",
         Some("/v1/models" | "/v1/models/{id}") => "models",

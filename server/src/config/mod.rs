@@ -692,9 +692,16 @@ pub struct KnowledgeCache {
     pub rebuild_on_change: bool,
     pub watch_paths: Vec<String>,
     pub preload_on_startup: bool,
-    /// The embedding model memory chunks are indexed with (an `embedding` model).
+    /// The embedding model memory chunks are indexed with (an `embedding` model; default: the
+    /// built-in `text-embedding-3-small`).
     pub embedding_model: Option<String>,
+    /// The most memory tokens a prompt carries when the knowledge cache retrieves
+    /// ([`MEMORY_TOKENS_RANGE`]).
+    pub max_memory_tokens: u32,
 }
+
+/// The accepted range of `cache.knowledge_cache.max_memory_tokens`.
+pub const MEMORY_TOKENS_RANGE: std::ops::RangeInclusive<u32> = 64..=200_000;
 
 impl Default for KnowledgeCache {
     fn default() -> Self {
@@ -705,6 +712,7 @@ impl Default for KnowledgeCache {
             watch_paths: Vec::new(),
             preload_on_startup: false,
             embedding_model: None,
+            max_memory_tokens: 2_000,
         }
     }
 }
@@ -1230,6 +1238,17 @@ impl Config {
     pub fn validate(self) -> Result<Config, ConfigError> {
         fn bad(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
             ConfigError::invalid(path, reason)
+        }
+        let mt = self.cache.knowledge_cache.max_memory_tokens;
+        if !MEMORY_TOKENS_RANGE.contains(&mt) {
+            return Err(bad(
+                "cache.knowledge_cache.max_memory_tokens",
+                format!(
+                    "{mt} is outside {}..={}",
+                    MEMORY_TOKENS_RANGE.start(),
+                    MEMORY_TOKENS_RANGE.end()
+                ),
+            ));
         }
         if !is_host_port(&self.server.listen) {
             return Err(bad(
@@ -1907,10 +1926,27 @@ impl Config {
                 .to_string(),
             );
         }
-        if self.cache.knowledge_cache != KnowledgeCache::default() {
+        let kc = &self.cache.knowledge_cache;
+        if kc.index_format != "embeddings" {
+            warn(
+                "cache.knowledge_cache.index_format",
+                format!(
+                    "`{}` is not supported: the index is always `embeddings` (chunk vectors + BM25)",
+                    kc.index_format
+                ),
+            );
+        }
+        if !kc.enabled && *kc != KnowledgeCache::default() {
             warn(
                 "cache.knowledge_cache",
-                "not active yet: parsed and validated only".to_string(),
+                "set but `enabled` is false: every prompt carries the whole memory".to_string(),
+            );
+        }
+        if kc.enabled && !kc.rebuild_on_change && !kc.watch_paths.is_empty() {
+            warn(
+                "cache.knowledge_cache.watch_paths",
+                "not polled: `rebuild_on_change` is false (only memory API writes re-index)"
+                    .to_string(),
             );
         }
         if let Some(f) = &self.channels.feishu {
@@ -2294,6 +2330,16 @@ mod tests {
                 "session.sessions_max",
                 "between 1 and",
             ),
+            (
+                json!({"cache": {"knowledge_cache": {"max_memory_tokens": 63}}}),
+                "cache.knowledge_cache.max_memory_tokens",
+                "outside 64..=200000",
+            ),
+            (
+                json!({"cache": {"knowledge_cache": {"max_memory_tokens": 200_001}}}),
+                "cache.knowledge_cache.max_memory_tokens",
+                "outside 64..=200000",
+            ),
         ];
         for (v, path, words) in cases {
             let e = err_of(v.clone());
@@ -2470,10 +2516,21 @@ mod tests {
             (
                 json!({"cache": {"request_cache": {"similarity_threshold": 0.5}, "knowledge_cache": {"enabled": true}}}),
                 false,
+                vec!["cache.request_cache.similarity_threshold"],
+            ),
+            // The knowledge cache acts on its keys; what it cannot act on is warned.
+            (
+                json!({"cache": {"knowledge_cache": {"enabled": true, "index_format": "bm25", "rebuild_on_change": false, "watch_paths": ["/x"]}}}),
+                false,
                 vec![
-                    "cache.request_cache.similarity_threshold",
-                    "cache.knowledge_cache",
+                    "cache.knowledge_cache.index_format",
+                    "cache.knowledge_cache.watch_paths",
                 ],
+            ),
+            (
+                json!({"cache": {"knowledge_cache": {"preload_on_startup": true}}}),
+                false,
+                vec!["cache.knowledge_cache"],
             ),
             (
                 json!({"cache": {"request_cache": {"embedding_model": "text-embedding-3-small"}}}),

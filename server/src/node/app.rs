@@ -30,6 +30,8 @@ pub struct App {
     pub limits: RateLimits,
     pub cache: RequestCache,
     pub agents: Agents,
+    /// The knowledge cache (agent memory retrieval).
+    pub knowledge: crate::knowledge::Knowledge,
     pub sessions: Sessions,
     /// Agent memory written through the API (replicated in a cluster).
     pub memory: Arc<dyn crate::agents::memory::MemoryStore>,

@@ -339,9 +339,29 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         );
         Arc::new(Feishu::new(fc.clone(), secrets, client, tasks.clone()))
     });
+    // The knowledge cache (cache.knowledge_cache): the agents' memory indexes, persisted in the
+    // store; acting only while enabled (it reads the config in force).
+    let knowledge = crate::knowledge::Knowledge::new(
+        cfg_cell.clone(),
+        calls.clone(),
+        budget.clone(),
+        store
+            .index_tree(crate::knowledge::index::TREE)
+            .context("opening the knowledge index")?,
+        crate::agents::agent_names(&cfg)
+            .into_iter()
+            .map(|name| {
+                let dir = crate::agents::agent::workspace_dir(&cfg, &opts.data_dir, &name);
+                (name, dir)
+            })
+            .collect(),
+    );
     let runner = Runner {
         tasks: tasks.clone(),
-        agents: Agents::default(),
+        agents: Agents {
+            knowledge: Some(knowledge.clone()),
+            ..Agents::default()
+        },
         calls: calls.clone(),
         budget: budget.clone(),
         cache: RequestCache::default(),
@@ -406,6 +426,11 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
     let supervisor = tree::start_tree(tree)
         .await
         .context("starting the actors")?;
+    // preload_on_startup: the indexes are built before `/ready` answers 200.
+    if cfg.cache.knowledge_cache.enabled && cfg.cache.knowledge_cache.preload_on_startup {
+        knowledge.build_all().await;
+    }
+    knowledge.spawn_watcher(shutdown.clone());
     let cron = crate::cron::Cron {
         cfg: cfg_cell.clone(),
         node: node.clone(),
@@ -463,6 +488,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         limits,
         cache: runner.cache.clone(),
         agents: runner.agents.clone(),
+        knowledge,
         sessions: runner.sessions.clone(),
         memory,
         cron: cron.clone(),

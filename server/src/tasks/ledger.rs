@@ -537,6 +537,7 @@ mod tests {
             cache_hit: false,
             prompt: PromptBreakdown::default(),
             context: Default::default(),
+            memory_chunks: Vec::new(),
         }
     }
 

@@ -38,6 +38,7 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         preemptions: r.preemptions,
         prompt: r.prompt,
         context: r.context,
+        memory_chunks: r.memory_chunks.clone(),
         created_at: rfc3339(r.created_at_ms),
         started_at: r.started_at_ms.map(rfc3339),
         finished_at: r.finished_at_ms.map(rfc3339),

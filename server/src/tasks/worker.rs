@@ -341,6 +341,8 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return Ok(Outcome::failed("agent_unavailable", e)),
     };
+    // The knowledge cache's chunks (empty when it is off), reported on every outcome below.
+    let chunks = prompt.memory_chunks.clone();
     let prompt_tokens = u64::from(
         prompt.breakdown.system
             + prompt.breakdown.memory
@@ -386,6 +388,7 @@ async fn execute(
         out.model = Some(route.model.clone());
         out.route = Some(route.reason.label());
         out.prompt = breakdown;
+        out.memory_chunks = chunks.clone();
         out
     };
     let limits = context::limits_for(&cfg, &route.model, rec.max_tokens);
@@ -476,6 +479,7 @@ async fn execute(
         out.model = Some(route.model.clone());
         out.route = Some(route.reason.label());
         out.prompt = breakdown;
+        out.memory_chunks = chunks.clone();
         out.context = cut;
         keep_summary_of_failed_turn(rt, rec, turn).await;
         return Ok(out);
@@ -500,6 +504,7 @@ async fn execute(
                 cache_hit: true,
                 prompt: breakdown,
                 context: cut,
+                memory_chunks: chunks.clone(),
             });
         }
     }
@@ -557,6 +562,7 @@ async fn execute(
                 cache_hit: false,
                 prompt: breakdown,
                 context: cut,
+                memory_chunks: chunks.clone(),
             }
         }
         Err(f) => {
@@ -569,6 +575,7 @@ async fn execute(
             out.route = Some(route.reason.label());
             out.fallbacks = f.fallbacks;
             out.prompt = breakdown;
+            out.memory_chunks = chunks.clone();
             out.context = cut;
             drop(held);
             keep_summary_of_failed_turn(rt, rec, turn).await;
