@@ -70,6 +70,7 @@ pub fn finish(
     rec.cost_usd = outcome.cost_usd;
     rec.error = outcome.error;
     rec.cache_hit = outcome.cache_hit;
+    rec.cache_score = outcome.cache_score;
     rec.prompt = outcome.prompt;
     rec.context = outcome.context;
     rec.finished_at_ms = Some(now_ms);

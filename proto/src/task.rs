@@ -84,6 +84,9 @@ pub struct TaskRecord {
     pub epoch: u64,
     pub error: Option<TaskErrorView>,
     pub cache_hit: bool,
+    /// Under the `semantic` cache strategy: the similarity of the query that hit (1.0 for an
+    /// identical one).
+    pub cache_score: Option<f64>,
     pub prompt: PromptBreakdown,
     /// How the context layer cut the prompt.
     pub context: ContextCut,
@@ -150,6 +153,7 @@ impl TaskRecord {
             epoch: 0,
             error: None,
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
             created_at_ms: 0,
@@ -202,6 +206,7 @@ mod tests {
             epoch: 0,
             error: None,
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
             created_at_ms: 1,

@@ -20,6 +20,8 @@
 //!    snapshot size per step, old-task GET latency, a joiner's catch-up — see `retention`.
 //! 8. `context` (by name only): `--sessions` × `--turns` conversation turns with context
 //!    management off, then on — tokens, cost, summary calls, turn latency — see `context`.
+//! 9. `semantic-cache` (by name only): precision/recall of the semantic request cache on the
+//!    labelled pairs, and its vector index's latency at 10k/100k entries — see `semantic`.
 //!
 //! The node children log at the default level (`info`), as an operator runs them: a defect that
 //! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
@@ -29,12 +31,14 @@
 //! Invariant: the bench talks to the node only over HTTP, like any client.
 //!
 //! Files: `common` (options, bounds, statistics, children, client), `single` (the four
-//! single-node scenarios), `cluster`, `soak`, `retention`, `context`. This file only dispatches.
+//! single-node scenarios), `cluster`, `soak`, `retention`, `context`, `semantic`. This file
+//! only dispatches.
 
 mod cluster;
 mod common;
 mod context;
 mod retention;
+mod semantic;
 mod single;
 mod soak;
 
@@ -58,7 +62,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             || (args.scenario == Scenario::All
                 && !matches!(
                     s,
-                    Scenario::Cluster | Scenario::Soak | Scenario::Retention | Scenario::Context
+                    Scenario::Cluster
+                        | Scenario::Soak
+                        | Scenario::Retention
+                        | Scenario::Context
+                        | Scenario::SemanticCache
                 ))
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
@@ -120,6 +128,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let rows = context::run(&args).await?;
         context::print(&rows, &args);
         out["context"] = serde_json::to_value(&rows)?;
+    }
+    if wants(Scenario::SemanticCache) {
+        let report = semantic::run(&args).await?;
+        semantic::print(&report);
+        out["semantic_cache"] = serde_json::to_value(&report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
