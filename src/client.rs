@@ -340,16 +340,8 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
         if opts.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
-            let strategy = if s.strategy == s.active_strategy {
-                s.strategy.clone()
-            } else {
-                format!(
-                    "{} (not active yet; using {})",
-                    s.strategy, s.active_strategy
-                )
-            };
             println!("enabled     {}", s.enabled);
-            println!("strategy    {strategy}");
+            println!("strategy    {}", s.active_strategy);
             println!("entries     {}", s.entries);
             println!(
                 "size        {} / {} bytes ({:.1}%)",
@@ -366,6 +358,20 @@ pub async fn cache(args: CacheArgs) -> anyhow::Result<i32> {
                 "lookups     {} hits, {} misses (hit ratio {:.3})",
                 s.hits, s.misses, s.hit_ratio
             );
+            let h = s.hits_by_strategy;
+            println!(
+                "hits by     exact {}, template {}, semantic {}",
+                h.exact, h.template, h.semantic
+            );
+            if s.strategy == "semantic" {
+                println!(
+                    "semantic    {} entries in {} partitions; {} embedding calls ({} failed)",
+                    s.semantic_entries,
+                    s.semantic_partitions,
+                    s.embedding_calls,
+                    s.embedding_failures
+                );
+            }
             println!("dropped     {} evicted, {} expired", s.evictions, s.expired);
         }
     } else {

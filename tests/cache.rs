@@ -398,11 +398,16 @@ fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_cache_stats_prune_clear() {
     let sim = Sim::start(&[]).await;
-    let node = Node::start(&cache_cfg(&sim, json!({"hash_strategy": "semantic"}))).await;
+    let mut cfg = cache_cfg(
+        &sim,
+        json!({"hash_strategy": "semantic", "embedding_model": "emb"}),
+    );
+    cfg["models"]["emb"] = json!({"provider": "sim", "base_url": sim.base_url(),
+        "price": {"input": 0.0, "output": 0.0}, "kind": "embedding", "dimensions": 64});
+    let node = Node::start(&cfg).await;
     assert!(
-        node.stderr()
-            .contains("semantic cache strategy is not active yet; using exact"),
-        "start-up warning:\n{}",
+        !node.stderr().contains("not active yet"),
+        "no start-up warning:\n{}",
         node.stderr()
     );
     run_task(&node, json!({"input": "one"})).await;
@@ -423,11 +428,24 @@ async fn cli_cache_stats_prune_clear() {
     );
     assert_eq!(
         (s["strategy"].as_str(), s["active_strategy"].as_str()),
-        (Some("semantic"), Some("exact"))
+        (Some("semantic"), Some("semantic"))
+    );
+    // The repeated input is found by its key, without comparing vectors.
+    assert_eq!(
+        (
+            s["hits_by_strategy"]["exact"].as_u64(),
+            s["hits_by_strategy"]["semantic"].as_u64(),
+            s["semantic_entries"].as_u64(),
+            s["embedding_calls"].as_u64(),
+        ),
+        (Some(1), Some(0), Some(2), Some(2)),
+        "{s}"
     );
     let (ok, out, _) = cli(&node, &["stats"]);
     assert!(
-        ok && out.contains("not active yet") && out.contains("entries     2"),
+        ok && out.contains("strategy    semantic")
+            && out.contains("hits by     exact 1, template 0, semantic 0")
+            && out.contains("entries     2"),
         "{out}"
     );
 

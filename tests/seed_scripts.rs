@@ -120,6 +120,7 @@ fn entry(i: usize, ts: NaiveDateTime, model: &str, input: u64, output: u64) -> A
         cost_usd: (input as f64 * pin + output as f64 * pout) / 1_000_000.0,
         latency_ms: 100 + i as u64,
         cache: CacheOutcome::from_hit(i % 4 == 0),
+        cache_score: None,
         status: if i % 7 == 0 { "timeout" } else { "ok" }.into(),
         attempt: 1 + (i % 2) as u32,
         fallback_from: (i % 6 == 0).then(|| "gpt-4o".to_string()),

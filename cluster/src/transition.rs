@@ -70,6 +70,7 @@ pub fn finish(
     rec.cost_usd = outcome.cost_usd;
     rec.error = outcome.error;
     rec.cache_hit = outcome.cache_hit;
+    rec.cache_score = outcome.cache_score;
     rec.prompt = outcome.prompt;
     rec.context = outcome.context;
     rec.memory_chunks = outcome.memory_chunks;

@@ -74,6 +74,7 @@ pub struct Outcome {
     pub cost_usd: f64,
     pub error: Option<TaskErrorView>,
     pub cache_hit: bool,
+    pub cache_score: Option<f64>,
     pub prompt: PromptBreakdown,
     pub context: ContextCut,
     /// The memory chunks the knowledge cache put in the prompt.
@@ -95,6 +96,7 @@ impl Outcome {
                 message: message.into(),
             }),
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
             memory_chunks: Vec::new(),

@@ -241,6 +241,10 @@ pub struct TaskView {
     pub session_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub cache_hit: bool,
+    /// Under the `semantic` cache strategy, the similarity of the cached query the answer
+    /// came from (absent otherwise).
+    #[serde(default)]
+    pub cache_score: Option<f64>,
     pub preemptions: u32,
     pub prompt: PromptBreakdown,
     /// How the context layer cut the prompt (sliding window, summary, compression).
@@ -296,7 +300,7 @@ pub struct CacheStats {
     pub enabled: bool,
     /// The configured strategy (`exact`, `template`, `semantic`).
     pub strategy: String,
-    /// The strategy in force (`semantic` is not active yet: `exact`).
+    /// The strategy in force.
     pub active_strategy: String,
     pub entries: u64,
     pub bytes: u64,
@@ -309,6 +313,27 @@ pub struct CacheStats {
     /// Entries evicted to stay under `max_bytes`, and entries dropped as stale, since start.
     pub evictions: u64,
     pub expired: u64,
+    /// Hits since start by what found them (`hits` is their sum).
+    #[serde(default)]
+    pub hits_by_strategy: CacheHitsByStrategy,
+    /// Entries with a query vector (findable by similarity), and their partitions.
+    #[serde(default)]
+    pub semantic_entries: u64,
+    #[serde(default)]
+    pub semantic_partitions: u64,
+    /// The semantic cache's own embedding calls since start, and how many failed (each a miss).
+    #[serde(default)]
+    pub embedding_calls: u64,
+    #[serde(default)]
+    pub embedding_failures: u64,
+}
+
+/// Request-cache hits by strategy (`GET /api/cache`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheHitsByStrategy {
+    pub exact: u64,
+    pub template: u64,
+    pub semantic: u64,
 }
 
 /// Answer of `POST /api/cache/prune` and `DELETE /api/cache`.

@@ -12,7 +12,9 @@ use serde::{de::DeserializeOwned, Serialize};
 ///    (context management).
 /// 5: `TaskRecord` gained `cron` (the cron firing that created it); the cluster state gained the
 /// cron marks.
-/// 6: `TaskRecord` and the cluster's `Outcome` gained `memory_chunks` (knowledge cache).
+/// 6: `TaskRecord` and the cluster's `Outcome` gained `memory_chunks` (knowledge cache) and
+///    `cache_score` (semantic request cache); the request cache's entries gained `semantic`
+///    (partition and query vector).
 pub const ENVELOPE_VERSION: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]

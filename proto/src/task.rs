@@ -86,6 +86,9 @@ pub struct TaskRecord {
     pub epoch: u64,
     pub error: Option<TaskErrorView>,
     pub cache_hit: bool,
+    /// Under the `semantic` cache strategy: the similarity of the query that hit (1.0 for an
+    /// identical one).
+    pub cache_score: Option<f64>,
     pub prompt: PromptBreakdown,
     /// How the context layer cut the prompt.
     pub context: ContextCut,
@@ -154,6 +157,7 @@ impl TaskRecord {
             epoch: 0,
             error: None,
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
             memory_chunks: Vec::new(),
@@ -207,6 +211,7 @@ mod tests {
             epoch: 0,
             error: None,
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: ContextCut::default(),
             memory_chunks: Vec::new(),

@@ -113,6 +113,10 @@ pub struct AuditEntry {
     pub cost_usd: f64,
     pub latency_ms: u64,
     pub cache: CacheOutcome,
+    /// A request-cache hit under the `semantic` strategy: the similarity of the cached query
+    /// (1.0 for an identical one). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_score: Option<f64>,
     /// [`STATUS_OK`] or an error code (`timeout`, `rate_limited`, ...).
     pub status: String,
     /// 1 for the first try.
@@ -513,6 +517,7 @@ mod tests {
             cost_usd: 0.000_123,
             latency_ms: 42,
             cache: CacheOutcome::from_hit(i % 3 == 0),
+            cache_score: None,
             status: STATUS_OK.into(),
             attempt: 1,
             fallback_from: if i % 5 == 0 {

@@ -22,6 +22,8 @@
 //! | `openclaw_supervisor_restarts_total` | counter | `actor` (actor kind, not instance id) |
 //! | `openclaw_callback_deliveries_total` | counter | `outcome` (`delivered`, `retried`, `failed`) |
 //! | `openclaw_cache_requests_total` | counter | `result` (`hit`, `miss`) |
+//! | `openclaw_cache_hits_total` | counter | `strategy` (`exact`, `template`, `semantic`): what found the hit |
+//! | `openclaw_cache_embeddings_total` | counter | `result` (`ok`, `failed`): the semantic cache's own embedding calls (a failure is a miss) |
 //! | `openclaw_http_in_flight` | gauge | — |
 //! | `openclaw_model_breaker_state` | gauge | `model`; 0 closed, 1 open, 2 half-open |
 //! | `openclaw_fallbacks_total` | counter | `from`, `to` (configured models), `reason` (a provider error code or `circuit_open`) |
@@ -113,6 +115,8 @@ pub struct Metrics {
     pub supervisor_restarts_total: IntCounterVec,
     pub callback_deliveries_total: IntCounterVec,
     pub cache_requests_total: IntCounterVec,
+    pub cache_hits_total: IntCounterVec,
+    pub cache_embeddings_total: IntCounterVec,
     pub http_in_flight: IntGauge,
     pub model_breaker_state: IntGaugeVec,
     pub fallbacks_total: IntCounterVec,
@@ -326,6 +330,18 @@ impl Metrics {
                 "Request cache lookups, by result (hit, miss).",
                 &["result"],
             ),
+            cache_hits_total: counter_vec(
+                &r,
+                "openclaw_cache_hits_total",
+                "Request cache hits, by the strategy that found them (exact, template, semantic).",
+                &["strategy"],
+            ),
+            cache_embeddings_total: counter_vec(
+                &r,
+                "openclaw_cache_embeddings_total",
+                "Embedding calls made by the semantic request cache, by result (ok, failed).",
+                &["result"],
+            ),
             http_in_flight: int_gauge(
                 &r,
                 "openclaw_http_in_flight",
@@ -468,6 +484,12 @@ impl Metrics {
         for result in ["hit", "miss"] {
             m.cache_requests_total.with_label_values(&[result]);
         }
+        for strategy in ["exact", "template", "semantic"] {
+            m.cache_hits_total.with_label_values(&[strategy]);
+        }
+        for result in ["ok", "failed"] {
+            m.cache_embeddings_total.with_label_values(&[result]);
+        }
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
         }
@@ -550,6 +572,19 @@ impl Metrics {
         }
     }
 
+    /// A request-cache hit found by `strategy` (`exact`, `template`, `semantic`).
+    pub fn observe_cache_hit_strategy(&self, strategy: &str) {
+        self.cache_hits_total.with_label_values(&[strategy]).inc();
+    }
+
+    /// One embedding call of the semantic request cache.
+    pub fn observe_cache_embedding(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.cache_embeddings_total
+            .with_label_values(&[result])
+            .inc();
+    }
+
     /// The queue depth of one level.
     pub fn set_queue_depth(&self, priority: Priority, depth: usize) {
         self.queue_depth
@@ -607,7 +642,9 @@ mod tests {
         "openclaw_memory_files_total",
     ];
 
-    const OUR_METRICS: [&str; 10] = [
+    const OUR_METRICS: [&str; 12] = [
+        "openclaw_cache_hits_total",
+        "openclaw_cache_embeddings_total",
         "openclaw_model_breaker_state",
         "openclaw_task_queue_wait_seconds",
         "openclaw_tasks_total",

@@ -30,7 +30,10 @@ Examples:
   ./target/release/openclaw-node bench --scenario cluster --duration-secs 10 --failovers 3
   ./target/release/openclaw-node bench --scenario soak --minutes 30 --task-rate 200 --chat-rate 200
   ./target/release/openclaw-node bench --scenario retention --retained 10000,100000,1000000
-  ./target/release/openclaw-node bench --scenario context --sessions 20 --turns 40";
+  ./target/release/openclaw-node bench --scenario context --sessions 20 --turns 40
+  ./target/release/openclaw-node bench --scenario semantic-cache
+  ./target/release/openclaw-node bench --scenario semantic-cache \
+      --embeddings-url http://localhost:11434/v1 --embedding-model nomic-embed-text";
 
 /// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -57,6 +60,12 @@ pub enum Scenario {
     /// The knowledge cache: index build time for 100 and 1,000 memory files, memory tokens per
     /// prompt with and without retrieval (`bench::knowledge`). Not part of `all`.
     Knowledge,
+    /// The semantic request cache: precision/recall on the labelled pairs at the threshold and
+    /// a sweep, and the vector index's insert/lookup latency at 10k and 100k entries
+    /// (`bench::semantic`). Not part of `all`.
+    #[value(name = "semantic-cache")]
+    #[serde(rename = "semantic-cache")]
+    SemanticCache,
 }
 
 /// Options of `openclaw-node bench`.
@@ -128,6 +137,20 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 40)]
     pub turns: usize,
     /// Also print the results as one JSON document at the end.
+    /// semantic-cache: the labelled pairs (JSON lines `{"a","b","paraphrase"}`); default the
+    /// repository's `bench/semantic_pairs.jsonl`.
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// semantic-cache: an OpenAI-compatible base URL (`…/v1`) to embed with instead of the
+    /// simulator's lexical embeddings (`OPENAI_API_KEY` is sent if set).
+    #[arg(long)]
+    pub embeddings_url: Option<String>,
+    /// semantic-cache: the model asked of `--embeddings-url`.
+    #[arg(long, default_value = "text-embedding-3-small")]
+    pub embedding_model: String,
+    /// semantic-cache: the threshold reported first (default: `similarity_threshold`'s default).
+    #[arg(long)]
+    pub threshold: Option<f32>,
     #[arg(long)]
     pub json: bool,
 }

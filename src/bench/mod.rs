@@ -22,6 +22,8 @@
 //!    management off, then on — tokens, cost, summary calls, turn latency — see `context`.
 //! 9. `knowledge` (by name only): the knowledge cache's index build time for 100 and 1,000
 //!    memory files, and memory tokens per prompt with and without retrieval — see `knowledge`.
+//! 10. `semantic-cache` (by name only): precision/recall of the semantic request cache on the
+//!    labelled pairs, and its vector index's latency at 10k/100k entries — see `semantic`.
 //!
 //! The node children log at the default level (`info`), as an operator runs them: a defect that
 //! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
@@ -31,13 +33,15 @@
 //! Invariant: the bench talks to the node only over HTTP, like any client.
 //!
 //! Files: `common` (options, bounds, statistics, children, client), `single` (the four
-//! single-node scenarios), `cluster`, `soak`, `retention`, `context`, `knowledge`. This file only dispatches.
+//! single-node scenarios), `cluster`, `soak`, `retention`, `context`, `knowledge`, `semantic`.
+//! This file only dispatches.
 
 mod cluster;
 mod common;
 mod context;
 mod knowledge;
 mod retention;
+mod semantic;
 mod single;
 mod soak;
 
@@ -66,6 +70,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                         | Scenario::Retention
                         | Scenario::Context
                         | Scenario::Knowledge
+                        | Scenario::SemanticCache
                 ))
     };
     // The latency, sweep and task scenarios share one node; the policy scenario starts its own.
@@ -132,6 +137,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let report = knowledge::run(&args).await?;
         knowledge::print(&report);
         out["knowledge"] = serde_json::to_value(&report)?;
+    }
+    if wants(Scenario::SemanticCache) {
+        let report = semantic::run(&args).await?;
+        semantic::print(&report);
+        out["semantic_cache"] = serde_json::to_value(&report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

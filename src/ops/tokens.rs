@@ -421,6 +421,7 @@ pub(crate) mod tests {
             } else {
                 CacheOutcome::Miss
             },
+            cache_score: None,
             status: status.into(),
             attempt: 1,
             fallback_from: None,

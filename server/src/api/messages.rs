@@ -58,12 +58,12 @@ async fn serve(
     let ApiJson(mreq) = body?;
     let req = to_chat_request(&mreq)?;
     let app = st.app.clone();
-    let (meta, cache_key) = openai::prepare(&app, &headers, &req, "msg")?;
+    let (meta, cache_probe) = openai::prepare(&app, &headers, &req, "msg")?;
     crate::activity::bump(&crate::activity::activity().chat_calls);
     let id = format!("msg_{}", meta.request_id.trim_start_matches("msg-"));
     let prompt_estimate = u64::from(crate::tokens::count_messages(&req.messages));
     let span = tracing::info_span!("messages", request = %meta.request_id, model = %req.model, stream = req.stream);
-    let served = openai::run_chat(app, meta, req, cache_key)
+    let served = openai::run_chat(app, meta, req, cache_probe)
         .instrument(span)
         .await?;
     let mut http = match served.body {
@@ -107,8 +107,8 @@ async fn serve(
         &served.provider,
         &served.fallbacks,
     );
-    if let Some(hit) = served.cache {
-        openai::set_cache_header(&mut http, hit);
+    if let Some(v) = &served.cache {
+        openai::set_cache_header(&mut http, v);
     }
     Ok(http)
 }

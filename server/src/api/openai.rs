@@ -14,10 +14,12 @@
 //! the client gets it as a last chunk with `"choices": []` only when it asked with
 //! `stream_options.include_usage: true` ([`split_usage`], pure).
 //!
-//! With `cache.request_cache.enabled`, the request cache is looked in first (`exact` key of the
-//! requested model; opt out with `Cache-Control: no-cache` or `X-OpenClaw-Cache: off`): a hit is
-//! answered from the cache — as JSON, or replayed as SSE chunks for `stream: true` — and a
-//! clean answer is stored. `X-OpenClaw-Cache: hit|miss` says which; `X-OpenClaw-Provider` (and
+//! With `cache.request_cache.enabled`, the request cache is looked in first (its probe: the
+//! `exact` key of the requested model, or under `semantic` the agent's partition and the last
+//! user message compared by embedding — `crate::cache`; opt out with `Cache-Control: no-cache`
+//! or `X-OpenClaw-Cache: off`): a hit is answered from the cache — as JSON, or replayed as SSE
+//! chunks for `stream: true` — and a clean answer is stored. `X-OpenClaw-Cache: hit|miss` says
+//! which (`hit; strategy=semantic; score=0.97` under `semantic`); `X-OpenClaw-Provider` (and
 //! `provider` in a JSON body) names the provider serving the model, `sim` for the simulator.
 
 use std::convert::Infallible;
@@ -112,8 +114,8 @@ pub async fn chat_completions(
         &served.provider,
         &served.fallbacks,
     );
-    if let Some(hit) = served.cache {
-        set_cache_header(&mut http, hit);
+    if let Some(v) = &served.cache {
+        set_cache_header(&mut http, v);
     }
     Ok(http)
 }
@@ -213,7 +215,7 @@ pub fn prepare(
     headers: &HeaderMap,
     req: &ChatCompletionRequest,
     id_prefix: &str,
-) -> Result<(CallMeta, Option<String>), ApiError> {
+) -> Result<(CallMeta, Option<crate::cache::Probe>), ApiError> {
     let cfg = app.cfg.get();
     let source_header = match headers.get(SOURCE_HEADER) {
         None => None,
@@ -240,9 +242,9 @@ pub fn prepare(
         purpose: None,
     };
     let rc = &cfg.cache.request_cache;
-    let cache_key = (rc.enabled && !cache_opt_out(headers))
-        .then(|| cache::key_for(cache::Strategy::of(rc), &req.model, req, None));
-    Ok((meta, cache_key))
+    let cache_probe = (rc.enabled && !cache_opt_out(headers))
+        .then(|| crate::cache::probe(rc, &req.model, &meta.agent, req, None));
+    Ok((meta, cache_probe))
 }
 
 /// `Cache-Control: no-cache` / `no-store` or `X-OpenClaw-Cache: off` skip the request cache.
@@ -278,13 +280,14 @@ pub enum Served {
 }
 
 /// What [`run_chat`] answers: the body, the model that answered and its provider, the moves
-/// along the fallback chain, and whether the request cache hit (`None`: not looked in).
+/// along the fallback chain, and the request cache's `X-OpenClaw-Cache` answer (`miss`, `hit`,
+/// `hit; strategy=semantic; score=0.97`; `None`: not looked in).
 pub struct ChatServed {
     pub body: Served,
     pub model: String,
     pub provider: String,
     pub fallbacks: Vec<openclaw_proto::api::FallbackStep>,
-    pub cache: Option<bool>,
+    pub cache: Option<String>,
 }
 
 /// The provider serving `model` on this node (`sim` for the simulator), `unknown` if none.
@@ -304,12 +307,16 @@ pub async fn run_chat(
     app: std::sync::Arc<App>,
     meta: CallMeta,
     req: ChatCompletionRequest,
-    cache_key: Option<String>,
+    mut cache_probe: Option<crate::cache::Probe>,
 ) -> Result<ChatServed, ApiError> {
     let first = req.model.clone();
-    if let Some(key) = &cache_key {
-        if let Some(hit) = app.cache.lookup(key).await {
-            calls::account_cache_hit(&app.calls, &meta, &hit.model).await;
+    if let Some(probe) = &mut cache_probe {
+        if let Some(found) = app.cache.find(probe, &app.calls, &app.budget, &meta).await {
+            let configured = cache::Strategy::of(&app.cfg.get().cache.request_cache);
+            let header = found.header_value(configured);
+            let score = found.score_f64();
+            let hit = found.entry;
+            calls::account_cache_hit(&app.calls, &meta, &hit.model, score).await;
             let body = if req.stream {
                 Served::Stream(Box::pin(futures::stream::iter(
                     cached_chunks(&meta.request_id, &hit).into_iter().map(Ok),
@@ -322,11 +329,11 @@ pub async fn run_chat(
                 provider: provider_of(&app, &hit.model),
                 model: hit.model,
                 fallbacks: Vec::new(),
-                cache: Some(true),
+                cache: Some(header),
             });
         }
     }
-    let cache = cache_key.as_ref().map(|_| false);
+    let cache = cache_probe.as_ref().map(|_| "miss".to_string());
     // Budget: reserve like a non-critical task; refused → 429 until the period rolls over or
     // the limit is raised.
     let prompt_tokens = u64::from(crate::tokens::count_messages(&req.messages));
@@ -345,12 +352,12 @@ pub async fn run_chat(
         );
         let mut resp = answer.value.response;
         resp.usage = Some(answer.value.usage);
-        if let Some(key) = cache_key {
+        if let Some(probe) = cache_probe {
             let text = resp.text();
             let finish = resp.choices.first().and_then(|c| c.finish_reason.clone());
             if resp.choices.len() == 1 && cache::cacheable(&text, finish.as_deref()) {
                 let entry = entry_now(&answer.model, text, finish, answer.value.usage);
-                app.cache.store(key, entry);
+                app.cache.store_answer(probe, entry);
             }
         }
         return Ok(ChatServed {
@@ -365,8 +372,8 @@ pub async fn run_chat(
         .await
         .map_err(|f| failure_error(&f))?;
     let (stream, model, fallbacks) = (answer.value, answer.model, answer.fallbacks);
-    let stream = match cache_key {
-        Some(key) => record_stream(app.cache.clone(), key, model.clone(), &req, stream),
+    let stream = match cache_probe {
+        Some(probe) => record_stream(app.cache.clone(), probe, model.clone(), &req, stream),
         None => stream,
     };
     // The reservation is settled by the chunk that carries the usage (providers are always
@@ -445,12 +452,12 @@ fn openai_events(
         }))
 }
 
-/// `X-OpenClaw-Cache: hit|miss` (only when the cache was looked in).
-pub fn set_cache_header(resp: &mut Response, hit: bool) {
-    resp.headers_mut().insert(
-        CACHE_HEADER,
-        axum::http::HeaderValue::from_static(if hit { "hit" } else { "miss" }),
-    );
+/// `X-OpenClaw-Cache: miss`, `hit`, or under `semantic` `hit; strategy=semantic; score=0.97`
+/// (only when the cache was looked in).
+pub fn set_cache_header(resp: &mut Response, value: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+        resp.headers_mut().insert(CACHE_HEADER, v);
+    }
 }
 
 fn unix_now() -> i64 {
@@ -532,7 +539,7 @@ struct Recorded {
 /// away or the provider failed mid-way).
 fn record_stream(
     cache_store: RequestCache,
-    key: String,
+    probe: crate::cache::Probe,
     model: String,
     req: &ChatCompletionRequest,
     stream: ChunkStream,
@@ -573,7 +580,7 @@ fn record_stream(
             let usage = r.usage.unwrap_or_else(|| {
                 Usage::new(prompt_estimate, crate::tokens::count(&r.text) as u64)
             });
-            cache_store.store(key, entry_now(&model, r.text, r.finish, usage));
+            cache_store.store_answer(probe, entry_now(&model, r.text, r.finish, usage));
         }
     })
     .filter_map(|()| async { None });

@@ -12,7 +12,8 @@
 //!   JSON) + the parameters that change the answer (output cap, temperature, the request's other
 //!   fields sorted; `stream`, `stream_options` and `user` excluded).
 //! - `template`: model + template id + its parameters (sorted); the input text is ignored.
-//! - `semantic` is accepted in the config but not active yet: it behaves as `exact`.
+//! - `semantic`: see `crate::cache::semantic` (partition hash + the last user message compared
+//!   by embedding); requests it cannot serve by similarity use the `exact` key.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -32,6 +33,9 @@ pub struct CacheEntry {
     pub usage: Usage,
     pub created_at_ms: u64,
     pub last_used_ms: u64,
+    /// Under `semantic`: the entry's partition and query vector (the index is rebuilt from
+    /// them at start).
+    pub semantic: Option<super::semantic::SemanticMeta>,
 }
 
 /// What the actor keeps in memory per key.
@@ -42,18 +46,20 @@ pub struct IndexEntry {
     pub last_used_ms: u64,
 }
 
-/// The strategy in force. `semantic` is not active yet and behaves as `exact`.
+/// The strategy in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Exact,
     Template,
+    Semantic,
 }
 
 impl Strategy {
     pub fn of(rc: &RequestCache) -> Strategy {
         match rc.hash_strategy {
             HashStrategy::Template => Strategy::Template,
-            HashStrategy::Exact | HashStrategy::Semantic => Strategy::Exact,
+            HashStrategy::Exact => Strategy::Exact,
+            HashStrategy::Semantic => Strategy::Semantic,
         }
     }
 }
@@ -163,13 +169,13 @@ pub fn canonical_json(v: &Value) -> String {
 }
 
 /// A length-prefixed field encoding hashed with FNV-1a 128.
-struct KeyHasher(u128);
+pub(crate) struct KeyHasher(u128);
 
 const FNV_OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
 const FNV_PRIME: u128 = 0x0000000001000000000000000000013B;
 
 impl KeyHasher {
-    fn new(kind: &str) -> KeyHasher {
+    pub(crate) fn new(kind: &str) -> KeyHasher {
         let mut h = KeyHasher(FNV_OFFSET);
         h.field(kind.as_bytes());
         h
@@ -180,17 +186,17 @@ impl KeyHasher {
             self.0 = self.0.wrapping_mul(FNV_PRIME);
         }
     }
-    fn field(&mut self, b: &[u8]) {
+    pub(crate) fn field(&mut self, b: &[u8]) {
         self.bytes(&(b.len() as u64).to_le_bytes());
         self.bytes(b);
     }
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         format!("{:032x}", self.0)
     }
 }
 
 /// A message's text content, normalised; non-text content as canonical JSON.
-fn message_content(m: &ChatMessage) -> String {
+pub(crate) fn message_content(m: &ChatMessage) -> String {
     let text_only = match &m.content {
         Value::String(_) | Value::Null => true,
         Value::Array(parts) => parts
@@ -459,14 +465,16 @@ mod tests {
     }
 
     #[test]
-    fn semantic_behaves_as_exact() {
+    fn strategy_of_config() {
         let mut rc = RequestCache {
             hash_strategy: HashStrategy::Semantic,
             ..Default::default()
         };
-        assert_eq!(Strategy::of(&rc), Strategy::Exact);
+        assert_eq!(Strategy::of(&rc), Strategy::Semantic);
         rc.hash_strategy = HashStrategy::Template;
         assert_eq!(Strategy::of(&rc), Strategy::Template);
+        rc.hash_strategy = HashStrategy::Exact;
+        assert_eq!(Strategy::of(&rc), Strategy::Exact);
     }
 
     fn ix(entries: &[(&str, u64, u64)]) -> std::collections::BTreeMap<String, IndexEntry> {

@@ -1,13 +1,17 @@
-//! The cache actor: owns the request cache (`cache.request_cache`) — the sled `cache` tree and
-//! an in-memory index (key → size, created, last used) rebuilt from the tree at start, so size
-//! and LRU decisions never scan sled. The decisions themselves are the pure functions of
-//! `crate::cache::keys`.
+//! The cache actor: owns the request cache (`cache.request_cache`) — the sled `cache` tree, an
+//! in-memory index (key → size, created, last used) and the semantic vector index
+//! (`crate::cache::semantic::SemanticIndex`), both rebuilt from the tree at start, so size, LRU
+//! and similarity decisions never scan sled. Every removal (TTL, LRU eviction, clear, an
+//! unreadable entry) leaves both indexes. The decisions themselves are the pure functions of
+//! `crate::cache::keys` and `crate::cache::semantic`.
 //!
-//! Messages: `Get` (a hit refreshes last-used; a stale entry is dropped and is a miss), `Put`
+//! Messages: `Get` (a hit refreshes last-used; a stale entry is dropped and is a miss),
+//! `Similar` (the best entry of a partition at or above a threshold, stale ones dropped), `Put`
 //! (entries over 1/16 of the bound are refused; then least recently used entries are evicted
-//! until the bytes are under `max_size_mb`), `Stats`, `Prune` (drop stale entries), `Clear`.
-//! Every `Get` counts a hit or a miss (`openclaw_cache_requests_total`,
-//! `openclaw_cache_hit_ratio`).
+//! until the bytes are under `max_size_mb`), `Tally` (one lookup's outcome: a hit per strategy
+//! or a miss — `openclaw_cache_requests_total`, `openclaw_cache_hits_total`,
+//! `openclaw_cache_hit_ratio` — and the semantic cache's embedding call, if any), `Stats`,
+//! `Prune` (drop stale entries), `Clear`.
 //!
 //! The handlers touch sled's tree (in-memory page cache; no flush, no network): a cache entry
 //! lost in a crash is a miss, never a wrong answer. Provider I/O never happens here.
@@ -18,10 +22,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use openclaw_proto::api::CacheStats;
+use openclaw_proto::api::{CacheHitsByStrategy, CacheStats};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cache::keys::{self as cache, CacheEntry, IndexEntry, Strategy};
+use crate::cache::semantic::SemanticIndex;
+use crate::cache::HitStrategy;
 use crate::config::ConfigCell;
 use crate::metrics::metrics;
 use crate::storage::Store;
@@ -37,9 +43,20 @@ pub enum CacheMsg {
         key: String,
         reply: RpcReplyPort<Option<CacheEntry>>,
     },
+    Similar {
+        partition: String,
+        vector: Vec<f32>,
+        threshold: f32,
+        reply: RpcReplyPort<Option<(CacheEntry, f32)>>,
+    },
     Put {
         key: String,
         entry: CacheEntry,
+    },
+    /// One lookup's outcome (`None`: a miss) and the semantic embedding call's (if made).
+    Tally {
+        hit: Option<HitStrategy>,
+        embedding: Option<bool>,
     },
     Stats(RpcReplyPort<CacheStats>),
     /// Drop stale entries; replies with how many.
@@ -62,8 +79,14 @@ pub struct CacheState {
     cfg: ConfigCell,
     store: Store,
     index: HashMap<String, IndexEntry>,
+    vectors: SemanticIndex,
     bytes: u64,
     hits: u64,
+    hits_exact: u64,
+    hits_template: u64,
+    hits_semantic: u64,
+    embedding_calls: u64,
+    embedding_failures: u64,
     misses: u64,
     evictions: u64,
     expired: u64,
@@ -82,19 +105,19 @@ impl Actor for Cache {
         myself: ActorRef<Self::Msg>,
         args: CacheArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let rc = args.cfg.get().cache.request_cache.clone();
-        if rc.enabled && rc.hash_strategy == crate::config::HashStrategy::Semantic {
-            tracing::warn!(
-                "semantic cache strategy is not active yet; using exact (similarity_threshold ignored)"
-            );
-        }
         myself.send_interval(PRUNE_EVERY, || CacheMsg::Tick);
         let mut state = CacheState {
             cfg: args.cfg,
             store: args.store,
             index: HashMap::new(),
+            vectors: SemanticIndex::default(),
             bytes: 0,
             hits: 0,
+            hits_exact: 0,
+            hits_template: 0,
+            hits_semantic: 0,
+            embedding_calls: 0,
+            embedding_failures: 0,
             misses: 0,
             evictions: 0,
             expired: 0,
@@ -107,6 +130,9 @@ impl Actor for Cache {
         }
         for (k, e, size) in entries {
             state.bytes += size;
+            if let Some(sm) = e.semantic {
+                state.vectors.insert(&k, &sm.partition, sm.vector);
+            }
             state.index.insert(
                 k,
                 IndexEntry {
@@ -120,6 +146,7 @@ impl Actor for Cache {
         enforce_size(&mut state);
         tracing::info!(
             entries = state.index.len(),
+            semantic_entries = state.vectors.len(),
             bytes = state.bytes,
             "request cache loaded"
         );
@@ -134,15 +161,17 @@ impl Actor for Cache {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             CacheMsg::Get { key, reply } => {
-                let got = get(state, &key);
-                if got.is_some() {
-                    state.hits += 1;
-                } else {
-                    state.misses += 1;
-                }
-                metrics().observe_cache(got.is_some());
-                let _ = reply.send(got);
+                let _ = reply.send(get(state, &key));
             }
+            CacheMsg::Similar {
+                partition,
+                vector,
+                threshold,
+                reply,
+            } => {
+                let _ = reply.send(similar(state, &partition, &vector, threshold));
+            }
+            CacheMsg::Tally { hit, embedding } => tally(state, hit, embedding),
             CacheMsg::Put { key, entry } => put(state, key, entry),
             CacheMsg::Stats(reply) => {
                 let _ = reply.send(stats(state));
@@ -157,6 +186,7 @@ impl Actor for Cache {
                     tracing::error!(error = %e, "cannot clear the request cache");
                 }
                 state.index.clear();
+                state.vectors = SemanticIndex::default();
                 state.bytes = 0;
                 tracing::info!(removed = n, "request cache cleared");
                 let _ = reply.send(n);
@@ -169,10 +199,53 @@ impl Actor for Cache {
     }
 }
 
+fn tally(state: &mut CacheState, hit: Option<HitStrategy>, embedding: Option<bool>) {
+    match hit {
+        Some(s) => {
+            state.hits += 1;
+            match s {
+                HitStrategy::Exact => state.hits_exact += 1,
+                HitStrategy::Template => state.hits_template += 1,
+                HitStrategy::Semantic => state.hits_semantic += 1,
+            }
+            metrics().observe_cache_hit_strategy(s.as_str());
+        }
+        None => state.misses += 1,
+    }
+    metrics().observe_cache(hit.is_some());
+    if let Some(ok) = embedding {
+        state.embedding_calls += 1;
+        if !ok {
+            state.embedding_failures += 1;
+        }
+        metrics().observe_cache_embedding(ok);
+    }
+}
+
+/// The best live entry of `partition` at or above `threshold` (a stale best is dropped and the
+/// search repeated, so an expired entry never hides a live one).
+fn similar(
+    state: &mut CacheState,
+    partition: &str,
+    vector: &[f32],
+    threshold: f32,
+) -> Option<(CacheEntry, f32)> {
+    // Each round drops the entry it found unless it is served: bounded by the partition's size.
+    loop {
+        let (key, score) = state.vectors.best(partition, vector, threshold)?;
+        if let Some(entry) = get(state, &key) {
+            return Some((entry, score));
+        }
+        // `get` removed it (stale or unreadable); make sure the index forgot it too.
+        state.vectors.remove(&key);
+    }
+}
+
 fn remove(state: &mut CacheState, key: &str) {
     if let Some(e) = state.index.remove(key) {
         state.bytes = state.bytes.saturating_sub(e.size);
     }
+    state.vectors.remove(key);
     if let Err(e) = state.store.cache_remove(key) {
         tracing::warn!(error = %e, "cannot remove a cache entry");
     }
@@ -240,6 +313,9 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
     match state.store.cache_put(&key, &entry) {
         Ok(size) => {
             state.bytes += size;
+            if let Some(sm) = &entry.semantic {
+                state.vectors.insert(&key, &sm.partition, sm.vector.clone());
+            }
             state.index.insert(
                 key,
                 IndexEntry {
@@ -291,6 +367,7 @@ fn stats(state: &CacheState) -> CacheStats {
         active_strategy: match Strategy::of(&rc) {
             Strategy::Exact => "exact",
             Strategy::Template => "template",
+            Strategy::Semantic => "semantic",
         }
         .to_string(),
         entries: state.index.len() as u64,
@@ -306,6 +383,15 @@ fn stats(state: &CacheState) -> CacheStats {
         },
         evictions: state.evictions,
         expired: state.expired,
+        hits_by_strategy: CacheHitsByStrategy {
+            exact: state.hits_exact,
+            template: state.hits_template,
+            semantic: state.hits_semantic,
+        },
+        semantic_entries: state.vectors.len() as u64,
+        semantic_partitions: state.vectors.partitions() as u64,
+        embedding_calls: state.embedding_calls,
+        embedding_failures: state.embedding_failures,
     }
 }
 
@@ -324,5 +410,6 @@ pub fn entry_now(
         usage,
         created_at_ms: now,
         last_used_ms: now,
+        semantic: None,
     }
 }

@@ -408,6 +408,7 @@ async fn account(
         cost_usd,
         latency_ms: latency.as_millis() as u64,
         cache: crate::audit::CacheOutcome::from_hit(meta.cache_hit),
+        cache_score: None,
         status,
         attempt: meta.attempt,
         fallback_from: meta.fallback_from.clone(),
@@ -420,8 +421,9 @@ async fn account(
 }
 
 /// Audit line for an answer served from the request cache: no provider call, so no latency or
-/// token metrics; zero tokens, zero cost, `cache: "cache_hit"`, provider `cache`.
-pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
+/// token metrics; zero tokens, zero cost, `cache: "cache_hit"`, provider `cache`, and the
+/// similarity `cache_score` of a semantic-strategy hit.
+pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str, score: Option<f64>) {
     let entry = AuditEntry {
         timestamp: crate::audit::local_now(),
         node: cx.node.clone(),
@@ -436,6 +438,7 @@ pub async fn account_cache_hit(cx: &Calls, meta: &CallMeta, model: &str) {
         cost_usd: 0.0,
         latency_ms: 0,
         cache: crate::audit::CacheOutcome::Hit,
+        cache_score: score,
         status: crate::audit::STATUS_OK.to_string(),
         attempt: meta.attempt,
         fallback_from: None,

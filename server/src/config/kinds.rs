@@ -107,8 +107,16 @@ impl Config {
                 out.push((format!("cron.jobs[{i}].model"), m, Chat));
             }
         }
-        if let Some(m) = &self.cache.request_cache.embedding_model {
-            out.push(("cache.request_cache.embedding_model".into(), m, Embedding));
+        let rc = &self.cache.request_cache;
+        match &rc.embedding_model {
+            Some(m) => out.push(("cache.request_cache.embedding_model".into(), m, Embedding)),
+            // The `semantic` cache compares with the built-in model when none is named.
+            None if rc.enabled && rc.hash_strategy == super::HashStrategy::Semantic => out.push((
+                "cache.request_cache.embedding_model".into(),
+                DEFAULT_EMBEDDING_MODEL,
+                Embedding,
+            )),
+            None => {}
         }
         if let Some(m) = &self.cache.knowledge_cache.embedding_model {
             out.push(("cache.knowledge_cache.embedding_model".into(), m, Embedding));
@@ -325,6 +333,13 @@ mod tests {
                 json!({"cache": {"request_cache": {"embedding_model": "ghost"}}}),
                 "cache.request_cache.embedding_model",
                 "configured embedding models: text-embedding-3-small",
+            ),
+            // `semantic` without an embedding model uses the built-in one, which must be one.
+            (
+                json!({"models": {"text-embedding-3-small": chat},
+                       "cache": {"request_cache": {"enabled": true, "hash_strategy": "semantic"}}}),
+                "cache.request_cache.embedding_model",
+                "a chat model",
             ),
         ];
         for (v, path, reason) in cases {

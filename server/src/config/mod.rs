@@ -1904,27 +1904,19 @@ impl Config {
                 "not used: the cache lives in the node's store (<data-dir>/store)".to_string(),
             );
         }
-        if rc.hash_strategy == HashStrategy::Semantic {
-            warn(
-                "cache.request_cache.hash_strategy",
-                "`semantic` is not active yet: it runs as `exact` (similarity_threshold is \
-                 ignored)"
-                    .to_string(),
-            );
-        } else if rc.similarity_threshold != rc0.similarity_threshold {
-            warn(
-                "cache.request_cache.similarity_threshold",
-                "not used: only the `semantic` strategy would read it, and it is not active yet"
-                    .to_string(),
-            );
-        }
-        if rc.embedding_model.is_some() {
-            warn(
-                "cache.request_cache.embedding_model",
-                "not used yet: only the `semantic` strategy would read it, and it is not active \
-                 yet"
-                .to_string(),
-            );
+        if rc.hash_strategy != HashStrategy::Semantic {
+            if rc.similarity_threshold != rc0.similarity_threshold {
+                warn(
+                    "cache.request_cache.similarity_threshold",
+                    "not used: only the `semantic` hash_strategy reads it".to_string(),
+                );
+            }
+            if rc.embedding_model.is_some() {
+                warn(
+                    "cache.request_cache.embedding_model",
+                    "not used: only the `semantic` hash_strategy reads it".to_string(),
+                );
+            }
         }
         let kc = &self.cache.knowledge_cache;
         if kc.index_format != "embeddings" {
@@ -2510,8 +2502,13 @@ mod tests {
                 vec![
                     "cache.request_cache.backend",
                     "cache.request_cache.directory",
-                    "cache.request_cache.hash_strategy",
                 ],
+            ),
+            // `semantic` reads the threshold and the embedding model.
+            (
+                json!({"cache": {"request_cache": {"enabled": true, "hash_strategy": "semantic", "similarity_threshold": 0.8, "embedding_model": "text-embedding-3-small"}}}),
+                false,
+                vec![],
             ),
             (
                 json!({"cache": {"request_cache": {"similarity_threshold": 0.5}, "knowledge_cache": {"enabled": true}}}),

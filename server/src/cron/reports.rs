@@ -149,6 +149,7 @@ mod tests {
             prompt: None,
             purpose: None,
             cache: CacheOutcome::from_hit(false),
+            cache_score: None,
             status: "ok".into(),
             attempt: 1,
             fallback_from: None,

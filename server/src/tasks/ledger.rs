@@ -535,6 +535,7 @@ mod tests {
             cost_usd: 0.1,
             error: None,
             cache_hit: false,
+            cache_score: None,
             prompt: PromptBreakdown::default(),
             context: Default::default(),
             memory_chunks: Vec::new(),

@@ -35,6 +35,7 @@ pub fn view_of(r: &TaskRecord) -> TaskView {
         session_id: r.session_id.clone(),
         idempotency_key: r.idempotency_key.clone(),
         cache_hit: r.cache_hit,
+        cache_score: r.cache_score,
         preemptions: r.preemptions,
         prompt: r.prompt,
         context: r.context,

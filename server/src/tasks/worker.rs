@@ -484,12 +484,14 @@ async fn execute(
         keep_summary_of_failed_turn(rt, rec, turn).await;
         return Ok(out);
     }
-    let cache_key = request_cache_key(&cfg, rec, &route.model, &req);
+    let mut cache_probe = request_cache_probe(&cfg, rec, &route.model, &req);
     drop(cfg);
-    if let Some(key) = &cache_key {
-        if let Some(hit) = rt.cache.lookup(key).await {
-            tracing::debug!(model = %hit.model, "answer served from the request cache");
-            calls::account_cache_hit(&rt.calls, &meta, &hit.model).await;
+    if let Some(probe) = &mut cache_probe {
+        if let Some(hit) = rt.cache.find(probe, &rt.calls, &rt.budget, &meta).await {
+            let score = hit.score_f64();
+            let hit = hit.entry;
+            tracing::debug!(model = %hit.model, ?score, "answer served from the request cache");
+            calls::account_cache_hit(&rt.calls, &meta, &hit.model, score).await;
             append_session(rt, rec, &hit.text, turn).await;
             breakdown.output = hit.usage.completion_tokens as u32;
             return Ok(Outcome {
@@ -502,6 +504,7 @@ async fn execute(
                 cost_usd: 0.0,
                 error: None,
                 cache_hit: true,
+                cache_score: score,
                 prompt: breakdown,
                 context: cut,
                 memory_chunks: chunks.clone(),
@@ -528,15 +531,15 @@ async fn execute(
             );
             let output = done.response.text();
             append_session(rt, rec, &output, turn).await;
-            if let Some(key) = cache_key {
+            if let Some(probe) = cache_probe {
                 let finish = done
                     .response
                     .choices
                     .first()
                     .and_then(|c| c.finish_reason.clone());
                 if cache::cacheable(&output, finish.as_deref()) {
-                    rt.cache.store(
-                        key,
+                    rt.cache.store_answer(
+                        probe,
                         crate::cache::store::entry_now(
                             &answer.model,
                             output.clone(),
@@ -560,6 +563,7 @@ async fn execute(
                 cost_usd: done.cost_usd,
                 error: None,
                 cache_hit: false,
+                cache_score: None,
                 prompt: breakdown,
                 context: cut,
                 memory_chunks: chunks.clone(),
@@ -643,14 +647,15 @@ async fn record_turn(rt: &Runner, rec: &TaskRecord, turn: Turn, append: Vec<Sess
     }
 }
 
-/// The request-cache key of a task's call to `model`, or None when the cache is off (config
-/// `enabled: false`, or the task's `cache: false`). Pure.
-pub fn request_cache_key(
+/// The request-cache probe of a task's call to `model` (its key, and under `semantic` its
+/// partition and query), or None when the cache is off (config `enabled: false`, or the
+/// task's `cache: false`). Pure.
+pub fn request_cache_probe(
     cfg: &Config,
     rec: &TaskRecord,
     model: &str,
     req: &ChatCompletionRequest,
-) -> Option<String> {
+) -> Option<crate::cache::Probe> {
     let rc = &cfg.cache.request_cache;
     if !rc.enabled || !rec.cache {
         return None;
@@ -661,12 +666,7 @@ pub fn request_cache_key(
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let template = rec.template_id.as_deref().map(|id| (id, &params));
-    Some(cache::key_for(
-        cache::Strategy::of(rc),
-        model,
-        req,
-        template,
-    ))
+    Some(crate::cache::probe(rc, model, &rec.agent, req, template))
 }
 
 #[cfg(test)]
@@ -744,7 +744,10 @@ mod tests {
     }
 
     #[test]
-    fn request_cache_key_table() {
+    fn request_cache_probe_table() {
+        let key = |cfg: &Config, rec: &TaskRecord, model: &str, req: &ChatCompletionRequest| {
+            request_cache_probe(cfg, rec, model, req).map(|p| p.key)
+        };
         let mut cfg = Config::default();
         let mut rec = crate::tasks::ledger::tests_support::record("t");
         let req = ChatCompletionRequest {
@@ -756,38 +759,44 @@ mod tests {
             temperature: None,
             extra: Default::default(),
         };
-        assert_eq!(
-            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
-            None,
-            "disabled"
-        );
+        assert_eq!(key(&cfg, &rec, "gpt-4o-mini", &req), None, "disabled");
         cfg.cache.request_cache.enabled = true;
-        let k = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        let k = key(&cfg, &rec, "gpt-4o-mini", &req);
         assert!(k.is_some());
         assert_ne!(
-            request_cache_key(&cfg, &rec, "gpt-4o", &req),
+            key(&cfg, &rec, "gpt-4o", &req),
             k,
             "routed model is in the key"
         );
         rec.cache = false;
-        assert_eq!(
-            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
-            None,
-            "task opted out"
-        );
+        assert_eq!(key(&cfg, &rec, "gpt-4o-mini", &req), None, "task opted out");
         rec.cache = true;
         rec.template_id = Some("daily".into());
         rec.template_params = Some(r#"{"day":"mon"}"#.into());
         assert_eq!(
-            request_cache_key(&cfg, &rec, "gpt-4o-mini", &req),
+            key(&cfg, &rec, "gpt-4o-mini", &req),
             k,
             "exact ignores templates"
         );
         cfg.cache.request_cache.hash_strategy = crate::config::HashStrategy::Template;
-        let t = request_cache_key(&cfg, &rec, "gpt-4o-mini", &req);
+        let t = key(&cfg, &rec, "gpt-4o-mini", &req);
         let mut other = req.clone();
         other.messages = vec![ChatMessage::new("user", "something else")];
-        assert_eq!(request_cache_key(&cfg, &rec, "gpt-4o-mini", &other), t);
+        assert_eq!(key(&cfg, &rec, "gpt-4o-mini", &other), t);
         assert_ne!(t, k);
+        let p = request_cache_probe(&cfg, &rec, "gpt-4o-mini", &req).unwrap();
+        assert_eq!(p.by, crate::cache::HitStrategy::Template);
+        assert!(p.semantic.is_none());
+        // Semantic: the agent is in the partition; the query is the task's input.
+        cfg.cache.request_cache.hash_strategy = crate::config::HashStrategy::Semantic;
+        let s = request_cache_probe(&cfg, &rec, "gpt-4o-mini", &req).unwrap();
+        let sp = s.semantic.clone().unwrap();
+        assert_eq!(sp.key.query, "hi");
+        assert_eq!(sp.embedding_model, "text-embedding-3-small");
+        assert_ne!(Some(s.key.clone()), k);
+        rec.agent = "ops".into();
+        let o = request_cache_probe(&cfg, &rec, "gpt-4o-mini", &req).unwrap();
+        assert_ne!(o.semantic.unwrap().key.partition, sp.key.partition);
+        assert_ne!(o.key, s.key);
     }
 }
