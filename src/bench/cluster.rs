@@ -41,8 +41,10 @@ use super::common::{micros, percentile, summarize, BenchArgs, Summary};
 pub const NODES: usize = 3;
 /// Warm-up before the throughput phases.
 pub const WARMUP: Duration = Duration::from_secs(1);
-/// Deadline of one submit in the throughput phases.
-pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of one submit in the throughput phases: longer than a node takes to answer one
+/// whose commit outcome is unknown (`cluster::outcome::RESOLVE_WITHIN` plus two proposer
+/// deadlines, about 13 s at the defaults), so the node's answer is what is counted.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Submitters writing through a leader failover.
 pub const FAILOVER_SUBMITTERS: usize = 8;
 /// Deadline of one submit during a failover (short, so a stuck request is replaced soon).
@@ -141,6 +143,8 @@ pub struct ClusterReport {
     pub outcome_unknown_total: usize,
     /// Other 429/503 answers (warm-up included): surely not admitted.
     pub refused_total: usize,
+    /// Submits with no HTTP answer (warm-up included): each may be a task.
+    pub no_answer_total: usize,
     pub leader_failovers: Vec<LeaderFailover>,
     pub resumed_median_ms: Option<f64>,
     pub moved_tasks: Vec<MovedTask>,
@@ -263,6 +267,7 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
         acknowledged: acknowledged_total,
         outcome_unknown: outcome_unknown_total,
         refused: refused_total,
+        no_answer: no_answer_total,
     } = answered;
 
     let secret = secret();
@@ -312,6 +317,7 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
         acknowledged_total,
         outcome_unknown_total,
         refused_total,
+        no_answer_total,
         resumed_median_ms: median(&resumed),
         leader_failovers,
         running_again_median_ms: median(&again),
@@ -335,6 +341,8 @@ struct Seen {
     busy: usize,
     /// 503 `outcome_unknown`.
     unknown: usize,
+    /// Submits that got no HTTP answer (timeout, connection error): they may be tasks.
+    no_answer: usize,
     errors: usize,
     first_error: Option<String>,
 }
@@ -346,6 +354,8 @@ struct Answered {
     outcome_unknown: usize,
     /// 429/503 other than `outcome_unknown`.
     refused: usize,
+    /// No HTTP answer at the generator (its timeout, a connection error).
+    no_answer: usize,
 }
 
 impl Answered {
@@ -354,15 +364,17 @@ impl Answered {
             self.acknowledged += s.ok.len();
             self.outcome_unknown += s.unknown;
             self.refused += s.busy - s.unknown;
+            self.no_answer += s.no_answer;
         }
     }
 }
 
 /// Do the tasks in the cluster square with the answers? Each 202 is one task, each refusal
-/// none, each `outcome_unknown` at most one: `acked ≤ in_cluster ≤ acked + unknown`.
+/// none, each `outcome_unknown` or unanswered submit at most one:
+/// `acked ≤ in_cluster ≤ acked + unknown + no answer`.
 fn tasks_square(in_cluster: u64, a: &Answered) -> bool {
     let acked = a.acknowledged as u64;
-    in_cluster >= acked && in_cluster <= acked + a.outcome_unknown as u64
+    in_cluster >= acked && in_cluster <= acked + (a.outcome_unknown + a.no_answer) as u64
 }
 
 async fn throughput(
@@ -489,6 +501,7 @@ async fn closed_loop(
                     }
                     Err(e) => {
                         s.errors += 1;
+                        s.no_answer += 1;
                         s.first_error.get_or_insert(e.to_string());
                     }
                 }
@@ -873,10 +886,11 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, a: &Answered) {
     let acked = a.acknowledged;
     println!(
         "    the cluster holds {in_cluster} tasks; the generator counted {acked} 202s, {} \
-         outcome_unknown and {} other 429/503 (warm-up included): {} task(s) beyond the \
-         202s{}",
+         outcome_unknown, {} other 429/503 and {} without an answer (warm-up included): {} \
+         task(s) beyond the 202s{}",
         a.outcome_unknown,
         a.refused,
+        a.no_answer,
         in_cluster as i64 - acked as i64,
         if tasks_square(in_cluster, a) {
             ""
@@ -1000,6 +1014,7 @@ mod tests {
             acknowledged,
             outcome_unknown,
             refused,
+            no_answer: 0,
         };
         // (tasks in the cluster, answers) -> they square
         let cases = [
@@ -1009,6 +1024,14 @@ mod tests {
             (100, a(100, 3, 0), true),
             (103, a(100, 3, 0), true),
             (104, a(100, 3, 9), false),
+            (
+                104,
+                Answered {
+                    no_answer: 1,
+                    ..a(100, 3, 9)
+                },
+                true,
+            ),
         ];
         for (in_cluster, answered, want) in cases {
             assert_eq!(
