@@ -176,19 +176,10 @@ async fn write(
                     .map(|n| (id, n.clone()))
             })
         };
-        let voters: Vec<NodeId> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
         match leader {
             // A leader whose Raft RPCs fail to most voters would only append an entry that
             // cannot commit now (an unknown outcome): refuse before writing instead.
-            Some((id, _))
-                if id == me && !majority_reachable(&voters, me, &client.health.failing()) =>
-            {
+            Some((id, _)) if id == me && !in_reach_of_majority(raft, me, client) => {
                 last = "the leader cannot reach a majority of voters".into()
             }
             Some((id, _)) if id == me => match apply_locally(
@@ -232,6 +223,22 @@ async fn write(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(200));
     }
+}
+
+/// Can this node reach a majority of the voters (itself included) by its last Raft RPCs?
+pub fn in_reach_of_majority(
+    raft: &openclaw_cluster::Raft,
+    me: NodeId,
+    client: &PeerClient,
+) -> bool {
+    let voters: Vec<NodeId> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    majority_reachable(&voters, me, &client.health.failing())
 }
 
 /// Do this node and the voters it can reach (no failing Raft RPC) make a majority of `voters`?
