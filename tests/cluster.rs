@@ -2,7 +2,8 @@
 //! processes joined over their cluster addresses, a standalone simulator, HTTP only. Join and
 //! forwarded writes, reads on any node, leader failover and rejoin, a dead owner's tasks
 //! running elsewhere (fenced duplicates explained), no quorum → 503, a wrong secret refused,
-//! leave, cluster-wide rate limits and budgets (a dead node's unsettled spend reported until its
+//! leave, submissions whose commit outcome is unknown (the leader stopped under forwarded writes)
+//! answered for what they are, cluster-wide rate limits and budgets (a dead node's unsettled spend reported until its
 //! lease expires), and replicated sessions (a conversation continues
 //! on another node after its node dies; a session's turns run one at a time in order).
 //!
@@ -33,9 +34,16 @@ struct TestCluster {
 }
 
 impl TestCluster {
+    /// `extra` is merged into each node's config; its `cluster` keys over the fast heartbeats.
     async fn start(extra: Value) -> TestCluster {
         let mut extra = extra;
-        extra["cluster"] = json!({"heartbeat_ms": 300, "node_lease_ms": 2000});
+        let mut cluster = json!({"heartbeat_ms": 300, "node_lease_ms": 2000});
+        if let Some(o) = extra.get("cluster").and_then(Value::as_object) {
+            for (k, v) in o {
+                cluster[k] = v.clone();
+            }
+        }
+        extra["cluster"] = cluster;
         let mut spec = ClusterSpec::new(BIN, 3);
         spec.workers = 2;
         spec.sim_args = Vec::new();
@@ -827,6 +835,189 @@ async fn a_paused_follower_does_not_depose_the_leader() {
         let t = c.nodes[follower].wait_final(id, AGREE_DEADLINE).await;
         assert_eq!(t["status"], "succeeded", "{t}");
     }
+}
+
+/// What one submission of the unknown-outcome test was answered.
+#[derive(Debug)]
+enum Answered {
+    Accepted(String),
+    /// `outcome_unknown`: the task id the body and `Location` named.
+    Unknown(String),
+    Refused(u16, Value),
+}
+
+/// Submit `{"input": …}` (no idempotency key) to `node` until `end`, recording each answer.
+async fn submit_until(url: String, end: Instant) -> Vec<Answered> {
+    let http = common::client();
+    let mut out = Vec::new();
+    while Instant::now() < end {
+        let r = http
+            .post(format!("{url}/api/tasks"))
+            .json(&json!({"input": "outcome probe"}))
+            .send()
+            .await
+            .expect("POST /api/tasks");
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        out.push(match status {
+            202 => Answered::Accepted(v["id"].as_str().expect("id").to_string()),
+            503 if v["error"]["code"] == "outcome_unknown" => {
+                let id = v["error"]["task_id"].as_str().expect("task_id").to_string();
+                assert_eq!(
+                    location.as_deref(),
+                    Some(format!("/api/tasks/{id}").as_str()),
+                    "{v}"
+                );
+                Answered::Unknown(id)
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Answered::Refused(status, v)
+            }
+        });
+    }
+    out
+}
+
+/// Every task id node `i` lists.
+async fn all_task_ids(node: &NodeApi) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/tasks?limit=500&cursor={c}"),
+            None => "/api/tasks?limit=500".to_string(),
+        };
+        let (st, v) = node.get_json(&path).await;
+        assert!(st.is_success(), "{path}: {st} {v}");
+        for t in v["tasks"].as_array().expect("tasks") {
+            ids.push(t["id"].as_str().expect("id").to_string());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+}
+
+/// Writes forwarded by followers to a leader that is then SIGSTOPped get no answer: their
+/// outcome is unknown, and they may commit (through the new leader) or not. Each submission
+/// must be answered for what it is: 202 only for a task that exists, a refusal only for one
+/// that does not, `outcome_unknown` (with the id and `Location`) otherwise — and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_whose_commit_is_unknown_are_answered_for_what_they_are() {
+    // A short forwarding deadline, so a forward to the stopped leader ends without an answer.
+    let mut c = TestCluster::start(json!({"cluster": {"rpc_timeout_ms": 400}})).await;
+    let leader = c.leader_index(&[0, 1, 2]).await;
+    let followers = [(leader + 1) % 3, (leader + 2) % 3];
+    // 4 submitters per follower, for the whole fault and a little after it.
+    let end = Instant::now() + Duration::from_secs(7);
+    let mut subs = tokio::task::JoinSet::new();
+    for k in 0..8 {
+        subs.spawn(submit_until(c.nodes[followers[k % 2]].url.clone(), end));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.c.stop(leader)
+        .unwrap_or_else(|e| panic!("SIGSTOP node {leader}: {e}"));
+    // The fault's length: three election timeouts, so the followers elect a new leader.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.c.cont(leader)
+        .unwrap_or_else(|e| panic!("SIGCONT node {leader}: {e}"));
+    let mut answers = Vec::new();
+    while let Some(r) = subs.join_next().await {
+        answers.extend(r.expect("submitter"));
+    }
+    c.wait_agreed(&[0, 1, 2], 3).await;
+
+    let accepted: Vec<&String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answered::Accepted(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let unknown: Vec<&String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answered::Unknown(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let refused: Vec<(u16, &Value)> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answered::Refused(s, v) => Some((*s, v)),
+            _ => None,
+        })
+        .collect();
+    for (s, v) in &refused {
+        assert!(
+            *s == 503 || *s == 429,
+            "a submission was refused with {s}: {v}"
+        );
+    }
+    // Every 202 is visible on the node listed (its replica catches up).
+    let node = &c.nodes[followers[0]];
+    let deadline = Instant::now() + AGREE_DEADLINE;
+    let listed = loop {
+        let ids = all_task_ids(node).await;
+        let have: std::collections::BTreeSet<&String> = ids.iter().collect();
+        if accepted.iter().all(|id| have.contains(id)) || Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let listed_set: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(listed.len(), listed_set.len(), "a task is listed twice");
+    let missing: Vec<&&String> = accepted
+        .iter()
+        .filter(|id| !listed_set.contains(*id))
+        .collect();
+    assert!(missing.is_empty(), "answered 202 but missing: {missing:?}");
+    // The tasks are exactly the 202s and the unknown outcomes that did commit: a refused
+    // submission left nothing, and none was admitted twice.
+    let mut answered: std::collections::BTreeSet<&String> = accepted.iter().copied().collect();
+    assert_eq!(
+        answered.len(),
+        accepted.len(),
+        "one task id answered 202 twice"
+    );
+    answered.extend(unknown.iter().copied().filter(|id| listed_set.contains(id)));
+    let extra: Vec<&&String> = listed_set.difference(&answered).collect();
+    assert!(
+        extra.is_empty(),
+        "{} tasks exist that no 202 or outcome_unknown named ({} 202s, {} unknown, {} refused): {extra:?}",
+        extra.len(),
+        accepted.len(),
+        unknown.len(),
+        refused.len()
+    );
+    // The fault really made outcomes unknown: some node found out (or gave up) for some.
+    let mut resolved = 0.0;
+    for n in &c.nodes {
+        resolved += common::metric_sum(
+            &n.metrics().await,
+            "openclaw_cluster_unknown_admissions_total",
+        );
+    }
+    assert!(
+        resolved >= 1.0 || !unknown.is_empty(),
+        "no admission had an unknown outcome: the test did not exercise the path \
+         ({} 202s, {} refused)",
+        accepted.len(),
+        refused.len()
+    );
+    eprintln!(
+        "{} accepted, {} outcome_unknown, {} refused; {resolved} unknown outcomes found out",
+        accepted.len(),
+        unknown.len(),
+        refused.len()
+    );
 }
 
 /// What a session turn's prompt history should be after `prev`: the previous history plus the

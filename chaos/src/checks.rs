@@ -368,6 +368,19 @@ pub fn check_tasks(
                 )
             })
             .collect();
+        // The nodes are read one after another: a task that is still moving (the drain ended
+        // before it was final) may be read queued on one node and running on the next, which
+        // says nothing about the replicas. Such a task is not final; views are compared only
+        // once every node has it final.
+        let moving = found.iter().find(|(_, t)| !t.status.is_final());
+        if let (false, true, Some((_, t))) = (differing.is_empty(), missing.is_empty(), moving) {
+            tally.not_final += 1;
+            violations.push(Violation::NotFinal {
+                id: a.id.clone(),
+                status: t.status,
+            });
+            continue;
+        }
         if !differing.is_empty() || !missing.is_empty() {
             tally.divergent += 1;
             let mut detail = format!(
@@ -979,6 +992,22 @@ mod tests {
                 "stuck".to_string(),
                 vec![(0, ok(snap("stuck", TaskStatus::Running, 1)))],
             ),
+            // Read queued on one node and running on the next: still moving, not divergent.
+            (
+                "moving".to_string(),
+                vec![
+                    (0, ok(snap("moving", TaskStatus::Queued, 0))),
+                    (1, ok(snap("moving", TaskStatus::Running, 1))),
+                ],
+            ),
+            // Final on one node, running on another: not final yet either.
+            (
+                "lagging".to_string(),
+                vec![
+                    (0, ok(snap("lagging", TaskStatus::Succeeded, 1))),
+                    (1, ok(snap("lagging", TaskStatus::Running, 1))),
+                ],
+            ),
             ("f".to_string(), vec![(0, ok(failed_with_reason))]),
             (
                 "bare".to_string(),
@@ -990,7 +1019,8 @@ mod tests {
             ),
         ]);
         let ids = [
-            "good", "gone", "half", "split", "stuck", "f", "bare", "dark", "never", "good",
+            "good", "gone", "half", "split", "stuck", "moving", "lagging", "f", "bare", "dark",
+            "never", "good",
         ];
         let acked: Vec<Acked> = ids.iter().map(|i| acked(i)).collect();
         let (tally, v) = check_tasks(&acked, &seen);
@@ -1012,12 +1042,14 @@ mod tests {
                 ("half", "divergent-task"),
                 ("split", "divergent-task"),
                 ("stuck", "not-final"),
+                ("moving", "not-final"),
+                ("lagging", "not-final"),
                 ("bare", "failed-without-reason"),
                 ("dark", "unverified-task"),
                 ("never", "unverified-task"),
             ]
         );
-        assert_eq!(tally.acked, 9, "the repeated id counts once");
+        assert_eq!(tally.acked, 11, "the repeated id counts once");
         assert_eq!(
             (
                 tally.succeeded,
@@ -1026,7 +1058,7 @@ mod tests {
                 tally.not_final,
                 tally.divergent
             ),
-            (1, 2, 1, 1, 2)
+            (1, 2, 1, 3, 2)
         );
     }
 

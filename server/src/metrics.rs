@@ -36,6 +36,7 @@
 //! | `openclaw_cluster_term` | gauge | — this node's Raft term |
 //! | `openclaw_cluster_nodes_alive` | gauge | — nodes with a current liveness lease |
 //! | `openclaw_cluster_tasks_moved_total` | counter | `reason` (`steal`, `failover`) |
+//! | `openclaw_cluster_unknown_admissions_total` | counter | `result` (`accepted`, `refused`, `unknown`): admissions whose first commit outcome was unknown, by how they were answered |
 //! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), read at each scrape |
 //! | `openclaw_context_summary_calls_total` | counter | `status` (`ok`, `failed`): model calls that fold older messages into a session's summary |
 //! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `compression`): prompt tokens the context layer kept out of calls (the window's net of the summary sent instead) |
@@ -82,6 +83,9 @@ pub const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 /// `reason` label values of `openclaw_cluster_tasks_moved_total`.
 pub const MOVE_REASONS: [&str; 2] = ["steal", "failover"];
+
+/// `result` label values of `openclaw_cluster_unknown_admissions_total`.
+pub const UNKNOWN_ADMISSION_RESULTS: [&str; 3] = ["accepted", "refused", "unknown"];
 
 /// `status` label values of `openclaw_context_summary_calls_total`.
 pub const SUMMARY_STATUSES: [&str; 2] = ["ok", "failed"];
@@ -130,6 +134,7 @@ pub struct Metrics {
     pub cluster_term: IntGauge,
     pub cluster_nodes_alive: IntGauge,
     pub cluster_tasks_moved_total: IntCounterVec,
+    pub cluster_unknown_admissions_total: IntCounterVec,
     pub sessions_live: IntGauge,
     pub context_summary_calls_total: IntCounterVec,
     pub context_tokens_saved_total: IntCounterVec,
@@ -433,6 +438,18 @@ impl Metrics {
                 )
                 .expect("valid counter definition"),
             ),
+            cluster_unknown_admissions_total: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "openclaw_cluster_unknown_admissions_total",
+                        "Admissions whose first commit outcome was unknown, by their answer \
+                         (accepted: found committed; refused: surely not; unknown: gave up).",
+                    ),
+                    &["result"],
+                )
+                .expect("valid counter definition"),
+            ),
             sessions_live: int_gauge(
                 &r,
                 "openclaw_sessions_live",
@@ -474,6 +491,10 @@ impl Metrics {
         }
         for reason in MOVE_REASONS {
             m.cluster_tasks_moved_total.with_label_values(&[reason]);
+        }
+        for result in UNKNOWN_ADMISSION_RESULTS {
+            m.cluster_unknown_admissions_total
+                .with_label_values(&[result]);
         }
         for status in SUMMARY_STATUSES {
             m.context_summary_calls_total.with_label_values(&[status]);
@@ -764,6 +785,11 @@ mod tests {
         for r in MOVE_REASONS {
             want.push(format!(
                 "openclaw_cluster_tasks_moved_total{{reason=\"{r}\"}} 0"
+            ));
+        }
+        for r in UNKNOWN_ADMISSION_RESULTS {
+            want.push(format!(
+                "openclaw_cluster_unknown_admissions_total{{result=\"{r}\"}} 0"
             ));
         }
         for r in SUMMARY_STATUSES {

@@ -41,8 +41,10 @@ use super::common::{micros, percentile, summarize, BenchArgs, Summary};
 pub const NODES: usize = 3;
 /// Warm-up before the throughput phases.
 pub const WARMUP: Duration = Duration::from_secs(1);
-/// Deadline of one submit in the throughput phases.
-pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of one submit in the throughput phases: longer than a node takes to answer one
+/// whose commit outcome is unknown (`cluster::outcome::RESOLVE_WITHIN` plus two proposer
+/// deadlines, about 13 s at the defaults), so the node's answer is what is counted.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Submitters writing through a leader failover.
 pub const FAILOVER_SUBMITTERS: usize = 8;
 /// Deadline of one submit during a failover (short, so a stuck request is replaced soon).
@@ -74,6 +76,8 @@ pub struct ThroughputRow {
     /// 202s and their latency (µs) over the phase.
     pub committed: Summary,
     pub busy: usize,
+    /// 503 `outcome_unknown` (the task id named; it may exist).
+    pub outcome_unknown: usize,
     pub errors: usize,
     pub first_error: Option<String>,
     pub via_leader_p50_us: u32,
@@ -133,6 +137,14 @@ pub struct ClusterReport {
     /// included): equal when every acknowledged task is in the state machine.
     pub tasks_in_cluster: u64,
     pub acknowledged_total: usize,
+    /// 503 `outcome_unknown` answers (warm-up included): each may or may not be a task, so the
+    /// cluster may hold up to this many tasks more than the 202s. Any other refusal (429/503)
+    /// must have left nothing.
+    pub outcome_unknown_total: usize,
+    /// Other 429/503 answers (warm-up included): surely not admitted.
+    pub refused_total: usize,
+    /// Submits with no HTTP answer (warm-up included): each may be a task.
+    pub no_answer_total: usize,
     pub leader_failovers: Vec<LeaderFailover>,
     pub resumed_median_ms: Option<f64>,
     pub moved_tasks: Vec<MovedTask>,
@@ -247,11 +259,16 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
             "plain (loopback)"
         }
     );
-    let (throughput, tasks_in_cluster, acknowledged_total) =
-        throughput(&client, args, tls.as_ref())
-            .await
-            .context("commit throughput")?;
-    print_throughput(&throughput, tasks_in_cluster, acknowledged_total);
+    let (throughput, tasks_in_cluster, answered) = throughput(&client, args, tls.as_ref())
+        .await
+        .context("commit throughput")?;
+    print_throughput(&throughput, tasks_in_cluster, &answered);
+    let Answered {
+        acknowledged: acknowledged_total,
+        outcome_unknown: outcome_unknown_total,
+        refused: refused_total,
+        no_answer: no_answer_total,
+    } = answered;
 
     let secret = secret();
     let mut c = Cluster::start(spec(FAILOVER_WORKERS, &secret, json!({}), tls.as_ref())?)
@@ -298,6 +315,9 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
         throughput,
         tasks_in_cluster,
         acknowledged_total,
+        outcome_unknown_total,
+        refused_total,
+        no_answer_total,
         resumed_median_ms: median(&resumed),
         leader_failovers,
         running_again_median_ms: median(&again),
@@ -317,16 +337,51 @@ pub async fn run(args: &BenchArgs, cores: usize) -> anyhow::Result<ClusterReport
 struct Seen {
     /// (node asked, µs) of each 202.
     ok: Vec<(usize, u32)>,
+    /// 429/503 answers, `outcome_unknown` ones included.
     busy: usize,
+    /// 503 `outcome_unknown`.
+    unknown: usize,
+    /// Submits that got no HTTP answer (timeout, connection error): they may be tasks.
+    no_answer: usize,
     errors: usize,
     first_error: Option<String>,
+}
+
+/// What the submitters were answered over all phases (warm-up included).
+#[derive(Debug, Default, Clone, Copy)]
+struct Answered {
+    acknowledged: usize,
+    outcome_unknown: usize,
+    /// 429/503 other than `outcome_unknown`.
+    refused: usize,
+    /// No HTTP answer at the generator (its timeout, a connection error).
+    no_answer: usize,
+}
+
+impl Answered {
+    fn add(&mut self, seen: &[Seen]) {
+        for s in seen {
+            self.acknowledged += s.ok.len();
+            self.outcome_unknown += s.unknown;
+            self.refused += s.busy - s.unknown;
+            self.no_answer += s.no_answer;
+        }
+    }
+}
+
+/// Do the tasks in the cluster square with the answers? Each 202 is one task, each refusal
+/// none, each `outcome_unknown` or unanswered submit at most one:
+/// `acked ≤ in_cluster ≤ acked + unknown + no answer`.
+fn tasks_square(in_cluster: u64, a: &Answered) -> bool {
+    let acked = a.acknowledged as u64;
+    in_cluster >= acked && in_cluster <= acked + (a.outcome_unknown + a.no_answer) as u64
 }
 
 async fn throughput(
     client: &reqwest::Client,
     args: &BenchArgs,
     tls: Option<&BenchTls>,
-) -> anyhow::Result<(Vec<ThroughputRow>, u64, usize)> {
+) -> anyhow::Result<(Vec<ThroughputRow>, u64, Answered)> {
     let extra = json!({
         "server": {"queue_max": 1_000_000, "max_in_flight_requests": 100_000},
         "model_fallback": {"timeout_ms": 3_600_000, "max_retries": 0},
@@ -347,15 +402,17 @@ async fn throughput(
     let duration = Duration::from_secs(args.duration_secs.max(1));
     let first = args.cluster_concurrency.first().copied().unwrap_or(64);
     let warm = closed_loop(client, &urls, &body, first, WARMUP).await;
-    let mut acknowledged = warm.0.iter().map(|s| s.ok.len()).sum::<usize>();
+    let mut answered = Answered::default();
+    answered.add(&warm.0);
     let mut rows = Vec::new();
     for &conc in &args.cluster_concurrency {
         let term_before = c.status(leader).await.ok().map(|s| s.term);
         let (seen, elapsed) = closed_loop(client, &urls, &body, conc.max(1), duration).await;
+        answered.add(&seen);
         let after = c.status(leader).await.ok();
         let mut all: Vec<u32> = Vec::new();
         let (mut via_leader, mut via_follower) = (Vec::new(), Vec::new());
-        let (mut busy, mut errors, mut first_error) = (0, 0, None);
+        let (mut busy, mut unknown, mut errors, mut first_error) = (0, 0, 0, None);
         for s in seen {
             for (node, us) in s.ok {
                 all.push(us);
@@ -366,16 +423,17 @@ async fn throughput(
                 }
             }
             busy += s.busy;
+            unknown += s.unknown;
             errors += s.errors;
             first_error = first_error.or(s.first_error);
         }
-        acknowledged += all.len();
         via_leader.sort_unstable();
         via_follower.sort_unstable();
         rows.push(ThroughputRow {
             concurrency: conc,
             committed: summarize(&mut all, errors + busy, elapsed),
             busy,
+            outcome_unknown: unknown,
             errors,
             first_error,
             via_leader_p50_us: percentile(&via_leader, 50.0),
@@ -391,7 +449,7 @@ async fn throughput(
     // Every 202 must be a task in the replicated state.
     let st = c.status(leader).await?;
     let in_cluster: u64 = st.tasks.values().sum();
-    Ok((rows, in_cluster, acknowledged))
+    Ok((rows, in_cluster, answered))
 }
 
 /// `workers` submitters, round-robin over `urls`, for `duration`.
@@ -428,7 +486,11 @@ async fn closed_loop(
                     }
                     Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
                         s.busy += 1;
-                        let _ = r.bytes().await;
+                        let body = r.bytes().await.unwrap_or_default();
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        if v["error"]["code"] == "outcome_unknown" {
+                            s.unknown += 1;
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     Ok(r) => {
@@ -439,6 +501,7 @@ async fn closed_loop(
                     }
                     Err(e) => {
                         s.errors += 1;
+                        s.no_answer += 1;
                         s.first_error.get_or_insert(e.to_string());
                     }
                 }
@@ -781,13 +844,13 @@ fn secs(ms: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
+fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, a: &Answered) {
     println!(
         " a) Commit throughput: POST /api/tasks round-robin to {NODES} nodes, 202 = committed \
          by Raft (1 worker per node, tasks held at the simulator; latencies in ms)"
     );
     println!(
-        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6} {:>9}",
+        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>8} {:>11} {:>13} {:>9} {:>6} {:>9}",
         "conc",
         "committed",
         "commits/s",
@@ -796,14 +859,14 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
         "max",
         "leader p50",
         "follower p50",
-        "busy",
+        "busy/unkn",
         "errors",
         "term"
     );
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
     for r in rows {
         println!(
-            "{:>5} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>13} {:>6} {:>6} {:>9}",
+            "{:>5} {:>9} {:>9.0} {:>8} {:>8} {:>8} {:>11} {:>13} {:>9} {:>6} {:>9}",
             r.concurrency,
             r.committed.ok,
             r.committed.throughput_rps,
@@ -812,7 +875,7 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
             ms(r.committed.max_us),
             ms(r.via_leader_p50_us),
             ms(r.via_follower_p50_us),
-            r.busy,
+            format!("{}/{}", r.busy, r.outcome_unknown),
             r.errors,
             format!("{}→{}", opt(r.term_before), opt(r.term_after))
         );
@@ -820,13 +883,19 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, acked: usize) {
             eprintln!("  warning: c={}: first error: {e}", r.concurrency);
         }
     }
+    let acked = a.acknowledged;
     println!(
-        "    the cluster holds {in_cluster} tasks; the generator counted {acked} 202s (warm-up \
-         included){}",
-        if in_cluster as usize == acked {
+        "    the cluster holds {in_cluster} tasks; the generator counted {acked} 202s, {} \
+         outcome_unknown, {} other 429/503 and {} without an answer (warm-up included): {} \
+         task(s) beyond the 202s{}",
+        a.outcome_unknown,
+        a.refused,
+        a.no_answer,
+        in_cluster as i64 - acked as i64,
+        if tasks_square(in_cluster, a) {
             ""
         } else {
-            " — MISMATCH"
+            " — MISMATCH (a refused submission left a task, or a 202 is missing)"
         }
     );
 }
@@ -938,6 +1007,40 @@ pub fn print(r: &ClusterReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_square_with_the_answers() {
+        let a = |acknowledged, outcome_unknown, refused| Answered {
+            acknowledged,
+            outcome_unknown,
+            refused,
+            no_answer: 0,
+        };
+        // (tasks in the cluster, answers) -> they square
+        let cases = [
+            (100, a(100, 0, 5), true),
+            (101, a(100, 0, 5), false),
+            (99, a(100, 0, 0), false),
+            (100, a(100, 3, 0), true),
+            (103, a(100, 3, 0), true),
+            (104, a(100, 3, 9), false),
+            (
+                104,
+                Answered {
+                    no_answer: 1,
+                    ..a(100, 3, 9)
+                },
+                true,
+            ),
+        ];
+        for (in_cluster, answered, want) in cases {
+            assert_eq!(
+                tasks_square(in_cluster, &answered),
+                want,
+                "{in_cluster} {answered:?}"
+            );
+        }
+    }
 
     #[test]
     fn medians() {

@@ -76,6 +76,8 @@ pub enum Code {
     SchedulerUnavailable,
     OwnerUnreachable,
     ClusterUnavailable,
+    /// A task's admission could not be confirmed nor ruled out: GET it before retrying.
+    OutcomeUnknown,
     StorageUnavailable,
     CacheUnavailable,
     AccountantUnavailable,
@@ -144,6 +146,7 @@ impl Code {
             SchedulerUnavailable => "scheduler_unavailable",
             OwnerUnreachable => "owner_unreachable",
             ClusterUnavailable => "cluster_unavailable",
+            OutcomeUnknown => "outcome_unknown",
             StorageUnavailable => "storage_unavailable",
             CacheUnavailable => "cache_unavailable",
             AccountantUnavailable => "accountant_unavailable",
@@ -176,6 +179,9 @@ pub struct ApiError {
     pub code: Code,
     pub message: String,
     pub retry_after_s: Option<u64>,
+    /// The task the answer is about when it may exist although the answer is an error
+    /// (`outcome_unknown`): `task_id` in the body and `Location: /api/tasks/{id}`.
+    pub task_id: Option<String>,
 }
 
 impl ApiError {
@@ -185,6 +191,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_s: None,
+            task_id: None,
         }
     }
     pub fn bad_request(code: Code, m: impl Into<String>) -> ApiError {
@@ -219,7 +226,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody::new(self.code.as_str(), self.message);
-        let mut resp = (self.status, axum::Json(body)).into_response();
+        let mut resp = match &self.task_id {
+            None => (self.status, axum::Json(body)).into_response(),
+            Some(id) => {
+                let mut v = serde_json::to_value(&body).unwrap_or_default();
+                v["error"]["task_id"] = serde_json::Value::String(id.clone());
+                let mut r = (self.status, axum::Json(v)).into_response();
+                if let Ok(loc) = HeaderValue::from_str(&format!("/api/tasks/{id}")) {
+                    r.headers_mut().insert(header::LOCATION, loc);
+                }
+                r
+            }
+        };
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is never read, so the connection cannot be reused: say so,
             // or a keep-alive client sends its next request into a closing connection.
@@ -261,6 +279,17 @@ impl From<LedgerError> for ApiError {
                 format!("the cluster cannot commit right now ({why}); retry"),
                 1,
             ),
+            OutcomeUnknown { id, why } => ApiError {
+                task_id: Some(id.clone()),
+                ..ApiError::unavailable(
+                    Code::OutcomeUnknown,
+                    format!(
+                        "task {id} may or may not have been admitted ({why}); \
+                         GET /api/tasks/{id} before retrying"
+                    ),
+                    1,
+                )
+            },
             Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 ApiError::unavailable(

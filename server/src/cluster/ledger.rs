@@ -2,7 +2,8 @@
 //! come from this node's replica of the state.
 //!
 //! `admit` returns only after the task is committed (a majority flushed it), which is what the
-//! 202 promises. `queued` and `recover` are this node's own tasks. Sequence numbers are assigned
+//! 202 promises; an admission whose commit cannot be confirmed nor ruled out is resolved by
+//! [`super::outcome`]. `queued` and `recover` are this node's own tasks. Sequence numbers are assigned
 //! by `apply`, so `next_seq` is 0 here. A finished task is read from the replica's disk (the
 //! state machine keeps only live tasks in memory); retention is the replicated `Retain`
 //! command, proposed by the leader.
@@ -13,6 +14,7 @@ use openclaw_cluster::state::PURGE_BATCH_MAX;
 use openclaw_cluster::{owner_id, Command, NodeId, Reply};
 use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 
+use super::outcome::{self, Attempt, Next};
 use super::proposer::ClusterError;
 use super::Cluster;
 use crate::tasks::ledger::{
@@ -66,21 +68,79 @@ pub fn cluster_err(e: ClusterError) -> LedgerError {
 
 #[async_trait::async_trait]
 impl Ledger for RaftLedger {
+    /// Commit the `Admit`; when its outcome is unknown, find it out ([`outcome`]): the
+    /// replica, then the same `Admit` again (idempotent by id), for at most
+    /// [`outcome::RESOLVE_WITHIN`]; past that, [`LedgerError::OutcomeUnknown`].
     async fn admit(&self, rec: TaskRecord) -> Result<Admission, LedgerError> {
+        let id = rec.id.clone();
         let may_preempt = self.preemptors.contains(&rec.priority);
         let cmd = Command::Admit {
             rec: Box::new(rec),
             via: self.me(),
             may_preempt,
         };
-        match self.cluster.proposer.propose(cmd).await {
-            Ok(Reply::Task(t)) => Ok(Admission::Accepted(*t)),
-            Ok(Reply::Duplicate(t)) => Ok(Admission::Duplicate(*t)),
-            Ok(Reply::Rejected(r)) => Err(r.into()),
-            Ok(other) => Err(LedgerError::Unavailable(format!(
-                "unexpected reply {other:?}"
-            ))),
-            Err(e) => Err(cluster_err(e)),
+        let mut unknown_since: Option<tokio::time::Instant> = None;
+        loop {
+            let res = self.cluster.proposer.propose(cmd.clone()).await;
+            let attempt = match &res {
+                Ok(Reply::Task(t) | Reply::Duplicate(t)) if t.id == id => Attempt::Applied,
+                Ok(_) => Attempt::AppliedOther,
+                Err(ClusterError::Busy(_) | ClusterError::Unavailable(_)) => Attempt::NotApplied,
+                Err(ClusterError::Unknown(_)) => Attempt::Unknown,
+            };
+            if attempt == Attempt::Unknown && unknown_since.is_none() {
+                unknown_since = Some(tokio::time::Instant::now());
+            }
+            let time_left = unknown_since.is_none_or(|t| t.elapsed() < outcome::RESOLVE_WITHIN);
+            // The replica is read only when the answer is not already known.
+            let on_replica = || matches!(self.get(&id), Ok(Some(_)));
+            let decision = match attempt {
+                Attempt::Applied => Next::Accept,
+                _ => outcome::next(attempt, unknown_since.is_some(), on_replica(), time_left),
+            };
+            if unknown_since.is_some() && decision != Next::Retry {
+                let result = match decision {
+                    Next::Accept => "accepted",
+                    Next::Answer => "refused",
+                    _ => "unknown",
+                };
+                crate::metrics::metrics()
+                    .cluster_unknown_admissions_total
+                    .with_label_values(&[result])
+                    .inc();
+            }
+            match decision {
+                Next::Accept => {
+                    return match res {
+                        Ok(Reply::Task(t) | Reply::Duplicate(t)) if t.id == id => {
+                            Ok(Admission::Accepted(*t))
+                        }
+                        _ => self
+                            .get(&id)?
+                            .map(Admission::Accepted)
+                            .ok_or_else(|| LedgerError::NotFound(id.clone())),
+                    };
+                }
+                Next::Answer => {
+                    return match res {
+                        Ok(Reply::Duplicate(t)) => Ok(Admission::Duplicate(*t)),
+                        Ok(Reply::Rejected(r)) => Err(r.into()),
+                        Ok(other) => Err(LedgerError::Unavailable(format!(
+                            "unexpected reply {other:?}"
+                        ))),
+                        Err(e) => Err(cluster_err(e)),
+                    };
+                }
+                Next::Retry => tokio::time::sleep(outcome::RESOLVE_PAUSE).await,
+                Next::GiveUp => {
+                    let why = match res {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "no answer".into(),
+                    };
+                    tracing::warn!(task = %id, %why, "admission outcome unknown");
+                    return Err(LedgerError::OutcomeUnknown { id, why });
+                }
+            }
         }
     }
 

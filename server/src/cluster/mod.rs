@@ -5,6 +5,8 @@
 //! - [`server`]: the cluster listener (Raft, forwarded writes, join, leave).
 //! - [`proposer`]: batches commands into Raft entries; followers forward to the leader.
 //! - [`ledger`]: the task [`crate::tasks::ledger::Ledger`] backed by the replicated state.
+//! - [`outcome`]: an admission whose commit outcome is unknown is resolved (replica read,
+//!   idempotent re-proposal) within a bound, else answered `outcome_unknown`.
 //! - [`watcher`]: follows applied events (feeds the scheduler), heartbeats, the leader's sweeps
 //!   (expire, purge, promote learners), work stealing and reconciliation.
 //! - [`prevote`]: the pre-vote openraft 0.9 lacks: an election starts only when a majority
@@ -22,6 +24,7 @@ pub mod cron;
 pub mod ledger;
 pub mod memory;
 pub mod net;
+pub mod outcome;
 pub mod prevote;
 pub mod proposer;
 pub mod quota;

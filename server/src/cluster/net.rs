@@ -38,7 +38,7 @@ pub struct PeerClient {
     pub rpc_timeout: Duration,
     /// Which peers' Raft RPCs fail now, for one line when a peer goes away and one when it
     /// comes back.
-    health: std::sync::Arc<PeerHealth>,
+    pub health: std::sync::Arc<PeerHealth>,
 }
 
 /// Raft peers whose RPCs are failing: since when, and how many failed.
@@ -88,6 +88,11 @@ impl PeerHealth {
                 }
             }
         }
+    }
+
+    /// The peers whose last Raft RPC failed (and none succeeded since).
+    pub fn failing(&self) -> std::collections::BTreeSet<NodeId> {
+        self.lock().keys().copied().collect()
     }
 
     /// A Raft RPC to `peer` succeeded: if it was failing, say it is back.

@@ -5,8 +5,10 @@
 //! of up to `cluster.batch_max` commands, and writes up to `cluster.writes_in_flight` batches at
 //! once. On the leader a batch is one `client_write`; on a follower it is forwarded to the leader
 //! (`POST /cluster/write`), which stamps the time. A batch is retried only when it certainly was
-//! not applied (the target said it is not the leader, or could not be reached); otherwise the
-//! caller gets [`ClusterError::Unavailable`] and the node's reconcile loop repairs the rest.
+//! not applied (the target said it is not the leader, or could not be reached): when no leader
+//! takes it within the deadline the caller gets [`ClusterError::Unavailable`] (surely not
+//! applied); any other failure is [`ClusterError::Unknown`] (it may commit), which admissions
+//! resolve ([`super::outcome`]) and the node's reconcile loop repairs for the rest.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +26,14 @@ pub enum ClusterError {
     /// Too many proposals waiting; retry shortly.
     #[error("too many cluster writes waiting ({0}); retry shortly")]
     Busy(usize),
-    /// No leader or no quorum, or the outcome is unknown.
+    /// Not committed, and surely not applied: no leader could be reached, or each leader
+    /// asked said it was not the leader.
     #[error("{0}")]
     Unavailable(String),
+    /// No answer (a commit or a forward timed out, the leader's answer was lost): the batch may
+    /// have committed or may still commit. See [`super::outcome`].
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// What a leader answers to a forwarded batch.
@@ -105,7 +112,7 @@ impl Proposer {
                         }
                         Ok(_) => {
                             for tx in replies {
-                                let _ = tx.send(Err(ClusterError::Unavailable(
+                                let _ = tx.send(Err(ClusterError::Unknown(
                                     "the leader answered a different number of replies".into(),
                                 )));
                             }
@@ -137,8 +144,9 @@ impl Proposer {
                     ClusterError::Unavailable("the node is shutting down".into())
                 }
             })?;
+        // The batch was taken: it may have been written before the node stopped.
         rx.await
-            .map_err(|_| ClusterError::Unavailable("the node is shutting down".into()))?
+            .map_err(|_| ClusterError::Unknown("the node is shutting down".into()))?
     }
 
     /// Proposals waiting to be written.
@@ -169,6 +177,11 @@ async fn write(
             })
         };
         match leader {
+            // A leader whose Raft RPCs fail to most voters would only append an entry that
+            // cannot commit now (an unknown outcome): refuse before writing instead.
+            Some((id, _)) if id == me && !in_reach_of_majority(raft, me, client) => {
+                last = "the leader cannot reach a majority of voters".into()
+            }
             Some((id, _)) if id == me => match apply_locally(
                 raft,
                 cmds.clone(),
@@ -178,7 +191,7 @@ async fn write(
             {
                 WriteReply::Done(r) => return Ok(r),
                 WriteReply::NotLeader(_) => last = "leadership moved".into(),
-                WriteReply::Failed(e) => return Err(ClusterError::Unavailable(e)),
+                WriteReply::Failed(e) => return Err(ClusterError::Unknown(e)),
             },
             Some((id, node)) => {
                 let left = until.saturating_duration_since(Instant::now());
@@ -188,12 +201,12 @@ async fn write(
                 {
                     Ok(WriteReply::Done(r)) => return Ok(r),
                     Ok(WriteReply::NotLeader(_)) => last = format!("node {id} is no longer leader"),
-                    Ok(WriteReply::Failed(e)) => return Err(ClusterError::Unavailable(e)),
+                    Ok(WriteReply::Failed(e)) => return Err(ClusterError::Unknown(e)),
                     Err(PeerError::Unreachable(_, e)) => {
                         last = format!("leader {id} unreachable: {e}")
                     }
                     Err(PeerError::Failed(_, e)) => {
-                        return Err(ClusterError::Unavailable(format!(
+                        return Err(ClusterError::Unknown(format!(
                             "forwarding to leader {id} failed: {e}"
                         )))
                     }
@@ -210,6 +223,35 @@ async fn write(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(200));
     }
+}
+
+/// Can this node reach a majority of the voters (itself included) by its last Raft RPCs?
+pub fn in_reach_of_majority(
+    raft: &openclaw_cluster::Raft,
+    me: NodeId,
+    client: &PeerClient,
+) -> bool {
+    let voters: Vec<NodeId> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    majority_reachable(&voters, me, &client.health.failing())
+}
+
+/// Do this node and the voters it can reach (no failing Raft RPC) make a majority of `voters`?
+pub fn majority_reachable(
+    voters: &[NodeId],
+    me: NodeId,
+    failing: &std::collections::BTreeSet<NodeId>,
+) -> bool {
+    let reachable = voters
+        .iter()
+        .filter(|v| **v == me || !failing.contains(v))
+        .count();
+    reachable * 2 > voters.len()
 }
 
 /// `client_write` on this node, stamped with this node's clock, for at most `within`. A write
@@ -236,5 +278,33 @@ pub async fn apply_locally(
             WriteReply::NotLeader(f.leader_id.zip(f.leader_node))
         }
         Err(e) => WriteReply::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_writes_only_with_a_majority_in_reach() {
+        let set = |v: &[NodeId]| v.iter().copied().collect::<std::collections::BTreeSet<_>>();
+        // (voters, me, failing) -> reachable majority
+        let cases: [(&[NodeId], NodeId, &[NodeId], bool); 7] = [
+            (&[1], 1, &[], true),
+            (&[1, 2, 3], 1, &[], true),
+            (&[1, 2, 3], 1, &[2], true),
+            (&[1, 2, 3], 1, &[2, 3], false),
+            (&[1, 2, 3, 4, 5], 1, &[2, 3], true),
+            (&[1, 2, 3, 4, 5], 1, &[2, 3, 4], false),
+            // A failing learner (not a voter) does not count.
+            (&[1, 2, 3], 1, &[9], true),
+        ];
+        for (voters, me, failing, want) in cases {
+            assert_eq!(
+                majority_reachable(voters, me, &set(failing)),
+                want,
+                "{voters:?} me={me} failing={failing:?}"
+            );
+        }
     }
 }

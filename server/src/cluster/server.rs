@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::net::SECRET_HEADER;
-use super::proposer::{apply_locally, WriteReply};
+use super::proposer::{apply_locally, in_reach_of_majority, WriteReply};
 use super::Cluster;
 
 /// Largest cluster request body (snapshot chunks, batches of admitted tasks).
@@ -164,6 +164,13 @@ async fn snapshot(State(c): State<Arc<Cluster>>, Peer(req): Peer<SnapshotRequest
 }
 
 async fn write(State(c): State<Arc<Cluster>>, Peer(cmds): Peer<Vec<Command>>) -> Response {
+    // A leader cut off from most voters cannot commit now: "not the leader" (nothing was
+    // written, the forwarder looks again) rather than an entry whose outcome stays unknown.
+    if c.raft.metrics().borrow().current_leader == Some(c.id)
+        && !in_reach_of_majority(&c.raft, c.id, &c.client)
+    {
+        return encode(&WriteReply::NotLeader(None));
+    }
     let within = std::time::Duration::from_millis(c.cfg.rpc_timeout_ms * 2);
     let reply: WriteReply = apply_locally(&c.raft, cmds, within).await;
     encode(&reply)

@@ -51,6 +51,10 @@ pub enum LedgerError {
     /// The cluster cannot commit right now (no leader, no quorum, proposals full).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A new task's commit could not be confirmed nor ruled out within the bound: task `id`
+    /// may exist (or appear shortly). The client reads it before retrying.
+    #[error("the outcome of admitting task {id} is unknown ({why}); GET /api/tasks/{id} before retrying")]
+    OutcomeUnknown { id: String, why: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
