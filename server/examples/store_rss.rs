@@ -14,7 +14,8 @@
 //! default), `--keep K` (remove the oldest beyond K, as `server.tasks_retained_max` does;
 //! default: keep all), `--dir D` (default: a temporary directory, removed at the end),
 //! `--random-ids` (random UUIDs as the node's task ids were, instead of ids in write order),
-//! `--writes W` (records written per task: 3 = queued, running, finished, as a node does).
+//! `--writes W` (records written per task: 3 = queued, running, finished, as a node does),
+//! `--flush-every F` (a flush every F tasks, default 100).
 
 use std::time::Instant;
 
@@ -32,6 +33,9 @@ struct Args {
     random_ids: bool,
     /// Writes per task (1: the finished record only; 3: queued, running, finished).
     writes: u32,
+    /// A flush (fsync) every this many tasks (the node flushes before each acknowledgement,
+    /// grouped by its group commit).
+    flush_every: u64,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -43,6 +47,7 @@ fn parse() -> anyhow::Result<Args> {
         dir: None,
         random_ids: false,
         writes: 1,
+        flush_every: 100,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +60,7 @@ fn parse() -> anyhow::Result<Args> {
             "--dir" => a.dir = Some(value()?.into()),
             "--random-ids" => a.random_ids = true,
             "--writes" => a.writes = value()?.parse()?,
+            "--flush-every" => a.flush_every = value()?.parse::<u64>()?.max(1),
             other => bail!("unknown option {other} (see the file's header)"),
         }
     }
@@ -166,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             ids.clear();
         }
-        if (i + 1) % 100 == 0 {
+        if (i + 1) % a.flush_every == 0 {
             store.flush().await?;
         }
         if (i + 1) % a.step == 0 {

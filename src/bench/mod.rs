@@ -23,7 +23,7 @@
 //! 9. `knowledge` (by name only): the knowledge cache's index build time for 100 and 1,000
 //!    memory files, and memory tokens per prompt with and without retrieval — see `knowledge`.
 //! 10. `semantic-cache` (by name only): precision/recall of the semantic request cache on the
-//!    labelled pairs, and its vector index's latency at 10k/100k entries — see `semantic`.
+//!     labelled pairs, and its vector index's latency at 10k/100k entries — see `semantic`.
 //!
 //! The node children log at the default level (`info`), as an operator runs them: a defect that
 //! grows with work (spans, log lines) must show up here, not hide behind `RUST_LOG=warn`.
