@@ -10,6 +10,9 @@
 //! 2. The index (`openclaw_server::cache::semantic::SemanticIndex`, in process) at 10k and 100k
 //!    entries in ONE partition — the worst case: every entry is compared — insert and lookup
 //!    p50/p99.
+//! 3. The embedding call a semantic lookup makes: [`EMBED_CALLS`] sequential one-question
+//!    `POST /v1/embeddings` through a gateway child (the simulator's embeddings behind it, the
+//!    same reqwest client as any provider), p50/p99 — the cost a lookup adds before the index.
 //!
 //! Nothing here is a test; the figures go to BENCHMARKS.md with the command.
 
@@ -24,7 +27,9 @@ use openclaw_server::config::kinds::DEFAULT_EMBEDDING_DIMENSIONS;
 use openclaw_server::config::RequestCache;
 use openclaw_server::embeddings::lexical;
 
-use super::common::{percentile, BenchArgs};
+use super::common::{
+    load_client, micros, node_config, percentile, start_children, BenchArgs, ScratchDir,
+};
 
 /// The labelled set kept in the repository.
 const PAIRS: &str = include_str!("../../bench/semantic_pairs.jsonl");
@@ -36,6 +41,8 @@ const INDEX_SIZES: [usize; 2] = [10_000, 100_000];
 const LOOKUPS: usize = 200;
 /// Inputs per embeddings request to a remote endpoint.
 const EMBED_BATCH: usize = 64;
+/// One-question embedding calls timed through the gateway.
+const EMBED_CALLS: usize = 500;
 
 #[derive(Debug, Clone, Deserialize)]
 struct Pair {
@@ -74,6 +81,36 @@ pub struct Report {
     pub at_threshold: Quality,
     pub sweep: Vec<Quality>,
     pub index: Vec<IndexLatency>,
+    /// One-question `POST /v1/embeddings` through the gateway (simulator behind it).
+    pub embed_calls: usize,
+    pub embed_p50_us: u32,
+    pub embed_p99_us: u32,
+}
+
+/// Time [`EMBED_CALLS`] one-question embedding calls through a gateway child.
+async fn embed_latency(args: &BenchArgs, texts: &[String]) -> anyhow::Result<Vec<u32>> {
+    let dir = ScratchDir::create()?;
+    let (_sim, node) = start_children(&dir.0, "semantic", args.sim_latency_ms, |sim| {
+        let mut cfg = node_config(sim);
+        cfg["models"]["emb"] = json!({"provider": "sim", "base_url": format!("http://{sim}/v1"),
+            "price": {"input": 0.02, "output": 0.0}, "kind": "embedding",
+            "dimensions": DEFAULT_EMBEDDING_DIMENSIONS});
+        cfg
+    })
+    .await?;
+    let client = load_client()?;
+    let url = format!("{}/v1/embeddings", node.http_url());
+    let mut out = Vec::with_capacity(EMBED_CALLS);
+    for i in 0..EMBED_CALLS {
+        let body = json!({"model": "emb", "input": texts[i % texts.len()]});
+        let t = Instant::now();
+        let resp = client.post(&url).json(&body).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "embeddings: {}", resp.status());
+        resp.bytes().await?;
+        out.push(micros(t.elapsed()));
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Precision/recall of `score >= threshold` against the labels (pure).
@@ -228,6 +265,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         .iter()
         .map(|&n| index_latency(&texts, n))
         .collect();
+    let embed = embed_latency(args, &texts).await?;
     Ok(Report {
         embeddings: match &args.embeddings_url {
             Some(u) => format!("{u} model {}", args.embedding_model),
@@ -239,6 +277,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         at_threshold: quality(&scored, threshold),
         sweep: SWEEP.iter().map(|&t| quality(&scored, t)).collect(),
         index,
+        embed_calls: embed.len(),
+        embed_p50_us: percentile(&embed, 50.0),
+        embed_p99_us: percentile(&embed, 99.0),
     })
 }
 
@@ -267,6 +308,12 @@ pub fn print(r: &Report) {
             x.entries, x.insert_p50_us, x.insert_p99_us, x.lookup_p50_us, x.lookup_p99_us
         );
     }
+    println!(
+        "\nembedding call through the gateway (one question, simulator behind it), {} calls: p50 {:.2} ms, p99 {:.2} ms",
+        r.embed_calls,
+        r.embed_p50_us as f64 / 1000.0,
+        r.embed_p99_us as f64 / 1000.0
+    );
 }
 
 #[cfg(test)]
