@@ -3,6 +3,11 @@
 //! Budgets: a scope's allowance is `limit − spent − Σ slices`; a node asks for a slice and gets
 //! at most that. Its slice covers its reservations in flight, so the sum of everything granted
 //! never passes the limit; spend can pass it only by what real usage exceeds the reservations.
+//! An ask **tops the node's slice up** to what it asked for ([`budget_room`]), it does not add to
+//! it: the workers of one node that find the slice short at the same moment each ask, and
+//! restarts ask again, and adding made a node's slice grow by every ask — busy nodes (whose
+//! slices are never idle, so never returned) ended up holding the whole allowance while another
+//! node was refused with budget left.
 //!
 //! Rate limits are **sliding** windows. A window of `W` ms is cut into `span` buckets of
 //! `W / span` ms ([`rate_buckets`]); a slice is granted for one bucket and spent only inside it,
@@ -35,6 +40,15 @@ pub fn budget_free(
             .tokens
             .map(|l| l.saturating_sub(spent_tokens.saturating_add(held_t))),
         limit.cost_usd.map(|l| (l - spent_cost - held_c).max(0.0)),
+    )
+}
+
+/// What an ask for `(want_tokens, want_cost)` from a node holding `held` may still be granted:
+/// the difference that tops its slice up to the ask, never more (pure).
+pub fn budget_room(held: (u64, f64), want_tokens: u64, want_cost: f64) -> (u64, f64) {
+    (
+        want_tokens.saturating_sub(held.0),
+        (want_cost - held.1).max(0.0),
     )
 }
 
@@ -232,6 +246,24 @@ mod tests {
             budget_free(&unlimited, 5, 5.0, std::iter::empty()),
             (None, None)
         );
+    }
+
+    #[test]
+    fn budget_room_table() {
+        // (held, want) -> room
+        let cases = [
+            ((0, 0.0), (100, 1.0), (100, 1.0)),
+            ((40, 0.4), (100, 1.0), (60, 0.6)),
+            ((100, 1.0), (100, 1.0), (0, 0.0)),
+            ((900, 9.0), (100, 1.0), (0, 0.0)),
+            ((0, 0.0), (0, 0.0), (0, 0.0)),
+            ((50, 0.0), (100, 0.0), (50, 0.0)),
+        ];
+        for (held, (wt, wc), want) in cases {
+            let (t, c) = budget_room(held, wt, wc);
+            assert_eq!(t, want.0, "{held:?} {wt}");
+            assert!((c - want.1).abs() < 1e-9, "{held:?} {wc}");
+        }
     }
 
     #[test]

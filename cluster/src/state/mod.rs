@@ -260,7 +260,12 @@ impl ClusterState {
                     s.spent_cost_usd,
                     s.slices.values().map(|x| (x.tokens, x.cost_usd)),
                 );
-                let (t, c) = lease::budget_grant(free, *want_tokens, *want_cost_usd);
+                let held = s
+                    .slices
+                    .get(node)
+                    .map_or((0, 0.0), |x| (x.tokens, x.cost_usd));
+                let (room_t, room_c) = lease::budget_room(held, *want_tokens, *want_cost_usd);
+                let (t, c) = lease::budget_grant(free, room_t, room_c);
                 let slice = s.slices.entry(*node).or_default();
                 slice.tokens += t;
                 slice.cost_usd += c;

@@ -1185,3 +1185,68 @@ fn memory_files_are_replicated_within_their_bounds() {
     assert_eq!(r[0], Reply::Purged(1));
     assert_eq!(a.memory_agents(&a.d), ["main"]);
 }
+
+/// An ask tops the node's slice up to what it asked for; it does not add to it. The workers of
+/// a node that find its slice short at once each ask (and a restarted node asks again): when
+/// asks added up, an overload chaos run (`openclaw-chaos --seed 7 --rounds 3 --round-seconds 8
+/// --rate 150`) had two nodes holding 999.95 M of a 10⁹-token budget with a few hundred
+/// thousand spent, and the third refused "budget reservation refused" for up to two minutes.
+#[test]
+fn asks_top_a_slice_up_so_no_node_hoards_the_budget() {
+    let mut s = R::default();
+    let lease = |node, want| budget_lease("2026-11", node, want);
+    // Node 1's four workers ask for 150 of the 1000 at once: it holds 150, not 600.
+    let (r, _) = run(&mut s, 0, (0..4).map(|_| lease(1, 150)).collect());
+    let held: Vec<u64> = r
+        .iter()
+        .map(|r| match r {
+            Reply::BudgetSlice { tokens, .. } => *tokens,
+            _ => panic!("{r:?}"),
+        })
+        .collect();
+    assert_eq!(held, vec![150, 150, 150, 150]);
+    // Node 2 the same; node 3, asking last, gets its whole ask.
+    run(&mut s, 1, (0..4).map(|_| lease(2, 150)).collect());
+    let (r, _) = run(&mut s, 2, vec![lease(3, 150)]);
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 150,
+            cost_usd: 0.0
+        }
+    );
+    // Spend settles part of node 1's slice; its next ask tops it up again.
+    let spend = Command::Spend {
+        id: "s-topup".into(),
+        node: 1,
+        period: "2026-11".into(),
+        scopes: vec!["total".into()],
+        model: "m".into(),
+        tokens: 80,
+        cost_usd: 0.0,
+        reserved_tokens: 100,
+        reserved_cost_usd: 0.0,
+    };
+    run(&mut s, 3, vec![spend]);
+    assert_eq!(s.budget["total"].slices[&1].tokens, 50);
+    let (r, _) = run(&mut s, 4, vec![lease(1, 150)]);
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 150,
+            cost_usd: 0.0
+        }
+    );
+    // A larger ask (fewer live nodes, or a larger call) grows it to that ask.
+    let (r, _) = run(&mut s, 5, vec![lease(1, 400)]);
+    assert_eq!(
+        r[0],
+        Reply::BudgetSlice {
+            tokens: 400,
+            cost_usd: 0.0
+        }
+    );
+    let t = &s.budget["total"];
+    let held: u64 = t.slices.values().map(|x| x.tokens).sum();
+    assert_eq!((t.spent_tokens, held), (80, 700));
+}

@@ -215,6 +215,13 @@ impl Quota {
         }
     }
 
+    /// What this node has reserved against its slice of `scope` (tokens, cost).
+    fn reserved(&self, scope: &str) -> (u64, f64) {
+        lock(&self.budget)
+            .get(scope)
+            .map_or((0, 0.0), |p| p.reserved)
+    }
+
     fn set_held(&self, scope: &str, tokens: u64, cost: f64) {
         let mut g = lock(&self.budget);
         let p = g.entry(scope.to_string()).or_default();
@@ -278,15 +285,20 @@ async fn reserve_budget(
         let mut ok = c.quota.take_budget(scope, &est, limits);
         if !ok {
             let n = live_nodes(c) as u64;
+            // An ask tops the slice up to what it names (the state does not add asks up), so
+            // it names the reservations in flight plus this one, at least a fair share.
+            let (in_flight_t, in_flight_c) = c.quota.reserved(scope);
+            let need_t = in_flight_t.saturating_add(est.tokens);
+            let need_c = in_flight_c + est.cost_usd;
             let want_tokens = match limits.tokens {
-                Some(l) => slice_size(Some(l), n as usize, est.tokens, l / 4),
-                None => est.tokens,
+                Some(l) => slice_size(Some(l), n as usize, need_t, l / 4),
+                None => need_t,
             };
             let want_cost = match limits.cost_usd {
                 Some(l) => (l / (2.0 * n as f64))
-                    .max(est.cost_usd)
-                    .min((l / 4.0).max(est.cost_usd)),
-                None => est.cost_usd,
+                    .max(need_c)
+                    .min((l / 4.0).max(need_c)),
+                None => need_c,
             };
             let cmd = Command::LeaseBudget {
                 node: c.id,
