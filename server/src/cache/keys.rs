@@ -220,10 +220,22 @@ pub fn exact_key(model: &str, req: &ChatCompletionRequest) -> String {
     h.field(model.as_bytes());
     h.field(&(req.messages.len() as u64).to_le_bytes());
     for m in &req.messages {
-        h.field(m.role.as_bytes());
-        h.field(message_content(m).as_bytes());
-        h.field(canonical_json(&Value::Object(m.extra.clone())).as_bytes());
+        hash_message(&mut h, m);
     }
+    hash_answer_params(&mut h, req);
+    h.finish()
+}
+
+/// One message into a key: role, content, its other fields.
+pub(crate) fn hash_message(h: &mut KeyHasher, m: &ChatMessage) {
+    h.field(m.role.as_bytes());
+    h.field(message_content(m).as_bytes());
+    h.field(canonical_json(&Value::Object(m.extra.clone())).as_bytes());
+}
+
+/// The request's answer-changing parameters into a key: the output cap, the temperature and
+/// every other field but [`IGNORED_FIELDS`] (tools, `top_p`, `response_format`, `seed`, …).
+pub(crate) fn hash_answer_params(h: &mut KeyHasher, req: &ChatCompletionRequest) {
     h.field(format!("{:?}", req.output_cap()).as_bytes());
     h.field(format!("{:?}", req.temperature).as_bytes());
     let extra: Map<String, Value> = req
@@ -233,7 +245,6 @@ pub fn exact_key(model: &str, req: &ChatCompletionRequest) -> String {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     h.field(canonical_json(&Value::Object(extra)).as_bytes());
-    h.finish()
 }
 
 /// `template` key: model + template id + its parameters (any JSON; hashed canonically).

@@ -20,14 +20,11 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use openclaw_proto::openai::{ChatCompletionRequest, ChatMessage};
 
-use super::keys::{canonical_json, message_content, normalize_text, KeyHasher};
-
-/// Request fields that do not change the answer (as in the `exact` key).
-const IGNORED_FIELDS: &[&str] = &["stream", "stream_options", "user"];
+use super::keys::{canonical_json, hash_answer_params, hash_message, normalize_text, KeyHasher};
 
 /// The two halves of a request under the `semantic` strategy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,20 +92,10 @@ pub fn semantic_key(
     h.field(embedding_model.as_bytes());
     h.field(&(before.len() as u64).to_le_bytes());
     for m in before {
-        h.field(m.role.as_bytes());
-        h.field(message_content(m).as_bytes());
-        h.field(canonical_json(&Value::Object(m.extra.clone())).as_bytes());
+        hash_message(&mut h, m);
     }
     h.field(canonical_json(&Value::Object(last.extra.clone())).as_bytes());
-    h.field(format!("{:?}", req.output_cap()).as_bytes());
-    h.field(format!("{:?}", req.temperature).as_bytes());
-    let extra: Map<String, Value> = req
-        .extra
-        .iter()
-        .filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    h.field(canonical_json(&Value::Object(extra)).as_bytes());
+    hash_answer_params(&mut h, req);
     Some(SemanticKey {
         partition: h.finish(),
         query,
