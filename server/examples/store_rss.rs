@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use openclaw_proto::{Priority, TaskRecord, TaskStatus};
 use openclaw_server::storage::Store;
+use openclaw_server::util::dir_bytes;
 
 struct Args {
     tasks: u64,
@@ -81,21 +82,6 @@ fn rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn dir_mib(dir: &std::path::Path) -> f64 {
-    fn walk(p: &std::path::Path) -> u64 {
-        std::fs::read_dir(p).map_or(0, |rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-    }
-    walk(dir) as f64 / (1 << 20) as f64
 }
 
 /// A finished task shaped like the soak's: ~500-byte input and output.
@@ -182,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
                 i + 1,
                 i + 1 - oldest,
                 rss_mib(),
-                dir_mib(&dir),
+                dir_bytes(&dir) as f64 / (1 << 20) as f64,
                 t0.elapsed().as_secs_f64()
             );
         }

@@ -1,8 +1,8 @@
 //! Small helpers with no better home: default paths, the host name, the two clocks (wall-clock
 //! Unix milliseconds and the node's monotonic milliseconds), the doubling back-off and the
-//! constant-time comparison of secrets.
+//! constant-time comparison of secrets, and the bytes a directory holds on disk.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Wall-clock Unix milliseconds (stamped into records by the node that changes them).
@@ -64,6 +64,22 @@ pub fn hostname() -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "openclaw-node".to_string())
+}
+
+/// Bytes of the files under `dir`, recursively (0 when absent or unreadable): what the benches
+/// report as a store's size on disk.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! Every wait has a deadline; the harness kills every process when dropped. Invariant: like
 //! every scenario, this talks to nodes only over HTTP and reads `/proc` and the data dirs.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::common::{load_client, micros, percentile, BenchArgs};
+use openclaw_server::util::dir_bytes;
+
 use super::soak::parse_proc_status;
 
 /// Nodes of the cluster (a fourth joins at the end).
@@ -94,21 +95,6 @@ fn rss_and_peak(pid: u32) -> (u64, u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (parse_proc_status(&text).0, hwm)
-}
-
-/// Bytes under `dir`, recursively (0 when absent).
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn node_data(c: &Cluster, k: usize) -> std::path::PathBuf {

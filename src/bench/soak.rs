@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openclaw_proto::api::QueueView;
+use openclaw_server::util::dir_bytes;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -116,19 +117,6 @@ pub fn after_warmup(samples: &[SoakSample], share: f64, warm_bytes: u64) -> Opti
     let by_share = (((samples.len() as f64) * share).floor() as usize).min(samples.len() - 1);
     let by_store = samples.iter().position(|s| s.store_bytes >= warm_bytes)?;
     Some(&samples[by_share.max(by_store)..])
-}
-
-/// Bytes of the files under `dir` (recursively; unreadable entries count 0).
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |rd| {
-        rd.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            })
-            .sum()
-    })
 }
 
 /// Relative change from the first to the last value (0 when the first is 0).
