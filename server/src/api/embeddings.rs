@@ -53,19 +53,13 @@ pub async fn embeddings(
             .to_string(),
     };
     let agent = super::openai::agent_of(&cfg, &headers);
-    let meta = CallMeta {
-        request_id: format!("embd-{}", uuid::Uuid::new_v4().simple()),
-        task_id: None,
+    let priority = cfg.task_priority.for_source(&source);
+    let meta = CallMeta::new(
+        format!("embd-{}", uuid::Uuid::new_v4().simple()),
         agent,
-        priority: cfg.task_priority.for_source(&source),
         source,
-        attempt: 1,
-        cache_hit: false,
-        fallback_from: None,
-        wait: None,
-        prompt: None,
-        purpose: None,
-    };
+        priority,
+    );
     drop(cfg);
     let span = tracing::info_span!("embeddings", request = %meta.request_id, model = %req.model, inputs = checked.inputs.len());
     let done = embeddings::embed_checked(&app.calls, &app.budget, &meta, &req.model, &checked)

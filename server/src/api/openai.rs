@@ -228,19 +228,12 @@ pub fn prepare(
     };
     let priority = validate_chat(&cfg, req, source_header)?;
     let agent = agent_of(&cfg, headers);
-    let meta = CallMeta {
-        request_id: format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple()),
-        task_id: None,
+    let meta = CallMeta::new(
+        format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple()),
         agent,
-        source: source_header.unwrap_or(DEFAULT_SOURCE).to_string(),
+        source_header.unwrap_or(DEFAULT_SOURCE).to_string(),
         priority,
-        attempt: 1,
-        cache_hit: false,
-        fallback_from: None,
-        wait: None,
-        prompt: None,
-        purpose: None,
-    };
+    );
     let rc = &cfg.cache.request_cache;
     let cache_probe = (rc.enabled && !cache_opt_out(headers))
         .then(|| crate::cache::probe(rc, &req.model, &meta.agent, req, None));

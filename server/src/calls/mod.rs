@@ -60,6 +60,31 @@ pub struct CallMeta {
     pub purpose: Option<String>,
 }
 
+impl CallMeta {
+    /// A first attempt that is no task's, no cache hit and no fallback, with no wait note,
+    /// prompt breakdown or purpose; callers set what they know beyond that with struct update.
+    pub fn new(
+        request_id: String,
+        agent: String,
+        source: String,
+        priority: openclaw_proto::Priority,
+    ) -> Self {
+        CallMeta {
+            request_id,
+            task_id: None,
+            agent,
+            source,
+            priority,
+            attempt: 1,
+            cache_hit: false,
+            fallback_from: None,
+            wait: None,
+            prompt: None,
+            purpose: None,
+        }
+    }
+}
+
 /// The result of a successful call.
 #[derive(Debug, Clone)]
 pub struct Completed {

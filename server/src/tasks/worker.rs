@@ -366,17 +366,15 @@ async fn execute(
         "model chosen"
     );
     let mut meta = CallMeta {
-        request_id: rec.id.clone(),
         task_id: Some(rec.id.clone()),
-        agent: rec.agent.clone(),
-        source: rec.source.clone(),
-        priority: rec.priority,
-        attempt: 1,
-        cache_hit: false,
-        fallback_from: None,
         wait: Some(wait.clone()),
         prompt: Some(crate::audit::AuditPrompt::of(&prompt.breakdown)),
-        purpose: None,
+        ..CallMeta::new(
+            rec.id.clone(),
+            rec.agent.clone(),
+            rec.source.clone(),
+            rec.priority,
+        )
     };
     // Context management (§18.3): the sliding window, the running summary, compression and the
     // hard window of min(max_context_tokens, the model's context_window).
