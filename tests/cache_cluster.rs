@@ -2,7 +2,8 @@
 //! `openclaw_harness::Cluster`): an answer cached on node 0 is replicated to the live peers,
 //! so the same request is an exact hit on node 1 and a paraphrase a semantic hit on node 2
 //! (`X-OpenClaw-Cache: hit; strategy=semantic; score=…`), with no second call to the
-//! simulator; the same words under another system prompt or another agent still miss. The
+//! simulator; the same words under another system prompt or another agent still miss; a task
+//! answered on one node is a hit for the same task submitted through another. The
 //! sender counts what it sent in `openclaw_cache_replication_total`, the receivers what they
 //! took. Replication is asynchronous: the test polls each node's `GET /api/cache` (which makes
 //! no upstream call) against a deadline.
@@ -60,6 +61,21 @@ async fn chat(node: &NodeApi, agent: Option<&str>, body: Value) -> (String, Valu
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
         return (h, r.json().await.unwrap());
+    }
+}
+
+async fn submit_retrying(node: &NodeApi, body: Value) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (st, v) = node.submit(body.clone()).await;
+        if st == StatusCode::ACCEPTED {
+            return v["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            st == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < end,
+            "submit refused: {st} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -164,6 +180,30 @@ async fn an_answer_cached_on_one_node_is_a_hit_on_the_others() {
     let (h, _) = chat(&nodes[2], Some("main"), ask(SYSTEM, QUESTION)).await;
     assert_eq!(h, "miss", "another agent");
     assert_eq!(chat_calls(&sim).await, 3);
+
+    // A task: wherever it runs, its answer reaches every node, so the same task submitted
+    // through another node is a hit wherever that one runs (a task's key is a pure function of
+    // its routed model and built prompt, the same on every node).
+    let before = chat_calls(&sim).await;
+    let task = json!({"input": "Summarise the release notes in one line.", "max_tokens": 40});
+    let first = submit_retrying(&nodes[0], task.clone()).await;
+    let done = nodes[0].wait_final(&first, DEADLINE).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["cache_hit"], false, "{done}");
+    for n in &nodes {
+        // Three chats stored before (each on one node, replicated to the two others).
+        wait_entries(n, 4, 4).await;
+    }
+    let again = submit_retrying(&nodes[1], task).await;
+    let done2 = nodes[1].wait_final(&again, DEADLINE).await;
+    assert_eq!(done2["status"], "succeeded", "{done2}");
+    assert_eq!(done2["cache_hit"], true, "{done2}");
+    assert_eq!(done2["output"], done["output"]);
+    assert_eq!(
+        chat_calls(&sim).await,
+        before + 1,
+        "the second task made no call"
+    );
 
     // Counted on both sides: node 0 sent its entry to both peers; each peer took it.
     let m = nodes[0].metrics().await;
