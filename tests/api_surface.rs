@@ -329,6 +329,7 @@ async fn every_rejection_is_json_on_the_api_and_cluster_ports() {
         "/cluster/write",
         "/cluster/join",
         "/cluster/leave",
+        "/cluster/cache",
     ] {
         for (who, header) in [
             ("no secret", None),

@@ -5,6 +5,7 @@
 //! - [`openai`]: OpenAI-compatible chat-completion DTOs (`/v1/chat/completions`, `/v1/models`).
 //! - [`anthropic`]: Anthropic Messages API DTOs, used by the anthropic provider and the simulator.
 //! - [`ops`]: one node's operator views (`/api/budget`, `/api/limits`, `/api/cron`).
+//! - [`cache`]: request-cache entries replicated between cluster nodes (`POST /cluster/cache`).
 //! - [`cluster`]: the cluster status (`/api/cluster`, `openclaw-node status --json`).
 //! - [`session`]: a conversation's stored state and the turn that changes it.
 //! - [`task`]: the stored task envelope ([`task::TaskRecord`]) and its status.
@@ -14,6 +15,7 @@
 
 pub mod anthropic;
 pub mod api;
+pub mod cache;
 pub mod cluster;
 pub mod codec;
 pub mod memory;

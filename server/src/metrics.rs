@@ -24,6 +24,7 @@
 //! | `openclaw_cache_requests_total` | counter | `result` (`hit`, `miss`) |
 //! | `openclaw_cache_hits_total` | counter | `strategy` (`exact`, `template`, `semantic`): what found the hit |
 //! | `openclaw_cache_embeddings_total` | counter | `result` (`ok`, `failed`): the semantic cache's own embedding calls (a failure is a miss) |
+//! | `openclaw_cache_replication_total` | counter | `outcome`: cache entries replicated between cluster nodes — sender `sent` / `failed` (per entry and peer), `dropped_full` (the outbound queue at its bound); receiver `received` / `refused` (its own config refused it) |
 //! | `openclaw_http_in_flight` | gauge | — |
 //! | `openclaw_model_breaker_state` | gauge | `model`; 0 closed, 1 open, 2 half-open |
 //! | `openclaw_fallbacks_total` | counter | `from`, `to` (configured models), `reason` (a provider error code or `circuit_open`) |
@@ -87,6 +88,10 @@ pub const MOVE_REASONS: [&str; 2] = ["steal", "failover"];
 /// `result` label values of `openclaw_cluster_unknown_admissions_total`.
 pub const UNKNOWN_ADMISSION_RESULTS: [&str; 3] = ["accepted", "refused", "unknown"];
 
+/// `outcome` values of `openclaw_cache_replication_total`.
+pub const CACHE_REPLICATION_OUTCOMES: [&str; 5] =
+    ["sent", "failed", "dropped_full", "received", "refused"];
+
 /// `status` label values of `openclaw_context_summary_calls_total`.
 pub const SUMMARY_STATUSES: [&str; 2] = ["ok", "failed"];
 
@@ -121,6 +126,7 @@ pub struct Metrics {
     pub cache_requests_total: IntCounterVec,
     pub cache_hits_total: IntCounterVec,
     pub cache_embeddings_total: IntCounterVec,
+    pub cache_replication_total: IntCounterVec,
     pub http_in_flight: IntGauge,
     pub model_breaker_state: IntGaugeVec,
     pub fallbacks_total: IntCounterVec,
@@ -347,6 +353,13 @@ impl Metrics {
                 "Embedding calls made by the semantic request cache, by result (ok, failed).",
                 &["result"],
             ),
+            cache_replication_total: counter_vec(
+                &r,
+                "openclaw_cache_replication_total",
+                "Request cache entries replicated between cluster nodes, by outcome (sent, \
+                 failed, dropped_full on the sender; received, refused on the receiver).",
+                &["outcome"],
+            ),
             http_in_flight: int_gauge(
                 &r,
                 "openclaw_http_in_flight",
@@ -511,6 +524,9 @@ impl Metrics {
         for result in ["ok", "failed"] {
             m.cache_embeddings_total.with_label_values(&[result]);
         }
+        for outcome in CACHE_REPLICATION_OUTCOMES {
+            m.cache_replication_total.with_label_values(&[outcome]);
+        }
         for result in ["ok", "unchanged", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
         }
@@ -606,6 +622,13 @@ impl Metrics {
             .inc();
     }
 
+    /// `n` cache entries replicated with `outcome` (one of [`CACHE_REPLICATION_OUTCOMES`]).
+    pub fn observe_cache_replication(&self, outcome: &str, n: u64) {
+        self.cache_replication_total
+            .with_label_values(&[outcome])
+            .inc_by(n);
+    }
+
     /// The queue depth of one level.
     pub fn set_queue_depth(&self, priority: Priority, depth: usize) {
         self.queue_depth
@@ -663,8 +686,9 @@ mod tests {
         "openclaw_memory_files_total",
     ];
 
-    const OUR_METRICS: [&str; 12] = [
+    const OUR_METRICS: [&str; 13] = [
         "openclaw_cache_hits_total",
+        "openclaw_cache_replication_total",
         "openclaw_cache_embeddings_total",
         "openclaw_model_breaker_state",
         "openclaw_task_queue_wait_seconds",

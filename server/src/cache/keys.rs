@@ -4,9 +4,10 @@
 //!
 //! Keys are 128-bit FNV-1a hashes (hex) over a canonical, length-prefixed encoding, stable across
 //! processes and Rust versions (the cache survives restarts, so `std`'s randomly seeded hasher
-//! would not do). FNV is not collision resistant against an adversary; the cache is keyed per
-//! node and its inputs come from the node's own callers, so a deliberate collision would only
-//! serve one caller another caller's answer to a *chosen* prompt — documented in README.
+//! would not do; in a cluster the same key on every node is what lets a replicated entry hit,
+//! see the replication module). FNV is not collision resistant against an adversary; its inputs
+//! come from the cluster's own callers, so a deliberate collision would only serve one caller
+//! another caller's answer to a *chosen* prompt — documented in README.
 //!
 //! - `exact`: model + every message (role, whitespace-normalised text, other fields as canonical
 //!   JSON) + the parameters that change the answer (output cap, temperature, the request's other

@@ -4,7 +4,9 @@
 //! workers, the chat endpoint and the operator endpoints use: [`probe`] says how a request is
 //! looked up, [`RequestCache::find`] looks it up (embedding the query under `semantic`; an
 //! embedding failure is a miss, counted, never an error) and [`RequestCache::store_answer`]
-//! stores the answer under the probe.
+//! stores the answer under the probe and, in a cluster, hands it to the peers
+//! ([`replicate`]: a bounded queue and a sender task behind the `CachePeers` seam; a peer's
+//! entries come back in through [`RequestCache::receive`] and are never sent on).
 //!
 //! The semantic cache's own embedding calls go through [`crate::embeddings::embed`]: rate
 //! limited, audited (`purpose: "embedding"`) and budgeted to the requesting agent like any
@@ -12,10 +14,12 @@
 //! a miss. They are counted in `openclaw_cache_embeddings_total`.
 
 pub mod keys;
+pub mod replicate;
 pub mod semantic;
 pub mod store;
 
 use openclaw_proto::api::CacheStats;
+use openclaw_proto::cache::{CacheReplica, CacheReplicaReply};
 use openclaw_proto::openai::ChatCompletionRequest;
 use serde_json::Value;
 
@@ -144,6 +148,8 @@ pub struct CacheUnavailable;
 #[derive(Clone, Default)]
 pub struct RequestCache {
     pub actor: Current<CacheMsg>,
+    /// In a cluster: where stored answers go to the peers (none alone).
+    pub replicate: Option<replicate::Replicator>,
 }
 
 impl RequestCache {
@@ -256,7 +262,21 @@ impl RequestCache {
 
     /// Store an answer under `probe` (fire and forget); under `semantic` with the query's
     /// vector, so later paraphrases find it.
+    /// In a cluster the entry is also offered to the peers (never waiting; see [`replicate`]).
     pub fn store_answer(&self, probe: Probe, mut entry: CacheEntry) {
+        if let Some(r) = &self.replicate {
+            let kind = replicate::kind_of(
+                probe.semantic.as_ref().map(|sp| {
+                    (
+                        sp.key.partition.as_str(),
+                        sp.embedding_model.as_str(),
+                        sp.vector.as_ref(),
+                    )
+                }),
+                probe.by == HitStrategy::Template,
+            );
+            r.offer_entry(&probe.key, kind, &entry);
+        }
         if let Some(sp) = probe.semantic {
             entry.semantic = sp.vector.map(|vector| SemanticMeta {
                 partition: sp.key.partition,
@@ -269,6 +289,20 @@ impl RequestCache {
                 entry,
             });
         }
+    }
+
+    /// Store a peer's replicated entries (those this node's config accepts; never sent on).
+    pub async fn receive(
+        &self,
+        batch: Vec<CacheReplica>,
+    ) -> Result<CacheReplicaReply, CacheUnavailable> {
+        let actor = self.actor.get().ok_or(CacheUnavailable)?;
+        ractor::call_t!(
+            actor,
+            |reply| CacheMsg::PutReplicas { batch, reply },
+            CACHE_CALL_TIMEOUT_MS
+        )
+        .map_err(|_| CacheUnavailable)
     }
 
     pub async fn stats(&self) -> Result<CacheStats, CacheUnavailable> {

@@ -8,7 +8,9 @@
 //! Messages: `Get` (a hit refreshes last-used; a stale entry is dropped and is a miss),
 //! `Similar` (the best entry of a partition at or above a threshold, stale ones dropped), `Put`
 //! (entries over 1/16 of the bound are refused; then least recently used entries are evicted
-//! until the bytes are under `max_size_mb`), `Tally` (one lookup's outcome: a hit per strategy
+//! until the bytes are under `max_size_mb`), `PutReplicas` (a peer's batch: what
+//! `crate::cache::replicate::accept` lets in under this node's config goes through `Put`'s
+//! rules; counted `received`/`refused` in `openclaw_cache_replication_total`), `Tally` (one lookup's outcome: a hit per strategy
 //! or a miss — `openclaw_cache_requests_total`, `openclaw_cache_hits_total`,
 //! `openclaw_cache_hit_ratio` — and the semantic cache's embedding call, if any), `Stats`,
 //! `Prune` (drop stale entries), `Clear`.
@@ -17,15 +19,18 @@
 //! lost in a crash is a miss, never a wrong answer. Provider I/O never happens here.
 //! The mailbox is bounded by its callers: one message per running worker or HTTP request in
 //! flight (`server.workers`, `server.max_in_flight_requests`), plus one prune per
-//! `PRUNE_EVERY`.
+//! `PRUNE_EVERY`, plus one `PutReplicas` per peer (each peer's sender waits for the answer to
+//! its batch before sending the next).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use openclaw_proto::api::{CacheHitsByStrategy, CacheStats};
+use openclaw_proto::cache::{CacheReplica, CacheReplicaReply};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cache::keys::{self as cache, CacheEntry, IndexEntry, Strategy};
+use crate::cache::replicate::{self, REPLICATION_BATCH_MAX};
 use crate::cache::semantic::SemanticIndex;
 use crate::cache::HitStrategy;
 use crate::config::ConfigCell;
@@ -52,6 +57,11 @@ pub enum CacheMsg {
     Put {
         key: String,
         entry: CacheEntry,
+    },
+    /// A peer's replicated entries (at most `REPLICATION_BATCH_MAX` taken; the rest refused).
+    PutReplicas {
+        batch: Vec<CacheReplica>,
+        reply: RpcReplyPort<CacheReplicaReply>,
     },
     /// One lookup's outcome (`None`: a miss) and the semantic embedding call's (if made).
     Tally {
@@ -172,7 +182,12 @@ impl Actor for Cache {
                 let _ = reply.send(similar(state, &partition, &vector, threshold));
             }
             CacheMsg::Tally { hit, embedding } => tally(state, hit, embedding),
-            CacheMsg::Put { key, entry } => put(state, key, entry),
+            CacheMsg::Put { key, entry } => {
+                put(state, key, entry);
+            }
+            CacheMsg::PutReplicas { batch, reply } => {
+                let _ = reply.send(put_replicas(state, batch));
+            }
             CacheMsg::Stats(reply) => {
                 let _ = reply.send(stats(state));
             }
@@ -290,13 +305,14 @@ fn get(state: &mut CacheState, key: &str) -> Option<CacheEntry> {
     Some(entry)
 }
 
-fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
+/// Store `entry` under `key` (false: refused, too large or not writable).
+fn put(state: &mut CacheState, key: String, entry: CacheEntry) -> bool {
     let max = cache::max_bytes(&state.cfg.get().cache.request_cache);
     let size = match Store::cache_entry_size(&key, &entry) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode a cache entry");
-            return;
+            return false;
         }
     };
     if !cache::admits_size(size, max) {
@@ -305,7 +321,7 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
             max,
             "answer too large to cache (over 1/16 of max_size_mb)"
         );
-        return;
+        return false;
     }
     if state.index.contains_key(&key) {
         remove(state, &key);
@@ -327,10 +343,40 @@ fn put(state: &mut CacheState, key: String, entry: CacheEntry) {
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot store a cache entry");
-            return;
+            return false;
         }
     }
     enforce_size(state);
+    true
+}
+
+/// A peer's batch: each entry this node's config accepts is stored as by `Put`.
+fn put_replicas(state: &mut CacheState, batch: Vec<CacheReplica>) -> CacheReplicaReply {
+    let rc = state.cfg.get().cache.request_cache.clone();
+    let now = now_ms();
+    let mut out = CacheReplicaReply::default();
+    let over = batch.len().saturating_sub(REPLICATION_BATCH_MAX);
+    out.refused += over as u32;
+    for r in batch.into_iter().take(REPLICATION_BATCH_MAX) {
+        match replicate::accept(&rc, r, now) {
+            // An answer to the same request this node has already: kept as it is.
+            Ok((key, _)) if state.index.contains_key(&key) => out.accepted += 1,
+            Ok((key, entry)) => {
+                if put(state, key, entry) {
+                    out.accepted += 1;
+                } else {
+                    out.refused += 1;
+                }
+            }
+            Err(why) => {
+                tracing::debug!(?why, "replicated cache entry refused");
+                out.refused += 1;
+            }
+        }
+    }
+    metrics().observe_cache_replication("received", u64::from(out.accepted));
+    metrics().observe_cache_replication("refused", u64::from(out.refused));
+    out
 }
 
 /// Drop stale entries; returns how many.

@@ -15,11 +15,13 @@
 //! - [`sessions`]: the [`crate::sessions::SessionStore`] backed by the replicated state.
 //! - [`status`]: what `GET /api/cluster` and `openclaw-node status` show.
 //! - [`tls`]: `cluster.tls` — mutual TLS on the cluster port and the mesh.
+//! - [`cache`]: the request cache's replication to the live peers (`POST /cluster/cache`).
 //!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
 //! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
 //! restarted with its data dir is already a member and needs neither.
 
+pub mod cache;
 pub mod cron;
 pub mod ledger;
 pub mod memory;
@@ -80,6 +82,9 @@ pub struct Cluster {
     pub contact: prevote::Contact,
     /// `cluster.tls`, loaded: the cluster port and the mesh use it (plain without).
     pub tls: Option<tls::ClusterTls>,
+    /// This node's request cache, set by the node once built: where peers' replicated entries
+    /// go (`POST /cluster/cache`, [`cache`]).
+    pub cache: std::sync::OnceLock<crate::cache::RequestCache>,
 }
 
 /// The cluster address: `--cluster` / `cluster.listen`.
@@ -249,6 +254,7 @@ impl Cluster {
             quota: quota::Quota::default(),
             contact: prevote::Contact::default(),
             tls: tls.clone(),
+            cache: std::sync::OnceLock::new(),
         });
 
         let listener = bind_retrying(listen)

@@ -1,4 +1,5 @@
-//! The cluster listener: Raft RPCs, forwarded writes, join and leave, on the cluster address.
+//! The cluster listener: Raft RPCs, forwarded writes, join and leave, replicated request-cache
+//! entries (`/cluster/cache`), on the cluster address.
 //!
 //! Served over mutual TLS when `cluster.tls` is set ([`super::tls::TlsListener`]), and then still
 //! every route needs the cluster secret (header [`SECRET_HEADER`], compared in constant time);
@@ -50,6 +51,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/cluster/write", post(write))
         .route("/cluster/join", post(join))
         .route("/cluster/leave", post(leave))
+        .route(super::cache::CACHE_PATH, post(cache))
         .route("/cluster/ping", get(|| async { "pong" }))
         .layer(DefaultBodyLimit::max(CLUSTER_BODY_MAX))
         // Refusals (401, 400, 413, unknown routes) answer `{"error":{"code","message"}}` too.
@@ -182,4 +184,20 @@ async fn join(State(c): State<Arc<Cluster>>, Peer(req): Peer<JoinRequest>) -> Re
 
 async fn leave(State(c): State<Arc<Cluster>>, Peer(id): Peer<NodeId>) -> Response {
     encode(&c.remove_member(id).await)
+}
+
+/// A peer's replicated cache entries; 503 while this node's cache is not running (the sender
+/// counts the batch `failed`; a cache, so nothing is retried).
+async fn cache(
+    State(c): State<Arc<Cluster>>,
+    Peer(batch): Peer<Vec<openclaw_proto::cache::CacheReplica>>,
+) -> Response {
+    match super::cache::receive(&c, batch).await {
+        Some(reply) => encode(&reply),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request cache is not running on this node",
+        )
+            .into_response(),
+    }
 }

@@ -356,6 +356,21 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
             })
             .collect(),
     );
+    // The request cache; in a cluster its answers go to the live peers and theirs come in
+    // through the cluster port.
+    let cache = RequestCache {
+        actor: Default::default(),
+        replicate: cluster.clone().map(|c| {
+            crate::cache::replicate::Replicator::spawn(
+                cfg_cell.clone(),
+                Arc::new(crate::cluster::cache::CacheFanout(c)),
+                shutdown.clone(),
+            )
+        }),
+    };
+    if let Some(c) = &cluster {
+        let _ = c.cache.set(cache.clone());
+    }
     let runner = Runner {
         tasks: tasks.clone(),
         agents: Agents {
@@ -364,7 +379,7 @@ pub async fn start(opts: NodeOptions, shutdown: CancellationToken) -> anyhow::Re
         },
         calls: calls.clone(),
         budget: budget.clone(),
-        cache: RequestCache::default(),
+        cache: cache.clone(),
         delivery: Default::default(),
         sessions: crate::sessions::Sessions {
             store: match &cluster {
