@@ -1,6 +1,6 @@
 //! Retrieval scores (pure): BM25 over the chunks' words, the hybrid score of a chunk — cosine
-//! of its embedding with the query's, plus its BM25 normalised by the best of the candidates —
-//! and the choice of the best chunks within a token budget.
+//! of its embedding with the query's, plus its BM25 normalised by the best of the candidates.
+//! Which chunks a prompt gets from these scores is [`super::select`].
 //!
 //! The hybrid score is `alpha · max(cosine, 0) + (1 − alpha) · bm25 / max_bm25` (both parts in
 //! 0..=1): the vector finds rewordings a real embedding model understands, BM25 keeps exact
@@ -106,27 +106,6 @@ pub fn hybrid(cosines: &[f32], bm25: &[f32], alpha: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The best candidates (indexes, best first) whose tokens fit `budget` in all, at most `k`:
-/// candidates are taken by score (ties: lower index first); one that does not fit is skipped
-/// and smaller ones after it may still fit. Scores of 0 are never taken.
-pub fn top_within(scores: &[f32], tokens: &[u32], k: usize, budget: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len().min(tokens.len())).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-    let mut used = 0u64;
-    let mut out = Vec::new();
-    for i in order {
-        if out.len() >= k || scores[i] <= 0.0 {
-            break;
-        }
-        let t = u64::from(tokens[i]);
-        if used + t <= budget {
-            used += t;
-            out.push(i);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,27 +149,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn top_within_takes_the_best_that_fit() {
-        let scores = [0.9, 0.8, 0.7, 0.0, 0.6];
-        let tokens = [300, 500, 100, 10, 50];
-        let cases: &[(usize, u64, &[usize])] = &[
-            (10, 1_000, &[0, 1, 2, 4]),
-            (10, 450, &[0, 2, 4]), // 1 does not fit; smaller ones after it do
-            (2, 10_000, &[0, 1]),
-            (10, 40, &[]),
-            (0, 10_000, &[]),
-        ];
-        for (k, budget, want) in cases {
-            assert_eq!(
-                top_within(&scores, &tokens, *k, *budget),
-                *want,
-                "{k} {budget}"
-            );
-        }
-        // Ties go to the lower index.
-        assert_eq!(top_within(&[0.5, 0.5], &[1, 1], 1, 10), [0]);
     }
 }
