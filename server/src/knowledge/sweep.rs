@@ -94,6 +94,48 @@ fn corpus(files: &[(String, String)], dims: usize) -> Corpus {
     }
 }
 
+/// The candidates for `q`.
+fn candidates(c: &Corpus, q: &str) -> Vec<select::Candidate> {
+    let qv = embed(q, c.dims);
+    let cos: Vec<f32> = c.vectors.iter().map(|v| cosine(&qv, v)).collect();
+    let s = score::hybrid(&cos, &c.bm25.scores(q), score::ALPHA_DEFAULT);
+    c.chunks
+        .iter()
+        .zip(&s)
+        .map(|((f, ch), s)| select::Candidate {
+            score: *s,
+            tokens: ch.tokens
+                + crate::tokens::count(&c.files[*f])
+                + crate::tokens::count(&ch.heading)
+                + 4,
+            file: *f,
+        })
+        .collect()
+}
+
+/// Questions about nothing in the memory: the best score and what each `MIN_SCORE` sends.
+fn run_unrelated(c: &Corpus, questions: &[&str]) {
+    println!("== unrelated questions on the same corpus: best score; chunks/tokens sent at MIN_SCORE 0.05 / 0.10 / 0.15 / 0.20");
+    for q in questions {
+        let cands = candidates(c, q);
+        let best = cands.iter().map(|x| x.score).fold(0.0f32, f32::max);
+        let sent: Vec<String> = [0.05f32, 0.1, 0.15, 0.2]
+            .iter()
+            .map(|m| {
+                let rules = select::Rules {
+                    min_score: *m,
+                    ..select::Rules::DEFAULT.with_budget(2_000)
+                };
+                let sel =
+                    select::select(&cands, |a, b| cosine(&c.vectors[a], &c.vectors[b]), &rules);
+                let t: u32 = sel.chosen.iter().map(|i| cands[*i].tokens).sum();
+                format!("{}/{t}", sel.chosen.len())
+            })
+            .collect();
+        println!("{q:?}: best {best:.3}; {}", sent.join(" "));
+    }
+}
+
 fn run(c: &Corpus, questions: &[(String, Vec<usize>)], label: &str) {
     println!(
         "== {label}: {} files, {} chunks, whole memory {} tokens",
@@ -101,25 +143,35 @@ fn run(c: &Corpus, questions: &[(String, Vec<usize>)], label: &str) {
         c.chunks.len(),
         c.whole_tokens
     );
+    // Over the questions: the lowest best score, the highest share of the best that a chunk of
+    // another file reaches, the lowest share of the best that an asked file's best chunk has.
+    let (mut least_best, mut other_max, mut asked_min) = (1.0f32, 0.0f32, 1.0f32);
+    for (q, want) in questions {
+        let cands = candidates(c, q);
+        let best = cands.iter().map(|x| x.score).fold(0.0f32, f32::max);
+        least_best = least_best.min(best);
+        for (i, x) in cands.iter().enumerate() {
+            if !want.contains(&c.chunks[i].0) {
+                other_max = other_max.max(x.score / best);
+            }
+        }
+        for f in want {
+            let fb = cands
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.chunks[*i].0 == *f)
+                .map(|(_, x)| x.score)
+                .fold(0.0f32, f32::max);
+            asked_min = asked_min.min(fb / best);
+        }
+    }
+    println!(
+        "best score at least {least_best:.3}; another file's chunk at most {other_max:.2} of the best; an asked file's best chunk at least {asked_min:.2} of the best"
+    );
     for ratio in [0.3f32, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8] {
         let (mut precision, mut recall, mut tokens, mut chunks) = (0.0, 0.0, 0u64, 0usize);
         for (q, want) in questions {
-            let qv = embed(q, c.dims);
-            let cos: Vec<f32> = c.vectors.iter().map(|v| cosine(&qv, v)).collect();
-            let s = score::hybrid(&cos, &c.bm25.scores(q), score::ALPHA_DEFAULT);
-            let cands: Vec<select::Candidate> = c
-                .chunks
-                .iter()
-                .zip(&s)
-                .map(|((f, ch), s)| select::Candidate {
-                    score: *s,
-                    tokens: ch.tokens
-                        + crate::tokens::count(&c.files[*f])
-                        + crate::tokens::count(&ch.heading)
-                        + 4,
-                    file: *f,
-                })
-                .collect();
+            let cands = candidates(c, q);
             let rules = select::Rules {
                 min_relative: ratio,
                 ..select::Rules::DEFAULT.with_budget(2_000)
@@ -195,6 +247,16 @@ fn sweep_min_relative() {
             ),
         ],
         "tests/knowledge.rs corpus, two topics per question",
+    );
+    run_unrelated(
+        &corpus(&files, 64),
+        &[
+            "hello, how are you?",
+            "what is the plan for today?",
+            "write a haiku about autumn leaves",
+            "Summarise the quarterly sales report",
+            "is it the one?",
+        ],
     );
     let files: Vec<(String, String)> = (0..100)
         .map(|i| {
