@@ -5,7 +5,9 @@
 //! runs is picked up; a restart reuses the persisted index (no embedding call at the simulator);
 //! `memory status|search` and their HTTP API; with the embedding provider down the index and the
 //! queries fall back to BM25 alone; in a 3-node cluster memory written through node 1 is
-//! retrieved by a task on node 3.
+//! retrieved by a task on node 3; `enabled` flipped by a hot reload of the config file takes
+//! effect both ways. Precision: at least 80% of the chunks sent come from the asked topic's
+//! file.
 
 #![allow(clippy::unwrap_used)]
 
@@ -107,6 +109,13 @@ async fn ask(node: &NodeApi, sim: &SimApi, input: &str) -> (Value, u64) {
     (v, chat[0]["input_tokens"].as_u64().unwrap())
 }
 
+/// The share of the task's `memory_chunks` that come from `file` (0 when none was sent).
+fn share_from(v: &Value, file: &str) -> f64 {
+    let chunks = v["memory_chunks"].as_array().cloned().unwrap_or_default();
+    let right = chunks.iter().filter(|c| c["file"] == file).count();
+    right as f64 / chunks.len().max(1) as f64
+}
+
 fn first_chunk_file(v: &Value) -> String {
     v["memory_chunks"][0]["file"]
         .as_str()
@@ -148,6 +157,13 @@ async fn retrieval_sends_the_topic_chunk_and_a_fraction_of_the_memory() {
         "{memory} vs {whole_memory}"
     );
     assert!(memory <= 600, "within max_memory_tokens: {memory}");
+    // Precision: the other 29 topics' chunks share "the secret code of the … vault" with the
+    // question but are not sent (with the earlier floor of 30% of the best score, they filled
+    // the prompt up to max_memory_tokens and made most of its chunks).
+    assert!(
+        share_from(&v, "memory/saxophone.md") >= 0.8,
+        "at least 80% of the sent chunks from the asked topic's file: {v}"
+    );
     // The simulator received correspondingly less.
     assert!(
         sent_sim + (whole_memory - memory) / 2 < whole_sim,
@@ -156,6 +172,7 @@ async fn retrieval_sends_the_topic_chunk_and_a_fraction_of_the_memory() {
     // Another topic, another file.
     let (v, _) = ask(&node, &sim, "how are the penguin records kept?").await;
     assert_eq!(first_chunk_file(&v), "memory/penguin.md", "{v}");
+    assert!(share_from(&v, "memory/penguin.md") >= 0.8, "{v}");
 
     // Edited while running (rebuild_on_change, default on): the new fact is retrieved.
     let f = node.data_dir.join("workspace/memory/glacier.md");
@@ -218,6 +235,73 @@ async fn retrieval_sends_the_topic_chunk_and_a_fraction_of_the_memory() {
         404,
         "unknown_agent",
     );
+}
+
+/// Rewrite the node's config file with `knowledge_cache.enabled` = `on` (the node's watcher
+/// reloads it) and wait until the node reports it.
+async fn switch(node: &NodeApi, data_dir: &std::path::Path, sim: &SimApi, on: bool) {
+    std::fs::write(
+        data_dir.join("openclaw.json"),
+        serde_json::to_vec_pretty(&kc_config(sim, json!({ "enabled": on }))).unwrap(),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, idx) = node.get_json("/api/agents/main/memory-index").await;
+        if idx["enabled"] == on {
+            return;
+        }
+        assert!(Instant::now() < end, "enabled={on} not reloaded: {idx}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_cache_on_and_off_by_hot_reload_takes_effect() {
+    let sim = Sim::start(&[]).await;
+    let q = "What is the secret code of the saxophone vault?";
+    let dir = tempfile::tempdir().unwrap();
+    write_topics(&dir.path().join("workspace"));
+    let mut node = Node::on_dir(dir.path(), &kc_config(&sim, json!({"enabled": false})), &[]);
+    node.spawn_ready().await;
+    // Off: the whole memory, nothing indexed.
+    let (v, _) = ask(&node, &sim, q).await;
+    let whole = v["prompt"]["memory"].as_u64().unwrap();
+    assert!(whole > 4_000 && v["memory_chunks"] == json!([]), "{v}");
+    assert_eq!(embedding_calls(&sim).await, 0);
+
+    // Off → on: the index is built while running, then prompts retrieve.
+    switch(&node, dir.path(), &sim, true).await;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, idx) = node.get_json("/api/agents/main/memory-index").await;
+        if idx["files"] == 30 {
+            break;
+        }
+        assert!(Instant::now() < end, "no index built after enabling: {idx}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (v, _) = ask(&node, &sim, q).await;
+    assert_eq!(first_chunk_file(&v), "memory/saxophone.md", "{v}");
+    let memory = v["prompt"]["memory"].as_u64().unwrap();
+    assert!(memory * 4 < whole, "{memory} vs {whole}");
+    assert!(node
+        .stderr()
+        .contains("knowledge cache enabled by a config reload"));
+
+    // On → off: the whole memory again, at once.
+    switch(&node, dir.path(), &sim, false).await;
+    let (v, _) = ask(&node, &sim, q).await;
+    assert_eq!(v["memory_chunks"], json!([]), "{v}");
+    assert_eq!(v["prompt"]["memory"].as_u64(), Some(whole), "{v}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !node
+        .stderr()
+        .contains("knowledge cache disabled by a config reload")
+    {
+        assert!(Instant::now() < end, "the switch off was not logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! `preload_on_startup` is started on a workspace holding them: the index build time (the node's
 //! own `last_build_ms`, and start → `/ready`), files and chunks. Then, on the 100-file node and a
 //! node with the cache off, the same questions (one per topic, `QUESTIONS`) as tasks: memory
-//! tokens sent (`prompt.memory`) with and without retrieval, and how often the first retrieved
-//! chunk is the asked topic's file. Embeddings: the simulator's lexical ones (256 dimensions).
+//! tokens sent (`prompt.memory`) with and without retrieval, how often the first retrieved
+//! chunk is the asked topic's file, and the precision: the share of the sent chunks that come
+//! from the asked topic's file. Embeddings: the simulator's lexical ones (256 dimensions).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ pub struct TokensRow {
     pub chunks_per_prompt: f64,
     /// Share of questions whose first retrieved chunk is the asked topic's file.
     pub top1_hit: f64,
+    /// Mean over the questions of the share of sent chunks from the asked topic's file.
+    pub precision: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,9 +101,19 @@ async fn ask(client: &reqwest::Client, base: &str, input: &str) -> anyhow::Resul
     .await
 }
 
-/// Questions on the first 100 topics; (memory tokens, chunks, top-1 hits).
-async fn questions(client: &reqwest::Client, base: &str) -> anyhow::Result<(u64, u64, u64)> {
-    let (mut mem, mut chunks, mut hits) = (0, 0, 0);
+/// What the questions got, summed over them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    memory_tokens: u64,
+    chunks: u64,
+    top1_hits: u64,
+    /// Sum of each question's share of chunks from the asked file.
+    precision: f64,
+}
+
+/// Questions on the first 100 topics.
+async fn questions(client: &reqwest::Client, base: &str) -> anyhow::Result<Sums> {
+    let mut sums = Sums::default();
     for q in 0..QUESTIONS {
         let i = (q * 7) % SIZES[0];
         let v = ask(
@@ -109,20 +122,28 @@ async fn questions(client: &reqwest::Client, base: &str) -> anyhow::Result<(u64,
             &format!("What is the secret code of the {} vault?", topic(i)),
         )
         .await?;
-        mem += v["prompt"]["memory"].as_u64().unwrap_or(0);
+        sums.memory_tokens += v["prompt"]["memory"].as_u64().unwrap_or(0);
         let c = v["memory_chunks"].as_array().cloned().unwrap_or_default();
-        chunks += c.len() as u64;
-        if c.first().and_then(|c| c["file"].as_str()) == Some(&format!("memory/{}.md", topic(i))) {
-            hits += 1;
+        let want = format!("memory/{}.md", topic(i));
+        sums.chunks += c.len() as u64;
+        if c.first().and_then(|c| c["file"].as_str()) == Some(want.as_str()) {
+            sums.top1_hits += 1;
+        }
+        let right = c
+            .iter()
+            .filter(|c| c["file"].as_str() == Some(want.as_str()))
+            .count();
+        if !c.is_empty() {
+            sums.precision += right as f64 / c.len() as f64;
         }
     }
-    Ok((mem, chunks, hits))
+    Ok(sums)
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let client = load_client()?;
     let mut builds = Vec::new();
-    let mut with = (0, 0, 0);
+    let mut with = Sums::default();
     for n in SIZES {
         let dir = ScratchDir::create()?;
         write_files(&dir.0.join("data"), n)?;
@@ -165,10 +186,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         builds,
         tokens: TokensRow {
             questions: QUESTIONS,
-            memory_tokens_without: without.0 as f64 / q,
-            memory_tokens_with: with.0 as f64 / q,
-            chunks_per_prompt: with.1 as f64 / q,
-            top1_hit: with.2 as f64 / q,
+            memory_tokens_without: without.memory_tokens as f64 / q,
+            memory_tokens_with: with.memory_tokens as f64 / q,
+            chunks_per_prompt: with.chunks as f64 / q,
+            top1_hit: with.top1_hits as f64 / q,
+            precision: with.precision / q,
         },
     })
 }
@@ -187,12 +209,13 @@ pub fn print(r: &Report) {
     }
     let t = &r.tokens;
     println!(
-        "memory tokens per prompt over {} questions (100 files): without retrieval {:.0}, with {:.0} ({:.1}%), {:.1} chunks per prompt, top-1 file hit {:.0}%",
+        "memory tokens per prompt over {} questions (100 files): without retrieval {:.0}, with {:.0} ({:.1}%), {:.1} chunks per prompt, top-1 file hit {:.0}%, precision (sent chunks from the asked file) {:.0}%",
         t.questions,
         t.memory_tokens_without,
         t.memory_tokens_with,
         100.0 * t.memory_tokens_with / t.memory_tokens_without.max(1.0),
         t.chunks_per_prompt,
-        100.0 * t.top1_hit
+        100.0 * t.top1_hit,
+        100.0 * t.precision
     );
 }

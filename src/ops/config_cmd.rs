@@ -390,6 +390,12 @@ mod tests {
             ),
             ("auth.token_env", json!("OTHER"), Some("auth")),
             ("cluster.heartbeat_ms", json!(300), Some("cluster")),
+            ("cache.knowledge_cache.enabled", json!(true), None),
+            (
+                "cache.knowledge_cache.preload_on_startup",
+                json!(true),
+                Some("cache.knowledge_cache.preload_on_startup"),
+            ),
             (
                 "models.fast.base_url",
                 json!("http://127.0.0.1:9/v1"),

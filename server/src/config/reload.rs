@@ -6,12 +6,15 @@
 //! On a change it loads the file the way start-up does (file + `OPENCLAW__` env, strict,
 //! validated). A valid config replaces the old one at once: prices, routing rules, fallback,
 //! limits, budgets, priorities, `server.workers` / `queue_max` are read through the [`ConfigCell`] per
-//! decision. An invalid one is logged with its path and reason and the old config stays.
+//! decision, and so is `cache.knowledge_cache.enabled` (the knowledge module's watcher builds or
+//! drops the indexes when it flips). An invalid one is logged with its path and reason and the
+//! old config stays.
 //! What is built once at start-up cannot change under a running node — a model's provider
 //! (`provider`, `base_url`, `model`, `api_key_env`, models added or removed), the agent actors,
 //! the listen address, auth, the audit writer, the request-size and in-flight bounds, the
-//! supervisor's restart policy, sled's page cache, every `cluster` and `channels` setting — so a
-//! change there is applied to the [`ConfigCell`] but logged as a warning naming what needs a restart.
+//! supervisor's restart policy, sled's page cache, `knowledge_cache.preload_on_startup`, every
+//! `cluster` and `channels` setting — so a change there is applied to the [`ConfigCell`] but
+//! logged as a warning naming what needs a restart.
 //!
 //! Reloads are serialized by one lock, so the watcher and the endpoint never interleave.
 
@@ -126,6 +129,11 @@ pub fn diff(old: &Config, new: &Config) -> ReloadReport {
         ),
         ("auth", old.auth != new.auth),
         ("audit", old.audit != new.audit),
+        (
+            "cache.knowledge_cache.preload_on_startup",
+            old.cache.knowledge_cache.preload_on_startup
+                != new.cache.knowledge_cache.preload_on_startup,
+        ),
         ("cluster", old.cluster != new.cluster),
         ("channels", old.channels != new.channels),
     ] {
@@ -247,6 +255,7 @@ mod tests {
         v["agents"] = json!({"ops": {}});
         v["server"] = json!({"max_in_flight_requests": 5, "listen": "127.0.0.1:3999"});
         v["cluster"] = json!({"heartbeat_ms": 400});
+        v["cache"] = json!({"knowledge_cache": {"preload_on_startup": true}});
         let r = diff(&old, &cfg(v));
         let text = r.restart_needed.join("; ");
         for want in [
@@ -257,6 +266,7 @@ mod tests {
             "server.max_in_flight_requests",
             "server.listen",
             "cluster changed",
+            "cache.knowledge_cache.preload_on_startup changed",
         ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }

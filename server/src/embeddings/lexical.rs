@@ -26,7 +26,8 @@ const STOPWORDS: [&str; 48] = [
     "why", "will", "with", "you", "your", "s",
 ];
 
-fn is_stopword(w: &str) -> bool {
+/// Whether `w` (lowercased) is one of [`STOPWORDS`].
+pub fn is_stopword(w: &str) -> bool {
     STOPWORDS.contains(&w)
 }
 

@@ -3,10 +3,11 @@
 //!
 //! - [`chunk`] (pure): markdown split by headings and paragraphs into chunks of about
 //!   [`chunk::TARGET_TOKENS`] tokens, overlapping by about [`chunk::OVERLAP_TOKENS`];
-//! - [`score`] (pure): BM25, the hybrid score (cosine + normalised BM25), the best chunks within
-//!   a token budget;
+//! - [`score`] (pure): BM25, the hybrid score (cosine + normalised BM25);
 //! - [`plan`] (pure): what to (re-)embed given the content hashes, the bounds
-//!   ([`plan::CHUNKS_PER_AGENT_MAX`], [`plan::INDEX_BYTES_PER_AGENT_MAX`]), the prompt's choice;
+//!   ([`plan::CHUNKS_PER_AGENT_MAX`], [`plan::INDEX_BYTES_PER_AGENT_MAX`]);
+//! - [`select`] (pure): the prompt's chunks — a score floor relative to the best chunk,
+//!   diminishing returns per file, no near-duplicates, within `max_memory_tokens`;
 //! - [`index`]: one agent's index, persisted in the sled tree `knowledge`;
 //! - this module: the [`Knowledge`] handle — [`Knowledge::sync`] (scan the workspace, embed only
 //!   what changed, persist), the watcher ([`Knowledge::spawn_watcher`]: a poll every
@@ -18,6 +19,11 @@
 //! alone. Retrieval never falls back to the whole memory once an agent's index exists; before
 //! its first build (no `preload_on_startup`) the prompt carries the whole memory.
 //!
+//! `enabled` is read per prompt, so a hot reload that turns the cache off sends the whole
+//! memory from the next prompt on (the watcher then drops the in-memory indexes); one that
+//! turns it on makes the watcher build the indexes within [`POLL_EVERY`] (from the store: only
+//! files that changed meanwhile are embedded), the prompts carrying the whole memory until then.
+//!
 //! Invariant: nothing here imports the HTTP layer or the cluster; memory written through the
 //! API reaches this module as a file in the workspace plus [`Knowledge::changed`].
 
@@ -25,6 +31,9 @@ pub mod chunk;
 pub mod index;
 pub mod plan;
 pub mod score;
+pub mod select;
+#[cfg(test)]
+mod sweep;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -535,28 +544,37 @@ impl Knowledge {
         let budget = u64::from(self.inner.cfg.get().cache.knowledge_cache.max_memory_tokens);
         // Skills are sent whole in `# Tools`; only memory chunks compete for `# Memory`.
         let (mut scores, _) = self.scores(agent, &idx, input).await;
-        let mut tokens = Vec::with_capacity(idx.refs.len());
+        let mut files: HashMap<&str, usize> = HashMap::new();
+        let mut cands = Vec::with_capacity(idx.refs.len());
         for (i, r) in idx.refs.iter().enumerate() {
             if index::is_skill(&r.0) {
                 scores[i] = 0.0;
             }
             let c = idx.chunk(r);
             let heading = c.map(|c| c.heading.as_str()).unwrap_or("");
-            // What the chunk costs in the section: its heading line and text.
-            tokens.push(
-                c.map(|c| c.tokens).unwrap_or(0)
+            let n = files.len();
+            cands.push(select::Candidate {
+                score: scores[i],
+                // What the chunk costs in the section: its heading line and text.
+                tokens: c.map(|c| c.tokens).unwrap_or(0)
                     + crate::tokens::count(&r.0)
                     + crate::tokens::count(heading)
                     + 4,
-            );
+                file: *files.entry(r.0.as_str()).or_insert(n),
+            });
         }
-        let chosen = plan::select(
-            &scores,
-            &tokens,
-            plan::PROMPT_CHUNKS_MAX,
-            budget,
-            plan::MIN_RELATIVE_SCORE,
+        let similarity =
+            |a: usize, b: usize| match (idx.chunk(&idx.refs[a]), idx.chunk(&idx.refs[b])) {
+                (Some(x), Some(y)) => cosine(&x.vector, &y.vector),
+                _ => 0.0,
+            };
+        let sel = select::select(
+            &cands,
+            similarity,
+            &select::Rules::DEFAULT.with_budget(budget),
         );
+        tracing::debug!(agent = %agent, chosen = sel.chosen.len(), below_floor = sel.below_floor, file_capped = sel.file_capped, duplicates = sel.duplicates, over_bounds = sel.over_bounds, "memory chunks selected");
+        let chosen = sel.chosen;
         let mut out = Retrieved {
             pieces: Vec::new(),
             refs: Vec::new(),
@@ -653,6 +671,21 @@ impl Knowledge {
         plan::watched_agents(&self.inner.dirs, &paths)
     }
 
+    /// Forget the in-memory indexes and file stats (the cache was turned off): a later enable
+    /// rebuilds them from the store and the workspace, re-embedding only files that changed.
+    fn drop_indexes(&self) {
+        self.inner
+            .indexes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// The watcher: builds the indexes (unless `preload_on_startup` did), then re-indexes
     /// agents whose memory was written through the API at once, and every agent watched
     /// every [`POLL_EVERY`] when `rebuild_on_change`.
@@ -672,8 +705,19 @@ impl Knowledge {
                 }
             }
             let mut first = true;
+            // `cache.knowledge_cache.enabled` as last seen: a hot reload may flip it.
+            let mut was_on = k.enabled();
             loop {
-                if k.enabled() {
+                let on = k.enabled();
+                if on != was_on {
+                    if on {
+                        tracing::info!("knowledge cache enabled by a config reload: building the memory indexes; prompts carry the whole memory until an agent's index is built");
+                    } else {
+                        tracing::info!("knowledge cache disabled by a config reload: prompts carry the whole memory again; the indexes are dropped from memory (kept in the store for a later enable)");
+                    }
+                    was_on = on;
+                }
+                if on {
                     let kc = k.inner.cfg.get().cache.knowledge_cache.clone();
                     let mut agents: BTreeSet<String> = std::mem::take(
                         &mut *k.inner.dirty.lock().unwrap_or_else(|p| p.into_inner()),
@@ -691,6 +735,7 @@ impl Knowledge {
                     }
                     first = false;
                 } else {
+                    k.drop_indexes();
                     k.set_gauge();
                 }
                 tokio::select! {

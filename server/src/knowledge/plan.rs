@@ -1,6 +1,7 @@
-//! The knowledge cache's decisions (pure): which memory files to (re-)embed, keep or drop given
-//! what the index holds ([`plan`]), which files fit an agent's bounds ([`admit`]), and which
-//! chunks go into a prompt ([`select`]), and which agents `watch_paths` covers ([`watched_agents`]).
+//! The knowledge cache's indexing decisions (pure): which memory files to (re-)embed, keep or
+//! drop given what the index holds ([`plan`]), which files fit an agent's bounds ([`admit`]),
+//! and which agents `watch_paths` covers ([`watched_agents`]). Which chunks go into a prompt is
+//! [`super::select`].
 //!
 //! A file is re-embedded only when its content hash or the embedding model changed, or when its
 //! last embedding failed (then at most every [`EMBED_RETRY_MS`]) — so a restart re-embeds
@@ -16,10 +17,6 @@ pub const EMBED_RETRY_MS: u64 = 60_000;
 pub const CHUNKS_PER_AGENT_MAX: usize = 20_000;
 /// Bytes (chunk texts + vectors) one agent's index holds at most; files past it are not indexed.
 pub const INDEX_BYTES_PER_AGENT_MAX: u64 = 128 * 1024 * 1024;
-/// Chunks one prompt carries at most.
-pub const PROMPT_CHUNKS_MAX: usize = 16;
-/// A chunk scoring under this share of the best chunk's score is not sent (noise).
-pub const MIN_RELATIVE_SCORE: f32 = 0.3;
 
 /// What the index holds for one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,24 +110,6 @@ pub fn admit(
         }
     }
     (ok, refused)
-}
-
-/// The chunks for a prompt (indexes, best first): the best-scoring ones whose `tokens` fit
-/// `budget`, at most `k`, none scoring under `min_relative` × the best score or at 0.
-pub fn select(
-    scores: &[f32],
-    tokens: &[u32],
-    k: usize,
-    budget: u64,
-    min_relative: f32,
-) -> Vec<usize> {
-    let best = scores.iter().copied().fold(0.0f32, f32::max);
-    let floor = best * min_relative.clamp(0.0, 1.0);
-    let kept: Vec<f32> = scores
-        .iter()
-        .map(|s| if *s >= floor { *s } else { 0.0 })
-        .collect();
-    super::score::top_within(&kept, tokens, k, budget)
 }
 
 #[cfg(test)]
@@ -257,33 +236,5 @@ mod tests {
         assert!(no[0].1.contains("1 chunks"), "{no:?}");
         let (_, no) = admit(&[f("x", 1, 11)], 1, 10);
         assert!(no[0].1.contains("10 bytes"), "{no:?}");
-    }
-
-    #[test]
-    fn select_keeps_the_relevant_chunks_within_the_budget() {
-        // (scores, tokens, k, budget, min_relative, want)
-        type Case<'a> = (&'a [f32], &'a [u32], usize, u64, f32, &'a [usize]);
-        let cases: &[Case] = &[
-            // The noise under 30% of the best is dropped even with room to spare.
-            (
-                &[0.9, 0.2, 0.5, 0.1],
-                &[10, 10, 10, 10],
-                16,
-                1_000,
-                0.3,
-                &[0, 2],
-            ),
-            // The budget binds: the best that fit.
-            (&[0.9, 0.8, 0.7], &[300, 300, 300], 16, 650, 0.3, &[0, 1]),
-            // k binds.
-            (&[0.9, 0.8, 0.7], &[1, 1, 1], 1, 1_000, 0.0, &[0]),
-            // Nothing relevant (all 0): nothing sent.
-            (&[0.0, 0.0], &[1, 1], 16, 1_000, 0.3, &[]),
-            // A chunk larger than the whole budget is never sent.
-            (&[0.9], &[2_000], 16, 1_000, 0.3, &[]),
-        ];
-        for (s, t, k, b, m, want) in cases {
-            assert_eq!(select(s, t, *k, *b, *m), *want, "{s:?} {t:?} {k} {b} {m}");
-        }
     }
 }

@@ -1,14 +1,27 @@
-//! Retrieval scores (pure): BM25 over the chunks' words, the hybrid score of a chunk — cosine
-//! of its embedding with the query's, plus its BM25 normalised by the best of the candidates —
-//! and the choice of the best chunks within a token budget.
+//! Retrieval scores (pure): BM25 over the chunks' words (English function words left out), the
+//! hybrid score of a chunk — cosine of its embedding with the query's, plus its BM25 normalised
+//! by the best of the candidates. Which chunks a prompt gets from these scores is
+//! [`super::select`].
 //!
-//! The hybrid score is `alpha · max(cosine, 0) + (1 − alpha) · bm25 / max_bm25` (both parts in
-//! 0..=1): the vector finds rewordings a real embedding model understands, BM25 keeps exact
-//! names, numbers and rare words (which the simulator's lexical vectors and small models blur).
+//! The hybrid score is `alpha · max(cosine, 0) + (1 − alpha) · bm25 / max(max_bm25,
+//! BM25_NORM_MIN)` (both parts in 0..=1): the vector finds rewordings a real embedding model
+//! understands, BM25 keeps exact names, numbers and rare words (which the simulator's lexical
+//! vectors and small models blur). The BM25 is normalised by the best candidate's so a real
+//! keyword match weighs fully, but never by less than [`BM25_NORM_MIN`]: a question that shares
+//! only common words with the memory would otherwise make its faint
+//! BM25 look like a full match for every chunk, and all memory would look relevant.
 
 use std::collections::HashMap;
 
-use crate::embeddings::lexical::words;
+use crate::embeddings::lexical::{is_stopword, words};
+
+/// The terms BM25 counts: the words of `text` without English function words ("the", "is",
+/// "what", …), which say nothing about what a chunk is about.
+fn terms(text: &str) -> Vec<String> {
+    let mut w = words(text);
+    w.retain(|t| !is_stopword(t));
+    w
+}
 
 /// BM25's term-frequency saturation.
 pub const BM25_K1: f32 = 1.2;
@@ -16,6 +29,10 @@ pub const BM25_K1: f32 = 1.2;
 pub const BM25_B: f32 = 0.75;
 /// Weight of the cosine in the hybrid score (the rest is BM25's).
 pub const ALPHA_DEFAULT: f32 = 0.6;
+/// The least BM25 the hybrid score normalises by: about one saturated match of a term found in
+/// half the chunks (`(k1 + 1) · ln 2` ≈ 1.5). A rarer term or several terms score more; words
+/// found in nearly every chunk score near 0.
+pub const BM25_NORM_MIN: f32 = 1.5;
 
 /// A BM25 index over documents (the chunks' indexed texts).
 #[derive(Debug, Clone, Default)]
@@ -33,7 +50,7 @@ impl Bm25 {
         let mut out = Vec::with_capacity(docs.len());
         let mut total = 0u64;
         for d in docs {
-            let ws = words(d.as_ref());
+            let ws = terms(d.as_ref());
             total += ws.len() as u64;
             let mut tf: HashMap<String, u32> = HashMap::new();
             for w in ws.iter() {
@@ -67,7 +84,7 @@ impl Bm25 {
     /// Each document's BM25 score for `query` (0 for no shared term).
     pub fn scores(&self, query: &str) -> Vec<f32> {
         let n = self.docs.len() as f32;
-        let mut q = words(query);
+        let mut q = terms(query);
         q.sort();
         q.dedup();
         let idf: Vec<(String, f32)> = q
@@ -95,36 +112,12 @@ impl Bm25 {
 /// The hybrid score of each candidate (`cosines[i]`, `bm25[i]`), in 0..=1.
 pub fn hybrid(cosines: &[f32], bm25: &[f32], alpha: f32) -> Vec<f32> {
     let alpha = alpha.clamp(0.0, 1.0);
-    let best = bm25.iter().copied().fold(0.0f32, f32::max);
+    let norm = bm25.iter().copied().fold(BM25_NORM_MIN, f32::max);
     cosines
         .iter()
         .zip(bm25)
-        .map(|(c, b)| {
-            let b = if best > 0.0 { b / best } else { 0.0 };
-            alpha * c.clamp(0.0, 1.0) + (1.0 - alpha) * b
-        })
+        .map(|(c, b)| alpha * c.clamp(0.0, 1.0) + (1.0 - alpha) * (b / norm).clamp(0.0, 1.0))
         .collect()
-}
-
-/// The best candidates (indexes, best first) whose tokens fit `budget` in all, at most `k`:
-/// candidates are taken by score (ties: lower index first); one that does not fit is skipped
-/// and smaller ones after it may still fit. Scores of 0 are never taken.
-pub fn top_within(scores: &[f32], tokens: &[u32], k: usize, budget: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len().min(tokens.len())).collect();
-    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-    let mut used = 0u64;
-    let mut out = Vec::new();
-    for i in order {
-        if out.len() >= k || scores[i] <= 0.0 {
-            break;
-        }
-        let t = u64::from(tokens[i]);
-        if used + t <= budget {
-            used += t;
-            out.push(i);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -160,6 +153,11 @@ mod tests {
             (&[0.2, 0.9], &[5.0, 0.0], 0.0, &[1.0, 0.0]),
             (&[0.2, 0.9], &[5.0, 0.0], 1.0, &[0.2, 0.9]),
             (&[0.2], &[1.0], 7.0, &[0.2]),
+            // A faint BM25 (only words found everywhere) is normalised by BM25_NORM_MIN, not
+            // blown up to a full match.
+            (&[0.1, 0.0], &[0.03, 0.015], 0.5, &[0.06, 0.005]),
+            (&[0.0], &[0.75], 0.0, &[0.5]),
+            (&[0.0], &[BM25_NORM_MIN], 0.0, &[1.0]),
         ];
         for (c, b, a, want) in cases {
             let got = hybrid(c, b, *a);
@@ -170,27 +168,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn top_within_takes_the_best_that_fit() {
-        let scores = [0.9, 0.8, 0.7, 0.0, 0.6];
-        let tokens = [300, 500, 100, 10, 50];
-        let cases: &[(usize, u64, &[usize])] = &[
-            (10, 1_000, &[0, 1, 2, 4]),
-            (10, 450, &[0, 2, 4]), // 1 does not fit; smaller ones after it do
-            (2, 10_000, &[0, 1]),
-            (10, 40, &[]),
-            (0, 10_000, &[]),
-        ];
-        for (k, budget, want) in cases {
-            assert_eq!(
-                top_within(&scores, &tokens, *k, *budget),
-                *want,
-                "{k} {budget}"
-            );
-        }
-        // Ties go to the lower index.
-        assert_eq!(top_within(&[0.5, 0.5], &[1, 1], 1, 10), [0]);
     }
 }
