@@ -17,6 +17,11 @@
 //! - [`tls`]: `cluster.tls` — mutual TLS on the cluster port and the mesh.
 //! - [`cache`]: the request cache's replication to the live peers (`POST /cluster/cache`).
 //!
+//! Raft's own work runs on its own runtime ([`raft_runtime`], [`RAFT_THREADS`] threads): the
+//! openraft core, its replication and state-machine tasks, the cluster listener (Raft RPCs,
+//! forwarded writes) and the pre-vote timer, so heartbeats and votes do not queue behind
+//! request work on the node's main runtime when it is saturated (issue 14, item 3).
+//!
 //! Start: open `<data-dir>/raft` → node id (generated once, kept) → Raft → listener →
 //! bootstrap (no `--join` and never initialized) or join through a seed (`--join`) → a node
 //! restarted with its data dir is already a member and needs neither.
@@ -54,6 +59,27 @@ use net::{Network, PeerClient};
 use openclaw_proto::TaskRecord;
 use proposer::{Proposer, ProposerConfig};
 use server::{JoinRequest, MembershipReply};
+
+/// Worker threads of the Raft runtime: two, so a long `apply` batch (sled writes) does not
+/// hold up a heartbeat on the other.
+pub const RAFT_THREADS: usize = 2;
+
+/// The process's Raft runtime, built on first use and never dropped (a runtime must not be
+/// dropped from async code, and the node's Raft lives as long as the process).
+pub fn raft_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt.handle().clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RAFT_THREADS)
+        .thread_name("raft")
+        .enable_all()
+        .build()
+        .context("starting the Raft runtime")?;
+    // A racing caller's runtime is dropped here, outside async code (this is a plain fn).
+    Ok(RT.get_or_init(|| rt).handle().clone())
+}
 
 /// How long start-up keeps trying to join through the seeds.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(60);
@@ -197,17 +223,20 @@ impl Cluster {
             Duration::from_millis(c.rpc_timeout_ms),
             tls.as_ref(),
         )?;
-        let raft = Raft::new(
-            id,
-            Arc::new(raft_cfg),
-            Network {
-                client: client.clone(),
-            },
-            log,
-            sm.clone(),
-        )
-        .await
-        .context("starting Raft")?;
+        // openraft spawns its core, replication and state-machine tasks on the runtime that
+        // builds it: the Raft runtime.
+        let rt = raft_runtime()?;
+        let network = Network {
+            client: client.clone(),
+        };
+        let sm_for_raft = sm.clone();
+        let raft = rt
+            .spawn(
+                async move { Raft::new(id, Arc::new(raft_cfg), network, log, sm_for_raft).await },
+            )
+            .await
+            .context("starting Raft (its runtime stopped)")?
+            .context("starting Raft")?;
         // What other nodes use to reach this one: the advertised host (Docker service names)
         // when the listeners are on 0.0.0.0.
         let advertise = c.advertise.clone().unwrap_or_else(|| listen.to_string());
@@ -257,14 +286,20 @@ impl Cluster {
             cache: std::sync::OnceLock::new(),
         });
 
-        let listener = bind_retrying(listen)
+        // Bound on the Raft runtime, so the listener and the connections it accepts are driven
+        // by that runtime's I/O driver.
+        let listener = rt
+            .spawn(bind_retrying(listen))
             .await
+            .context("binding the cluster address (the Raft runtime stopped)")?
             .with_context(|| format!("binding the cluster address {listen}"))?;
         let app =
             server::router(cluster.clone()).into_make_service_with_connect_info::<tls::PeerAddr>();
         {
             let token = shutdown.clone();
             let raft = raft.clone();
+            // The TLS accept loop and the server task are spawned on the Raft runtime.
+            let _on_raft_runtime = rt.enter();
             // Ok: plain HTTP, Err: TLS-terminated.
             let listener = match &tls {
                 Some(t) => Err(tls::TlsListener::new(listener, t.acceptor())
@@ -301,7 +336,10 @@ impl Cluster {
         } else {
             cluster.join(&c.join).await?;
         }
-        prevote::spawn(cluster.clone(), shutdown.clone());
+        {
+            let _on_raft_runtime = rt.enter();
+            prevote::spawn(cluster.clone(), shutdown.clone());
+        }
         Ok(cluster)
     }
 
