@@ -1224,7 +1224,8 @@ async fn a_60_turn_session_stays_within_the_window_across_a_node_kill() {
 /// back (its reconcile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_written_through_one_node_reaches_every_node() {
-    let mut c = TestCluster::start(json!({})).await;
+    // With the knowledge cache on, so node 2 retrieves from what node 0 wrote (issue 11).
+    let mut c = TestCluster::start(json!({"cache": {"knowledge_cache": {"enabled": true}}})).await;
     let urls: Vec<String> = c.nodes.iter().map(|n| n.url.clone()).collect();
     let http = c.nodes[0].http.clone();
     let workspaces: Vec<std::path::PathBuf> = (0..3)
@@ -1284,20 +1285,25 @@ async fn memory_written_through_one_node_reaches_every_node() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), fact, "read from node 2's replica");
-    let mut memory = 0;
-    for _ in 0..5 {
+    // Node 2 indexes the materialised file within its watcher's poll; until then a task may
+    // be sent without it.
+    let end = Instant::now() + Duration::from_secs(30);
+    let done = loop {
         let id = submit_retrying(&c.nodes[2], json!({"input": "when is the freeze?"})).await;
         let done = c.nodes[2].wait_final(&id, Duration::from_secs(30)).await;
         assert_eq!(done["status"], "succeeded", "{done}");
-        memory = done["prompt"]["memory"].as_u64().unwrap_or(0);
-        if memory > 0 {
-            break;
+        let retrieved = done["memory_chunks"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|ch| ch["file"] == "MEMORY.md"));
+        if retrieved || Instant::now() > end {
+            break done;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let memory = done["prompt"]["memory"].as_u64().unwrap_or(0);
     assert!(
-        memory > 20,
-        "the task on node 2 carried the memory: {memory} tokens"
+        memory > 20 && done["memory_chunks"][0]["file"] == "MEMORY.md",
+        "the task on node 2 retrieved node 0's memory: {done}"
     );
 
     // While node 1 is down: remove MEMORY.md, add memory/late.md.

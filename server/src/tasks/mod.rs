@@ -84,7 +84,9 @@ pub enum TaskError {
         node: String,
         why: String,
     },
-    #[error("the scheduler is restarting; retry")]
+    /// The scheduler is not running (restarting under its supervisor) or did not answer
+    /// within [`SCHEDULER_CALL_TIMEOUT_MS`] (its mailbox is behind a saturating load).
+    #[error("the scheduler is restarting or did not answer within {SCHEDULER_CALL_TIMEOUT_MS} ms (saturated); retry")]
     SchedulerUnavailable,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
