@@ -478,19 +478,12 @@ impl Knowledge {
     }
 
     async fn embed(&self, agent: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
-        let meta = CallMeta {
-            request_id: format!("knowledge-{agent}-{}", now_ms()),
-            task_id: None,
-            agent: agent.to_string(),
-            source: "knowledge".into(),
-            priority: Priority::Low,
-            attempt: 1,
-            cache_hit: false,
-            fallback_from: None,
-            wait: None,
-            prompt: None,
-            purpose: None,
-        };
+        let meta = CallMeta::new(
+            format!("knowledge-{agent}-{}", now_ms()),
+            agent.to_string(),
+            "knowledge".into(),
+            Priority::Low,
+        );
         crate::embeddings::embed(
             &self.inner.calls,
             &self.inner.budget,
