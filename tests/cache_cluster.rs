@@ -37,33 +37,6 @@ fn ask(system: &str, question: &str) -> Value {
         {"role": "user", "content": question}]})
 }
 
-/// A chat call through `node` (retried while the node answers 503, e.g. right after start):
-/// the `X-OpenClaw-Cache` header and the body.
-async fn chat(node: &NodeApi, agent: Option<&str>, body: Value) -> (String, Value) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let mut r = node
-            .http
-            .post(format!("{}/v1/chat/completions", node.url))
-            .json(&body);
-        if let Some(a) = agent {
-            r = r.header("x-openclaw-agent", a);
-        }
-        let r = r.send().await.unwrap();
-        if r.status() == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        assert_eq!(r.status(), StatusCode::OK);
-        let h = r
-            .headers()
-            .get("x-openclaw-cache")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        return (h, r.json().await.unwrap());
-    }
-}
-
 async fn submit_retrying(node: &NodeApi, body: Value) -> String {
     let end = Instant::now() + DEADLINE;
     loop {
@@ -148,7 +121,7 @@ async fn an_answer_cached_on_one_node_is_a_hit_on_the_others() {
         }
     }
 
-    let (h, first) = chat(&nodes[0], None, ask(SYSTEM, QUESTION)).await;
+    let (h, first) = nodes[0].chat_cached(None, ask(SYSTEM, QUESTION)).await;
     assert_eq!(h, "miss");
     assert_eq!(chat_calls(&sim).await, 1);
     for n in &nodes[1..] {
@@ -156,14 +129,14 @@ async fn an_answer_cached_on_one_node_is_a_hit_on_the_others() {
     }
 
     // The same request on node 1: found by its key.
-    let (h, again) = chat(&nodes[1], None, ask(SYSTEM, QUESTION)).await;
+    let (h, again) = nodes[1].chat_cached(None, ask(SYSTEM, QUESTION)).await;
     assert_eq!(h, "hit; strategy=exact; score=1.00", "node 1");
     assert_eq!(
         again["choices"][0]["message"]["content"],
         first["choices"][0]["message"]["content"]
     );
     // A paraphrase on node 2: found by the replicated vector.
-    let (h, para) = chat(&nodes[2], None, ask(SYSTEM, PARAPHRASE)).await;
+    let (h, para) = nodes[2].chat_cached(None, ask(SYSTEM, PARAPHRASE)).await;
     assert!(
         h.starts_with("hit; strategy=semantic; score="),
         "node 2, a paraphrase: {h:?}"
@@ -175,9 +148,13 @@ async fn an_answer_cached_on_one_node_is_a_hit_on_the_others() {
     assert_eq!(chat_calls(&sim).await, 1, "the hits made no chat call");
 
     // The same words in another context still miss on node 2.
-    let (h, _) = chat(&nodes[2], None, ask("You are a travel agent.", QUESTION)).await;
+    let (h, _) = nodes[2]
+        .chat_cached(None, ask("You are a travel agent.", QUESTION))
+        .await;
     assert_eq!(h, "miss", "another system prompt");
-    let (h, _) = chat(&nodes[2], Some("main"), ask(SYSTEM, QUESTION)).await;
+    let (h, _) = nodes[2]
+        .chat_cached(Some("main"), ask(SYSTEM, QUESTION))
+        .await;
     assert_eq!(h, "miss", "another agent");
     assert_eq!(chat_calls(&sim).await, 3);
 

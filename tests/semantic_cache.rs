@@ -41,24 +41,6 @@ fn semantic_cfg(sim: &Sim, emb_url: &str, rc: Value) -> Value {
     cfg
 }
 
-async fn chat(node: &Node, agent: Option<&str>, body: Value) -> (String, Value) {
-    let mut r = node
-        .http
-        .post(format!("{}/v1/chat/completions", node.url))
-        .json(&body);
-    if let Some(a) = agent {
-        r = r.header("x-openclaw-agent", a);
-    }
-    let r = r.send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let h = r
-        .headers()
-        .get("x-openclaw-cache")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (h, r.json().await.unwrap())
-}
-
 fn ask(system: &str, prior: &[(&str, &str)], question: &str, extra: Value) -> Value {
     let mut messages = vec![json!({"role": "system", "content": system})];
     for (role, text) in prior {
@@ -113,9 +95,13 @@ async fn a_paraphrase_hits_and_other_contexts_miss() {
     );
     let prior = [("user", "Hello"), ("assistant", "Hello! How can I help?")];
 
-    let (h, first) = chat(&node, None, ask(SYSTEM, &prior, QUESTION, json!({}))).await;
+    let (h, first) = node
+        .chat_cached(None, ask(SYSTEM, &prior, QUESTION, json!({})))
+        .await;
     assert_eq!(h, "miss");
-    let (h, again) = chat(&node, None, ask(SYSTEM, &prior, PARAPHRASE, json!({}))).await;
+    let (h, again) = node
+        .chat_cached(None, ask(SYSTEM, &prior, PARAPHRASE, json!({})))
+        .await;
     assert!(
         h.starts_with("hit; strategy=semantic; score="),
         "a paraphrase hits: {h:?}"
@@ -128,7 +114,9 @@ async fn a_paraphrase_hits_and_other_contexts_miss() {
     );
     assert_eq!(chat_calls(&sim).await, 1, "the hit made no chat call");
     // The identical question is found by its key, without an embedding call.
-    let (h, _) = chat(&node, None, ask(SYSTEM, &prior, QUESTION, json!({}))).await;
+    let (h, _) = node
+        .chat_cached(None, ask(SYSTEM, &prior, QUESTION, json!({})))
+        .await;
     assert_eq!(h, "hit; strategy=exact; score=1.00");
 
     // Another question, or the same words in another context: each a miss (and an upstream
@@ -177,7 +165,7 @@ async fn a_paraphrase_hits_and_other_contexts_miss() {
     ];
     let n = misses.len();
     for (why, agent, body) in misses {
-        let (h, _) = chat(&node, agent, body).await;
+        let (h, _) = node.chat_cached(agent, body).await;
         assert_eq!(h, "miss", "{why}");
     }
     assert_eq!(chat_calls(&sim).await, 1 + n);
@@ -191,9 +179,13 @@ async fn a_paraphrase_hits_and_other_contexts_miss() {
             {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": result}]})
     };
-    let (h, _) = chat(&node, None, tool_turn("the password reset link was sent")).await;
+    let (h, _) = node
+        .chat_cached(None, tool_turn("the password reset link was sent"))
+        .await;
     assert_eq!(h, "miss");
-    let (h, _) = chat(&node, None, tool_turn("the password reset link was sent!")).await;
+    let (h, _) = node
+        .chat_cached(None, tool_turn("the password reset link was sent!"))
+        .await;
     assert_eq!(h, "miss", "a near-identical tool result is not a hit");
 
     let s = stats(&node).await;
@@ -265,12 +257,16 @@ async fn an_expired_entry_misses() {
         json!({"ttl_seconds": 1}),
     ))
     .await;
-    let (h, _) = chat(&node, None, ask(SYSTEM, &[], QUESTION, json!({}))).await;
+    let (h, _) = node
+        .chat_cached(None, ask(SYSTEM, &[], QUESTION, json!({})))
+        .await;
     assert_eq!(h, "miss");
     // Ask the paraphrase until the entry went stale: that answer comes from upstream again.
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let (h, _) = chat(&node, None, ask(SYSTEM, &[], PARAPHRASE, json!({}))).await;
+        let (h, _) = node
+            .chat_cached(None, ask(SYSTEM, &[], PARAPHRASE, json!({})))
+            .await;
         if h == "miss" {
             break;
         }
@@ -290,7 +286,9 @@ async fn an_expired_entry_misses() {
 async fn hits_survive_a_restart() {
     let sim = Sim::start(&[]).await;
     let mut node = Node::start(&semantic_cfg(&sim, &sim.base_url(), json!({}))).await;
-    let (h, first) = chat(&node, None, ask(SYSTEM, &[], QUESTION, json!({}))).await;
+    let (h, first) = node
+        .chat_cached(None, ask(SYSTEM, &[], QUESTION, json!({})))
+        .await;
     assert_eq!(h, "miss");
     let st = node.stop();
     assert!(st.success(), "clean exit on SIGTERM: {st}");
@@ -301,7 +299,9 @@ async fn hits_survive_a_restart() {
         (Some(1), Some(1)),
         "{s}"
     );
-    let (h, again) = chat(&node, None, ask(SYSTEM, &[], PARAPHRASE, json!({}))).await;
+    let (h, again) = node
+        .chat_cached(None, ask(SYSTEM, &[], PARAPHRASE, json!({})))
+        .await;
     assert!(h.starts_with("hit; strategy=semantic"), "{h}");
     assert_eq!(
         again["choices"][0]["message"]["content"],
@@ -321,7 +321,9 @@ async fn the_size_bound_evicts_from_the_index() {
         json!({"max_size_mb": max_mb}),
     ))
     .await;
-    let (h, _) = chat(&node, None, ask(SYSTEM, &[], QUESTION, json!({}))).await;
+    let (h, _) = node
+        .chat_cached(None, ask(SYSTEM, &[], QUESTION, json!({})))
+        .await;
     assert_eq!(h, "miss");
     let topics = [
         "invoices",
@@ -336,7 +338,8 @@ async fn the_size_bound_evicts_from_the_index() {
             "Question {i}: tell me about {} number {i} in detail",
             topics[i % topics.len()]
         );
-        chat(&node, None, ask(SYSTEM, &[], &q, json!({}))).await;
+        node.chat_cached(None, ask(SYSTEM, &[], &q, json!({})))
+            .await;
     }
     let s = stats(&node).await;
     let max = (max_mb * 1024.0 * 1024.0) as u64;
@@ -347,7 +350,9 @@ async fn the_size_bound_evicts_from_the_index() {
         "evicted entries left the index: {s}"
     );
     // The oldest entry was evicted: its paraphrase is a miss now.
-    let (h, _) = chat(&node, None, ask(SYSTEM, &[], PARAPHRASE, json!({}))).await;
+    let (h, _) = node
+        .chat_cached(None, ask(SYSTEM, &[], PARAPHRASE, json!({})))
+        .await;
     assert_eq!(h, "miss", "{s}");
 }
 
@@ -358,7 +363,7 @@ async fn an_embedding_failure_is_a_counted_miss() {
     let dead = format!("http://127.0.0.1:{}/v1", common::free_port());
     let node = Node::start(&semantic_cfg(&sim, &dead, json!({}))).await;
     for q in [QUESTION, PARAPHRASE] {
-        let (h, body) = chat(&node, None, ask(SYSTEM, &[], q, json!({}))).await;
+        let (h, body) = node.chat_cached(None, ask(SYSTEM, &[], q, json!({}))).await;
         assert_eq!(h, "miss", "{body}");
         assert!(
             body["choices"][0]["message"]["content"].is_string(),
@@ -376,7 +381,9 @@ async fn an_embedding_failure_is_a_counted_miss() {
         "{s}"
     );
     // Without a vector the answer is still found by its key.
-    let (h, _) = chat(&node, None, ask(SYSTEM, &[], QUESTION, json!({}))).await;
+    let (h, _) = node
+        .chat_cached(None, ask(SYSTEM, &[], QUESTION, json!({})))
+        .await;
     assert_eq!(h, "hit; strategy=exact; score=1.00");
     let m = node.metrics().await;
     assert_eq!(

@@ -184,6 +184,34 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
+    /// `POST /v1/chat/completions` with `body` (and `X-OpenClaw-Agent` when given), retried
+    /// while the node answers 503 (right after start) for up to 40 s; asserts 200 and returns
+    /// the `X-OpenClaw-Cache` header (empty when absent) and the body.
+    pub async fn chat_cached(&self, agent: Option<&str>, body: Value) -> (String, Value) {
+        let end = Instant::now() + Duration::from_secs(40);
+        loop {
+            let mut r = self
+                .http
+                .post(format!("{}/v1/chat/completions", self.url))
+                .json(&body);
+            if let Some(a) = agent {
+                r = r.header("x-openclaw-agent", a);
+            }
+            let r = r.send().await.expect("POST /v1/chat/completions");
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+            let h = r
+                .headers()
+                .get("x-openclaw-cache")
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+                .unwrap_or_default();
+            return (h, r.json().await.expect("chat body"));
+        }
+    }
+
     /// The API of a node the harness started.
     pub fn of(node: &openclaw_harness::Node) -> NodeApi {
         NodeApi {
