@@ -17,56 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use openclaw_harness::{Cluster, ClusterSpec};
+use openclaw_server::knowledge::corpus::{self, TOPICS};
 use serde_json::{json, Value};
 
-/// Distinct topics: each file's words are its own.
-const TOPICS: [&str; 30] = [
-    "volcano",
-    "saxophone",
-    "glacier",
-    "orchid",
-    "submarine",
-    "telescope",
-    "cathedral",
-    "falcon",
-    "espresso",
-    "tornado",
-    "violin",
-    "pyramid",
-    "jellyfish",
-    "lighthouse",
-    "cactus",
-    "meteor",
-    "origami",
-    "penguin",
-    "quartz",
-    "rainforest",
-    "samurai",
-    "tundra",
-    "umbrella",
-    "waffle",
-    "xylophone",
-    "yak",
-    "zeppelin",
-    "bamboo",
-    "chess",
-    "dolphin",
-];
-
-/// A memory file about `topic` of about 250 tokens, with a code word only it holds.
+/// A memory file about `topic` (the shared corpus), its vault code `<topic>-<len × 1111>`.
 fn topic_file(topic: &str) -> String {
-    let mut s = format!("# {topic} notes\n\n");
-    for i in 0..6 {
-        s.push_str(&format!(
-            "The {topic} team keeps its {topic} records in the {topic} archive, shelf {i}. \
-             Every {topic} review checks the {topic} inventory before the {topic} season.\n\n"
-        ));
-    }
-    s.push_str(&format!(
-        "## {topic} access\n\nThe secret code of the {topic} vault is {topic}-{}.\n",
-        topic.len() * 1_111
-    ));
-    s
+    corpus::topic_file(topic, topic.len() * 1_111)
 }
 
 fn write_topics(workspace: &std::path::Path) {

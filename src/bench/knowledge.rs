@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use openclaw_server::knowledge::corpus::{made_up_topic, topic_file};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -21,26 +22,13 @@ const SIZES: [usize; 2] = [100, 1_000];
 const QUESTIONS: usize = 20;
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A made-up topic word per file index (`zo` + three letters), distinct for 0..17,576.
+/// File `i`'s topic word (the shared corpus).
 fn topic(i: usize) -> String {
-    let l = |n: usize| (b'a' + (n % 26) as u8) as char;
-    format!("zo{}{}{}", l(i / 676), l(i / 26), l(i))
+    made_up_topic(i)
 }
 
 fn file_text(i: usize) -> String {
-    let t = topic(i);
-    let mut s = format!("# {t} notes\n\n");
-    for p in 0..6 {
-        s.push_str(&format!(
-            "The {t} team keeps its {t} records in the {t} archive, shelf {p}. Every {t} \
-             review checks the {t} inventory before the {t} season.\n\n"
-        ));
-    }
-    s.push_str(&format!(
-        "## {t} access\n\nThe secret code of the {t} vault is {t}-{}.\n",
-        i * 37
-    ));
-    s
+    topic_file(&topic(i), i * 37)
 }
 
 fn write_files(data: &Path, n: usize) -> anyhow::Result<()> {

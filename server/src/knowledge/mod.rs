@@ -28,6 +28,7 @@
 //! API reaches this module as a file in the workspace plus [`Knowledge::changed`].
 
 pub mod chunk;
+pub mod corpus;
 pub mod index;
 pub mod plan;
 pub mod score;

@@ -8,63 +8,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use super::corpus::{made_up_topic, topic_file, TOPICS};
 use super::{chunk, index, score, select};
 use crate::embeddings::lexical::{cosine, embed};
-
-/// The topics of tests/knowledge.rs.
-const TOPICS: [&str; 30] = [
-    "volcano",
-    "saxophone",
-    "glacier",
-    "orchid",
-    "submarine",
-    "telescope",
-    "cathedral",
-    "falcon",
-    "espresso",
-    "tornado",
-    "violin",
-    "pyramid",
-    "jellyfish",
-    "lighthouse",
-    "cactus",
-    "meteor",
-    "origami",
-    "penguin",
-    "quartz",
-    "rainforest",
-    "samurai",
-    "tundra",
-    "umbrella",
-    "waffle",
-    "xylophone",
-    "yak",
-    "zeppelin",
-    "bamboo",
-    "chess",
-    "dolphin",
-];
-
-/// The memory file of tests/knowledge.rs and of the bench (same shape).
-fn topic_file(topic: &str, code: usize) -> String {
-    let mut s = format!("# {topic} notes\n\n");
-    for i in 0..6 {
-        s.push_str(&format!(
-            "The {topic} team keeps its {topic} records in the {topic} archive, shelf {i}. \
-             Every {topic} review checks the {topic} inventory before the {topic} season.\n\n"
-        ));
-    }
-    s.push_str(&format!(
-        "## {topic} access\n\nThe secret code of the {topic} vault is {topic}-{code}.\n"
-    ));
-    s
-}
-
-/// The bench's made-up topic words.
-fn bench_topic(i: usize) -> String {
-    let l = |n: usize| (b'a' + (n % 26) as u8) as char;
-    format!("zo{}{}{}", l(i / 676), l(i / 26), l(i))
-}
 
 struct Corpus {
     files: Vec<String>,
@@ -261,8 +207,8 @@ fn sweep_min_relative() {
     let files: Vec<(String, String)> = (0..100)
         .map(|i| {
             (
-                format!("memory/{}.md", bench_topic(i)),
-                topic_file(&bench_topic(i), i * 37),
+                format!("memory/{}.md", made_up_topic(i)),
+                topic_file(&made_up_topic(i), i * 37),
             )
         })
         .collect();
@@ -270,7 +216,7 @@ fn sweep_min_relative() {
         .map(|k| {
             let i = (k * 7) % 100;
             (
-                format!("What is the secret code of the {} vault?", bench_topic(i)),
+                format!("What is the secret code of the {} vault?", made_up_topic(i)),
                 vec![i],
             )
         })
