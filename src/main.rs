@@ -23,7 +23,8 @@ use openclaw_server::{config, node, sim, util};
 /// `malloc_trim(0)` was called from a debugger. jemalloc returns unused pages after a few
 /// seconds (its dirty-page decay) and keeps fragmentation low with size classes; the node's
 /// code is unchanged (BENCHMARKS.md, "Where the cluster's RSS went").
-#[cfg(not(target_env = "msvc"))]
+/// Off with `--no-default-features` (the system allocator, for heaptrack).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

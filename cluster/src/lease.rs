@@ -106,6 +106,23 @@ pub fn rate_grant(
     (requests, tokens)
 }
 
+/// Take an unspent `(requests, tokens)` back out of `bucket`'s grants (never below zero); a
+/// bucket left with nothing is removed, one no longer kept is left alone.
+pub fn return_rate(
+    buckets: &mut BTreeMap<u64, (u64, u64)>,
+    bucket: u64,
+    requests: u64,
+    tokens: u64,
+) {
+    if let Some(g) = buckets.get_mut(&bucket) {
+        g.0 = g.0.saturating_sub(requests);
+        g.1 = g.1.saturating_sub(tokens);
+        if *g == (0, 0) {
+            buckets.remove(&bucket);
+        }
+    }
+}
+
 /// How big a slice a node should ask for: a fair share of the limit among `nodes`, at least what
 /// the call at hand needs, at most `cap`.
 pub fn slice_size(limit: Option<u64>, nodes: usize, need: u64, cap: u64) -> u64 {

@@ -229,6 +229,19 @@ pub enum Command {
         want_requests: u64,
         want_tokens: u64,
     },
+    /// Give back the unspent part of a rate slice of `bucket`: a grant whose reply came after
+    /// its bucket ended, or what was left of a slice when its bucket ended. The node never
+    /// spends it, so the bucket's grants shrink by it and the window has that much more room
+    /// (otherwise an unspent grant keeps its place in every window that spans its bucket).
+    /// Ignored when the scope's bucket width changed since.
+    ReturnRate {
+        node: NodeId,
+        scope: String,
+        bucket: u64,
+        bucket_ms: u64,
+        requests: u64,
+        tokens: u64,
+    },
     /// Retention: forget finished tasks, oldest first — every one that ended before
     /// `before_ms` (`server.result_ttl_seconds`), and more while more than `keep_max` are kept
     /// (`server.tasks_retained_max`); at most `max` (capped at [`crate::state::PURGE_BATCH_MAX`])

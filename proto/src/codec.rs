@@ -15,7 +15,8 @@ use serde::{de::DeserializeOwned, Serialize};
 /// 6: `TaskRecord` and the cluster's `Outcome` gained `memory_chunks` (knowledge cache) and
 ///    `cache_score` (semantic request cache); the request cache's entries gained `semantic`
 ///    (partition and query vector).
-pub const ENVELOPE_VERSION: u8 = 6;
+/// 7: the cluster's `Command` gained `ReturnRate` (unspent rate slices given back).
+pub const ENVELOPE_VERSION: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

@@ -35,7 +35,7 @@ use openclaw_harness::{Cluster, ClusterSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::common::{micros, percentile, summarize, BenchArgs, Summary};
+use super::common::{cpu_ms, micros, percentile, summarize, BenchArgs, Summary};
 
 /// Nodes in every cluster of this scenario.
 pub const NODES: usize = 3;
@@ -87,6 +87,41 @@ pub struct ThroughputRow {
     pub term_before: Option<u64>,
     pub term_after: Option<u64>,
     pub leader_after: Option<u64>,
+    /// CPU time each process used during the phase (what the throughput costs, and where).
+    pub cpu: Vec<CpuUse>,
+}
+
+/// One process's CPU time over a throughput phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuUse {
+    /// `leader`, `follower`, `simulator` or `generator` (this process).
+    pub process: String,
+    pub cpu_ms: u64,
+}
+
+/// CPU time so far of the leader, the followers, the simulator and this process.
+fn cpu_sample(c: &Cluster, leader: usize) -> Vec<(String, Option<u64>)> {
+    let mut out = Vec::new();
+    for (k, node) in c.nodes().iter().enumerate() {
+        let role = if k == leader { "leader" } else { "follower" };
+        out.push((role.to_string(), node.pid().and_then(cpu_ms)));
+    }
+    out.push(("simulator".into(), c.sim().pid().and_then(cpu_ms)));
+    out.push(("generator".into(), cpu_ms(std::process::id())));
+    out
+}
+
+fn cpu_used(before: &[(String, Option<u64>)], after: &[(String, Option<u64>)]) -> Vec<CpuUse> {
+    before
+        .iter()
+        .zip(after)
+        .filter_map(|((process, b), (_, a))| {
+            Some(CpuUse {
+                process: process.clone(),
+                cpu_ms: a.as_ref()?.saturating_sub((*b)?),
+            })
+        })
+        .collect()
 }
 
 /// One leader kill.
@@ -407,7 +442,9 @@ async fn throughput(
     let mut rows = Vec::new();
     for &conc in &args.cluster_concurrency {
         let term_before = c.status(leader).await.ok().map(|s| s.term);
+        let cpu_before = cpu_sample(&c, leader);
         let (seen, elapsed) = closed_loop(client, &urls, &body, conc.max(1), duration).await;
+        let cpu = cpu_used(&cpu_before, &cpu_sample(&c, leader));
         answered.add(&seen);
         let after = c.status(leader).await.ok();
         let mut all: Vec<u32> = Vec::new();
@@ -444,6 +481,7 @@ async fn throughput(
                 .as_ref()
                 .and_then(|s| s.leader.as_deref())
                 .and_then(|l| l.parse().ok()),
+            cpu,
         });
     }
     // Every 202 must be a task in the replicated state.
@@ -882,6 +920,7 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, a: &Answered) {
         if let Some(e) = &r.first_error {
             eprintln!("  warning: c={}: first error: {e}", r.concurrency);
         }
+        print_cpu(r);
     }
     let acked = a.acknowledged;
     println!(
@@ -897,6 +936,28 @@ fn print_throughput(rows: &[ThroughputRow], in_cluster: u64, a: &Answered) {
         } else {
             " — MISMATCH (a refused submission left a task, or a 202 is missing)"
         }
+    );
+}
+
+/// Where the phase's CPU went: per process, in µs per committed task, and how many cores were
+/// busy in all — the figure that says what bounds the commit rate on this machine.
+fn print_cpu(r: &ThroughputRow) {
+    if r.cpu.is_empty() || r.committed.ok == 0 {
+        return;
+    }
+    let secs = r.committed.ok as f64 / r.committed.throughput_rps.max(f64::MIN_POSITIVE);
+    let per = |ms: u64| ms as f64 * 1000.0 / r.committed.ok as f64;
+    let parts: Vec<String> = r
+        .cpu
+        .iter()
+        .map(|u| format!("{} {:.0}", u.process, per(u.cpu_ms)))
+        .collect();
+    let total: u64 = r.cpu.iter().map(|u| u.cpu_ms).sum();
+    println!(
+        "      CPU µs per commit: {}; total {:.0} µs = {:.2} cores busy over the phase",
+        parts.join(", "),
+        per(total),
+        total as f64 / 1000.0 / secs.max(f64::MIN_POSITIVE)
     );
 }
 

@@ -127,7 +127,8 @@ pub struct BenchArgs {
     /// not given.
     #[arg(long)]
     pub tasks_retained_max: Option<u64>,
-    /// Soak: the node's `server.store_cache_mb` (sled's page cache); its default when not given.
+    /// Soak and retention: the nodes' `server.store_cache_mb` (sled's page cache); its default
+    /// when not given.
     #[arg(long)]
     pub store_cache_mb: Option<u64>,
     /// Context: concurrent sessions.
@@ -465,9 +466,46 @@ pub(crate) fn load_client() -> anyhow::Result<reqwest::Client> {
         .context("building the load generator's HTTP client")
 }
 
+/// Linux's `USER_HZ`: the unit of the CPU times in `/proc/<pid>/stat` (100 on every Linux ABI
+/// this runs on; the kernel converts to it whatever its internal tick).
+const USER_HZ: u64 = 100;
+
+/// User + system CPU time in ms from the text of `/proc/<pid>/stat` (all threads). The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_proc_stat_cpu_ms(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // Fields 3.. of the file: state is first, utime is field 14, stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 1000 / USER_HZ)
+}
+
+/// CPU time a process has used so far, in ms (`None` when it is gone).
+pub fn cpu_ms(pid: u32) -> Option<u64> {
+    parse_proc_stat_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        let line = |comm: &str| {
+            format!("4242 ({comm}) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 9 0 77 0")
+        };
+        // (name, text, want ms)
+        let cases = [
+            ("plain name", line("openclaw-node"), Some(18_000)),
+            ("spaces and parens", line("a (b) c"), Some(18_000)),
+            ("truncated", "4242 (x) S 1 2 3".to_string(), None),
+            ("no name", "garbage".to_string(), None),
+        ];
+        for (name, text, want) in cases {
+            assert_eq!(parse_proc_stat_cpu_ms(&text), want, "{name}");
+        }
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {

@@ -222,7 +222,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
     steps_n.dedup();
     let max = steps_n.last().copied().unwrap_or(0);
     println!(
-        "Retention: {NODES} nodes, {INPUT_BYTES}-byte inputs, steps {steps_n:?} (RUST_LOG=warn)"
+        "Retention: {NODES} nodes, {INPUT_BYTES}-byte inputs, steps {steps_n:?} (RUST_LOG=warn), \
+         server.store_cache_mb {}",
+        args.store_cache_mb
+            .map_or_else(|| "default".to_string(), |mb| mb.to_string())
     );
     let bin = std::env::current_exe().context("finding this program's path")?;
     let mut spec = ClusterSpec::new(bin, NODES);
@@ -233,6 +236,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
         "server": {"tasks_retained_max": max.saturating_mul(2).max(1), "queue_max": 100_000},
         "cluster": {"snapshot_every": SNAPSHOT_EVERY},
     });
+    if let Some(mb) = args.store_cache_mb {
+        spec.extra_config["server"]["store_cache_mb"] = json!(mb);
+    }
     let mut c = Cluster::start(spec).await.context("starting the cluster")?;
     let urls = Arc::new(c.http_urls());
     let mut steps = Vec::new();

@@ -396,6 +396,28 @@ impl ClusterState {
                     tokens: t,
                 }
             }
+            Command::ReturnRate {
+                node,
+                scope,
+                bucket,
+                bucket_ms,
+                requests,
+                tokens,
+            } => {
+                if let Some(w) = self.rate.get_mut(scope) {
+                    if w.bucket_ms == *bucket_ms {
+                        lease::return_rate(&mut w.buckets, *bucket, *requests, *tokens);
+                        (w.granted_requests, w.granted_tokens) = lease::total_granted(&w.buckets);
+                        if *bucket == w.bucket {
+                            if let Some(mine) = w.per_node.get_mut(node) {
+                                mine.0 = mine.0.saturating_sub(*requests);
+                                mine.1 = mine.1.saturating_sub(*tokens);
+                            }
+                        }
+                    }
+                }
+                Reply::Ok
+            }
             Command::RecordTurn {
                 turn,
                 node,

@@ -417,6 +417,75 @@ fn rate_slices_stay_within_every_sliding_window() {
     assert_eq!(grants(r), vec![3]);
 }
 
+/// An unspent slice given back (`ReturnRate`) leaves the window: the room is granted again in
+/// the next bucket, where without the return nothing would be; a return never goes below zero,
+/// and one for another bucket width or a bucket no longer kept changes nothing.
+#[test]
+fn a_returned_rate_slice_makes_room_in_the_window() {
+    let mut s = R::default();
+    let limit = RateLimit {
+        requests: Some(10),
+        tokens: Some(1000),
+    };
+    let ask = |node, bucket, want| Command::LeaseRate {
+        node,
+        scope: "gpt-4o".into(),
+        bucket,
+        bucket_ms: 1000,
+        span: 5,
+        limit,
+        want_requests: want,
+        want_tokens: want * 100,
+    };
+    let give_back = |node, bucket, bucket_ms, requests, tokens| Command::ReturnRate {
+        node,
+        scope: "gpt-4o".into(),
+        bucket,
+        bucket_ms,
+        requests,
+        tokens,
+    };
+    let granted = |r: &Reply| match r {
+        Reply::RateSlice { requests, tokens } => (*requests, *tokens),
+        other => panic!("{other:?}"),
+    };
+    let (r, _) = run(&mut s, 5_000, vec![ask(1, 5, 6), ask(2, 5, 6)]);
+    assert_eq!(granted(&r[0]), (6, 600));
+    assert_eq!(granted(&r[1]), (4, 400), "the window is full");
+    // Without a return, bucket 6 gets nothing.
+    let (r, _) = run(&mut s, 6_000, vec![ask(3, 6, 2)]);
+    assert_eq!(granted(&r[0]), (0, 0));
+    // Node 1's reply came late: it gives its 6 back; the window has room again.
+    let (r, _) = run(
+        &mut s,
+        6_100,
+        vec![give_back(1, 5, 1000, 6, 600), ask(3, 6, 4)],
+    );
+    assert_eq!(r[0], Reply::Ok);
+    assert_eq!(granted(&r[1]), (4, 400));
+    assert_eq!(s.rate["gpt-4o"].granted_requests, 8);
+    assert_eq!(s.rate["gpt-4o"].per_node.get(&3), Some(&(4, 400)));
+    // Returning more than was granted stops at zero: bucket 5 held 4 (node 2), 9 come back.
+    let (r, _) = run(&mut s, 6_200, vec![give_back(2, 5, 1000, 9, 900)]);
+    assert_eq!(r[0], Reply::Ok);
+    assert_eq!(
+        s.rate["gpt-4o"].buckets.get(&5),
+        None,
+        "an emptied bucket is dropped"
+    );
+    assert_eq!(s.rate["gpt-4o"].granted_requests, 4);
+    // Another width, or a bucket no longer kept: nothing changes.
+    let before = s.rate["gpt-4o"].clone();
+    let (r, _) = run(
+        &mut s,
+        6_300,
+        vec![give_back(3, 6, 500, 4, 400), give_back(3, 1, 1000, 4, 400)],
+    );
+    assert_eq!(r, vec![Reply::Ok, Reply::Ok]);
+    assert_eq!(s.rate["gpt-4o"].buckets, before.buckets);
+    assert_eq!(s.rate["gpt-4o"].granted_requests, before.granted_requests);
+}
+
 #[test]
 fn apply_is_deterministic_and_survives_a_snapshot_round_trip() {
     let batches: Vec<Request> = (0..20u64)

@@ -156,8 +156,40 @@ struct BudgetPool {
 #[derive(Debug, Default, Clone, Copy)]
 struct RatePool {
     bucket: u64,
+    bucket_ms: u64,
     requests: u64,
     tokens: u64,
+}
+
+/// An unspent rate slice to give back (`Command::ReturnRate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unspent {
+    bucket: u64,
+    bucket_ms: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+impl RatePool {
+    /// Move the pool to `bucket` (of `bucket_ms`): what an older bucket's slice still held is
+    /// returned as [`Unspent`], because it can no longer be spent.
+    fn roll(&mut self, bucket: u64, bucket_ms: u64) -> Option<Unspent> {
+        if self.bucket == bucket && self.bucket_ms == bucket_ms {
+            return None;
+        }
+        let left = Unspent {
+            bucket: self.bucket,
+            bucket_ms: self.bucket_ms,
+            requests: self.requests,
+            tokens: self.tokens,
+        };
+        *self = RatePool {
+            bucket,
+            bucket_ms,
+            ..RatePool::default()
+        };
+        (left.requests > 0 || left.tokens > 0).then_some(left)
+    }
 }
 
 /// A budget reservation against this node's slices; settle it with real usage, or drop it to
@@ -352,7 +384,7 @@ impl LeaseHold {
             c.quota.give_back(s, &self.est, true);
         }
         let cmd = Command::Spend {
-            id: format!("{}-{}", c.id, uuid::Uuid::new_v4()),
+            id: format!("{}-{}", c.id, uuid::Uuid::now_v7()),
             node: c.id,
             period: self.period.clone(),
             scopes: self.scopes.clone(),
@@ -436,7 +468,7 @@ async fn acquire_rate(
             }
             let (bucket_ms, span) = rate_buckets(limits.window_ms.max(1000));
             let bucket = now_ms() / bucket_ms;
-            if take_rate(c, scope, bucket, tokens, &limits) {
+            if take_rate(c, scope, bucket, bucket_ms, tokens, &limits) {
                 break;
             }
             let (want_requests, want_tokens) = rate_ask(&limits, live_nodes(c), span, tokens);
@@ -458,14 +490,28 @@ async fn acquire_rate(
                 tokens: t,
             }) = c.proposer.propose(cmd).await
             {
-                add_rate(c, scope, bucket, requests, t);
+                // A grant that arrives after its bucket ended is not spent: the calls would
+                // reach the provider in a later bucket, outside the window the grant was
+                // checked against. It is given back so it does not fill the window for nothing.
+                if now_ms() / bucket_ms != bucket {
+                    return_unspent(
+                        c,
+                        scope,
+                        Unspent {
+                            bucket,
+                            bucket_ms,
+                            requests,
+                            tokens: t,
+                        },
+                    );
+                    continue;
+                }
+                add_rate(c, scope, bucket, bucket_ms, requests, t);
             }
-            // A grant that arrives after its bucket ended is not spent: the calls would reach
-            // the provider in a later bucket, outside the window the grant was checked against.
             if now_ms() / bucket_ms != bucket {
                 continue;
             }
-            if take_rate(c, scope, bucket, tokens, &limits) {
+            if take_rate(c, scope, bucket, bucket_ms, tokens, &limits) {
                 break;
             }
             // The sliding window is used up cluster-wide: ask again when the next bucket starts
@@ -504,42 +550,140 @@ fn rate_ask(limits: &window::Limits, nodes: usize, span: u64, tokens: u64) -> (u
     (requests, tokens)
 }
 
-fn take_rate(c: &Cluster, scope: &str, bucket: u64, tokens: u64, limits: &window::Limits) -> bool {
-    let mut g = lock(&c.quota.rate);
-    let p = g.entry(scope.to_string()).or_default();
-    if p.bucket != bucket {
-        *p = RatePool {
-            bucket,
-            ..RatePool::default()
-        };
+fn take_rate(
+    c: &Cluster,
+    scope: &str,
+    bucket: u64,
+    bucket_ms: u64,
+    tokens: u64,
+    limits: &window::Limits,
+) -> bool {
+    let (taken, left) = {
+        let mut g = lock(&c.quota.rate);
+        let p = g.entry(scope.to_string()).or_default();
+        let left = p.roll(bucket, bucket_ms);
+        let req_ok = limits.requests.is_none() || p.requests >= 1;
+        let tok_ok = limits.tokens.is_none() || p.tokens >= tokens;
+        let taken = req_ok && tok_ok;
+        if taken {
+            p.requests = p.requests.saturating_sub(1);
+            p.tokens = p.tokens.saturating_sub(tokens);
+        }
+        (taken, left)
+    };
+    if let Some(left) = left {
+        return_unspent(c, scope, left);
     }
-    let req_ok = limits.requests.is_none() || p.requests >= 1;
-    let tok_ok = limits.tokens.is_none() || p.tokens >= tokens;
-    if req_ok && tok_ok {
-        p.requests = p.requests.saturating_sub(1);
-        p.tokens = p.tokens.saturating_sub(tokens);
-        true
-    } else {
-        false
+    taken
+}
+
+fn add_rate(c: &Cluster, scope: &str, bucket: u64, bucket_ms: u64, requests: u64, tokens: u64) {
+    let left = {
+        let mut g = lock(&c.quota.rate);
+        let p = g.entry(scope.to_string()).or_default();
+        if p.bucket_ms == bucket_ms && p.bucket > bucket {
+            // Another call moved the pool on while this grant was in flight: it is late.
+            Some(Unspent {
+                bucket,
+                bucket_ms,
+                requests,
+                tokens,
+            })
+        } else {
+            let left = p.roll(bucket, bucket_ms);
+            p.requests += requests;
+            p.tokens += tokens;
+            left
+        }
+    };
+    if let Some(left) = left {
+        return_unspent(c, scope, left);
     }
 }
 
-fn add_rate(c: &Cluster, scope: &str, bucket: u64, requests: u64, tokens: u64) {
-    let mut g = lock(&c.quota.rate);
-    let p = g.entry(scope.to_string()).or_default();
-    if p.bucket != bucket {
-        *p = RatePool {
-            bucket,
-            ..RatePool::default()
-        };
+/// Give an unspent slice back in the background (`Command::ReturnRate`). One try: if it does
+/// not commit, the grant keeps its place in the window, which is what happened before returns
+/// existed (safe, only wasteful).
+fn return_unspent(c: &Cluster, scope: &str, u: Unspent) {
+    if u.requests == 0 && u.tokens == 0 {
+        return;
     }
-    p.requests += requests;
-    p.tokens += tokens;
+    let proposer = c.proposer.clone();
+    let cmd = Command::ReturnRate {
+        node: c.id,
+        scope: scope.to_string(),
+        bucket: u.bucket,
+        bucket_ms: u.bucket_ms,
+        requests: u.requests,
+        tokens: u.tokens,
+    };
+    let scope = scope.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = proposer.propose(cmd).await {
+            tracing::debug!(error = %e, %scope, "unspent rate slice not returned; it ages out of the window");
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pool moving to another bucket (or another bucket width) hands back what its slice
+    /// still held; an empty or current pool hands back nothing.
+    #[test]
+    fn a_pool_leaving_its_bucket_returns_what_it_did_not_spend() {
+        let pool = |bucket, bucket_ms, requests, tokens| RatePool {
+            bucket,
+            bucket_ms,
+            requests,
+            tokens,
+        };
+        let unspent = |bucket, bucket_ms, requests, tokens| Unspent {
+            bucket,
+            bucket_ms,
+            requests,
+            tokens,
+        };
+        // (name, pool, new bucket, new width, returned)
+        let cases = [
+            ("same bucket", pool(7, 1000, 3, 30), 7, 1000, None),
+            ("fresh pool", pool(0, 0, 0, 0), 7, 1000, None),
+            ("spent to zero", pool(7, 1000, 0, 0), 8, 1000, None),
+            (
+                "leftovers",
+                pool(7, 1000, 3, 30),
+                8,
+                1000,
+                Some(unspent(7, 1000, 3, 30)),
+            ),
+            (
+                "tokens only",
+                pool(7, 1000, 0, 30),
+                9,
+                1000,
+                Some(unspent(7, 1000, 0, 30)),
+            ),
+            (
+                "width changed",
+                pool(7, 1000, 1, 0),
+                14,
+                500,
+                Some(unspent(7, 1000, 1, 0)),
+            ),
+        ];
+        for (name, mut p, bucket, bucket_ms, want) in cases {
+            assert_eq!(p.roll(bucket, bucket_ms), want, "{name}");
+            assert_eq!((p.bucket, p.bucket_ms), (bucket, bucket_ms), "{name}");
+            if want.is_some() {
+                assert_eq!(
+                    (p.requests, p.tokens),
+                    (0, 0),
+                    "{name}: nothing carried over"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rate_asks_are_a_fair_share_of_one_bucket() {

@@ -171,7 +171,7 @@ impl Tasks {
             crate::activity::bump(&crate::activity::activity().rejected_queue_full);
             return Err(TaskError::QueueFull { max });
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = admit::new_task_id();
         let mut rec = admit::record_of(&cfg, sub, id, self.ledger.next_seq()?, now_ms());
         if reply_to.is_some() {
             rec.callback_url = reply_to;
