@@ -89,7 +89,7 @@ pub struct BudgetRecord {
 }
 
 /// sled's page cache when the config does not say (`server.store_cache_mb`).
-pub const STORE_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+pub const STORE_CACHE_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Store {

@@ -186,7 +186,7 @@ pub const SOAK_WARMUP_SHARE: f64 = 0.2;
 /// (`server/examples/store_rss.rs` in BENCHMARKS.md: flat after that, up to 1 M tasks).
 pub const SOAK_STORE_WARM_FACTOR: u64 = 3;
 /// The node's default `server.store_cache_mb`.
-pub const SOAK_STORE_CACHE_MB_DEFAULT: u64 = 64;
+pub const SOAK_STORE_CACHE_MB_DEFAULT: u64 = 16;
 /// Soak goals (issue 8): RSS flat within 10 % after warm-up, and under 300 log bytes per task.
 pub const SOAK_RSS_GROWTH_GOAL: f64 = 0.10;
 pub const SOAK_LOG_BYTES_PER_TASK_GOAL: f64 = 300.0;
