@@ -28,6 +28,53 @@ use openclaw_server::{config, node, sim, util};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How often `openclaw_process_heap_bytes` is refreshed.
+#[cfg(feature = "jemalloc")]
+const HEAP_STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// jemalloc upkeep for a node:
+///
+/// - **background threads on** (`background_thread`): jemalloc returns freed pages to the system
+///   after its decay time (10 s) only when something allocates in that arena, unless its
+///   background threads purge them. Without them an idle node kept what its last burst freed:
+///   at 100k retained tasks a cluster node held 92-104 MiB and its allocator 193-230 MiB
+///   resident (BENCHMARKS.md, issue 15).
+/// - **its figures published** (`stats.allocated`, `active`, `resident`, `retained`,
+///   `metadata`) as `openclaw_process_heap_bytes{kind}` every [`HEAP_STATS_EVERY`], from a small
+///   thread of its own: what the program holds against what the allocator keeps for it tells a
+///   leak from fragmentation. A failed read leaves the last figure.
+#[cfg(feature = "jemalloc")]
+fn start_allocator_upkeep() {
+    use tikv_jemalloc_ctl::{background_thread, epoch, stats};
+    if let Err(e) = background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc background threads not started: freed memory returns to the system only while the node allocates");
+    }
+    let run = || loop {
+        if epoch::advance().is_ok() {
+            let m = openclaw_server::metrics::metrics();
+            let figures = [
+                ("allocated", stats::allocated::read()),
+                ("active", stats::active::read()),
+                ("resident", stats::resident::read()),
+                ("retained", stats::retained::read()),
+                ("metadata", stats::metadata::read()),
+            ];
+            for (kind, v) in figures {
+                if let Ok(v) = v {
+                    m.set_heap_bytes(kind, v as u64);
+                }
+            }
+        }
+        std::thread::sleep(HEAP_STATS_EVERY);
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("heap-stats".into())
+        .spawn(run)
+    {
+        tracing::warn!(error = %e, "heap statistics thread not started; openclaw_process_heap_bytes stays empty");
+    }
+}
+
 /// The log subscriber: the level from `RUST_LOG` (default `info`, libraries at `warn`),
 /// repeated peer warnings of Raft, replication and the mesh throttled per library and peer
 /// ([`openclaw_server::activity::PeerLogThrottle`]), text or JSON on stderr — with ANSI colours
@@ -118,6 +165,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     let cfg = cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    #[cfg(feature = "jemalloc")]
+    start_allocator_upkeep();
     let opts = node::NodeOptions {
         config: cfg,
         data_dir,

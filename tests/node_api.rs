@@ -567,6 +567,17 @@ async fn metrics_and_model_errors() {
         "{before}"
     );
     let errors_before = metric_sum(&before, "openclaw_model_errors_total");
+    // The allocator's own figures (jemalloc, the binary's default feature), published from
+    // start-up: what the node holds, and what the allocator keeps resident for it.
+    for kind in ["allocated", "resident"] {
+        let series = format!("openclaw_process_heap_bytes{{kind=\"{kind}\"}} ");
+        let bytes: f64 = before
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(bytes > 1e6, "{series}is {bytes}:\n{before}");
+    }
 
     let bad = node
         .submit_ok(json!({"input": "this fails [sim:500]"}))

@@ -41,6 +41,7 @@
 //! | `openclaw_sessions_live` | gauge | — sessions stored (this node's store, or its replica in a cluster), read at each scrape |
 //! | `openclaw_context_summary_calls_total` | counter | `status` (`ok`, `failed`): model calls that fold older messages into a session's summary |
 //! | `openclaw_context_tokens_saved_total` | counter | `by` (`window`, `compression`): prompt tokens the context layer kept out of calls (the window's net of the summary sent instead) |
+//! | `openclaw_process_heap_bytes` | gauge | `kind` (`allocated`, `active`, `resident`, `retained`, `metadata`): the allocator's own figures (jemalloc's `stats.*`), read every 5 s — `allocated` is what the program holds, `resident` what the allocator keeps in RAM for it; absent in a build without jemalloc |
 //!
 //! Probes (`/health`, `/ready`, `/metrics`: Prometheus's scrapes, Docker's health checks, load
 //! balancers) are counted apart, in `openclaw_probe_requests_total`: the chapter's QPS panel
@@ -142,6 +143,7 @@ pub struct Metrics {
     pub cluster_tasks_moved_total: IntCounterVec,
     pub cluster_unknown_admissions_total: IntCounterVec,
     pub sessions_live: IntGauge,
+    pub process_heap_bytes: IntGaugeVec,
     pub context_summary_calls_total: IntCounterVec,
     pub context_tokens_saved_total: IntCounterVec,
 }
@@ -468,6 +470,18 @@ impl Metrics {
                 "openclaw_sessions_live",
                 "Sessions stored (this node's store, or its replica of the cluster's).",
             ),
+            process_heap_bytes: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "openclaw_process_heap_bytes",
+                        "The allocator's figures for this process, by kind (allocated, active, \
+                         resident, retained, metadata).",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid gauge definition"),
+            ),
             context_summary_calls_total: counter_vec(
                 &r,
                 "openclaw_context_summary_calls_total",
@@ -634,6 +648,13 @@ impl Metrics {
         self.queue_depth
             .with_label_values(&[priority.as_str()])
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// One of the allocator's figures (`kind` is one of a fixed set, see the table above).
+    pub fn set_heap_bytes(&self, kind: &'static str, bytes: u64) {
+        self.process_heap_bytes
+            .with_label_values(&[kind])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Sessions stored now.

@@ -466,6 +466,16 @@ pub(crate) fn load_client() -> anyhow::Result<reqwest::Client> {
         .context("building the load generator's HTTP client")
 }
 
+/// The value of the first sample of `series` (a metric name with its labels, exactly as
+/// Prometheus's text format writes them, e.g. `openclaw_process_heap_bytes{kind="allocated"}`)
+/// in a `/metrics` body.
+pub fn metric_sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
 /// Linux's `USER_HZ`: the unit of the CPU times in `/proc/<pid>/stat` (100 on every Linux ABI
 /// this runs on; the kernel converts to it whatever its internal tick).
 const USER_HZ: u64 = 100;
@@ -489,6 +499,35 @@ pub fn cpu_ms(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_samples_are_found_by_name_and_labels() {
+        let body = "# HELP x y\nopenclaw_process_heap_bytes{kind=\"allocated\"} 1048576\n\
+                    openclaw_process_heap_bytes{kind=\"resident\"} 2097152\n\
+                    openclaw_queue_depth_total 3\n";
+        // (name, series, want)
+        let cases = [
+            (
+                "first",
+                r#"openclaw_process_heap_bytes{kind="allocated"}"#,
+                Some(1_048_576.0),
+            ),
+            (
+                "second",
+                r#"openclaw_process_heap_bytes{kind="resident"}"#,
+                Some(2_097_152.0),
+            ),
+            ("prefix of another name", "openclaw_queue_depth", None),
+            (
+                "absent",
+                r#"openclaw_process_heap_bytes{kind="retained"}"#,
+                None,
+            ),
+        ];
+        for (name, series, want) in cases {
+            assert_eq!(metric_sample(body, series), want, "{name}");
+        }
+    }
 
     #[test]
     fn cpu_time_is_read_after_the_command_name() {

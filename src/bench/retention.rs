@@ -23,7 +23,7 @@ use openclaw_harness::{Cluster, ClusterSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::common::{load_client, micros, percentile, BenchArgs};
+use super::common::{load_client, metric_sample, micros, percentile, BenchArgs};
 use openclaw_server::util::dir_bytes;
 
 use super::soak::parse_proc_status;
@@ -59,6 +59,10 @@ pub struct RetentionStep {
     pub fill_secs: f64,
     /// Per node, KiB.
     pub rss_kib: Vec<u64>,
+    /// Per node: jemalloc's `allocated` (what the node holds) and `resident` (what the
+    /// allocator keeps in RAM), bytes, from `openclaw_process_heap_bytes` (0: not reported).
+    pub heap_allocated: Vec<u64>,
+    pub heap_resident: Vec<u64>,
     /// Per node: the current snapshot file, bytes (0: none yet).
     pub snapshot_bytes: Vec<u64>,
     /// Per node: the Raft store (sled dir + snapshots), bytes.
@@ -95,6 +99,28 @@ fn rss_and_peak(pid: u32) -> (u64, u64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     (parse_proc_status(&text).0, hwm)
+}
+
+/// Each node's `openclaw_process_heap_bytes` for `allocated` and `resident` (0 where the node
+/// does not report them: a build without jemalloc, or a node that did not answer).
+async fn heap_figures(client: &reqwest::Client, urls: &[String]) -> (Vec<u64>, Vec<u64>) {
+    let (mut allocated, mut resident) = (Vec::new(), Vec::new());
+    for url in urls {
+        let body = match client.get(format!("{url}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let read = |kind: &str| {
+            metric_sample(
+                &body,
+                &format!("openclaw_process_heap_bytes{{kind=\"{kind}\"}}"),
+            )
+            .map_or(0, |v| v as u64)
+        };
+        allocated.push(read("allocated"));
+        resident.push(read("resident"));
+    }
+    (allocated, resident)
 }
 
 fn node_data(c: &Cluster, k: usize) -> std::path::PathBuf {
@@ -264,8 +290,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
         newest = last.or(newest);
         wait_finished(&c, n).await?;
         let fill_secs = t.elapsed().as_secs_f64();
-        // Let a snapshot triggered by the last entries finish.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Let a snapshot triggered by the last entries finish, and the nodes' heap figures
+        // (refreshed every 5 s) catch up.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (heap_allocated, heap_resident) = heap_figures(&client, &urls).await;
         let rss_kib: Vec<u64> = c
             .nodes()
             .iter()
@@ -298,10 +326,18 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<RetentionReport> {
             format!("{:.2}ms", p50 as f64 / 1000.0),
             format!("{:.2}ms", p99 as f64 / 1000.0),
         );
+        println!(
+            "  {:>18} heap MiB per node (jemalloc): allocated {}, resident {}",
+            "",
+            mib(&heap_allocated, 1048576.0),
+            mib(&heap_resident, 1048576.0),
+        );
         steps.push(RetentionStep {
             retained: n,
             fill_secs,
             rss_kib,
+            heap_allocated,
+            heap_resident,
             snapshot_bytes,
             raft_bytes,
             get_old_p50_us: p50,

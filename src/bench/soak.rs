@@ -26,9 +26,9 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::common::{
-    micros, node_config, percentile, start_children, wait_drained, BenchArgs, ScratchDir,
-    DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL, SOAK_RSS_GROWTH_GOAL,
-    SOAK_STORE_CACHE_MB_DEFAULT, SOAK_STORE_WARM_FACTOR, SOAK_WARMUP_SHARE,
+    metric_sample, micros, node_config, percentile, start_children, wait_drained, BenchArgs,
+    ScratchDir, DRAIN_TIMEOUT, OPEN_LOOP_IN_FLIGHT_MAX, SOAK_LOG_BYTES_PER_TASK_GOAL,
+    SOAK_RSS_GROWTH_GOAL, SOAK_STORE_CACHE_MB_DEFAULT, SOAK_STORE_WARM_FACTOR, SOAK_WARMUP_SHARE,
 };
 
 /// One row of the soak table.
@@ -36,6 +36,9 @@ use super::common::{
 pub struct SoakSample {
     pub t_s: u64,
     pub rss_kb: u64,
+    /// jemalloc's `allocated` (what the node holds; `openclaw_process_heap_bytes`), bytes; 0
+    /// when the node does not report it.
+    pub heap_allocated: u64,
     pub fds: u64,
     pub threads: u64,
     pub queued: u64,
@@ -334,9 +337,23 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
                 .ok()
         }
         .await;
+        let heap_allocated = async {
+            let body = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metric_sample(&body, r#"openclaw_process_heap_bytes{kind="allocated"}"#)
+        }
+        .await
+        .map_or(0, |v| v as u64);
         let s = SoakSample {
             t_s: started.elapsed().as_secs(),
             rss_kb,
+            heap_allocated,
             fds,
             threads,
             queued: q.as_ref().map_or(0, |q| q.queued),
@@ -411,11 +428,15 @@ pub async fn run(client: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<S
 }
 
 fn print_header() {
-    println!("6. Soak: constant load, sampled (latencies in ms, RSS and store on disk in MiB)");
     println!(
-        "{:>6} {:>8} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>9} {:>10}",
+        "6. Soak: constant load, sampled (latencies in ms; RSS, heap (jemalloc's allocated) and \
+         store on disk in MiB)"
+    );
+    println!(
+        "{:>6} {:>8} {:>8} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9} {:>9} {:>10}",
         "t(s)",
         "rss",
+        "heap",
         "store",
         "fds",
         "threads",
@@ -433,9 +454,10 @@ fn print_header() {
 
 fn print_row(s: &SoakSample) {
     println!(
-        "{:>6} {:>8.1} {:>8.1} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9.2} {:>9.2} {:>10}",
+        "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>9.2} {:>9.2} {:>10}",
         s.t_s,
         s.rss_kb as f64 / 1024.0,
+        s.heap_allocated as f64 / (1 << 20) as f64,
         s.store_bytes as f64 / (1 << 20) as f64,
         s.fds,
         s.threads,

@@ -353,6 +353,26 @@ fn budget_slices_never_pass_the_limit_and_thresholds_fire_once() {
     assert_eq!(r[0], Reply::Claimed(true));
 }
 
+/// An ask for a `gpt-4o` rate slice of `bucket` (1-s buckets, a window of 5).
+fn rate_ask(
+    node: u64,
+    bucket: u64,
+    limit: RateLimit,
+    want_requests: u64,
+    want_tokens: u64,
+) -> Command {
+    Command::LeaseRate {
+        node,
+        scope: "gpt-4o".into(),
+        bucket,
+        bucket_ms: 1000,
+        span: 5,
+        limit,
+        want_requests,
+        want_tokens,
+    }
+}
+
 #[test]
 fn rate_slices_stay_within_every_sliding_window() {
     // 10 requests per window of 5 buckets: any 6 consecutive buckets hold at most 10 grants.
@@ -361,16 +381,7 @@ fn rate_slices_stay_within_every_sliding_window() {
         requests: Some(10),
         tokens: None,
     };
-    let ask = |node, bucket, want| Command::LeaseRate {
-        node,
-        scope: "gpt-4o".into(),
-        bucket,
-        bucket_ms: 1000,
-        span: 5,
-        limit,
-        want_requests: want,
-        want_tokens: 100,
-    };
+    let ask = |node, bucket, want| rate_ask(node, bucket, limit, want, 100);
     let grants = |r: Vec<Reply>| -> Vec<u64> {
         r.iter()
             .map(|r| match r {
@@ -427,16 +438,7 @@ fn a_returned_rate_slice_makes_room_in_the_window() {
         requests: Some(10),
         tokens: Some(1000),
     };
-    let ask = |node, bucket, want| Command::LeaseRate {
-        node,
-        scope: "gpt-4o".into(),
-        bucket,
-        bucket_ms: 1000,
-        span: 5,
-        limit,
-        want_requests: want,
-        want_tokens: want * 100,
-    };
+    let ask = |node, bucket, want| rate_ask(node, bucket, limit, want, want * 100);
     let give_back = |node, bucket, bucket_ms, requests, tokens| Command::ReturnRate {
         node,
         scope: "gpt-4o".into(),
